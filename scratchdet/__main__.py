@@ -1,0 +1,5 @@
+import sys
+
+from scratchdet.cli import main
+
+sys.exit(main())

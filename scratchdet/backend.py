@@ -1,0 +1,84 @@
+"""Which backend an array lives on, and moving arrays between them.
+
+Dispatch is by the array (see DESIGN.md, Backends): a NumPy array runs on the Numba CPU kernels,
+a Numba CUDA device array on the Numba CUDA kernels. `NUMBA_ENABLE_CUDASIM=1` (set before numba is
+imported) makes the CUDA kernels run in Numba's simulator on the CPU, which is how the tests run
+them on machines without a GPU.
+"""
+
+import functools
+import os
+
+import numpy as np
+
+from scratchdet.errors import BackendUnavailableError, InvalidArgumentError
+
+DEVICES = ("cpu", "cuda")
+
+
+def simulated():
+    """True when Numba's CUDA simulator stands in for a GPU (`NUMBA_ENABLE_CUDASIM=1`)."""
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_usable():
+    try:
+        from numba import cuda
+    except ImportError:  # pragma: no cover - numba always ships numba.cuda
+        return False
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # a broken driver install counts as no GPU
+        return False
+
+
+def available():
+    """The backends that can run here: always ``"cpu"``, and ``"cuda"`` with a GPU or the simulator.
+
+    Returns:
+        tuple of str, e.g. ``("cpu",)`` or ``("cpu", "cuda")``.
+    """
+    return ("cpu", "cuda") if _cuda_usable() else ("cpu",)
+
+
+def require(device):
+    """Raise a clear error unless `device` ("cpu" or "cuda") can run here."""
+    if device not in DEVICES:
+        raise InvalidArgumentError(f"device must be one of {DEVICES}, got {device!r}")
+    if device not in available():
+        raise BackendUnavailableError(
+            f"the {device!r} backend is not available here: no CUDA GPU was found "
+            "(set NUMBA_ENABLE_CUDASIM=1 before importing scratchdet to run the CUDA kernels "
+            "in Numba's simulator)"
+        )
+
+
+def is_cuda_array(x):
+    """True for a Numba CUDA device array (or any object exposing `__cuda_array_interface__`)."""
+    if isinstance(x, np.ndarray):
+        return False
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def device_of(x):
+    """``"cuda"`` for a device array, ``"cpu"`` for anything else."""
+    return "cuda" if is_cuda_array(x) else "cpu"
+
+
+def to_device(x, device):
+    """Return `x` on `device` ("cpu" -> NumPy array, "cuda" -> Numba device array).
+
+    An array already on `device` is returned as it is (no copy).
+    """
+    require(device)
+    if device == "cpu":
+        return x.copy_to_host() if is_cuda_array(x) else np.asarray(x)
+    from numba import cuda
+
+    return x if is_cuda_array(x) else cuda.to_device(np.ascontiguousarray(x))
+
+
+def to_host(x):
+    """Return `x` as a NumPy array (copying from the GPU when it is a device array)."""
+    return x.copy_to_host() if is_cuda_array(x) else np.asarray(x)
