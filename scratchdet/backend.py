@@ -82,3 +82,43 @@ def to_device(x, device):
 def to_host(x):
     """Return `x` as a NumPy array (copying from the GPU when it is a device array)."""
     return x.copy_to_host() if is_cuda_array(x) else np.asarray(x)
+
+
+def zeros_like(x):
+    """A zero array with `x`'s shape and dtype, on `x`'s backend (for optimiser state, gradients)."""
+    if is_cuda_array(x):
+        from numba import cuda
+
+        out = cuda.device_array(x.shape, dtype=x.dtype)
+        _fill_zero(out)
+        return out
+    return np.zeros_like(x)
+
+
+def empty_like(x):
+    """An uninitialised array with `x`'s shape and dtype, on `x`'s backend."""
+    if is_cuda_array(x):
+        from numba import cuda
+
+        return cuda.device_array(x.shape, dtype=x.dtype)
+    return np.empty_like(x)
+
+
+def _fill_zero(out):
+    from numba import cuda
+
+    flat = out.reshape(out.size) if out.ndim != 1 else out
+    _zero_kernel()[max(1, (flat.size + 255) // 256), 256](flat)
+
+
+@functools.lru_cache(maxsize=None)
+def _zero_kernel():
+    from numba import cuda
+
+    @cuda.jit
+    def zero(a):
+        i = cuda.grid(1)
+        if i < a.size:
+            a[i] = 0
+
+    return zero
