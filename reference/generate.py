@@ -26,8 +26,11 @@ SOURCES = {
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sources", nargs="*", choices=[[], *SOURCES], help="which sources (default: all)")
+    parser.add_argument("sources", nargs="*", metavar="SOURCE", help=f"one of {', '.join(SOURCES)} (default: all)")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.sources) - set(SOURCES))
+    if unknown:
+        parser.error(f"unknown source(s) {', '.join(unknown)}; choose from {', '.join(SOURCES)}")
     sys.path.insert(0, str(HERE))
     OUTPUTS.mkdir(exist_ok=True)
     for name in args.sources or SOURCES:
