@@ -1,0 +1,442 @@
+"""Numba CPU kernels behind `scratchdet.nn.functional`: im2col / col2im, pooling, RoI pooling,
+activations, dropout, the per-sample losses and the optimiser updates.
+
+Every kernel is the plain loop nest the math describes, parallel over independent outputs with
+`numba.prange` (each thread owns whole output planes, so no two threads write the same element).
+The kernels take arrays that `scratchdet.nn.functional` has already validated (C-contiguous, one
+floating dtype: float32 or float64) and compile once per dtype. Set `NUMBA_DISABLE_JIT=1` to run them
+as ordinary Python and step through them in a debugger.
+"""
+
+import numba
+import numpy as np
+from numba import prange
+
+from scratchdet.kernels.shared import nn as shared
+
+smooth_l1_value = numba.njit(cache=True)(shared.smooth_l1_value)
+smooth_l1_grad = numba.njit(cache=True)(shared.smooth_l1_grad)
+round_half_away = numba.njit(cache=True)(shared.round_half_away)
+roi_bin_start = numba.njit(cache=True)(shared.roi_bin_start)
+roi_bin_end = numba.njit(cache=True)(shared.roi_bin_end)
+dropout_uniform = numba.njit(cache=True)(shared.dropout_uniform)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Convolution as a matrix product: im2col and its adjoint col2im
+# ---------------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, parallel=True)
+def im2col(x, kh, kw, stride, padding, cols):
+    """Unfold every receptive field of `x` into a column of `cols` (zero padding outside the image).
+
+        cols[n, (c, i, j), (oy, ox)] = x[n, c, oy*stride + i - padding, ox*stride + j - padding]
+
+    where the row index is (c*kh + i)*kw + j and the column index oy*W' + ox. Then the convolution of
+    image n is the matrix product `W (K, C*kh*kw) @ cols[n] (C*kh*kw, H'*W')`, already in NCHW order.
+
+    Args:
+        x: (N, C, H, W) float input.
+        kh, kw: kernel height and width; stride, padding: ints.
+        cols: (N, C*kh*kw, H'*W') output, same dtype as x, with H' = 1 + (H + 2*padding - kh) // stride
+            and W' = 1 + (W + 2*padding - kw) // stride.
+    """
+    n_images, channels, height, width = x.shape
+    out_w = (width + 2 * padding - kw) // stride + 1
+    out_h = (height + 2 * padding - kh) // stride + 1
+    for nc in prange(n_images * channels):  # one (image, channel) plane per task
+        n = nc // channels
+        c = nc % channels
+        for i in range(kh):
+            for j in range(kw):
+                row = (c * kh + i) * kw + j
+                # output columns whose input column ox*stride + j - padding falls inside [0, width)
+                ox_lo = min(max(0, (padding - j + stride - 1) // stride), out_w)
+                ox_hi = max(min(out_w, (width + padding - j + stride - 1) // stride), ox_lo)
+                for oy in range(out_h):
+                    y = oy * stride + i - padding
+                    base = oy * out_w
+                    if y < 0 or y >= height:
+                        for ox in range(out_w):
+                            cols[n, row, base + ox] = 0
+                        continue
+                    for ox in range(ox_lo):
+                        cols[n, row, base + ox] = 0
+                    for ox in range(ox_lo, ox_hi):
+                        cols[n, row, base + ox] = x[n, c, y, ox * stride + j - padding]
+                    for ox in range(ox_hi, out_w):
+                        cols[n, row, base + ox] = 0
+
+
+@numba.njit(cache=True, parallel=True)
+def col2im(cols, kh, kw, stride, padding, dx):
+    """The adjoint of `im2col`: add every column entry back onto the input pixel it was read from.
+
+        dx[n, c, oy*stride + i - padding, ox*stride + j - padding] += cols[n, (c, i, j), (oy, ox)]
+
+    Entries that came from the zero padding are dropped. Overlapping receptive fields add up, which is
+    exactly the chain rule for a pixel used by several outputs.
+
+    Args:
+        cols: (N, C*kh*kw, H'*W') float gradient with respect to the columns.
+        kh, kw, stride, padding: as in `im2col`.
+        dx: (N, C, H, W) output, overwritten.
+    """
+    n_images, channels, height, width = dx.shape
+    out_w = (width + 2 * padding - kw) // stride + 1
+    out_h = (height + 2 * padding - kh) // stride + 1
+    for nc in prange(n_images * channels):  # each task owns one (image, channel) plane of dx
+        n = nc // channels
+        c = nc % channels
+        for y in range(height):
+            for x in range(width):
+                dx[n, c, y, x] = 0
+        for i in range(kh):
+            for j in range(kw):
+                row = (c * kh + i) * kw + j
+                ox_lo = min(max(0, (padding - j + stride - 1) // stride), out_w)
+                ox_hi = max(min(out_w, (width + padding - j + stride - 1) // stride), ox_lo)
+                for oy in range(out_h):
+                    y = oy * stride + i - padding
+                    if y < 0 or y >= height:
+                        continue
+                    base = oy * out_w
+                    for ox in range(ox_lo, ox_hi):
+                        dx[n, c, y, ox * stride + j - padding] += cols[n, row, base + ox]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Max pooling
+# ---------------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, parallel=True)
+def maxpool2d_forward(x, kernel_size, stride, y):
+    """y[n, c, oy, ox] = max of the kernel_size x kernel_size window at (oy*stride, ox*stride).
+
+    Args:
+        x: (N, C, H, W) float input.
+        y: (N, C, H', W') output with H' = 1 + (H - kernel_size) // stride (same for W').
+    """
+    n_images, channels, out_h, out_w = y.shape
+    for nc in prange(n_images * channels):
+        n = nc // channels
+        c = nc % channels
+        for oy in range(out_h):
+            for ox in range(out_w):
+                y0 = oy * stride
+                x0 = ox * stride
+                best = x[n, c, y0, x0]
+                for i in range(kernel_size):
+                    for j in range(kernel_size):
+                        v = x[n, c, y0 + i, x0 + j]
+                        if v > best:
+                            best = v
+                y[n, c, oy, ox] = best
+
+
+@numba.njit(cache=True, parallel=True)
+def maxpool2d_backward(dy, x, kernel_size, stride, dx):
+    """Route each output gradient to the input that won its window (the first maximum in scan order,
+    as PyTorch does on ties); windows that overlap (stride < kernel_size) add up.
+
+    Args:
+        dy: (N, C, H', W') gradient of the output; x: (N, C, H, W) the forward input.
+        dx: (N, C, H, W) output, overwritten.
+    """
+    n_images, channels, out_h, out_w = dy.shape
+    height, width = x.shape[2], x.shape[3]
+    for nc in prange(n_images * channels):
+        n = nc // channels
+        c = nc % channels
+        for y in range(height):
+            for x_ in range(width):
+                dx[n, c, y, x_] = 0
+        for oy in range(out_h):
+            for ox in range(out_w):
+                # 1. find the window's argmax again (first maximum wins)
+                best_y = oy * stride
+                best_x = ox * stride
+                best = x[n, c, best_y, best_x]
+                for i in range(kernel_size):
+                    for j in range(kernel_size):
+                        v = x[n, c, oy * stride + i, ox * stride + j]
+                        if v > best:
+                            best = v
+                            best_y = oy * stride + i
+                            best_x = ox * stride + j
+                # 2. only the winner receives the gradient
+                dx[n, c, best_y, best_x] += dy[n, c, oy, ox]
+
+
+# ---------------------------------------------------------------------------------------------------
+# RoI max pooling (Fast R-CNN, Girshick 2015, section 2.1), with torchvision's rounding and bins
+# ---------------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True)
+def roi_cells(roi, spatial_scale):
+    """The RoI's first feature-map cell and its size in cells, torchvision's (Caffe's) rule.
+
+    Corners are scaled to the feature map and rounded half away from zero; the size counts both end
+    cells (end - start + 1) and is at least 1.
+
+    Returns:
+        (start_y, start_x, height, width) as ints.
+    """
+    start_x = int(round_half_away(roi[1] * spatial_scale))
+    start_y = int(round_half_away(roi[2] * spatial_scale))
+    end_x = int(round_half_away(roi[3] * spatial_scale))
+    end_y = int(round_half_away(roi[4] * spatial_scale))
+    return start_y, start_x, max(end_y - start_y + 1, 1), max(end_x - start_x + 1, 1)
+
+
+@numba.njit(cache=True)
+def roi_bin_argmax(features, b, c, start_y, start_x, bin_h, bin_w, ph, pw):
+    """Flat index y*W + x of the maximum of bin (ph, pw) of one RoI in channel c, or -1 if empty."""
+    height, width = features.shape[2], features.shape[3]
+    y0 = roi_bin_start(ph, bin_h, start_y, height)
+    y1 = roi_bin_end(ph, bin_h, start_y, height)
+    x0 = roi_bin_start(pw, bin_w, start_x, width)
+    x1 = roi_bin_end(pw, bin_w, start_x, width)
+    best_index = -1
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            if best_index < 0 or features[b, c, y, x] > features[b, c, best_index // width, best_index % width]:
+                best_index = y * width + x
+    return best_index
+
+
+@numba.njit(cache=True, parallel=True)
+def roi_pool_forward(features, rois, spatial_scale, out):
+    """out[r, c, ph, pw] = max of features[b, c] over bin (ph, pw) of RoI r (0 for an empty bin).
+
+    Args:
+        features: (B, C, H, W) float feature maps.
+        rois: (R, 5) float, rows (batch_index, x1, y1, x2, y2) in input-image pixels.
+        spatial_scale: feature cells per image pixel (1/16 for VGG16's conv5).
+        out: (R, C, PH, PW) output.
+    """
+    n_rois, channels, pooled_h, pooled_w = out.shape
+    width = features.shape[3]
+    for rc in prange(n_rois * channels):
+        r = rc // channels
+        c = rc % channels
+        b = int(rois[r, 0])
+        start_y, start_x, roi_h, roi_w = roi_cells(rois[r], spatial_scale)
+        bin_h = roi_h / pooled_h
+        bin_w = roi_w / pooled_w
+        for ph in range(pooled_h):
+            for pw in range(pooled_w):
+                index = roi_bin_argmax(features, b, c, start_y, start_x, bin_h, bin_w, ph, pw)
+                if index < 0:
+                    out[r, c, ph, pw] = 0
+                else:
+                    out[r, c, ph, pw] = features[b, c, index // width, index % width]
+
+
+@numba.njit(cache=True, parallel=True)
+def roi_pool_backward(dout, features, rois, spatial_scale, dfeatures):
+    """Add each pooled gradient onto the feature cell that won its bin (Fast R-CNN, eq. 4).
+
+    dL/dx_i = sum over RoIs r and bins j of [i = argmax of bin j of r] * dL/dy_rj.
+
+    Args:
+        dout: (R, C, PH, PW) gradient of the pooled output; features, rois, spatial_scale: as forward.
+        dfeatures: (B, C, H, W) output, overwritten.
+    """
+    n_rois, channels, pooled_h, pooled_w = dout.shape
+    n_images, height, width = features.shape[0], features.shape[2], features.shape[3]
+    for c in prange(channels):  # a thread owns one channel of every image: RoIs may overlap
+        for b in range(n_images):
+            for y in range(height):
+                for x in range(width):
+                    dfeatures[b, c, y, x] = 0
+        for r in range(n_rois):
+            b = int(rois[r, 0])
+            start_y, start_x, roi_h, roi_w = roi_cells(rois[r], spatial_scale)
+            bin_h = roi_h / pooled_h
+            bin_w = roi_w / pooled_w
+            for ph in range(pooled_h):
+                for pw in range(pooled_w):
+                    index = roi_bin_argmax(features, b, c, start_y, start_x, bin_h, bin_w, ph, pw)
+                    if index >= 0:
+                        dfeatures[b, c, index // width, index % width] += dout[r, c, ph, pw]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Element-wise layers: ReLU and dropout (flat loops over contiguous arrays)
+# ---------------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, parallel=True)
+def relu_forward(x, y):
+    """y = max(x, 0) element-wise; x, y flat (size,) arrays."""
+    for k in prange(x.size):
+        y[k] = x[k] if x[k] > 0 else 0
+
+
+@numba.njit(cache=True, parallel=True)
+def relu_backward(dy, x, dx):
+    """dx = dy where x > 0, else 0 (the subgradient at 0 is taken as 0, as in PyTorch); flat arrays."""
+    for k in prange(x.size):
+        dx[k] = dy[k] if x[k] > 0 else 0
+
+
+@numba.njit(cache=True, parallel=True)
+def dropout_forward(x, p, seed, y, mask):
+    """Inverted dropout (Srivastava et al. 2014): keep unit k with probability 1 - p and scale it by
+    1 / (1 - p), so that no rescaling is needed at test time. mask[k] is that factor (0 if dropped).
+
+    Args:
+        x, y, mask: flat (size,) arrays of one dtype; p: drop probability in [0, 1); seed: int.
+    """
+    scale = 1.0 / (1.0 - p)
+    for k in prange(x.size):
+        keep = dropout_uniform(seed, k) >= p
+        mask[k] = scale if keep else 0.0
+        y[k] = x[k] * mask[k]
+
+
+@numba.njit(cache=True, parallel=True)
+def multiply(a, b, out):
+    """out = a * b element-wise; flat arrays (dropout's backward: dx = dy * mask)."""
+    for k in prange(a.size):
+        out[k] = a[k] * b[k]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True)
+def softmax_cross_entropy(logits, labels, dlogits):
+    """Mean over samples of -log softmax(logits[n])[labels[n]], and its gradient.
+
+    Uses log-sum-exp with the row maximum subtracted, so large logits do not overflow:
+        loss_n = log(sum_k exp(z_nk - m_n)) + m_n - z_n,u
+        dL/dz_nk = (softmax(z_n)_k - [k = u_n]) / N
+
+    Args:
+        logits: (N, K) float; labels: (N,) int64 in [0, K).
+        dlogits: (N, K) output, same dtype as logits.
+
+    Returns:
+        the mean loss as a float64.
+    """
+    n_samples, n_classes = logits.shape
+    total = 0.0
+    for n in range(n_samples):
+        # 1. subtract the row maximum (exp never overflows)
+        m = logits[n, 0]
+        for k in range(1, n_classes):
+            m = max(m, logits[n, k])
+        # 2. log-sum-exp
+        s = 0.0
+        for k in range(n_classes):
+            s += np.exp(logits[n, k] - m)
+        log_sum = np.log(s)
+        u = labels[n]
+        total += log_sum + m - logits[n, u]
+        # 3. gradient: softmax minus the one-hot label, averaged over the batch
+        for k in range(n_classes):
+            dlogits[n, k] = np.exp(logits[n, k] - m - log_sum) / n_samples
+        dlogits[n, u] -= 1.0 / n_samples
+    return total / n_samples
+
+
+@numba.njit(cache=True)
+def l2_loss(pred, target, grad):
+    """sum_k (pred[k] - target[k])**2 and its gradient 2 (pred - target); flat arrays."""
+    total = 0.0
+    for k in range(pred.size):
+        d = pred[k] - target[k]
+        total += d * d
+        grad[k] = 2 * d
+    return total
+
+
+@numba.njit(cache=True)
+def smooth_l1_loss(pred, target, beta, grad):
+    """sum_k smooth_l1(pred[k] - target[k]) and its gradient; flat arrays."""
+    total = 0.0
+    for k in range(pred.size):
+        d = pred[k] - target[k]
+        total += smooth_l1_value(d, beta)
+        grad[k] = smooth_l1_grad(d, beta)
+    return total
+
+
+@numba.njit(cache=True)
+def foreground_box_loss(bbox_pred, bbox_targets, labels, use_l2, beta, grad):
+    """The sum in the box term of Fast R-CNN's multi-task loss (eq. 1) and its gradient.
+
+        sum over n with u_n >= 1 of sum_j loss(t^{u_n}_nj - v_nj)
+
+    where t^u is the 4 predicted coordinates of class u: columns 4u .. 4u+3 of `bbox_pred` when it
+    holds one box per class, columns 0..3 when it holds one class-agnostic box.
+
+    Args:
+        bbox_pred: (N, 4) or (N, 4 * n_classes) float; bbox_targets: (N, 4) float targets v.
+        labels: (N,) int64 classes u (0 = background, counts nothing).
+        use_l2: True for squared error, False for smooth L1 with `beta`.
+        grad: like bbox_pred, overwritten with the gradient of the sum (zero outside the selected t^u).
+
+    Returns:
+        the sum as a float64.
+    """
+    n_samples = bbox_pred.shape[0]
+    per_class = bbox_pred.shape[1] > 4
+    total = 0.0
+    for n in range(n_samples):
+        for k in range(bbox_pred.shape[1]):
+            grad[n, k] = 0
+        u = labels[n]
+        if u < 1:  # the Iverson bracket [u >= 1]: background has no box
+            continue
+        first = 4 * u if per_class else 0
+        for j in range(4):
+            d = bbox_pred[n, first + j] - bbox_targets[n, j]
+            if use_l2:
+                total += d * d
+                grad[n, first + j] = 2 * d
+            else:
+                total += smooth_l1_value(d, beta)
+                grad[n, first + j] = smooth_l1_grad(d, beta)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------
+# Optimiser updates (in place, flat arrays)
+# ---------------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, parallel=True)
+def sgd_update(param, grad, velocity, lr, momentum, weight_decay):
+    """SGD with momentum and L2 weight decay, PyTorch's form:
+
+        g = grad + weight_decay * param;  velocity = momentum * velocity + g;  param -= lr * velocity
+    """
+    for k in prange(param.size):
+        g = grad[k] + weight_decay * param[k]
+        velocity[k] = momentum * velocity[k] + g
+        param[k] -= lr * velocity[k]
+
+
+@numba.njit(cache=True, parallel=True)
+def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    """Adam (Kingma and Ba 2015, Algorithm 1) with L2 weight decay added to the gradient (PyTorch's Adam).
+
+        g = grad + weight_decay * param
+        m = beta1 * m + (1 - beta1) * g;   v = beta2 * v + (1 - beta2) * g**2
+        param -= lr * (m / (1 - beta1**step)) / (sqrt(v / (1 - beta2**step)) + eps)
+    """
+    correction1 = 1.0 - beta1**step
+    correction2 = 1.0 - beta2**step
+    for k in prange(param.size):
+        g = grad[k] + weight_decay * param[k]
+        m[k] = beta1 * m[k] + (1.0 - beta1) * g
+        v[k] = beta2 * v[k] + (1.0 - beta2) * g * g
+        param[k] -= lr * (m[k] / correction1) / (np.sqrt(v[k] / correction2) + eps)

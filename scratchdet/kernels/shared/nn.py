@@ -1,0 +1,76 @@
+"""Scalar logic of the conv-net kernels, shared by the CPU and the CUDA kernels.
+
+Each function works on plain numbers and calls no other Python function, so that it compiles both as a
+`numba.njit` function (`scratchdet.kernels.cpu.nn`) and as a `numba.cuda.jit(device=True)` device
+function (`scratchdet.kernels.cuda.nn`): the two backends cannot disagree on the smooth-L1 kink, on
+how a RoI is rounded onto the feature map, or on which units dropout keeps.
+"""
+
+import math
+
+
+def smooth_l1_value(x, beta):
+    """Smooth L1 of one residual x (Fast R-CNN, Girshick 2015, eq. 3; PyTorch's `beta` form).
+
+        smooth_l1(x) = 0.5 * x**2 / beta   if |x| < beta
+                       |x| - 0.5 * beta    otherwise
+
+    beta = 1 is the paper's function; beta = 0 is the plain L1 loss |x| (as in PyTorch).
+    """
+    ax = abs(x)
+    if ax < beta:
+        return 0.5 * x * x / beta
+    return ax - 0.5 * beta
+
+
+def smooth_l1_grad(x, beta):
+    """Derivative of `smooth_l1_value` with respect to x: x / beta inside the kink, sign(x) outside."""
+    if abs(x) < beta:
+        return x / beta
+    if x > 0:
+        return 1.0
+    if x < 0:
+        return -1.0
+    return 0.0
+
+
+def round_half_away(v):
+    """Round to the nearest integer, halves away from zero (C's `round`, which torchvision uses).
+
+    NumPy and Python round halves to even (`round(2.5) == 2`); RoI pooling follows C (`3`).
+    """
+    if v >= 0.0:
+        return math.floor(v + 0.5)
+    return -math.floor(-v + 0.5)
+
+
+def roi_bin_start(bin_index, bin_size, roi_start, limit):
+    """First feature-map cell of bin `bin_index` of a RoI, clipped to [0, limit] (torchvision's rule).
+
+    The RoI starts at cell `roi_start` and its bins are `bin_size` cells long (a float):
+    start = floor(bin_index * bin_size) + roi_start.
+    """
+    start = int(math.floor(bin_index * bin_size)) + roi_start
+    return min(max(start, 0), limit)
+
+
+def roi_bin_end(bin_index, bin_size, roi_start, limit):
+    """One past the last cell of bin `bin_index`: ceil((bin_index + 1) * bin_size) + roi_start, clipped."""
+    end = int(math.ceil((bin_index + 1) * bin_size)) + roi_start
+    return min(max(end, 0), limit)
+
+
+def dropout_uniform(seed, index):
+    """A uniform number in [0, 1) for unit `index` of a dropout mask drawn with `seed`.
+
+    A counter-based generator (an integer hash of seed and index; the mixing function is the
+    "lowbias32" hash of Chris Wellons): each unit's number depends only on (seed, index), so the CPU
+    and the GPU draw the same mask in any order, in parallel. Needs 0 <= seed < 2**31, index < 2**40.
+    """
+    h = (index + seed * 0x9E3779B) & 0xFFFFFFFF
+    h = h ^ (h >> 16)
+    h = (h * 0x7FEB352D) & 0xFFFFFFFF
+    h = h ^ (h >> 15)
+    h = (h * 0x846CA68B) & 0xFFFFFFFF
+    h = h ^ (h >> 16)
+    return h / 4294967296.0

@@ -1,0 +1,486 @@
+"""The operations of a conv net as forward / backward function pairs (cs231n `layers.py` style).
+
+Each pair sits side by side: `<op>_forward` computes the output, `<op>_backward` takes the gradient of
+the loss with respect to that output (`dy`) and returns the gradients with respect to the inputs.
+The layers of `scratchdet.nn` only call these functions, so reading this file is reading the math.
+
+Arrays are float32 or float64 (every argument of one call in the same dtype), C-contiguous, activations
+in NCHW order. A NumPy array runs the Numba CPU kernels of `scratchdet.kernels.cpu.nn`; a Numba CUDA
+device array runs the kernels of the same name in `scratchdet.kernels.cuda.nn` (and
+`scratchdet.kernels.cuda.optim` for the optimiser updates), which mirror this API exactly.
+"""
+
+import numpy as np
+
+from scratchdet.backend import is_cuda_array
+from scratchdet.errors import InvalidArgumentError
+from scratchdet.kernels.cpu import nn as cpu
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _cuda():
+    """The CUDA twin of this module (imported on first use: it needs numba.cuda)."""
+    from scratchdet.kernels.cuda import nn
+
+    return nn
+
+
+def _cuda_optim():
+    from scratchdet.kernels.cuda import optim
+
+    return optim
+
+
+# ---------------------------------------------------------------------------------------------------
+# argument checks (CPU side; they name the argument and what was expected)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_float(name, a, ndim=None, dtype=None):
+    if not isinstance(a, np.ndarray):
+        raise InvalidArgumentError(f"{name} must be a NumPy array or a CUDA device array, got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise InvalidArgumentError(f"{name} must be float32 or float64, got {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise InvalidArgumentError(f"{name} has dtype {a.dtype} but the input is {dtype}: use one dtype")
+    if ndim is not None and a.ndim != ndim:
+        raise InvalidArgumentError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _check_positive_int(name, value, minimum=1):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def conv2d_output_size(size, kernel_size, stride=1, padding=0):
+    """Output length of a convolution along one axis: 1 + (size + 2*padding - kernel_size) // stride."""
+    return 1 + (size + 2 * padding - kernel_size) // stride
+
+
+# ---------------------------------------------------------------------------------------------------
+# convolution
+# ---------------------------------------------------------------------------------------------------
+
+
+def conv2d_forward(x, w, b, stride=1, padding=0):
+    """2-D cross-correlation (what deep learning calls convolution) with zero padding.
+
+        y[n, k, oy, ox] = b[k] + sum_{c, i, j} w[k, c, i, j] * x[n, c, oy*stride + i - padding, ox*stride + j - padding]
+
+    computed as im2col + one matrix product per image: y[n] = W (K, C*kh*kw) @ cols[n] (C*kh*kw, H'*W').
+
+    Args:
+        x: (N, C, H, W) float32/float64 input.
+        w: (K, C, kh, kw) filters, same dtype.
+        b: (K,) biases, same dtype.
+        stride: int >= 1; padding: int >= 0 (zeros on every side).
+
+    Returns:
+        y: (N, K, H', W') with H' = 1 + (H + 2*padding - kh) // stride, W' = 1 + (W + 2*padding - kw) // stride.
+    """
+    if is_cuda_array(x):
+        return _cuda().conv2d_forward(x, w, b, stride, padding)
+    x, w, b, stride, padding = _check_conv(x, w, b, stride, padding)
+    n_images, channels, height, width = x.shape
+    filters, _, kh, kw = w.shape
+    out_h = conv2d_output_size(height, kh, stride, padding)
+    out_w = conv2d_output_size(width, kw, stride, padding)
+    # 1. unfold the receptive fields: one column per output pixel
+    cols = np.empty((n_images, channels * kh * kw, out_h * out_w), dtype=x.dtype)  # (N, C*kh*kw, H'*W')
+    cpu.im2col(x, kh, kw, stride, padding, cols)
+    # 2. one matrix product per image (NumPy batches them; OpenBLAS runs each), landing in NCHW order
+    y = np.matmul(w.reshape(filters, channels * kh * kw), cols)  # (N, K, H'*W')
+    del cols
+    # 3. add each filter's bias
+    y += b.reshape(1, filters, 1)
+    return y.reshape(n_images, filters, out_h, out_w)
+
+
+def conv2d_backward(dy, x, w, stride=1, padding=0):
+    """Gradients of `conv2d_forward` with respect to its input, filters and biases.
+
+        db[k] = sum_{n, oy, ox} dy[n, k, oy, ox]
+        dw = sum_n dY[n] (K, H'*W') @ cols[n]^T (H'*W', C*kh*kw)
+        dx = col2im(W^T (C*kh*kw, K) @ dY[n])      (the adjoint of im2col sums overlapping fields)
+
+    The columns are recomputed from x (no buffer is kept between forward and backward), and the
+    gradient with respect to the columns is written over them once dw is done: one im2col-sized buffer.
+
+    Args:
+        dy: (N, K, H', W') gradient of the loss with respect to y.
+        x: (N, C, H, W) the forward input; w: (K, C, kh, kw) the filters; stride, padding: as forward.
+
+    Returns:
+        (dx (N, C, H, W), dw (K, C, kh, kw), db (K,)), in x's dtype.
+    """
+    if is_cuda_array(dy):
+        return _cuda().conv2d_backward(dy, x, w, stride, padding)
+    x, w, _, stride, padding = _check_conv(x, w, None, stride, padding)
+    n_images, channels, height, width = x.shape
+    filters, _, kh, kw = w.shape
+    out_h = conv2d_output_size(height, kh, stride, padding)
+    out_w = conv2d_output_size(width, kw, stride, padding)
+    dy = _check_float("dy", dy, ndim=4, dtype=x.dtype)
+    if dy.shape != (n_images, filters, out_h, out_w):
+        raise InvalidArgumentError(f"dy must have shape {(n_images, filters, out_h, out_w)}, got {dy.shape}")
+    dy_mat = dy.reshape(n_images, filters, out_h * out_w)  # (N, K, H'*W')
+    w_mat = w.reshape(filters, channels * kh * kw)  # (K, C*kh*kw)
+    # 1. bias: every output pixel of filter k adds b[k]
+    db = dy_mat.sum(axis=(0, 2))  # (K,)
+    # 2. filters: dW = sum_n dY[n] @ cols[n]^T, with the columns recomputed from x
+    cols = np.empty((n_images, channels * kh * kw, out_h * out_w), dtype=x.dtype)  # (N, C*kh*kw, H'*W')
+    cpu.im2col(x, kh, kw, stride, padding, cols)
+    dw = np.zeros((filters, channels * kh * kw), dtype=x.dtype)  # (K, C*kh*kw)
+    image_dw = np.empty_like(dw)
+    for n in range(n_images):
+        np.matmul(dy_mat[n], cols[n].T, out=image_dw)
+        dw += image_dw
+    # 3. input: the gradient of the columns, dcols[n] = W^T @ dY[n], overwrites cols (their last use) ...
+    np.matmul(w_mat.T, dy_mat, out=cols)  # (N, C*kh*kw, H'*W')
+    # ... and col2im adds each column entry back onto the pixel it was read from
+    dx = np.empty_like(x)
+    cpu.col2im(cols, kh, kw, stride, padding, dx)
+    return dx, dw.reshape(w.shape), db.astype(x.dtype, copy=False)
+
+
+def _check_conv(x, w, b, stride, padding):
+    x = _check_float("x", x, ndim=4)
+    w = _check_float("w", w, ndim=4, dtype=x.dtype)
+    stride = _check_positive_int("stride", stride, 1)
+    padding = _check_positive_int("padding", padding, 0)
+    if w.shape[1] != x.shape[1]:
+        raise InvalidArgumentError(f"w has {w.shape[1]} input channels but x has {x.shape[1]} (x {x.shape}, w {w.shape})")
+    if b is not None:
+        b = _check_float("b", b, ndim=1, dtype=x.dtype)
+        if b.shape[0] != w.shape[0]:
+            raise InvalidArgumentError(f"b must have shape ({w.shape[0]},), got {b.shape}")
+    for axis, name in ((2, "height"), (3, "width")):
+        if x.shape[axis] + 2 * padding < w.shape[axis]:
+            raise InvalidArgumentError(
+                f"the padded input {name} {x.shape[axis]} + 2*{padding} is smaller than the kernel {name} {w.shape[axis]}"
+            )
+    return x, w, b, stride, padding
+
+
+# ---------------------------------------------------------------------------------------------------
+# max pooling
+# ---------------------------------------------------------------------------------------------------
+
+
+def maxpool2d_forward(x, kernel_size, stride=None):
+    """Max over kernel_size x kernel_size windows moved by `stride` (no padding, floor mode).
+
+    Args:
+        x: (N, C, H, W) float input.
+        kernel_size: int window side; stride: int, defaults to kernel_size.
+
+    Returns:
+        y: (N, C, H', W') with H' = 1 + (H - kernel_size) // stride, W' likewise.
+    """
+    if is_cuda_array(x):
+        return _cuda().maxpool2d_forward(x, kernel_size, stride)
+    x, kernel_size, stride = _check_pool(x, kernel_size, stride)
+    n_images, channels, height, width = x.shape
+    out_h = conv2d_output_size(height, kernel_size, stride)
+    out_w = conv2d_output_size(width, kernel_size, stride)
+    y = np.empty((n_images, channels, out_h, out_w), dtype=x.dtype)
+    cpu.maxpool2d_forward(x, kernel_size, stride, y)
+    return y
+
+
+def maxpool2d_backward(dy, x, kernel_size, stride=None):
+    """Gradient of `maxpool2d_forward`: each window's gradient goes to its maximum (the first one in
+    row-major order on ties, as PyTorch); overlapping windows add up.
+
+    Args:
+        dy: (N, C, H', W') gradient of the output; x: (N, C, H, W) the forward input.
+
+    Returns:
+        dx: (N, C, H, W).
+    """
+    if is_cuda_array(dy):
+        return _cuda().maxpool2d_backward(dy, x, kernel_size, stride)
+    x, kernel_size, stride = _check_pool(x, kernel_size, stride)
+    n_images, channels, height, width = x.shape
+    expected = (n_images, channels, conv2d_output_size(height, kernel_size, stride), conv2d_output_size(width, kernel_size, stride))
+    dy = _check_float("dy", dy, ndim=4, dtype=x.dtype)
+    if dy.shape != expected:
+        raise InvalidArgumentError(f"dy must have shape {expected}, got {dy.shape}")
+    dx = np.empty_like(x)
+    cpu.maxpool2d_backward(dy, x, kernel_size, stride, dx)
+    return dx
+
+
+def _check_pool(x, kernel_size, stride):
+    x = _check_float("x", x, ndim=4)
+    kernel_size = _check_positive_int("kernel_size", kernel_size)
+    stride = kernel_size if stride is None else _check_positive_int("stride", stride)
+    if x.shape[2] < kernel_size or x.shape[3] < kernel_size:
+        raise InvalidArgumentError(f"input {x.shape[2]}x{x.shape[3]} is smaller than the pooling window {kernel_size}")
+    return x, kernel_size, stride
+
+
+# ---------------------------------------------------------------------------------------------------
+# ReLU, linear, flatten, dropout
+# ---------------------------------------------------------------------------------------------------
+
+
+def relu_forward(x):
+    """y = max(x, 0) element-wise. x: any shape, float. Returns y like x."""
+    if is_cuda_array(x):
+        return _cuda().relu_forward(x)
+    x = _check_float("x", x)
+    y = np.empty_like(x)
+    cpu.relu_forward(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+def relu_backward(dy, x):
+    """dx = dy * [x > 0] (0 at x = 0, as PyTorch). dy, x: same shape. Returns dx like x."""
+    if is_cuda_array(dy):
+        return _cuda().relu_backward(dy, x)
+    x = _check_float("x", x)
+    dy = _check_same("dy", dy, x)
+    dx = np.empty_like(x)
+    cpu.relu_backward(dy.reshape(-1), x.reshape(-1), dx.reshape(-1))
+    return dx
+
+
+def linear_forward(x, w, b):
+    """Fully connected layer, PyTorch's weight layout: y = x @ w.T + b.
+
+    Args:
+        x: (N, D_in) float; w: (D_out, D_in); b: (D_out,), same dtype.
+
+    Returns:
+        y: (N, D_out).
+    """
+    if is_cuda_array(x):
+        return _cuda().linear_forward(x, w, b)
+    x, w, b = _check_linear(x, w, b)
+    y = x @ w.T  # (N, D_out): one GEMM
+    y += b
+    return y
+
+
+def linear_backward(dy, x, w):
+    """Gradients of `linear_forward`: dx = dy @ w, dw = dy.T @ x, db = sum_n dy[n].
+
+    Args:
+        dy: (N, D_out); x: (N, D_in) the forward input; w: (D_out, D_in).
+
+    Returns:
+        (dx (N, D_in), dw (D_out, D_in), db (D_out,)).
+    """
+    if is_cuda_array(dy):
+        return _cuda().linear_backward(dy, x, w)
+    x, w, _ = _check_linear(x, w, None)
+    dy = _check_float("dy", dy, ndim=2, dtype=x.dtype)
+    if dy.shape != (x.shape[0], w.shape[0]):
+        raise InvalidArgumentError(f"dy must have shape {(x.shape[0], w.shape[0])}, got {dy.shape}")
+    return dy @ w, dy.T @ x, dy.sum(axis=0)
+
+
+def _check_linear(x, w, b):
+    x = _check_float("x", x, ndim=2)
+    w = _check_float("w", w, ndim=2, dtype=x.dtype)
+    if w.shape[1] != x.shape[1]:
+        raise InvalidArgumentError(f"w must have shape (D_out, {x.shape[1]}) to match x {x.shape}, got {w.shape}")
+    if b is not None:
+        b = _check_float("b", b, ndim=1, dtype=x.dtype)
+        if b.shape[0] != w.shape[0]:
+            raise InvalidArgumentError(f"b must have shape ({w.shape[0]},), got {b.shape}")
+    return x, w, b
+
+
+def flatten_forward(x):
+    """(N, C, H, W) (or any (N, ...)) -> (N, C*H*W), C order. A reshape: same on every backend."""
+    return x.reshape(x.shape[0], x.size // x.shape[0])
+
+
+def flatten_backward(dy, input_shape):
+    """Gradient of `flatten_forward`: dy (N, D) reshaped back to `input_shape`."""
+    return dy.reshape(tuple(input_shape))
+
+
+def dropout_forward(x, p, seed):
+    """Inverted dropout at training time (Srivastava et al. 2014): zero each unit with probability p
+    and scale the survivors by 1 / (1 - p). At evaluation time dropout is the identity (the `Dropout`
+    layer then skips this call).
+
+    The mask comes from a counter-based hash of (seed, element index)
+    (`scratchdet.kernels.shared.nn.dropout_uniform`): the same seed gives the same mask on the CPU and
+    on the GPU.
+
+    Args:
+        x: any shape, float. p: drop probability in [0, 1). seed: int in [0, 2**31).
+
+    Returns:
+        (y, mask), both like x; mask holds 1 / (1 - p) for kept units and 0 for dropped ones.
+    """
+    if is_cuda_array(x):
+        return _cuda().dropout_forward(x, p, seed)
+    x = _check_float("x", x)
+    if not 0.0 <= p < 1.0:
+        raise InvalidArgumentError(f"dropout probability p must be in [0, 1), got {p!r}")
+    if not 0 <= int(seed) < 2**31:
+        raise InvalidArgumentError(f"dropout seed must be in [0, 2**31), got {seed!r}")
+    y = np.empty_like(x)
+    mask = np.empty_like(x)
+    cpu.dropout_forward(x.reshape(-1), float(p), int(seed), y.reshape(-1), mask.reshape(-1))
+    return y, mask
+
+
+def dropout_backward(dy, mask):
+    """Gradient of `dropout_forward`: dx = dy * mask. dy, mask: same shape. Returns dx."""
+    if is_cuda_array(dy):
+        return _cuda().dropout_backward(dy, mask)
+    mask = _check_float("mask", mask)
+    dy = _check_same("dy", dy, mask)
+    dx = np.empty_like(dy)
+    cpu.multiply(dy.reshape(-1), mask.reshape(-1), dx.reshape(-1))
+    return dx
+
+
+def _check_same(name, a, like):
+    a = _check_float(name, a, dtype=like.dtype)
+    if a.shape != like.shape:
+        raise InvalidArgumentError(f"{name} must have shape {like.shape}, got {a.shape}")
+    return a
+
+
+# ---------------------------------------------------------------------------------------------------
+# RoI max pooling
+# ---------------------------------------------------------------------------------------------------
+
+
+def roi_pool_forward(features, rois, output_size, spatial_scale):
+    """RoI max pooling (Fast R-CNN, Girshick 2015, section 2.1): each RoI's window on the feature map
+    is split into an output_size grid of sub-windows, and each sub-window is max-pooled.
+
+    RoI format (torchvision's `roi_pool`): rows (batch_index, x1, y1, x2, y2) in input-image pixels.
+    The bins follow torchvision's (and the original Caffe layer's) rules exactly:
+    corners are scaled by `spatial_scale` and rounded half away from zero; the RoI is
+    (x2' - x1' + 1) x (y2' - y1' + 1) cells (at least 1); bin (ph, pw) spans rows
+    [floor(ph * h / PH), ceil((ph + 1) * h / PH)) from the RoI's first row, clipped to the map;
+    an empty bin outputs 0. (Bin sizes are computed in float64 here; torchvision uses the input's
+    dtype, which can differ only when a bin edge lands within rounding of an integer.)
+
+    Args:
+        features: (B, C, H, W) float feature maps.
+        rois: (R, 5) float (same dtype as features or any float), (batch_index, x1, y1, x2, y2).
+        output_size: int or (PH, PW).
+        spatial_scale: float, feature cells per image pixel (1/16 for VGG16's conv5).
+
+    Returns:
+        (R, C, PH, PW) pooled features.
+    """
+    if is_cuda_array(features):
+        return _cuda().roi_pool_forward(features, rois, output_size, spatial_scale)
+    features, rois, (pooled_h, pooled_w), spatial_scale = _check_roi_pool(features, rois, output_size, spatial_scale)
+    out = np.empty((rois.shape[0], features.shape[1], pooled_h, pooled_w), dtype=features.dtype)
+    cpu.roi_pool_forward(features, rois, spatial_scale, out)
+    return out
+
+
+def roi_pool_backward(dout, features, rois, output_size, spatial_scale):
+    """Gradient of `roi_pool_forward` with respect to the features (Fast R-CNN, eq. 4): each bin's
+    gradient goes to the cell that was its maximum (argmax recomputed from `features`); RoIs that
+    share a cell add up. No gradient flows to the RoI coordinates.
+
+    Args:
+        dout: (R, C, PH, PW); features, rois, output_size, spatial_scale: as in the forward.
+
+    Returns:
+        dfeatures: (B, C, H, W).
+    """
+    if is_cuda_array(dout):
+        return _cuda().roi_pool_backward(dout, features, rois, output_size, spatial_scale)
+    features, rois, (pooled_h, pooled_w), spatial_scale = _check_roi_pool(features, rois, output_size, spatial_scale)
+    dout = _check_float("dout", dout, ndim=4, dtype=features.dtype)
+    expected = (rois.shape[0], features.shape[1], pooled_h, pooled_w)
+    if dout.shape != expected:
+        raise InvalidArgumentError(f"dout must have shape {expected}, got {dout.shape}")
+    dfeatures = np.empty_like(features)
+    cpu.roi_pool_backward(dout, features, rois, spatial_scale, dfeatures)
+    return dfeatures
+
+
+def pair(value, name):
+    """An int or a pair of ints -> (a, b), each >= 1."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise InvalidArgumentError(f"{name} must be an int or a pair of ints, got {value!r}")
+        return _check_positive_int(name, value[0]), _check_positive_int(name, value[1])
+    value = _check_positive_int(name, value)
+    return value, value
+
+
+def _check_roi_pool(features, rois, output_size, spatial_scale):
+    features = _check_float("features", features, ndim=4)
+    rois = np.ascontiguousarray(rois, dtype=np.float64)
+    if rois.ndim != 2 or rois.shape[1] != 5:
+        raise InvalidArgumentError(f"rois must have shape (R, 5) rows (batch_index, x1, y1, x2, y2), got {rois.shape}")
+    if rois.shape[0] and not np.all(np.isfinite(rois)):
+        raise InvalidArgumentError("rois must be finite")
+    batch = rois[:, 0]
+    if rois.shape[0] and (np.any(batch != np.floor(batch)) or batch.min() < 0 or batch.max() >= features.shape[0]):
+        raise InvalidArgumentError(f"rois[:, 0] must be integer batch indices in [0, {features.shape[0]})")
+    spatial_scale = float(spatial_scale)
+    if not spatial_scale > 0:
+        raise InvalidArgumentError(f"spatial_scale must be > 0, got {spatial_scale!r}")
+    return features, rois, pair(output_size, "output_size"), spatial_scale
+
+
+# ---------------------------------------------------------------------------------------------------
+# optimiser updates (in place)
+# ---------------------------------------------------------------------------------------------------
+
+
+def sgd_update(param, grad, velocity, *, lr, momentum, weight_decay):
+    """One SGD step with momentum and L2 weight decay, in place (PyTorch's `SGD` without dampening):
+
+        g = grad + weight_decay * param;  velocity = momentum * velocity + g;  param -= lr * velocity
+
+    Args:
+        param, grad, velocity: arrays of one shape and dtype, contiguous; param and velocity are updated.
+    """
+    if is_cuda_array(param):
+        return _cuda_optim().sgd_update(param, grad, velocity, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    _check_update("param", param, grad, velocity)
+    cpu.sgd_update(param.reshape(-1), grad.reshape(-1), velocity.reshape(-1), float(lr), float(momentum), float(weight_decay))
+
+
+def adam_update(param, grad, m, v, *, step, lr, beta1, beta2, eps, weight_decay):
+    """One Adam step (Kingma and Ba 2015, Algorithm 1), in place, with L2 weight decay added to the
+    gradient as in PyTorch's `Adam`. `step` counts from 1 (it sets the bias corrections).
+
+    Args:
+        param, grad, m, v: arrays of one shape and dtype, contiguous; param, m (first moment) and
+            v (second moment) are updated.
+    """
+    if is_cuda_array(param):
+        return _cuda_optim().adam_update(
+            param, grad, m, v, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay
+        )
+    _check_update("param", param, grad, m, v)
+    if int(step) < 1:
+        raise InvalidArgumentError(f"adam step must be >= 1, got {step!r}")
+    cpu.adam_update(
+        param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
+        int(step), float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
+    )
+
+
+def _check_update(name, param, *others):
+    if not (isinstance(param, np.ndarray) and param.flags.c_contiguous and param.dtype in FLOAT_DTYPES):
+        raise InvalidArgumentError(f"{name} must be a C-contiguous float32/float64 array")
+    for other in others:
+        if not (isinstance(other, np.ndarray) and other.shape == param.shape and other.dtype == param.dtype and other.flags.c_contiguous):
+            raise InvalidArgumentError(
+                f"optimiser arrays must match {name} (shape {param.shape}, {param.dtype}, contiguous); got "
+                f"{getattr(other, 'shape', None)} {getattr(other, 'dtype', None)}"
+            )

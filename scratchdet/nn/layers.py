@@ -1,0 +1,359 @@
+"""Layers: objects that hold parameters and call the forward / backward pairs of `scratchdet.nn.functional`.
+
+A layer keeps `params` and `grads`, two dicts with the same keys and shapes. `forward(x)` returns the
+output and remembers what `backward` needs; `backward(dy)` returns dx and overwrites `grads` (gradients
+are not accumulated across calls). Layers do no array math themselves, so the same code runs on NumPy
+arrays and on CUDA device arrays (`layer.to("cuda")`).
+"""
+
+import math
+
+import numpy as np
+
+from scratchdet.backend import to_device
+from scratchdet.errors import InvalidArgumentError
+from scratchdet.nn import functional as F
+
+INITS = ("he", "xavier")
+
+
+def as_generator(rng):
+    """A `numpy.random.Generator` from a Generator or an integer seed (no global random state)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return np.random.default_rng(int(rng))
+    raise InvalidArgumentError(f"rng must be a numpy.random.Generator or an integer seed, got {rng!r}")
+
+
+def init_weight(shape, fan_in, fan_out, init, rng, dtype):
+    """Random initial weights for a layer with `fan_in` inputs and `fan_out` outputs per unit.
+
+    - "he" (He et al. 2015, eq. 10): normal with std sqrt(2 / fan_in), for layers followed by ReLU.
+    - "xavier" (Glorot and Bengio 2010, eq. 16): uniform in +-sqrt(6 / (fan_in + fan_out)).
+    """
+    if init == "he":
+        weight = rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)
+    elif init == "xavier":
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        weight = rng.uniform(-limit, limit, size=shape)
+    else:
+        raise InvalidArgumentError(f"init must be one of {INITS}, got {init!r}")
+    return weight.astype(dtype)
+
+
+class Layer:
+    """Base class: parameters, gradients, train / eval mode, device and dtype moves, configuration."""
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.training = True
+        self.device = "cpu"
+
+    # -- the interface every layer implements -------------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def config(self):
+        """The constructor arguments as a JSON-ready dict (without `rng`); `nn.save` stores it."""
+        return {}
+
+    # -- shared behaviour ---------------------------------------------------------------------------
+    def __call__(self, x):
+        return self.forward(x)
+
+    def train(self):
+        """Training mode (dropout drops). Returns self."""
+        self.training = True
+        return self
+
+    def eval(self):
+        """Evaluation mode (dropout is the identity). Returns self."""
+        self.training = False
+        return self
+
+    def named_parameters(self, prefix=""):
+        """Yield (name, layer, key) for each parameter: `layer.params[key]` and `layer.grads[key]`."""
+        for key in self.params:
+            yield prefix + key, self, key
+
+    def to(self, device):
+        """Move parameters and gradients to "cpu" or "cuda" (Numba device arrays). Returns self."""
+        for key in self.params:
+            self.params[key] = to_device(self.params[key], device)
+            self.grads[key] = to_device(self.grads[key], device)
+        self.device = device
+        return self
+
+    def astype(self, dtype):
+        """Cast parameters and gradients to float32 or float64 (on the CPU). Returns self."""
+        dtype = np.dtype(dtype)
+        if dtype not in F.FLOAT_DTYPES:
+            raise InvalidArgumentError(f"dtype must be float32 or float64, got {dtype}")
+        for key in self.params:
+            self.params[key] = np.ascontiguousarray(self.params[key], dtype=dtype)
+            self.grads[key] = np.zeros_like(self.params[key])
+        return self
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Conv2d(Layer):
+    """2-D convolution, y = conv(x, weight) + bias (see `F.conv2d_forward`).
+
+    Parameters: weight (out_channels, in_channels, k, k), bias (out_channels,), He-initialised by default.
+    Input (N, in_channels, H, W) -> output (N, out_channels, H', W'), H' = 1 + (H + 2*padding - k) // stride.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, rng, init="he", dtype=np.float32):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride, self.padding, self.init = int(kernel_size), int(stride), int(padding), init
+        fan_in = self.in_channels * self.kernel_size**2
+        fan_out = self.out_channels * self.kernel_size**2
+        shape = (self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
+        self.params["weight"] = init_weight(shape, fan_in, fan_out, init, as_generator(rng), dtype)
+        self.params["bias"] = np.zeros(self.out_channels, dtype=dtype)
+        self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
+        self._x = None
+
+    def forward(self, x):
+        self._x = x
+        return F.conv2d_forward(x, self.params["weight"], self.params["bias"], stride=self.stride, padding=self.padding)
+
+    def backward(self, dy):
+        dx, self.grads["weight"], self.grads["bias"] = F.conv2d_backward(
+            dy, self._x, self.params["weight"], stride=self.stride, padding=self.padding
+        )
+        return dx
+
+    def config(self):
+        return {
+            "in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": self.kernel_size,
+            "stride": self.stride, "padding": self.padding, "init": self.init,
+        }
+
+
+class Linear(Layer):
+    """Fully connected layer y = x @ weight.T + bias; weight (out_features, in_features), bias (out_features,).
+
+    Input (N, in_features) -> output (N, out_features). He initialisation by default.
+    """
+
+    def __init__(self, in_features, out_features, *, rng, init="he", dtype=np.float32):
+        super().__init__()
+        self.in_features, self.out_features, self.init = int(in_features), int(out_features), init
+        shape = (self.out_features, self.in_features)
+        self.params["weight"] = init_weight(shape, self.in_features, self.out_features, init, as_generator(rng), dtype)
+        self.params["bias"] = np.zeros(self.out_features, dtype=dtype)
+        self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
+        self._x = None
+
+    def forward(self, x):
+        self._x = x
+        return F.linear_forward(x, self.params["weight"], self.params["bias"])
+
+    def backward(self, dy):
+        dx, self.grads["weight"], self.grads["bias"] = F.linear_backward(dy, self._x, self.params["weight"])
+        return dx
+
+    def config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features, "init": self.init}
+
+
+class ReLU(Layer):
+    """y = max(x, 0), any shape."""
+
+    def forward(self, x):
+        self._x = x
+        return F.relu_forward(x)
+
+    def backward(self, dy):
+        return F.relu_backward(dy, self._x)
+
+
+class MaxPool2d(Layer):
+    """Max pooling over kernel_size x kernel_size windows, stride defaulting to kernel_size."""
+
+    def __init__(self, kernel_size, stride=None):
+        super().__init__()
+        self.kernel_size = int(kernel_size)
+        self.stride = self.kernel_size if stride is None else int(stride)
+
+    def forward(self, x):
+        self._x = x
+        return F.maxpool2d_forward(x, self.kernel_size, stride=self.stride)
+
+    def backward(self, dy):
+        return F.maxpool2d_backward(dy, self._x, self.kernel_size, stride=self.stride)
+
+    def config(self):
+        return {"kernel_size": self.kernel_size, "stride": self.stride}
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W)."""
+
+    def forward(self, x):
+        self._shape = x.shape
+        return F.flatten_forward(x)
+
+    def backward(self, dy):
+        return F.flatten_backward(dy, self._shape)
+
+
+class Dropout(Layer):
+    """Inverted dropout with probability p in training mode, the identity in evaluation mode.
+
+    Each training forward draws a fresh mask seed from the layer's generator, so two runs with the same
+    `rng` drop the same units.
+    """
+
+    def __init__(self, p=0.5, *, rng=0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise InvalidArgumentError(f"dropout probability p must be in [0, 1), got {p!r}")
+        self.p = float(p)
+        self._rng = as_generator(rng)
+        self._mask = None
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        seed = int(self._rng.integers(0, 2**31))
+        y, self._mask = F.dropout_forward(x, self.p, seed)
+        return y
+
+    def backward(self, dy):
+        return dy if self._mask is None else F.dropout_backward(dy, self._mask)
+
+    def config(self):
+        return {"p": self.p}
+
+
+class RoIPool(Layer):
+    """RoI max pooling (Fast R-CNN, section 2.1): features (B, C, H, W) and rois (R, 5) rows
+    (batch_index, x1, y1, x2, y2) in image pixels -> (R, C, PH, PW). See `F.roi_pool_forward`.
+
+    `forward(features, rois)` takes two inputs; `backward(dy)` returns the features' gradient only.
+    """
+
+    def __init__(self, output_size, spatial_scale):
+        super().__init__()
+        self.output_size = F.pair(output_size, "output_size")
+        self.spatial_scale = float(spatial_scale)
+
+    def forward(self, features, rois):
+        self._features, self._rois = features, rois
+        return F.roi_pool_forward(features, rois, self.output_size, self.spatial_scale)
+
+    def __call__(self, features, rois):
+        return self.forward(features, rois)
+
+    def backward(self, dy):
+        return F.roi_pool_backward(dy, self._features, self._rois, self.output_size, self.spatial_scale)
+
+    def config(self):
+        return {"output_size": list(self.output_size), "spatial_scale": self.spatial_scale}
+
+
+class Sequential(Layer):
+    """A chain of layers: forward runs them in order, backward in reverse (the chain rule).
+
+    Parameters are named "<index>.<key>", e.g. "0.weight" for the first layer's weight.
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for layer in layers:
+            if not isinstance(layer, Layer):
+                raise InvalidArgumentError(f"Sequential takes layers, got {type(layer).__name__}")
+        self.layers = list(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy):
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    def __getitem__(self, index):
+        return self.layers[index]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def named_parameters(self, prefix=""):
+        for i, layer in enumerate(self.layers):
+            yield from layer.named_parameters(f"{prefix}{i}.")
+
+    def train(self):
+        for layer in self.layers:
+            layer.train()
+        self.training = True
+        return self
+
+    def eval(self):
+        for layer in self.layers:
+            layer.eval()
+        self.training = False
+        return self
+
+    def to(self, device):
+        for layer in self.layers:
+            layer.to(device)
+        self.device = device
+        return self
+
+    def astype(self, dtype):
+        for layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    def config(self):
+        return {"layers": [layer_spec(layer) for layer in self.layers]}
+
+    def __repr__(self):
+        inner = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{inner}\n)"
+
+
+# Every layer type that `nn.save` can write and `nn.load` can rebuild, by name.
+LAYER_TYPES = {cls.__name__: cls for cls in (Conv2d, Linear, ReLU, MaxPool2d, Flatten, Dropout, RoIPool, Sequential)}
+
+
+def layer_spec(layer):
+    """A layer's architecture as JSON-ready data: {"type": name, **config}."""
+    return {"type": type(layer).__name__, **layer.config()}
+
+
+def build_layer(spec, dtype=np.float32):
+    """Rebuild a layer (parameters freshly initialised from seed 0) from `layer_spec`'s output."""
+    from scratchdet.errors import DataFormatError
+
+    if not isinstance(spec, dict) or spec.get("type") not in LAYER_TYPES:
+        raise DataFormatError(f"unknown layer specification {spec!r}; known types: {sorted(LAYER_TYPES)}")
+    kind = spec["type"]
+    args = {k: v for k, v in spec.items() if k != "type"}
+    try:
+        if kind == "Sequential":
+            return Sequential([build_layer(s, dtype) for s in args["layers"]])
+        if kind in ("Conv2d", "Linear"):
+            return LAYER_TYPES[kind](**args, rng=0, dtype=dtype)
+        if kind == "Dropout":
+            return Dropout(**args, rng=0)
+        return LAYER_TYPES[kind](**args)
+    except (TypeError, KeyError, ValueError) as error:
+        raise DataFormatError(f"cannot rebuild layer {kind} from {args!r}: {error}") from error

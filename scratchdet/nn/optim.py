@@ -1,0 +1,131 @@
+"""Optimisers (SGD with momentum and weight decay, Adam) and a step learning-rate schedule.
+
+An optimiser holds a model's parameters by reference (layer, key) and updates them in place from the
+gradients that `model.backward` left in `layer.grads`, through the update kernels
+`F.sgd_update` / `F.adam_update` (CPU or CUDA, by the arrays). Its per-parameter state (velocity,
+moments) is created on the parameter's device the first time it is needed.
+"""
+
+import numpy as np
+
+from scratchdet.backend import to_device, to_host, zeros_like
+from scratchdet.errors import DataFormatError, InvalidArgumentError
+from scratchdet.nn import functional as F
+
+
+class Optimizer:
+    """Base class: the parameter list, the learning rate, state save / restore and device moves."""
+
+    def __init__(self, model, lr):
+        if not lr > 0:
+            raise InvalidArgumentError(f"learning rate lr must be > 0, got {lr!r}")
+        self.lr = float(lr)
+        self.parameters = list(model.named_parameters())  # [(name, layer, key)]
+        self.state = {}  # name -> {state name: array}
+        self.step_count = 0
+
+    def _state(self, name, layer, key, names):
+        if name not in self.state:
+            self.state[name] = {s: zeros_like(layer.params[key]) for s in names}
+        return self.state[name]
+
+    def step(self):
+        """Update every parameter once from its current gradient."""
+        self.step_count += 1
+        for name, layer, key in self.parameters:
+            self._update(name, layer, key)
+
+    def _update(self, name, layer, key):
+        raise NotImplementedError
+
+    def to(self, device):
+        """Move the optimiser state to "cpu" or "cuda" (the model moves with `model.to`). Returns self."""
+        for entries in self.state.values():
+            for s in entries:
+                entries[s] = to_device(entries[s], device)
+        return self
+
+    def state_dict(self):
+        """Host copies of the state, for an exactly resumable checkpoint: {"name/state": array} plus "step"."""
+        out = {"step": np.array(self.step_count, dtype=np.int64), "lr": np.array(self.lr)}
+        for name, entries in self.state.items():
+            for s, value in entries.items():
+                out[f"{name}/{s}"] = to_host(value).copy()
+        return out
+
+    def load_state_dict(self, state):
+        """Restore what `state_dict` returned (arrays are copied to the parameters' device)."""
+        try:
+            self.step_count = int(state["step"])
+            self.lr = float(state["lr"])
+        except KeyError as error:
+            raise DataFormatError(f"optimiser state is missing {error.args[0]!r}") from error
+        self.state = {}
+        for name, layer, key in self.parameters:
+            prefix = name + "/"
+            entries = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if entries:
+                param = layer.params[key]
+                for s, value in entries.items():
+                    if value.shape != param.shape:
+                        raise DataFormatError(f"optimiser state {name}/{s} has shape {value.shape}, expected {param.shape}")
+                device = "cuda" if not isinstance(param, np.ndarray) else "cpu"
+                self.state[name] = {s: to_device(np.asarray(v, dtype=param.dtype).copy(), device) for s, v in entries.items()}
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum and L2 weight decay (PyTorch's `SGD`, no dampening):
+
+        g = grad + weight_decay * param;  v = momentum * v + g;  param -= lr * v
+    """
+
+    def __init__(self, model, lr, momentum=0.0, weight_decay=0.0):
+        super().__init__(model, lr)
+        if not 0 <= momentum < 1 or not weight_decay >= 0:
+            raise InvalidArgumentError(f"need 0 <= momentum < 1 and weight_decay >= 0, got {momentum!r}, {weight_decay!r}")
+        self.momentum, self.weight_decay = float(momentum), float(weight_decay)
+
+    def _update(self, name, layer, key):
+        state = self._state(name, layer, key, ("velocity",))
+        F.sgd_update(
+            layer.params[key], layer.grads[key], state["velocity"],
+            lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
+        )
+
+
+class Adam(Optimizer):
+    """Adam (Kingma and Ba 2015, Algorithm 1), with L2 weight decay added to the gradient (PyTorch's `Adam`)."""
+
+    def __init__(self, model, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__(model, lr)
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0 and weight_decay >= 0):
+            raise InvalidArgumentError("Adam needs 0 <= beta1, beta2 < 1, eps > 0 and weight_decay >= 0")
+        self.beta1, self.beta2, self.eps, self.weight_decay = float(beta1), float(beta2), float(eps), float(weight_decay)
+
+    def _update(self, name, layer, key):
+        state = self._state(name, layer, key, ("m", "v"))
+        F.adam_update(
+            layer.params[key], layer.grads[key], state["m"], state["v"], step=self.step_count,
+            lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps, weight_decay=self.weight_decay,
+        )
+
+
+class StepLR:
+    """Step learning-rate schedule: lr = base_lr * gamma ** (epoch // step_size) (PyTorch's `StepLR`).
+
+    Call `step()` once per epoch (or per iteration, if step_size counts iterations); it sets
+    `optimizer.lr`.
+    """
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        if int(step_size) < 1 or not gamma > 0:
+            raise InvalidArgumentError(f"need step_size >= 1 and gamma > 0, got {step_size!r}, {gamma!r}")
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self.step_size, self.gamma = int(step_size), float(gamma)
+        self.epoch = 0
+
+    def step(self):
+        self.epoch += 1
+        self.optimizer.lr = self.base_lr * self.gamma ** (self.epoch // self.step_size)
+        return self.optimizer.lr

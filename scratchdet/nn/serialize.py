@@ -1,0 +1,111 @@
+"""Saving and loading models: `.npz` files with a JSON metadata entry, never pickle.
+
+The file holds one array per parameter ("param/0.weight", ...) and "metadata", a JSON string with the
+architecture (so `load` rebuilds the `Sequential` without pickle), the class names and the format
+version. It is written atomically (temporary file, then rename) and read with `allow_pickle=False`;
+a truncated file, missing or extra arrays, or wrong shapes raise `DataFormatError` naming the problem.
+"""
+
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from scratchdet import __version__
+from scratchdet._files import atomic_path
+from scratchdet.backend import to_host
+from scratchdet.errors import DataFormatError, FileMissingError, InvalidArgumentError
+from scratchdet.nn.layers import Layer, build_layer, layer_spec
+
+FORMAT = "scratchdet-weights"
+FORMAT_VERSION = 1
+METADATA_KEY = "metadata"
+PARAM_PREFIX = "param/"
+
+
+def save(path, model, *, classes=None, extra=None):
+    """Write `model`'s architecture and parameters to `path` (.npz), atomically.
+
+    Args:
+        path: destination file (".npz" is the convention).
+        model: a `Layer` (usually a `Sequential`); its parameters are copied to the host.
+        classes: optional list of class names, stored in the metadata.
+        extra: optional JSON-ready dict stored under metadata["extra"] (e.g. training settings).
+    """
+    if not isinstance(model, Layer):
+        raise InvalidArgumentError(f"model must be a scratchdet.nn Layer, got {type(model).__name__}")
+    params = {PARAM_PREFIX + name: to_host(layer.params[key]) for name, layer, key in model.named_parameters()}
+    dtypes = {str(a.dtype) for a in params.values()}
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "scratchdet_version": __version__,
+        "architecture": layer_spec(model),
+        "dtype": dtypes.pop() if len(dtypes) == 1 else "float32",
+        "classes": None if classes is None else [str(c) for c in classes],
+        "extra": extra,
+    }
+    try:
+        text = json.dumps(metadata)
+    except TypeError as error:
+        raise InvalidArgumentError(f"classes and extra must be JSON-serialisable: {error}") from error
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{METADATA_KEY: np.array(text)}, **params)
+
+
+def read_metadata(path):
+    """The metadata dict of a weights file (architecture, classes, versions) without building the model."""
+    return _read(path)[0]
+
+
+def load(path, *, with_metadata=False):
+    """Rebuild the model saved by `save`.
+
+    Returns:
+        the model (in training mode, on the CPU), or (model, metadata) if `with_metadata`.
+
+    Raises:
+        FileMissingError: no file at `path`.
+        DataFormatError: not a scratchdet weights file, truncated, or with missing / extra / misshapen arrays.
+    """
+    metadata, arrays = _read(path)
+    model = build_layer(metadata["architecture"], dtype=np.dtype(metadata.get("dtype", "float32")))
+    expected = {PARAM_PREFIX + name: (layer, key) for name, layer, key in model.named_parameters()}
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    if missing or extra:
+        raise DataFormatError(f"{path}: parameters do not match the architecture: missing {missing}, unexpected {extra}")
+    for name, (layer, key) in expected.items():
+        value = arrays[name]
+        if value.shape != layer.params[key].shape:
+            raise DataFormatError(f"{path}: {name} has shape {value.shape}, the architecture needs {layer.params[key].shape}")
+        if value.dtype.kind != "f":
+            raise DataFormatError(f"{path}: {name} has dtype {value.dtype}, expected float")
+        layer.params[key] = np.ascontiguousarray(value, dtype=layer.params[key].dtype)
+        layer.grads[key] = np.zeros_like(layer.params[key])
+    return (model, metadata) if with_metadata else model
+
+
+def _read(path):
+    """(metadata dict, {name: array}) of every array in the file, all read now (so truncation shows)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileMissingError(f"weights file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
+        raise DataFormatError(f"{path}: not a readable .npz weights file (truncated or corrupt?): {error}") from error
+    if METADATA_KEY not in arrays:
+        raise DataFormatError(f"{path}: no {METADATA_KEY!r} entry; not a scratchdet weights file")
+    try:
+        metadata = json.loads(str(arrays.pop(METADATA_KEY)))
+    except json.JSONDecodeError as error:
+        raise DataFormatError(f"{path}: metadata is not valid JSON: {error}") from error
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT or "architecture" not in metadata:
+        raise DataFormatError(f"{path}: metadata does not describe a {FORMAT} file")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise DataFormatError(f"{path}: format version {metadata.get('format_version')!r}, this scratchdet reads {FORMAT_VERSION}")
+    return metadata, arrays
