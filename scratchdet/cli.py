@@ -16,6 +16,7 @@ from scratchdet.errors import ScratchdetError
 
 # Subcommand modules, in the order `--help` lists them.
 COMMANDS = (
+    "scratchdet.commands.evaluate",
 )
 
 
