@@ -1,0 +1,87 @@
+"""Small helpers shared by the CUDA kernels: launch geometry, flat views and argument checks.
+
+Every CUDA module of scratchdet takes and returns Numba device arrays (`numba.cuda.device_array`);
+nothing here copies data between the host and the GPU.
+"""
+
+import math
+
+from numba import cuda
+
+from scratchdet.errors import InvalidArgumentError
+
+# One-dimensional launches use blocks of 256 threads: a multiple of the 32-thread warp that keeps
+# enough blocks per multiprocessor resident on every GPU since Pascal.
+THREADS = 256
+
+
+def blocks_for(n, threads=THREADS):
+    """The number of blocks of `threads` threads needed to give each of `n` items a thread (>= 1)."""
+    return max(1, math.ceil(n / threads))
+
+
+def threads_for(n):
+    """Threads per block for `n` items: THREADS, or fewer (a whole number of warps) when n is small.
+
+    Small launches then start no idle threads, which also keeps the simulator fast.
+    """
+    return min(THREADS, max(32, 32 * math.ceil(n / 32)))
+
+
+def launch_1d(n):
+    """``(blocks, threads)`` giving each of `n` items one thread."""
+    threads = threads_for(n)
+    return blocks_for(n, threads), threads
+
+
+def flat(a):
+    """A 1-D view of a C-contiguous device array (no copy): shape ``(a.size,)``."""
+    return a.reshape(a.size) if a.ndim != 1 else a
+
+
+def empty(shape, dtype):
+    """An uninitialised device array."""
+    return cuda.device_array(shape, dtype=dtype)
+
+
+@cuda.jit
+def fill_kernel(a, value):
+    """a[i] = value for every element of a flat array."""
+    i = cuda.grid(1)
+    if i < a.size:
+        a[i] = value
+
+
+def fill(a, value):
+    """Set every element of a C-contiguous device array to `value`, on the GPU; returns a."""
+    if a.size:
+        fill_kernel[launch_1d(a.size)](flat(a), value)
+    return a
+
+
+def zeros(shape, dtype):
+    """A device array of zeros (filled on the GPU, no host copy)."""
+    return fill(cuda.device_array(shape, dtype=dtype), 0)
+
+
+def require_device(name, a):
+    """Raise InvalidArgumentError unless `a` is a CUDA device array."""
+    from scratchdet.backend import is_cuda_array
+
+    if not is_cuda_array(a):
+        raise InvalidArgumentError(
+            f"{name} must be a CUDA device array (scratchdet.backend.to_device(x, 'cuda')), "
+            f"got {type(a).__name__}"
+        )
+    return a
+
+
+def require_same_dtype(**arrays):
+    """Raise InvalidArgumentError unless every array has the first one's dtype."""
+    items = list(arrays.items())
+    first_name, first = items[0]
+    for name, a in items[1:]:
+        if a.dtype != first.dtype:
+            raise InvalidArgumentError(
+                f"{name} has dtype {a.dtype}, expected {first.dtype} like {first_name}"
+            )

@@ -1,0 +1,220 @@
+"""A tiled shared-memory matrix multiply for the GPU: ``C[z] = A[z] @ B[z]`` (+ bias), strided and batched.
+
+Every heavy layer of a conv net is a matrix multiply: a convolution is one after im2col
+(Chellapilla, Puri and Simard 2006), a fully connected layer is one outright. This module holds the
+one kernel they all use, written as in Kirk and Hwu, *Programming Massively Parallel Processors*
+(ch. 5, tiled matrix multiplication): each block stages a ``BM x BK`` tile of A and a ``BK x BN``
+tile of B in shared memory, and each of its 16 x 16 threads accumulates a ``TM x TN`` piece of the
+``BM x BN`` output tile in registers (register blocking, Volkov and Demmel 2008).
+
+Matrices are described by strides, as in cuBLAS's ``gemmStridedBatched``: element ``(i, k)`` of
+batch ``z`` of A lives at ``a[z * a_bs + i * a_rs + k * a_cs]`` of the flat array ``a``. So a
+transposed operand, a row of images or a per-image slice of an im2col matrix is a choice of
+strides, never a copy.
+"""
+
+import functools
+
+import numba
+import numpy as np
+from numba import cuda
+
+from scratchdet.errors import InvalidArgumentError
+from scratchdet.kernels.cuda.common import empty, flat
+
+# Block shape: 16 x 16 = 256 threads; the depth of one staged tile along the summed dimension.
+TY = 16
+TX = 16
+BK = 8
+
+# Where the optional bias is added: nowhere, once per output row, or once per output column.
+BIAS_NONE = 0
+BIAS_ROW = 1
+BIAS_COL = 2
+
+_NUMBA_TYPES = {np.dtype(np.float32): numba.float32, np.dtype(np.float64): numba.float64}
+
+
+@functools.lru_cache(maxsize=None)
+def gemm_kernel(tm, tn, dtype):
+    """The tiled GEMM kernel whose threads each own a ``tm x tn`` block of outputs.
+
+    Args:
+        tm, tn: rows and columns of outputs per thread (1, 2, 4 or 8); a block covers a
+            ``16*tm x 16*tn`` tile of C.
+        dtype: ``np.float32`` or ``np.float64``, the element type of A, B, C and the bias.
+
+    Returns:
+        a ``numba.cuda`` kernel ``gemm(a, b, c, bias, m, n, k, a_bs, a_rs, a_cs, b_bs, b_rs, b_cs,
+        c_bs, c_rs, c_cs, bias_mode)`` over flat 1-D arrays, launched with ``gemm_launch``.
+    """
+    bm = TY * tm
+    bn = TX * tn
+    nt = TY * TX
+    a_elems = bm * BK  # elements of one A tile
+    b_elems = BK * bn
+    a_per_thread = (a_elems + nt - 1) // nt  # how many each thread stages
+    b_per_thread = (b_elems + nt - 1) // nt
+    # One padding column keeps threads that stage down a column on different memory banks.
+    a_tile_shape = (BK, bm + 1)
+    b_tile_shape = (BK, bn + 1)
+    ntype = _NUMBA_TYPES[np.dtype(dtype)]
+
+    @cuda.jit
+    def gemm(a, b, c, bias, m, n, k, a_bs, a_rs, a_cs, b_bs, b_rs, b_cs, c_bs, c_rs, c_cs, bias_mode):
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tid = ty * TX + tx
+        row0 = cuda.blockIdx.y * bm
+        col0 = cuda.blockIdx.x * bn
+        z = cuda.blockIdx.z
+        a0 = z * a_bs
+        b0 = z * b_bs
+        a_tile = cuda.shared.array(a_tile_shape, ntype)
+        b_tile = cuda.shared.array(b_tile_shape, ntype)
+        acc = cuda.local.array((tm, tn), ntype)
+        a_reg = cuda.local.array(tm, ntype)
+        b_reg = cuda.local.array(tn, ntype)
+        for i in range(tm):
+            for j in range(tn):
+                acc[i, j] = 0
+
+        for k0 in range(0, k, BK):
+            # 1. stage the A tile (rows row0.., columns k0..); neighbouring threads read
+            #    neighbouring addresses, whichever of A's two strides is 1
+            for step in range(a_per_thread):
+                e = tid + step * nt
+                if e >= a_elems:
+                    break
+                if a_cs == 1:
+                    kk = e % BK
+                    r = e // BK
+                else:
+                    r = e % bm
+                    kk = e // bm
+                gi = row0 + r
+                gk = k0 + kk
+                if gi < m and gk < k:
+                    a_tile[kk, r] = a[a0 + gi * a_rs + gk * a_cs]
+                else:
+                    a_tile[kk, r] = 0
+            # 2. stage the B tile (rows k0.., columns col0..)
+            for step in range(b_per_thread):
+                e = tid + step * nt
+                if e >= b_elems:
+                    break
+                if b_cs == 1:
+                    cc = e % bn
+                    kk = e // bn
+                else:
+                    kk = e % BK
+                    cc = e // BK
+                gj = col0 + cc
+                gk = k0 + kk
+                if gj < n and gk < k:
+                    b_tile[kk, cc] = b[b0 + gk * b_rs + gj * b_cs]
+                else:
+                    b_tile[kk, cc] = 0
+            cuda.syncthreads()
+            # 3. multiply the tiles: thread (ty, tx) owns rows ty + 16 i and columns tx + 16 j
+            for kk in range(BK):
+                for i in range(tm):
+                    a_reg[i] = a_tile[kk, ty + TY * i]
+                for j in range(tn):
+                    b_reg[j] = b_tile[kk, tx + TX * j]
+                for i in range(tm):
+                    for j in range(tn):
+                        acc[i, j] += a_reg[i] * b_reg[j]
+            cuda.syncthreads()
+
+        # 4. write the thread's outputs, adding the bias of the row or column
+        c0 = z * c_bs
+        for i in range(tm):
+            gi = row0 + ty + TY * i
+            if gi < m:
+                for j in range(tn):
+                    gj = col0 + tx + TX * j
+                    if gj < n:
+                        value = acc[i, j]
+                        if bias_mode == BIAS_ROW:
+                            value += bias[gi]
+                        elif bias_mode == BIAS_COL:
+                            value += bias[gj]
+                        c[c0 + gi * c_rs + gj * c_cs] = value
+
+    return gemm
+
+
+def tile_shape(m, n):
+    """The per-thread output block ``(tm, tn)`` for an ``m x n`` output.
+
+    Few rows (a conv layer with 16 filters) get short, wide tiles so that no thread computes
+    rows that do not exist; large outputs get 4 x 8 per thread (a 64 x 128 tile), the most work
+    per staged element that still compiles to registers without spilling (8 x 8 does not).
+    """
+    tm = 1
+    while tm < 4 and TY * tm < m:
+        tm *= 2
+    tn = 8 if n >= 512 else 4
+    return tm, tn
+
+
+def gemm_launch(a, b, c, m, n, k, a_strides, b_strides, c_strides, batches=1, bias=None, bias_mode=BIAS_NONE):
+    """Launch ``C[z] = A[z] @ B[z] (+ bias)`` for ``z < batches`` on flat device arrays.
+
+    Args:
+        a, b, c: device arrays of one float dtype, read and written through their flat views.
+        m, n, k: C[z] is ``m x n``; the product sums over ``k``.
+        a_strides, b_strides, c_strides: ``(batch, row, column)`` strides in elements.
+        batches: how many independent products (grid z).
+        bias: optional device array added per row (``bias_mode=BIAS_ROW``, length m) or per column
+            (``BIAS_COL``, length n).
+    """
+    if m == 0 or n == 0 or batches == 0:
+        return c
+    if batches > 65535:
+        raise InvalidArgumentError(f"at most 65535 batched products per launch, got {batches}")
+    tm, tn = tile_shape(m, n)
+    kernel = gemm_kernel(tm, tn, np.dtype(c.dtype))
+    grid = ((n + TX * tn - 1) // (TX * tn), (m + TY * tm - 1) // (TY * tm), batches)
+    bias_arr = flat(bias) if bias is not None else flat(c)[:1]
+    kernel[grid, (TX, TY)](
+        flat(a), flat(b), flat(c), bias_arr, m, n, k,
+        *a_strides, *b_strides, *c_strides, bias_mode if bias is not None else BIAS_NONE,
+    )
+    return c
+
+
+def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None):
+    """``op(a) @ op(b)`` of two C-contiguous 2-D device arrays, ``op`` an optional transpose.
+
+    Args:
+        a: ``(m, k)`` device array (``(k, m)`` with ``transpose_a``).
+        b: ``(k, n)`` device array (``(n, k)`` with ``transpose_b``).
+        out: optional ``(m, n)`` device array to write into.
+
+    Returns:
+        ``(m, n)`` device array of a's dtype.
+    """
+    m, ka = (a.shape[1], a.shape[0]) if transpose_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if transpose_b else b.shape
+    if ka != kb:
+        raise InvalidArgumentError(f"matmul: inner dimensions differ ({ka} and {kb})")
+    if out is None:
+        out = empty((m, n), a.dtype)
+    a_strides = (0, 1, a.shape[1]) if transpose_a else (0, a.shape[1], 1)
+    b_strides = (0, 1, b.shape[1]) if transpose_b else (0, b.shape[1], 1)
+    return gemm_launch(a, b, out, m, n, ka, a_strides, b_strides, (0, n, 1))
+
+
+def compile_signatures():
+    """``(name, kernel, argument types)`` for every GEMM kernel the library launches (for compile_ptx)."""
+    out = []
+    for dtype in (np.float32, np.float64):
+        arr = _NUMBA_TYPES[np.dtype(dtype)][::1]
+        i64 = numba.int64
+        sig = (arr, arr, arr, arr) + (i64,) * 13
+        for tm in (1, 2, 4):
+            for tn in (4, 8):
+                out.append((f"gemm_{tm}x{tn}_{np.dtype(dtype).name}", gemm_kernel(tm, tn, dtype), sig))
+    return out

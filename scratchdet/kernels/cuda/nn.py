@@ -1,0 +1,861 @@
+"""CUDA twins of `scratchdet.nn.functional` and `scratchdet.nn.losses`: same names, same arguments,
+Numba device arrays in and out.
+
+Convolution is im2col + the tiled GEMM of `scratchdet.kernels.cuda.gemm`, one product per image
+(Chellapilla, Puri and Simard 2006); every other layer is one thread per output element, written as
+the loop body of the CPU kernel in `scratchdet.kernels.cpu.nn`. The scalar rules that must agree
+bit for bit between the two backends (smooth L1, RoI rounding and bins, the dropout hash) are the
+functions of `scratchdet.kernels.shared.nn`, compiled here as device functions. Nothing in this
+module copies an activation or a parameter to the host; a loss returns its value as a Python float
+(one 8-byte copy per loss), like its CPU twin.
+"""
+
+import math
+
+import numba
+import numpy as np
+from numba import cuda
+
+from scratchdet.backend import is_cuda_array
+from scratchdet.errors import InvalidArgumentError
+from scratchdet.kernels.cuda import reduce
+from scratchdet.kernels.cuda.common import (
+    THREADS,
+    blocks_for,
+    empty,
+    launch_1d,
+    threads_for,
+    flat,
+    require_device,
+    require_same_dtype,
+    zeros,
+)
+from scratchdet.kernels.cuda.gemm import BIAS_COL, BIAS_ROW, gemm_launch
+from scratchdet.kernels.cuda.reduce import block_sum
+from scratchdet.kernels.shared import nn as shared
+
+smooth_l1_value = cuda.jit(device=True)(shared.smooth_l1_value)
+smooth_l1_grad = cuda.jit(device=True)(shared.smooth_l1_grad)
+round_half_away = cuda.jit(device=True)(shared.round_half_away)
+roi_bin_start = cuda.jit(device=True)(shared.roi_bin_start)
+roi_bin_end = cuda.jit(device=True)(shared.roi_bin_end)
+dropout_uniform = cuda.jit(device=True)(shared.dropout_uniform)
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check(name, a, ndim=None, dtype=None):
+    require_device(name, a)
+    if a.dtype not in FLOAT_DTYPES:
+        raise InvalidArgumentError(f"{name} must be float32 or float64, got {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise InvalidArgumentError(f"{name} has dtype {a.dtype} but the input is {dtype}: use one dtype")
+    if ndim is not None and a.ndim != ndim:
+        raise InvalidArgumentError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
+    if not a.is_c_contiguous():
+        raise InvalidArgumentError(f"{name} must be C-contiguous")
+    return a
+
+
+def _output_size(size, kernel_size, stride, padding):
+    return 1 + (size + 2 * padding - kernel_size) // stride
+
+
+# ---------------------------------------------------------------------------------------------------
+# Convolution: im2col, one GEMM per image, col2im
+# ---------------------------------------------------------------------------------------------------
+
+
+@cuda.jit
+def im2col_kernel(x, kh, kw, stride, padding, out_h, out_w, cols):
+    """cols[n, (c, i, j), (oy, ox)] = x[n, c, oy*stride + i - padding, ox*stride + j - padding] (0 outside).
+
+    Launched on a grid (output pixels, C*kh*kw rows, N images): one thread per element of cols,
+    (N, C*kh*kw, H'*W'); neighbouring threads write neighbouring output pixels, so both the reads
+    and the writes are coalesced.
+    """
+    height, width = x.shape[2], x.shape[3]
+    pixel = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    row = cuda.blockIdx.y
+    n = cuda.blockIdx.z
+    if pixel >= out_h * out_w:
+        return
+    # 1. which (channel, kernel row, kernel column) this row of cols holds
+    c = row // (kh * kw)
+    i = (row // kw) % kh
+    j = row % kw
+    # 2. the input pixel it reads, or zero padding
+    y = (pixel // out_w) * stride + i - padding
+    xx = (pixel % out_w) * stride + j - padding
+    if 0 <= y < height and 0 <= xx < width:
+        cols[n, row, pixel] = x[n, c, y, xx]
+    else:
+        cols[n, row, pixel] = 0
+
+
+@cuda.jit
+def col2im_kernel(cols, kh, kw, stride, padding, out_h, out_w, dx):
+    """The adjoint of im2col, as a gather: dx[n, c, y, x] sums every column entry read from (y, x).
+
+    Launched on a grid (input pixels, C channels, N images), one thread per input pixel; it visits
+    the (i, j) kernel offsets whose output pixel oy = (y + padding - i) / stride is an integer inside
+    the output, so no two threads write the same element and the sum has a fixed order.
+    """
+    height, width = dx.shape[2], dx.shape[3]
+    pixel = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    c = cuda.blockIdx.y
+    n = cuda.blockIdx.z
+    if pixel >= height * width:
+        return
+    y = pixel // width
+    xx = pixel % width
+    total = 0.0
+    for i in range(kh):
+        ty = y + padding - i
+        if ty < 0 or ty % stride != 0 or ty // stride >= out_h:
+            continue
+        oy = ty // stride
+        for j in range(kw):
+            tx = xx + padding - j
+            if tx < 0 or tx % stride != 0 or tx // stride >= out_w:
+                continue
+            ox = tx // stride
+            total += cols[n, (c * kh + i) * kw + j, oy * out_w + ox]
+    dx[n, c, y, xx] = total
+
+
+def _im2col(x, kh, kw, stride, padding, out_h, out_w):
+    n_images, channels = x.shape[0], x.shape[1]
+    rows, plane = channels * kh * kw, out_h * out_w
+    cols = empty((n_images, rows, plane), x.dtype)  # (N, C*kh*kw, H'*W')
+    threads = threads_for(plane)
+    grid = (blocks_for(plane, threads), rows, n_images)
+    im2col_kernel[grid, threads](x, kh, kw, stride, padding, out_h, out_w, cols)
+    return cols
+
+
+def _col2im(cols, kh, kw, stride, padding, out_h, out_w, shape, dtype):
+    n_images, channels, height, width = shape
+    dx = empty(shape, dtype)
+    threads = threads_for(height * width)
+    grid = (blocks_for(height * width, threads), channels, n_images)
+    col2im_kernel[grid, threads](cols, kh, kw, stride, padding, out_h, out_w, dx)
+    return dx
+
+
+def _check_conv(x, w, b, stride, padding):
+    _check("x", x, ndim=4)
+    _check("w", w, ndim=4, dtype=x.dtype)
+    if b is not None:
+        _check("b", b, ndim=1, dtype=x.dtype)
+        if b.shape[0] != w.shape[0]:
+            raise InvalidArgumentError(f"b must have shape ({w.shape[0]},), got {b.shape}")
+    if w.shape[1] != x.shape[1]:
+        raise InvalidArgumentError(f"w has {w.shape[1]} input channels but x has {x.shape[1]} (x {x.shape}, w {w.shape})")
+    stride, padding = int(stride), int(padding)
+    if stride < 1 or padding < 0:
+        raise InvalidArgumentError(f"stride must be >= 1 and padding >= 0, got {stride} and {padding}")
+    if x.shape[0] > 65535 or x.shape[1] * w.shape[2] * w.shape[3] > 65535:
+        raise InvalidArgumentError(f"at most 65535 images and 65535 rows C*kh*kw per launch, got x {x.shape}, w {w.shape}")
+    for axis, name in ((2, "height"), (3, "width")):
+        if x.shape[axis] + 2 * padding < w.shape[axis]:
+            raise InvalidArgumentError(
+                f"the padded input {name} {x.shape[axis]} + 2*{padding} is smaller than the kernel {name} {w.shape[axis]}"
+            )
+    return stride, padding
+
+
+def conv2d_forward(x, w, b, stride=1, padding=0):
+    """CUDA twin of `scratchdet.nn.functional.conv2d_forward`: y[n] = W (K, C*kh*kw) @ cols[n] + b.
+
+    Args:
+        x: (N, C, H, W) device array; w: (K, C, kh, kw); b: (K,); same float dtype.
+
+    Returns:
+        (N, K, H', W') device array, H' = 1 + (H + 2*padding - kh) // stride (W' likewise).
+    """
+    stride, padding = _check_conv(x, w, b, stride, padding)
+    n_images, channels, height, width = x.shape
+    filters, _, kh, kw = w.shape
+    out_h = _output_size(height, kh, stride, padding)
+    out_w = _output_size(width, kw, stride, padding)
+    rows, plane = channels * kh * kw, out_h * out_w
+    # 1. unfold the receptive fields
+    cols = _im2col(x, kh, kw, stride, padding, out_h, out_w)  # (N, C*kh*kw, H'*W')
+    # 2. one product per image, written straight into NCHW order, bias added per filter (row)
+    y = empty((n_images, filters, out_h, out_w), x.dtype)
+    gemm_launch(
+        w, cols, y, filters, plane, rows,
+        a_strides=(0, rows, 1), b_strides=(rows * plane, plane, 1), c_strides=(filters * plane, plane, 1),
+        batches=n_images, bias=b, bias_mode=BIAS_ROW,
+    )
+    return y
+
+
+def conv2d_backward(dy, x, w, stride=1, padding=0):
+    """CUDA twin of `scratchdet.nn.functional.conv2d_backward`.
+
+        db = sum over n, pixels of dY;   dW = sum_n dY[n] @ cols[n]^T;   dx = col2im(W^T @ dY[n])
+
+    dW is summed over the images in a fixed order (one product per image, then a column sum),
+    so it is the same on every run.
+
+    Returns:
+        (dx (N, C, H, W), dw (K, C, kh, kw), db (K,)) device arrays.
+    """
+    stride, padding = _check_conv(x, w, None, stride, padding)
+    n_images, channels, height, width = x.shape
+    filters, _, kh, kw = w.shape
+    out_h = _output_size(height, kh, stride, padding)
+    out_w = _output_size(width, kw, stride, padding)
+    _check("dy", dy, ndim=4, dtype=x.dtype)
+    if dy.shape != (n_images, filters, out_h, out_w):
+        raise InvalidArgumentError(f"dy must have shape {(n_images, filters, out_h, out_w)}, got {dy.shape}")
+    rows, plane = channels * kh * kw, out_h * out_w
+    # 1. bias: sum each filter's gradient over pixels, then over images
+    per_image = reduce.sum_rows(dy.reshape(n_images * filters, plane))  # (N*K,)
+    db = reduce.sum_axis0(per_image.reshape(n_images, filters))  # (K,)
+    # 2. filters: dW_n = dY[n] (K, H'W') @ cols[n]^T (H'W', C*kh*kw) per image, then summed over n
+    cols = _im2col(x, kh, kw, stride, padding, out_h, out_w)  # (N, C*kh*kw, H'*W')
+    dw_per_image = empty((n_images, filters * rows), x.dtype)  # (N, K*C*kh*kw)
+    gemm_launch(
+        dy, cols, dw_per_image, filters, rows, plane,
+        a_strides=(filters * plane, plane, 1), b_strides=(rows * plane, 1, plane), c_strides=(filters * rows, rows, 1),
+        batches=n_images,
+    )
+    dw = reduce.sum_axis0(dw_per_image).reshape(w.shape)  # (K, C, kh, kw)
+    # 3. input: dcols[n] = W^T (C*kh*kw, K) @ dY[n] (K, H'W'), written over cols, then col2im
+    gemm_launch(
+        w, dy, cols, rows, plane, filters,
+        a_strides=(0, 1, rows), b_strides=(filters * plane, plane, 1), c_strides=(rows * plane, plane, 1),
+        batches=n_images,
+    )
+    dx = _col2im(cols, kh, kw, stride, padding, out_h, out_w, x.shape, x.dtype)
+    return dx, dw, db
+
+
+# ---------------------------------------------------------------------------------------------------
+# Max pooling
+# ---------------------------------------------------------------------------------------------------
+
+
+@cuda.jit
+def maxpool2d_forward_kernel(x, kernel_size, stride, y):
+    """y[n, c, oy, ox] = max of the window at (oy*stride, ox*stride); one thread per output."""
+    n_images, channels, out_h, out_w = y.shape
+    e = cuda.grid(1)
+    if e >= y.size:
+        return
+    n = e // (channels * out_h * out_w)
+    c = (e // (out_h * out_w)) % channels
+    oy = (e // out_w) % out_h
+    ox = e % out_w
+    y0 = oy * stride
+    x0 = ox * stride
+    best = x[n, c, y0, x0]
+    for i in range(kernel_size):
+        for j in range(kernel_size):
+            v = x[n, c, y0 + i, x0 + j]
+            if v > best:
+                best = v
+    y[n, c, oy, ox] = best
+
+
+@cuda.jit(device=True)
+def window_argmax(x, n, c, y0, x0, kernel_size):
+    """Flat index (row * W + column) of the first maximum of a pooling window, scanning row by row."""
+    width = x.shape[3]
+    best_y = y0
+    best_x = x0
+    best = x[n, c, y0, x0]
+    for i in range(kernel_size):
+        for j in range(kernel_size):
+            v = x[n, c, y0 + i, x0 + j]
+            if v > best:
+                best = v
+                best_y = y0 + i
+                best_x = x0 + j
+    return best_y * width + best_x
+
+
+@cuda.jit
+def maxpool2d_backward_kernel(dy, x, kernel_size, stride, dx):
+    """dx[n, c, y, x] = sum of dy over the windows whose (first) maximum is (y, x).
+
+    One thread per input pixel, gathering from the windows that contain it in (oy, ox) order, as
+    the CPU kernel adds them: no atomics, the same sum on every run.
+    """
+    n_images, channels, height, width = x.shape
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    e = cuda.grid(1)
+    if e >= x.size:
+        return
+    n = e // (channels * height * width)
+    c = (e // (height * width)) % channels
+    y = (e // width) % height
+    xx = e % width
+    # windows oy with oy*stride <= y < oy*stride + kernel_size
+    oy_lo = max(0, (y - kernel_size + stride) // stride)
+    oy_hi = min(out_h - 1, y // stride)
+    ox_lo = max(0, (xx - kernel_size + stride) // stride)
+    ox_hi = min(out_w - 1, xx // stride)
+    total = 0.0
+    for oy in range(oy_lo, oy_hi + 1):
+        for ox in range(ox_lo, ox_hi + 1):
+            if window_argmax(x, n, c, oy * stride, ox * stride, kernel_size) == y * width + xx:
+                total += dy[n, c, oy, ox]
+    dx[n, c, y, xx] = total
+
+
+def _check_pool(x, kernel_size, stride):
+    _check("x", x, ndim=4)
+    kernel_size = int(kernel_size)
+    stride = kernel_size if stride is None else int(stride)
+    if kernel_size < 1 or stride < 1:
+        raise InvalidArgumentError(f"kernel_size and stride must be >= 1, got {kernel_size} and {stride}")
+    if x.shape[2] < kernel_size or x.shape[3] < kernel_size:
+        raise InvalidArgumentError(f"input {x.shape[2]}x{x.shape[3]} is smaller than the pooling window {kernel_size}")
+    return kernel_size, stride
+
+
+def maxpool2d_forward(x, kernel_size, stride=None):
+    """CUDA twin of `scratchdet.nn.functional.maxpool2d_forward`. x: (N, C, H, W) -> (N, C, H', W')."""
+    kernel_size, stride = _check_pool(x, kernel_size, stride)
+    n_images, channels, height, width = x.shape
+    out_h = _output_size(height, kernel_size, stride, 0)
+    out_w = _output_size(width, kernel_size, stride, 0)
+    y = empty((n_images, channels, out_h, out_w), x.dtype)
+    maxpool2d_forward_kernel[launch_1d(y.size)](x, kernel_size, stride, y)
+    return y
+
+
+def maxpool2d_backward(dy, x, kernel_size, stride=None):
+    """CUDA twin of `scratchdet.nn.functional.maxpool2d_backward`. Returns dx (N, C, H, W)."""
+    kernel_size, stride = _check_pool(x, kernel_size, stride)
+    n_images, channels, height, width = x.shape
+    expected = (n_images, channels, _output_size(height, kernel_size, stride, 0), _output_size(width, kernel_size, stride, 0))
+    _check("dy", dy, ndim=4, dtype=x.dtype)
+    if dy.shape != expected:
+        raise InvalidArgumentError(f"dy must have shape {expected}, got {dy.shape}")
+    dx = empty(x.shape, x.dtype)
+    maxpool2d_backward_kernel[launch_1d(dx.size)](dy, x, kernel_size, stride, dx)
+    return dx
+
+
+# ---------------------------------------------------------------------------------------------------
+# Element-wise layers: ReLU, dropout, scaling (flat arrays, one thread per element)
+# ---------------------------------------------------------------------------------------------------
+
+
+@cuda.jit
+def relu_forward_kernel(x, y):
+    """y = max(x, 0)."""
+    k = cuda.grid(1)
+    if k < x.size:
+        y[k] = x[k] if x[k] > 0 else 0
+
+
+@cuda.jit
+def relu_backward_kernel(dy, x, dx):
+    """dx = dy where x > 0, else 0."""
+    k = cuda.grid(1)
+    if k < x.size:
+        dx[k] = dy[k] if x[k] > 0 else 0
+
+
+@cuda.jit
+def dropout_forward_kernel(x, p, seed, y, mask):
+    """Inverted dropout: mask[k] = 1 / (1 - p) if unit k is kept (hash of (seed, k) >= p), else 0."""
+    k = cuda.grid(1)
+    if k < x.size:
+        scale = 1.0 / (1.0 - p)
+        keep = dropout_uniform(seed, k) >= p
+        mask[k] = scale if keep else 0.0
+        y[k] = x[k] * mask[k]
+
+
+@cuda.jit
+def multiply_kernel(a, b, out):
+    """out = a * b."""
+    k = cuda.grid(1)
+    if k < a.size:
+        out[k] = a[k] * b[k]
+
+
+@cuda.jit
+def divide_kernel(a, divisor, out):
+    """out = a / divisor."""
+    k = cuda.grid(1)
+    if k < a.size:
+        out[k] = a[k] / divisor
+
+
+def _same(name, a, like):
+    _check(name, a, dtype=like.dtype)
+    if a.shape != like.shape:
+        raise InvalidArgumentError(f"{name} must have shape {like.shape}, got {a.shape}")
+    return a
+
+
+def relu_forward(x):
+    """CUDA twin of `relu_forward`: y = max(x, 0), any shape."""
+    _check("x", x)
+    y = empty(x.shape, x.dtype)
+    relu_forward_kernel[launch_1d(x.size)](flat(x), flat(y))
+    return y
+
+
+def relu_backward(dy, x):
+    """CUDA twin of `relu_backward`: dx = dy * [x > 0]."""
+    _check("x", x)
+    _same("dy", dy, x)
+    dx = empty(x.shape, x.dtype)
+    relu_backward_kernel[launch_1d(x.size)](flat(dy), flat(x), flat(dx))
+    return dx
+
+
+def dropout_forward(x, p, seed):
+    """CUDA twin of `dropout_forward`: the same mask as the CPU for the same seed. Returns (y, mask)."""
+    _check("x", x)
+    if not 0.0 <= p < 1.0:
+        raise InvalidArgumentError(f"dropout probability p must be in [0, 1), got {p!r}")
+    if not 0 <= int(seed) < 2**31:
+        raise InvalidArgumentError(f"dropout seed must be in [0, 2**31), got {seed!r}")
+    y = empty(x.shape, x.dtype)
+    mask = empty(x.shape, x.dtype)
+    dropout_forward_kernel[launch_1d(x.size)](flat(x), float(p), int(seed), flat(y), flat(mask))
+    return y, mask
+
+
+def dropout_backward(dy, mask):
+    """CUDA twin of `dropout_backward`: dx = dy * mask."""
+    _check("mask", mask)
+    _same("dy", dy, mask)
+    dx = empty(dy.shape, dy.dtype)
+    multiply_kernel[launch_1d(dy.size)](flat(dy), flat(mask), flat(dx))
+    return dx
+
+
+def flatten_forward(x):
+    """(N, ...) -> (N, D): a reshape of the device array (no copy)."""
+    return x.reshape(x.shape[0], x.size // x.shape[0])
+
+
+def flatten_backward(dy, input_shape):
+    """dy (N, D) reshaped back to `input_shape`."""
+    return dy.reshape(tuple(input_shape))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Linear layers: GEMMs with PyTorch's weight layout, y = x @ w.T + b
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_linear(x, w, b):
+    _check("x", x, ndim=2)
+    _check("w", w, ndim=2, dtype=x.dtype)
+    if w.shape[1] != x.shape[1]:
+        raise InvalidArgumentError(f"w must have shape (D_out, {x.shape[1]}) to match x {x.shape}, got {w.shape}")
+    if b is not None:
+        _check("b", b, ndim=1, dtype=x.dtype)
+        if b.shape[0] != w.shape[0]:
+            raise InvalidArgumentError(f"b must have shape ({w.shape[0]},), got {b.shape}")
+
+
+def linear_forward(x, w, b):
+    """CUDA twin of `linear_forward`: x (N, D_in), w (D_out, D_in), b (D_out,) -> y (N, D_out)."""
+    _check_linear(x, w, b)
+    n, d_in = x.shape
+    d_out = w.shape[0]
+    y = empty((n, d_out), x.dtype)
+    # B = w^T: element (k, j) is w[j, k]
+    gemm_launch(x, w, y, n, d_out, d_in, (0, d_in, 1), (0, 1, d_in), (0, d_out, 1), bias=b, bias_mode=BIAS_COL)
+    return y
+
+
+def linear_backward(dy, x, w):
+    """CUDA twin of `linear_backward`: (dx = dy @ w, dw = dy.T @ x, db = sum_n dy[n])."""
+    _check_linear(x, w, None)
+    _check("dy", dy, ndim=2, dtype=x.dtype)
+    n, d_in = x.shape
+    d_out = w.shape[0]
+    if dy.shape != (n, d_out):
+        raise InvalidArgumentError(f"dy must have shape {(n, d_out)}, got {dy.shape}")
+    dx = empty((n, d_in), x.dtype)
+    gemm_launch(dy, w, dx, n, d_in, d_out, (0, d_out, 1), (0, d_in, 1), (0, d_in, 1))
+    dw = empty((d_out, d_in), x.dtype)
+    # A = dy^T: element (i, k) is dy[k, i]
+    gemm_launch(dy, x, dw, d_out, d_in, n, (0, 1, d_out), (0, d_in, 1), (0, d_in, 1))
+    db = reduce.sum_axis0(dy)
+    return dx, dw, db
+
+
+# ---------------------------------------------------------------------------------------------------
+# RoI max pooling (Fast R-CNN, Girshick 2015, section 2.1) with torchvision's rounding and bins
+# ---------------------------------------------------------------------------------------------------
+
+
+@cuda.jit(device=True)
+def roi_bin_argmax(features, rois, r, c, ph, pw, pooled_h, pooled_w, spatial_scale):
+    """Flat index y*W + x of the maximum of bin (ph, pw) of RoI r in channel c, or -1 if empty.
+
+    The RoI's cells and bins follow `scratchdet.kernels.shared.nn`, exactly as the CPU kernel.
+    """
+    height, width = features.shape[2], features.shape[3]
+    b = int(rois[r, 0])
+    if b < 0 or b >= features.shape[0]:  # a bad batch index pools nothing rather than reading astray
+        return -1
+    # 1. the RoI's first cell and size on the feature map (corners rounded half away from zero)
+    start_x = int(round_half_away(rois[r, 1] * spatial_scale))
+    start_y = int(round_half_away(rois[r, 2] * spatial_scale))
+    end_x = int(round_half_away(rois[r, 3] * spatial_scale))
+    end_y = int(round_half_away(rois[r, 4] * spatial_scale))
+    roi_h = max(end_y - start_y + 1, 1)
+    roi_w = max(end_x - start_x + 1, 1)
+    bin_h = roi_h / pooled_h
+    bin_w = roi_w / pooled_w
+    # 2. the bin's cells, clipped to the map
+    y0 = roi_bin_start(ph, bin_h, start_y, height)
+    y1 = roi_bin_end(ph, bin_h, start_y, height)
+    x0 = roi_bin_start(pw, bin_w, start_x, width)
+    x1 = roi_bin_end(pw, bin_w, start_x, width)
+    # 3. the first maximum in row-major order
+    best_index = -1
+    best = 0.0
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            v = features[b, c, y, x]
+            if best_index < 0 or v > best:
+                best = v
+                best_index = y * width + x
+    return best_index
+
+
+@cuda.jit
+def roi_pool_forward_kernel(features, rois, spatial_scale, out):
+    """out[r, c, ph, pw] = max over bin (ph, pw) of RoI r (0 for an empty bin); one thread per output."""
+    n_rois, channels, pooled_h, pooled_w = out.shape
+    width = features.shape[3]
+    e = cuda.grid(1)
+    if e >= out.size:
+        return
+    r = e // (channels * pooled_h * pooled_w)
+    c = (e // (pooled_h * pooled_w)) % channels
+    ph = (e // pooled_w) % pooled_h
+    pw = e % pooled_w
+    index = roi_bin_argmax(features, rois, r, c, ph, pw, pooled_h, pooled_w, spatial_scale)
+    if index < 0:
+        out[r, c, ph, pw] = 0
+    else:
+        out[r, c, ph, pw] = features[int(rois[r, 0]), c, index // width, index % width]
+
+
+@cuda.jit
+def roi_pool_backward_kernel(dout, features, rois, spatial_scale, dfeatures):
+    """dfeatures[b, c, argmax] += dout[r, c, ph, pw] for every bin (Fast R-CNN, eq. 4).
+
+    One thread per pooled output; RoIs overlap, so the additions are atomic (as in the Caffe and
+    torchvision CUDA kernels): the sum is exact up to float rounding in a varying order.
+    """
+    n_rois, channels, pooled_h, pooled_w = dout.shape
+    width = features.shape[3]
+    e = cuda.grid(1)
+    if e >= dout.size:
+        return
+    r = e // (channels * pooled_h * pooled_w)
+    c = (e // (pooled_h * pooled_w)) % channels
+    ph = (e // pooled_w) % pooled_h
+    pw = e % pooled_w
+    index = roi_bin_argmax(features, rois, r, c, ph, pw, pooled_h, pooled_w, spatial_scale)
+    if index >= 0:
+        cuda.atomic.add(dfeatures, (int(rois[r, 0]), c, index // width, index % width), dout[r, c, ph, pw])
+
+
+def _pair(value, name):
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise InvalidArgumentError(f"{name} must be an int or a pair of ints, got {value!r}")
+        a, b = int(value[0]), int(value[1])
+    else:
+        a = b = int(value)
+    if a < 1 or b < 1:
+        raise InvalidArgumentError(f"{name} must be >= 1, got {value!r}")
+    return a, b
+
+
+def _check_roi_pool(features, rois, output_size, spatial_scale):
+    _check("features", features, ndim=4)
+    if not is_cuda_array(rois):
+        # host RoIs (from proposals) are validated as on the CPU, then copied once
+        rois = np.ascontiguousarray(rois, dtype=np.float64)
+        if rois.ndim != 2 or rois.shape[1] != 5:
+            raise InvalidArgumentError(f"rois must have shape (R, 5) rows (batch_index, x1, y1, x2, y2), got {rois.shape}")
+        batch = rois[:, 0]
+        if rois.shape[0] and not np.all(np.isfinite(rois)):
+            raise InvalidArgumentError("rois must be finite")
+        if rois.shape[0] and (np.any(batch != np.floor(batch)) or batch.min() < 0 or batch.max() >= features.shape[0]):
+            raise InvalidArgumentError(f"rois[:, 0] must be integer batch indices in [0, {features.shape[0]})")
+        rois = cuda.to_device(rois)
+    elif rois.ndim != 2 or rois.shape[1] != 5:
+        raise InvalidArgumentError(f"rois must have shape (R, 5) rows (batch_index, x1, y1, x2, y2), got {rois.shape}")
+    spatial_scale = float(spatial_scale)
+    if not spatial_scale > 0:
+        raise InvalidArgumentError(f"spatial_scale must be > 0, got {spatial_scale!r}")
+    return rois, _pair(output_size, "output_size"), spatial_scale
+
+
+def roi_pool_forward(features, rois, output_size, spatial_scale):
+    """CUDA twin of `roi_pool_forward`.
+
+    Args:
+        features: (B, C, H, W) device array.
+        rois: (R, 5) (batch_index, x1, y1, x2, y2), a device array or a NumPy array (copied once).
+        output_size: int or (PH, PW); spatial_scale: feature cells per image pixel.
+
+    Returns:
+        (R, C, PH, PW) device array.
+    """
+    rois, (pooled_h, pooled_w), spatial_scale = _check_roi_pool(features, rois, output_size, spatial_scale)
+    out = empty((rois.shape[0], features.shape[1], pooled_h, pooled_w), features.dtype)
+    if out.size:
+        roi_pool_forward_kernel[launch_1d(out.size)](features, rois, spatial_scale, out)
+    return out
+
+
+def roi_pool_backward(dout, features, rois, output_size, spatial_scale):
+    """CUDA twin of `roi_pool_backward`. Returns dfeatures (B, C, H, W)."""
+    rois, (pooled_h, pooled_w), spatial_scale = _check_roi_pool(features, rois, output_size, spatial_scale)
+    _check("dout", dout, ndim=4, dtype=features.dtype)
+    expected = (rois.shape[0], features.shape[1], pooled_h, pooled_w)
+    if dout.shape != expected:
+        raise InvalidArgumentError(f"dout must have shape {expected}, got {dout.shape}")
+    dfeatures = zeros(features.shape, features.dtype)
+    if dout.size:
+        roi_pool_backward_kernel[launch_1d(dout.size)](dout, features, rois, spatial_scale, dfeatures)
+    return dfeatures
+
+
+# ---------------------------------------------------------------------------------------------------
+# Losses: a per-sample (or per-element) kernel writes the gradient, a block sums the loss
+# ---------------------------------------------------------------------------------------------------
+
+
+def _labels_on_device(labels, n_samples):
+    if is_cuda_array(labels):
+        if labels.shape != (n_samples,) or labels.dtype.kind not in "iu":
+            raise InvalidArgumentError(f"labels must be ({n_samples},) integers, got shape {labels.shape} dtype {labels.dtype}")
+        return labels
+    labels = np.asarray(labels)
+    if labels.shape != (n_samples,) or labels.dtype.kind not in "iu":
+        raise InvalidArgumentError(f"labels must be ({n_samples},) integers, got shape {labels.shape} dtype {labels.dtype}")
+    return cuda.to_device(np.ascontiguousarray(labels, dtype=np.int64))
+
+
+def _read_loss(partials):
+    """Sum a loss's per-block partial sums on the GPU and copy the (loss, bad labels) pair back."""
+    totals = np.empty(2)
+    reduce.sum_rows(partials, np.float64).copy_to_host(totals)
+    return totals[0], int(totals[1])
+
+
+def _bad_labels(count, n_classes):
+    if count:
+        raise InvalidArgumentError(f"{count} labels are outside [0, {n_classes})")
+
+
+@cuda.jit
+def softmax_cross_entropy_kernel(logits, labels, dlogits, partials):
+    """Row n: loss_n = log sum_k exp(z_nk - m_n) + m_n - z_n,u and dlogits = (softmax - onehot) / N.
+
+    partials[0, block] sums the block's loss_n; partials[1, block] counts labels outside [0, K).
+    """
+    scratch = cuda.shared.array(THREADS, numba.float64)
+    n_samples, n_classes = logits.shape
+    n = cuda.grid(1)
+    loss = 0.0
+    bad = 0.0
+    if n < n_samples:
+        u = labels[n]
+        if u < 0 or u >= n_classes:
+            bad = 1.0
+            for k in range(n_classes):
+                dlogits[n, k] = 0
+        else:
+            # 1. subtract the row maximum (exp never overflows)
+            m = logits[n, 0]
+            for k in range(1, n_classes):
+                m = max(m, logits[n, k])
+            # 2. log-sum-exp
+            s = 0.0
+            for k in range(n_classes):
+                s += math.exp(logits[n, k] - m)
+            log_sum = math.log(s)
+            loss = log_sum + m - logits[n, u]
+            # 3. gradient: softmax minus the one-hot label, averaged over the batch
+            for k in range(n_classes):
+                dlogits[n, k] = math.exp(logits[n, k] - m - log_sum) / n_samples
+            dlogits[n, u] -= 1.0 / n_samples
+    loss = block_sum(scratch, loss)
+    if cuda.threadIdx.x == 0:
+        partials[0, cuda.blockIdx.x] = loss
+    bad = block_sum(scratch, bad)
+    if cuda.threadIdx.x == 0:
+        partials[1, cuda.blockIdx.x] = bad
+
+
+
+def softmax_cross_entropy(logits, labels):
+    """CUDA twin of `scratchdet.nn.losses.softmax_cross_entropy`.
+
+    Args:
+        logits: (N, K) device array; labels: (N,) integers (device or NumPy array).
+
+    Returns:
+        (loss, dlogits): a float (the mean over samples) and an (N, K) device array.
+    """
+    _check("logits", logits, ndim=2)
+    n_samples, n_classes = logits.shape
+    if n_samples == 0:
+        raise InvalidArgumentError("softmax_cross_entropy needs at least one sample (the mean of nothing is undefined)")
+    labels = _labels_on_device(labels, n_samples)
+    dlogits = empty(logits.shape, logits.dtype)
+    threads = reduce.reduce_threads(n_samples)
+    n_blocks = blocks_for(n_samples, threads)
+    partials = empty((2, n_blocks), np.float64)
+    softmax_cross_entropy_kernel[n_blocks, threads](logits, labels, dlogits, partials)
+    total, bad = _read_loss(partials)
+    _bad_labels(bad, n_classes)
+    return float(total / n_samples), dlogits
+
+
+@cuda.jit
+def elementwise_loss_kernel(pred, target, use_l2, beta, grad, partials):
+    """grad[k] and the block's sum of loss(pred[k] - target[k]): squared error or smooth L1."""
+    scratch = cuda.shared.array(THREADS, numba.float64)
+    total = 0.0
+    for k in range(cuda.grid(1), pred.size, cuda.gridsize(1)):
+        d = pred[k] - target[k]
+        if use_l2:
+            total += d * d
+            grad[k] = 2 * d
+        else:
+            total += smooth_l1_value(d, beta)
+            grad[k] = smooth_l1_grad(d, beta)
+    total = block_sum(scratch, total)
+    if cuda.threadIdx.x == 0:
+        partials[0, cuda.blockIdx.x] = total
+        partials[1, cuda.blockIdx.x] = 0.0
+
+
+def _elementwise_loss(pred, target, use_l2, beta):
+    _check("pred", pred)
+    _same("target", target, pred)
+    grad = empty(pred.shape, pred.dtype)
+    threads = reduce.reduce_threads(pred.size)
+    n_blocks = min(blocks_for(pred.size, threads), reduce.MAX_REDUCE_BLOCKS)
+    partials = empty((2, n_blocks), np.float64)
+    elementwise_loss_kernel[n_blocks, threads](flat(pred), flat(target), use_l2, float(beta), flat(grad), partials)
+    total, _ = _read_loss(partials)
+    return float(total), grad
+
+
+def l2_loss(pred, target):
+    """CUDA twin of `l2_loss`: (sum (pred - target)**2, 2 (pred - target))."""
+    return _elementwise_loss(pred, target, True, 0.0)
+
+
+def smooth_l1(pred, target, beta=1.0):
+    """CUDA twin of `smooth_l1`: summed smooth L1 (Fast R-CNN, eq. 3) and its gradient."""
+    if not beta >= 0:
+        raise InvalidArgumentError(f"smooth_l1 beta must be >= 0, got {beta!r}")
+    return _elementwise_loss(pred, target, False, beta)
+
+
+@cuda.jit
+def foreground_box_loss_kernel(bbox_pred, bbox_targets, labels, use_l2, beta, factor, grad, partials):
+    """Row n of the box term of Fast R-CNN's multi-task loss (eq. 1): only foreground rows (u >= 1)
+    count, on the 4 coordinates of their class (columns 4u..4u+3, or 0..3 for one agnostic box).
+
+    partials[0, block] sums the block's unnormalised loss; grad is the loss's gradient times `factor`.
+    """
+    scratch = cuda.shared.array(THREADS, numba.float64)
+    n_samples, n_columns = bbox_pred.shape
+    n = cuda.grid(1)
+    total = 0.0
+    bad = 0.0
+    if n < n_samples:
+        for k in range(n_columns):
+            grad[n, k] = 0
+        u = labels[n]
+        per_class = n_columns > 4
+        if u < 0 or (per_class and 4 * u >= n_columns):
+            bad = 1.0
+        elif u >= 1:  # the Iverson bracket [u >= 1]: background has no box
+            first = 4 * u if per_class else 0
+            for j in range(4):
+                d = bbox_pred[n, first + j] - bbox_targets[n, j]
+                if use_l2:
+                    total += d * d
+                    grad[n, first + j] = 2 * d
+                else:
+                    total += smooth_l1_value(d, beta)
+                    grad[n, first + j] = smooth_l1_grad(d, beta)
+                grad[n, first + j] *= factor
+    total = block_sum(scratch, total)
+    if cuda.threadIdx.x == 0:
+        partials[0, cuda.blockIdx.x] = total
+    bad = block_sum(scratch, bad)
+    if cuda.threadIdx.x == 0:
+        partials[1, cuda.blockIdx.x] = bad
+
+
+def box_regression_loss(bbox_pred, bbox_targets, labels, *, loss="smooth_l1", beta=1.0, weight=1.0):
+    """CUDA twin of `scratchdet.nn.losses.box_regression_loss`.
+
+    Returns:
+        (L_loc, dbbox_pred): the unweighted loss averaged over N as a float, and the gradient of
+        weight * L_loc as a device array like bbox_pred.
+    """
+    _check("bbox_pred", bbox_pred, ndim=2)
+    if bbox_pred.shape[1] % 4 or bbox_pred.shape[1] == 0:
+        raise InvalidArgumentError(f"bbox_pred must be (N, 4) or (N, 4 * n_classes), got {bbox_pred.shape}")
+    if loss not in ("smooth_l1", "l2"):
+        raise InvalidArgumentError(f"loss must be one of ('smooth_l1', 'l2'), got {loss!r}")
+    if not beta >= 0:
+        raise InvalidArgumentError(f"beta must be >= 0, got {beta!r}")
+    n_samples = bbox_pred.shape[0]
+    if n_samples == 0:
+        raise InvalidArgumentError("box_regression_loss needs at least one sample")
+    if not is_cuda_array(bbox_targets):
+        bbox_targets = cuda.to_device(np.ascontiguousarray(bbox_targets, dtype=bbox_pred.dtype))
+    _check("bbox_targets", bbox_targets, ndim=2, dtype=bbox_pred.dtype)
+    if bbox_targets.shape != (n_samples, 4):
+        raise InvalidArgumentError(f"bbox_targets must be ({n_samples}, 4), got {bbox_targets.shape}")
+    labels = _labels_on_device(labels, n_samples)
+    grad = empty(bbox_pred.shape, bbox_pred.dtype)
+    threads = reduce.reduce_threads(n_samples)
+    n_blocks = blocks_for(n_samples, threads)
+    partials = empty((2, n_blocks), np.float64)
+    # the gradient is that of weight * L_loc; the factor is rounded to the dtype first, as on the CPU
+    factor = bbox_pred.dtype.type(weight / n_samples)
+    foreground_box_loss_kernel[n_blocks, threads](
+        bbox_pred, bbox_targets, labels, loss == "l2", float(beta), factor, grad, partials
+    )
+    total, bad = _read_loss(partials)
+    _bad_labels(bad, bbox_pred.shape[1] // 4)
+    return float(total / n_samples), grad
+
+
+def regression_loss(pred, target, *, loss="l2", beta=1.0):
+    """CUDA twin of `scratchdet.nn.losses.regression_loss`: the loss averaged over the N samples."""
+    _check("pred", pred)
+    if pred.ndim < 1 or pred.shape[0] == 0:
+        raise InvalidArgumentError(f"pred must be (N, D) with N >= 1, got {pred.shape}")
+    if loss not in ("smooth_l1", "l2"):
+        raise InvalidArgumentError(f"loss must be one of ('smooth_l1', 'l2'), got {loss!r}")
+    if not is_cuda_array(target):
+        target = cuda.to_device(np.ascontiguousarray(target, dtype=pred.dtype))
+    value, grad = l2_loss(pred, target) if loss == "l2" else smooth_l1(pred, target, beta)
+    n_samples = pred.shape[0]
+    divide_kernel[launch_1d(grad.size)](flat(grad), n_samples, flat(grad))
+    return value / n_samples, grad

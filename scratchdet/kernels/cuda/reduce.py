@@ -1,0 +1,123 @@
+"""Reductions on the GPU: the shared-memory tree sum that losses and bias gradients are built from.
+
+A block of threads sums its values by halving (Harris, "Optimizing Parallel Reduction in CUDA",
+NVIDIA 2007): at each step the first half of the threads adds the second half's values onto its
+own, until thread 0 holds the block's total. Sums run in float64 whatever the input dtype, and in
+a fixed order, so the same input gives the same result on every run.
+"""
+
+import numba
+import numpy as np
+from numba import cuda
+
+from scratchdet.kernels.cuda.common import THREADS, blocks_for, empty, flat, launch_1d
+
+# Blocks launched by a grid-stride reduction: enough to fill an H100 (132 multiprocessors)
+# several times over, few enough that the second pass (one block) is short.
+MAX_REDUCE_BLOCKS = 1024
+
+
+def reduce_threads(n):
+    """Threads per block for a reduction over `n` items: a power of two from 32 to THREADS."""
+    threads = 32
+    while threads < THREADS and threads < n:
+        threads *= 2
+    return threads
+
+
+@cuda.jit(device=True)
+def block_sum(scratch, value):
+    """The sum of `value` over the threads of a 1-D block (valid in thread 0).
+
+    The block's size must be a power of two, at most THREADS (see `reduce_threads`).
+
+    Args:
+        scratch: a shared float64 array of THREADS elements.
+        value: this thread's number.
+    """
+    t = cuda.threadIdx.x
+    scratch[t] = value
+    cuda.syncthreads()
+    half = cuda.blockDim.x // 2
+    while half > 0:
+        if t < half:
+            scratch[t] += scratch[t + half]
+        cuda.syncthreads()
+        half //= 2
+    return scratch[0]
+
+
+@cuda.jit
+def sum_partials_kernel(a, partials):
+    """partials[b] = sum of a[i] over the i that block b visits (grid-stride)."""
+    scratch = cuda.shared.array(THREADS, numba.float64)
+    total = 0.0
+    for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
+        total += a[i]
+    total = block_sum(scratch, total)
+    if cuda.threadIdx.x == 0:
+        partials[cuda.blockIdx.x] = total
+
+
+@cuda.jit
+def sum_rows_kernel(a, out):
+    """out[r] = sum_j a[r, j]: one block per row (a is (R, L))."""
+    scratch = cuda.shared.array(THREADS, numba.float64)
+    r = cuda.blockIdx.x
+    total = 0.0
+    for j in range(cuda.threadIdx.x, a.shape[1], cuda.blockDim.x):
+        total += a[r, j]
+    total = block_sum(scratch, total)
+    if cuda.threadIdx.x == 0:
+        out[r] = total
+
+
+@cuda.jit
+def sum_axis0_kernel(a, out):
+    """out[j] = sum_b a[b, j]: one thread per column, summing down the rows in order (a is (B, L))."""
+    j = cuda.grid(1)
+    if j < a.shape[1]:
+        total = 0.0
+        for b in range(a.shape[0]):
+            total += a[b, j]
+        out[j] = total
+
+
+def sum_all(a):
+    """The sum of every element of a device array, as a (1,) float64 device array (no host copy)."""
+    values = flat(a)
+    threads = reduce_threads(values.size)
+    n_blocks = min(blocks_for(values.size, threads), MAX_REDUCE_BLOCKS)
+    partials = empty((n_blocks,), np.float64)
+    sum_partials_kernel[n_blocks, threads](values, partials)
+    total = empty((1,), np.float64)
+    sum_partials_kernel[1, reduce_threads(n_blocks)](partials, total)
+    return total
+
+
+def sum_rows(a, dtype=None):
+    """Row sums of a 2-D device array ``(R, L) -> (R,)`` (float64 accumulation, `dtype` output)."""
+    out = empty((a.shape[0],), dtype or a.dtype)
+    if a.shape[0]:
+        sum_rows_kernel[a.shape[0], reduce_threads(a.shape[1])](a, out)
+    return out
+
+
+def sum_axis0(a, dtype=None):
+    """Column sums of a 2-D device array ``(B, L) -> (L,)`` (float64 accumulation, `dtype` output)."""
+    out = empty((a.shape[1],), dtype or a.dtype)
+    if a.shape[1]:
+        sum_axis0_kernel[launch_1d(a.shape[1])](a, out)
+    return out
+
+
+def compile_signatures():
+    """``(name, kernel, argument types)`` for every reduction kernel as the library launches it."""
+    f32, f64 = numba.float32, numba.float64
+    return [
+        ("sum_partials_f32", sum_partials_kernel, (f32[::1], f64[::1])),
+        ("sum_partials_f64", sum_partials_kernel, (f64[::1], f64[::1])),
+        ("sum_rows_f32", sum_rows_kernel, (f32[:, ::1], f32[::1])),
+        ("sum_axis0_f32", sum_axis0_kernel, (f32[:, ::1], f32[::1])),
+        ("sum_axis0_f64", sum_axis0_kernel, (f64[:, ::1], f64[::1])),
+    ]
