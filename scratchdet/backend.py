@@ -55,10 +55,14 @@ def require(device):
 
 
 def is_cuda_array(x):
-    """True for a Numba CUDA device array (or any object exposing `__cuda_array_interface__`)."""
+    """True for a Numba CUDA device array (or any object exposing `__cuda_array_interface__`).
+
+    Under the simulator (`NUMBA_ENABLE_CUDASIM=1`) device arrays are `FakeCUDAArray`s, which mark
+    themselves with `__cuda_ndarray__` instead of the interface.
+    """
     if isinstance(x, np.ndarray):
         return False
-    return hasattr(x, "__cuda_array_interface__")
+    return hasattr(x, "__cuda_array_interface__") or getattr(x, "__cuda_ndarray__", False) is True
 
 
 def device_of(x):
@@ -105,20 +109,8 @@ def empty_like(x):
 
 
 def _fill_zero(out):
-    from numba import cuda
+    # the kernel lives at module level in the CUDA package: the simulator can only stand in for
+    # `numba.cuda` inside kernels that name it as a module global
+    from scratchdet.kernels.cuda.common import fill
 
-    flat = out.reshape(out.size) if out.ndim != 1 else out
-    _zero_kernel()[max(1, (flat.size + 255) // 256), 256](flat)
-
-
-@functools.lru_cache(maxsize=None)
-def _zero_kernel():
-    from numba import cuda
-
-    @cuda.jit
-    def zero(a):
-        i = cuda.grid(1)
-        if i < a.size:
-            a[i] = 0
-
-    return zero
+    fill(out, 0)
