@@ -1,0 +1,162 @@
+"""COCO JSON files: reading, writing atomically, and a clear error for every kind of bad content."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from scratchdet.data.coco import (
+    load_json,
+    parse_detections,
+    parse_ground_truth,
+    read_detections,
+    read_ground_truth,
+    write_detections,
+    write_ground_truth,
+)
+from scratchdet.errors import DataFormatError, FileMissingError
+
+
+def small_gt():
+    return {
+        "images": [{"id": 7, "file_name": "b.jpg"}, {"id": 3, "file_name": "a.jpg"}],
+        "categories": [{"id": 2, "name": "dog"}, {"id": 1, "name": "cat"}],
+        "annotations": [
+            {"id": 1, "image_id": 3, "category_id": 2, "bbox": [1, 2, 3, 4], "area": 10.5, "iscrowd": 0},
+            {"id": 2, "image_id": 7, "category_id": 1, "bbox": [0.5, 0, 10, 0], "iscrowd": 1, "difficult": 1},
+        ],
+    }
+
+
+def small_dets():
+    return [
+        {"image_id": 3, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 0.9},
+        {"image_id": 7, "category_id": 1, "bbox": [0, 0, 1.5, 2], "score": 1},
+    ]
+
+
+def test_parse_ground_truth_sorts_ids_and_keeps_annotation_order():
+    gt = parse_ground_truth(small_gt())
+    np.testing.assert_array_equal(gt.image_ids, [3, 7])
+    assert gt.image_names == ("a.jpg", "b.jpg")
+    np.testing.assert_array_equal(gt.category_ids, [1, 2])
+    assert gt.category_names == ("cat", "dog")
+    np.testing.assert_array_equal(gt.image, [0, 1])
+    np.testing.assert_array_equal(gt.category, [1, 0])
+    np.testing.assert_array_equal(gt.boxes, [[1, 2, 3, 4], [0.5, 0, 10, 0]])
+    np.testing.assert_array_equal(gt.area, [10.5, 0.0])  # missing area: w * h
+    np.testing.assert_array_equal(gt.iscrowd, [False, True])
+    np.testing.assert_array_equal(gt.difficult, [False, True])
+    assert gt.boxes.dtype == np.float64 and gt.image.dtype == np.int64
+
+
+def test_parse_detections_maps_ids_to_ranks():
+    dt = parse_detections(small_dets(), small_gt())
+    np.testing.assert_array_equal(dt.image, [0, 1])
+    np.testing.assert_array_equal(dt.category, [1, 0])
+    np.testing.assert_array_equal(dt.scores, [0.9, 1.0])
+
+
+def test_empty_lists_are_valid():
+    gt = parse_ground_truth({"images": [], "annotations": [], "categories": []})
+    assert gt.boxes.shape == (0, 4)
+    assert parse_detections([], gt).boxes.shape == (0, 4)
+
+
+def test_write_then_read_round_trips(tmp_path):
+    write_ground_truth(tmp_path / "gt.json", small_gt())
+    write_detections(tmp_path / "dets.json", small_dets())
+    assert read_ground_truth(tmp_path / "gt.json") == small_gt()
+    assert read_detections(tmp_path / "dets.json", small_gt()) == small_dets()
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    bad = small_dets()
+    bad[1]["score"] = math.nan
+    with pytest.raises(DataFormatError):
+        write_detections(tmp_path / "dets.json", bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_file_raises_file_missing_error(tmp_path):
+    with pytest.raises(FileMissingError, match="nope.json: no such file"):
+        load_json(tmp_path / "nope.json")
+
+
+def test_malformed_json_names_line_and_column(tmp_path):
+    path = tmp_path / "gt.json"
+    path.write_text('{"images": [\n  {"id": 1},\n  oops\n]}')
+    with pytest.raises(DataFormatError, match=r"gt.json: malformed JSON at line 3 column 3"):
+        read_ground_truth(path)
+
+
+def _mutated(change):
+    gt = small_gt()
+    change(gt)
+    return gt
+
+
+GT_CASES = {
+    "not_an_object": (lambda gt: None, "expected a JSON object"),
+    "missing_images": (lambda gt: gt.pop("images"), 'missing field "images"'),
+    "annotations_not_a_list": (lambda gt: gt.update(annotations={}), 'field "annotations" must be a list'),
+    "image_without_id": (lambda gt: gt["images"][1].pop("id"), r'images\[1\]: missing field "id"'),
+    "image_id_is_string": (lambda gt: gt["images"][0].update(id="7"), r'images\[0\]: field "id" must be an integer, got "7"'),
+    "duplicate_image_id": (lambda gt: gt["images"][0].update(id=3), 'images: field "id" repeats the value 3'),
+    "category_without_name": (lambda gt: gt["categories"][0].pop("name"), r'categories\[0\]: missing field "name"'),
+    "duplicate_annotation_id": (lambda gt: gt["annotations"][1].update(id=1), 'annotations: field "id" repeats the value 1'),
+    "unknown_image": (lambda gt: gt["annotations"][1].update(image_id=99), r'annotations\[1\]: field "image_id" is 99, which is not among the images'),
+    "unknown_category": (lambda gt: gt["annotations"][0].update(category_id=5), r'annotations\[0\]: field "category_id" is 5'),
+    "missing_bbox": (lambda gt: gt["annotations"][1].pop("bbox"), r'annotations\[1\]: missing field "bbox"'),
+    "bbox_three_numbers": (lambda gt: gt["annotations"][1].update(bbox=[1, 2, 3]), r'annotations\[1\]: field "bbox" must be a list of 4 numbers \[x, y, w, h\], got \[1, 2, 3\]'),
+    "bbox_with_string": (lambda gt: gt["annotations"][0].update(bbox=[1, "2", 3, 4]), r'annotations\[0\]: field "bbox" must be a list of 4 numbers'),
+    "negative_width": (lambda gt: gt["annotations"][1].update(bbox=[1, 2, -3, 4]), r'annotations\[1\]: field "bbox" has a negative width or height'),
+    "infinite_box": (lambda gt: gt["annotations"][0].update(bbox=[1, 2, math.inf, 4]), r'annotations\[0\]: field "bbox" must hold finite numbers'),
+    "nan_area": (lambda gt: gt["annotations"][0].update(area=math.nan), r'annotations\[0\]: field "area" must be a finite number'),
+    "annotation_not_an_object": (lambda gt: gt["annotations"].append([1, 2]), r"annotations\[2\] must be an object"),
+}
+
+
+@pytest.mark.parametrize("case", GT_CASES, ids=list(GT_CASES))
+def test_bad_ground_truth_names_the_field(case):
+    change, message = GT_CASES[case]
+    gt = None if case == "not_an_object" else _mutated(change)
+    with pytest.raises(DataFormatError, match="^gt.json: " + message if case != "not_an_object" else message) as info:
+        parse_ground_truth(gt, source="gt.json")
+    assert "gt.json" in str(info.value)
+
+
+DET_CASES = {
+    "missing_score": (lambda d: d[1].pop("score"), r'detections\[1\]: missing field "score"'),
+    "nan_score": (lambda d: d[0].update(score=math.nan), r'detections\[0\]: field "score" must be a finite number, got NaN'),
+    "string_score": (lambda d: d[0].update(score="high"), r'detections\[0\]: field "score" must be a finite number, got "high"'),
+    "unknown_image": (lambda d: d[1].update(image_id=4), r'detections\[1\]: field "image_id" is 4, which is not among'),
+    "unknown_category": (lambda d: d[0].update(category_id=9), r'detections\[0\]: field "category_id" is 9'),
+    "float_image_id": (lambda d: d[0].update(image_id=3.0), r'detections\[0\]: field "image_id" must be an integer, got 3.0'),
+    "negative_height": (lambda d: d[1].update(bbox=[0, 0, 1, -1]), r'detections\[1\]: field "bbox" has a negative width or height'),
+    "nan_box": (lambda d: d[1].update(bbox=[0, math.nan, 1, 1]), r'detections\[1\]: field "bbox" must hold finite numbers'),
+    "detection_not_an_object": (lambda d: d.append("x"), r"detections\[2\] must be an object, got a string"),
+}
+
+
+@pytest.mark.parametrize("case", DET_CASES, ids=list(DET_CASES))
+def test_bad_detections_name_the_field(case):
+    change, message = DET_CASES[case]
+    detections = small_dets()
+    change(detections)
+    with pytest.raises(DataFormatError, match="^dets.json: " + message):
+        parse_detections(detections, small_gt(), source="dets.json")
+
+
+def test_detections_not_a_list():
+    with pytest.raises(DataFormatError, match="expected a JSON list of detections, got an object"):
+        parse_detections({"image_id": 3}, small_gt(), source="dets.json")
+
+
+def test_read_detections_checks_against_ground_truth(tmp_path):
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]))
+    assert len(read_detections(path)) == 1  # no ground truth: fields only
+    with pytest.raises(DataFormatError, match="not among the ground truth's images"):
+        read_detections(path, small_gt())
