@@ -348,8 +348,15 @@ def decode(proposals, deltas, weights=(1.0, 1.0, 1.0, 1.0), clamp=DEFAULT_DECODE
 
 
 def _score_order(scores):
-    """Indices sorting `scores` descending; equal scores keep their index order (a stable sort)."""
-    return np.argsort(-scores.astype(np.float64), kind="stable").astype(np.int64)
+    """Indices sorting `scores` descending; equal scores keep their index order.
+
+    NumPy's default sort is several times faster than its stable sort and differs from it only in
+    the order of equal scores, so sort with it and then put each run of equal scores in index order.
+    """
+    keys = -scores.astype(np.float64)  # (N,); negating uint8 scores directly would wrap around
+    order = np.argsort(keys).astype(np.int64, copy=False)
+    _cpu.order_ties_by_index(keys[order], order)
+    return order
 
 
 def nms(boxes, scores, iou_threshold):

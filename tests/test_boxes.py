@@ -274,6 +274,14 @@ def test_nms_keeps_top_box_and_no_two_kept_boxes_overlap_above_threshold(case, i
         assert np.all(B.iou(boxes[dropped], boxes[keep]).max(axis=1) > iou_threshold)
 
 
+def test_nms_visits_equal_scores_in_index_order():
+    boxes = np.array([[0, 0, 2, 2], [10, 0, 12, 2], [0, 0, 2, 2], [20, 0, 22, 2], [10, 0, 12, 2.0]])
+    scores = np.array([0.5, 0.7, 0.5, 0.5, 0.7])
+    # 1 and 4 tie and coincide: 1 wins; then 0, 2 (a copy of 0, suppressed) and 3 in index order
+    assert B.nms(boxes, scores, 0.5).tolist() == [1, 0, 3]
+    assert B.nms(boxes[:, :], np.zeros(5), 1.0).tolist() == [0, 1, 2, 3, 4]
+
+
 def test_nms_threshold_one_keeps_everything_and_zero_keeps_only_disjoint(rng):
     boxes = np.array([[0, 0, 2, 2], [0, 0, 2, 2], [1, 1, 3, 3], [2, 0, 4, 2]], float)  # box 3 only touches 0
     scores = np.array([0.4, 0.3, 0.2, 0.1])

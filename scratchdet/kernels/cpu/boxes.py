@@ -96,6 +96,23 @@ def decode(proposals, deltas, weights, clamp):
     return out
 
 
+@numba.njit(cache=True)
+def order_ties_by_index(sorted_keys, order):
+    """Sort, in place, each run of `order` whose `sorted_keys` are equal, so that ties come by index.
+
+    Args:
+        sorted_keys: (N,) float64, non-decreasing (the sort keys, already in sorted order).
+        order: (N,) int64 indices that sorted the keys; rearranged within runs of equal keys.
+    """
+    n = order.shape[0]
+    run_start = 0
+    for i in range(1, n + 1):
+        if i == n or sorted_keys[i] != sorted_keys[run_start]:
+            if i - run_start > 1:
+                order[run_start:i] = np.sort(order[run_start:i])
+            run_start = i
+
+
 # kept boxes compared per block in `greedy_nms` (16 was fastest of 8, 16, 32, 64 on 10k boxes)
 NMS_BLOCK = 16
 
