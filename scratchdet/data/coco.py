@@ -189,6 +189,9 @@ def parse_ground_truth(gt, source="ground truth"):
     category_ids = category_ids[category_order]
     _check_unique(category_ids, source, "categories", "id")
     category_names = tuple(names[i] for i in category_order)
+    if len(set(category_names)) < len(category_names):
+        repeated = next(name for name in category_names if category_names.count(name) > 1)
+        raise DataFormatError(f'{source}: categories: field "name" repeats the value {_show(repeated)}')
 
     # 2. annotations: ids, references, boxes
     ann_ids = _integer_field(annotations, "id", source, "annotations")
@@ -199,8 +202,9 @@ def parse_ground_truth(gt, source="ground truth"):
     )
     boxes = _box_field(annotations, source, "annotations")
     area = _optional_number_field(annotations, "area", boxes[:, 2] * boxes[:, 3], source, "annotations")
-    iscrowd = _optional_number_field(annotations, "iscrowd", np.zeros(len(annotations)), source, "annotations") != 0
-    difficult = _optional_number_field(annotations, "difficult", np.zeros(len(annotations)), source, "annotations") != 0
+    no = np.zeros(len(annotations))
+    iscrowd = _optional_number_field(annotations, "iscrowd", no, source, "annotations", allow_bool=True) != 0
+    difficult = _optional_number_field(annotations, "difficult", no, source, "annotations", allow_bool=True) != 0
     return GroundTruth(
         image_ids=image_ids,
         image_names=image_names,
@@ -306,23 +310,24 @@ def _number_field(entries, key, source, listname):
     return _to_numbers(_column(entries, key, listname, source), key, source, listname)
 
 
-def _optional_number_field(entries, key, default, source, listname):
-    """Like `_number_field`, with `default[i]` where entry i has no `key`."""
+def _optional_number_field(entries, key, default, source, listname, allow_bool=False):
+    """Like `_number_field`, with `default[i]` where entry i has no `key` (and true/false as 1/0 if `allow_bool`)."""
     try:
         values = [e[key] for e in entries]
     except KeyError:
         values = [e.get(key, d) for e, d in zip(entries, default.tolist())]
-    return _to_numbers(values, key, source, listname)
+    return _to_numbers(values, key, source, listname, allow_bool)
 
 
-def _to_numbers(values, key, source, listname):
+def _to_numbers(values, key, source, listname, allow_bool=False):
+    kinds = "biuf" if allow_bool else "iuf"
     try:
         array = np.asarray(values) if values else np.zeros(0)
     except (ValueError, OverflowError):
         array = None
-    if array is None or array.dtype.kind not in "iuf" or array.ndim != 1 or not np.isfinite(array).all():
+    if array is None or array.dtype.kind not in kinds or array.ndim != 1 or not np.isfinite(array.astype(np.float64)).all():
         for i, v in enumerate(values):
-            if not _is_number(v) or not math.isfinite(v):
+            if not (_is_number(v) or (allow_bool and isinstance(v, bool))) or not math.isfinite(v):
                 raise DataFormatError(f'{source}: {listname}[{i}]: field "{key}" must be a finite number, got {_show(v)}')
         array = np.array(values, dtype=np.float64)
     return array.astype(np.float64, copy=False)

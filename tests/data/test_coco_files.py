@@ -51,6 +51,14 @@ def test_parse_ground_truth_sorts_ids_and_keeps_annotation_order():
     assert gt.boxes.dtype == np.float64 and gt.image.dtype == np.int64
 
 
+def test_crowd_and_difficult_flags_may_be_booleans():
+    gt = small_gt()
+    gt["annotations"][0].update(iscrowd=True, difficult=False)
+    parsed = parse_ground_truth(gt)
+    np.testing.assert_array_equal(parsed.iscrowd, [True, True])
+    np.testing.assert_array_equal(parsed.difficult, [False, True])
+
+
 def test_parse_detections_maps_ids_to_ranks():
     dt = parse_detections(small_dets(), small_gt())
     np.testing.assert_array_equal(dt.image, [0, 1])
@@ -105,6 +113,7 @@ GT_CASES = {
     "image_id_is_string": (lambda gt: gt["images"][0].update(id="7"), r'images\[0\]: field "id" must be an integer, got "7"'),
     "duplicate_image_id": (lambda gt: gt["images"][0].update(id=3), 'images: field "id" repeats the value 3'),
     "category_without_name": (lambda gt: gt["categories"][0].pop("name"), r'categories\[0\]: missing field "name"'),
+    "duplicate_category_name": (lambda gt: gt["categories"][1].update(name="dog"), 'categories: field "name" repeats the value "dog"'),
     "duplicate_annotation_id": (lambda gt: gt["annotations"][1].update(id=1), 'annotations: field "id" repeats the value 1'),
     "unknown_image": (lambda gt: gt["annotations"][1].update(image_id=99), r'annotations\[1\]: field "image_id" is 99, which is not among the images'),
     "unknown_category": (lambda gt: gt["annotations"][0].update(category_id=5), r'annotations\[0\]: field "category_id" is 5'),
