@@ -98,9 +98,12 @@ def test_area_uses_continuous_coordinates_without_plus_one():
     np.testing.assert_array_equal(B.area([[0, 0, 4, 2], [1, 1, 1, 5], [2.5, 0, 3, 0.5]]), [8.0, 0.0, 0.25])
 
 
-def test_area_of_no_boxes_is_empty():
+def test_no_boxes_give_empty_results_of_the_right_shape():
     assert B.area(np.zeros((0, 4))).shape == (0,)
     assert B.area(np.array([])).shape == (0,)
+    assert B.convert(np.zeros((0, 4)), "xywh", "cxcywh").shape == (0, 4)
+    assert B.clip(np.zeros((0, 4)), (5, 5)).shape == (0, 4)
+    assert B.remove_small(np.zeros((0, 4)), 1).shape == (0,)
 
 
 def test_clip_to_image_shape_h_w_c():
@@ -410,13 +413,24 @@ def _clustered_boxes(rng, n, n_objects, size=500.0):
 def test_nms_matches_opencv_nmsboxes(rng, iou_threshold):
     cv2 = pytest.importorskip("cv2")
     boxes, scores = _clustered_boxes(rng, 800, 15)
-    # OpenCV takes xywh boxes and a score threshold (keeps scores > it); its Rect2d IoU is the same
-    # continuous-coordinate IoU, rounded to float32, so ties at the threshold could differ: none here
+    # OpenCV takes xywh boxes, float32 scores and a score threshold (it keeps scores > it). Its Rect2d
+    # overlap, 1 - jaccardDistance(a, b) with area w * h, is our continuous-coordinate IoU rounded to
+    # float32 and compared with a float32 threshold, so pairs within ~1e-7 of the threshold could be
+    # decided differently: this input has none
     m = B.iou(boxes, boxes)
     assert np.abs(m - iou_threshold).min() > 1e-6
     theirs = np.asarray(cv2.dnn.NMSBoxes(B.convert(boxes, "xyxy", "xywh").tolist(), scores.tolist(), 0.0, iou_threshold))
     ours = B.nms(boxes, scores, iou_threshold)
     np.testing.assert_array_equal(ours, theirs.reshape(-1), err_msg=f"ours {ours[:10]}..., opencv {theirs[:10]}...")
+
+
+def test_nms_keeps_box_exactly_at_threshold_like_opencv():
+    cv2 = pytest.importorskip("cv2")
+    boxes = np.array([[0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.5, 1.0]])  # IoU 1/2, 2/3, 3/4
+    scores = np.array([0.9, 0.8, 0.7])
+    for t in (0.5, 0.75):
+        theirs = np.asarray(cv2.dnn.NMSBoxes(B.convert(boxes, "xyxy", "xywh").tolist(), scores.tolist(), 0.0, t))
+        assert B.nms(boxes, scores, t).tolist() == theirs.reshape(-1).tolist()
 
 
 @pytest.mark.parametrize("iou_threshold", [0.5, 0.7])
