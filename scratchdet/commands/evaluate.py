@@ -21,7 +21,8 @@ def register(subparsers):
     parser = subparsers.add_parser(
         "evaluate",
         help="COCO mAP or Pascal VOC AP of detections against ground truth (COCO JSON files)",
-        description=__doc__.split("\n\n")[0],
+        description="COCO mAP or Pascal VOC AP of a detection list against a ground-truth dataset (both COCO JSON).",
+        epilog="--iou and --legacy-voc-pixels apply to voc / voc07 only; COCO's thresholds 0.50:0.05:0.95 are fixed.",
     )
     parser.add_argument("--gt", required=True, metavar="GT.json", help="ground truth, a COCO dataset JSON file")
     parser.add_argument("--dets", required=True, metavar="DETS.json", help="detections, a COCO result list JSON file")

@@ -169,6 +169,30 @@ def test_precision_and_recall_arrays_have_cocoeval_shapes():
     np.testing.assert_allclose(result.precision[:, :, 0, 0, 2], np.ones((10, len(RECALL_THRESHOLDS))), atol=1e-12)
 
 
+def test_detection_list_order_does_not_matter_when_scores_differ(rng):
+    gt, detections = random_coco_problem(21, n_images=10, n_categories=3)
+    for d, score in zip(detections, rng.permutation(len(detections))):
+        d["score"] = float(score) / len(detections)  # all distinct
+    shuffled = [detections[i] for i in rng.permutation(len(detections))]
+    assert evaluate_coco(gt, shuffled) == evaluate_coco(gt, detections)
+
+
+def test_difficult_flag_plays_no_part_in_coco():
+    gt, detections = random_coco_problem(22, n_images=10, n_categories=3)
+    marked = copy.deepcopy(gt)
+    for ann in marked["annotations"][::2]:
+        ann["difficult"] = 1
+    assert evaluate_coco(marked, detections) == evaluate_coco(gt, detections)
+
+
+def test_parsed_inputs_give_the_same_result():
+    from scratchdet.data import parse_detections, parse_ground_truth
+
+    gt, detections = random_coco_problem(23, n_images=5, n_categories=2)
+    parsed_gt = parse_ground_truth(gt)
+    assert evaluate_coco(parsed_gt, parse_detections(detections, parsed_gt)) == evaluate_coco(gt, detections)
+
+
 def test_bad_detection_raises_data_format_error():
     with pytest.raises(DataFormatError, match=r'detections\[0\]: field "image_id" is 7'):
         evaluate_coco(dataset([LARGE_A]), dets((LARGE_A, 0.9, 7)))
