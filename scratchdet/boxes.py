@@ -7,9 +7,9 @@ corners `(x1, y1, x2, y2)` ("xyxy") in continuous pixel coordinates. Pixel `(row
 evaluation option). Other formats ("xywh" as in COCO files, "cxcywh") appear only at the edges,
 through `convert`.
 
-Read next to: Girshick et al. 2014 (R-CNN), appendix C, for `encode` / `decode`; Girshick 2015
-(Fast R-CNN) for the per-class use of both; Neubeck and Van Gool 2006 and Felzenszwalb et al. 2010
-for greedy non-maximum suppression.
+Read next to: Girshick et al. 2014 (R-CNN), appendix C, for `encode` / `decode`, and its section 2.2
+for greedy non-maximum suppression per class; Girshick 2015 (Fast R-CNN) for the per-class use of all
+three.
 """
 
 import math
@@ -360,10 +360,11 @@ def _score_order(scores):
 
 
 def nms(boxes, scores, iou_threshold):
-    """Greedy non-maximum suppression.
+    """Greedy non-maximum suppression (R-CNN, Girshick et al. 2014, section 2.2).
 
-    Visit the boxes from the highest score down; keep a box unless its IoU with a box kept before it
-    is greater than `iou_threshold`. A box whose IoU with a kept box equals the threshold exactly is
+    R-CNN "rejects a region if it has an intersection-over-union (IoU) overlap with a higher scoring
+    selected region larger than a learned threshold": visit the boxes from the highest score down and
+    keep a box unless its IoU with a box kept before it is greater than `iou_threshold`. A box whose IoU with a kept box equals the threshold exactly is
     kept (as in torchvision and OpenCV). Equal scores are visited in index order.
 
     Args:
