@@ -134,7 +134,7 @@ def coco_evaluation(ground_truth, detections):
     det_rank = np.arange(len(order)) - det_group_start[det_group]  # (D,) 0 = best in its group
     keep = det_rank < MAX_DETECTIONS[-1]
     order, det_key, det_rank = order[keep], det_key[keep], det_rank[keep]  # (D',)
-    det_group, det_group_start = _groups(det_key)
+    _, det_group_start = _groups(det_key)  # (P,) where each of the P (image, category) groups starts
     det_boxes = np.ascontiguousarray(dt.boxes[order])  # (D', 4) [x, y, w, h]
     det_area = det_boxes[:, 2] * det_boxes[:, 3]  # (D',) as pycocotools' loadRes: w * h
     group_det_start = np.append(det_group_start, len(order)).astype(np.int64)  # (P+1,)
