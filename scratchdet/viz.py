@@ -1,0 +1,180 @@
+"""Pictures: segments, proposals on an image, recall against the number of proposals.
+
+Every function draws with matplotlib's Agg canvas (no display, no global pyplot state) and writes
+the file atomically, so a failed plot never leaves half a PNG behind. Other parts of scratchdet add
+their figures here (detections, PR curves, training curves).
+"""
+
+import numpy as np
+
+from scratchdet._files import atomic_path
+from scratchdet.errors import InvalidArgumentError
+
+
+def _figure(width_inches, height_inches):
+    """A matplotlib Figure on an Agg canvas, independent of pyplot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_inches, height_inches), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, bbox_inches="tight")
+    return path
+
+
+def _check_image(image):
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidArgumentError(f"image must be (H, W, 3) RGB, got shape {image.shape}")
+    return image
+
+
+def segment_mean_colours(image, labels):
+    """Paint every segment with its mean colour: (H, W, 3) uint8 and (H, W) int -> (H, W, 3) uint8."""
+    image = _check_image(image)
+    labels = np.asarray(labels)
+    if labels.shape != image.shape[:2]:
+        raise InvalidArgumentError(f"labels must have the image's shape {image.shape[:2]}, got {labels.shape}")
+    flat = labels.ravel()
+    counts = np.bincount(flat).astype(np.float64)  # (n,)
+    means = np.stack(
+        [np.bincount(flat, weights=image[:, :, c].ravel().astype(np.float64)) for c in range(3)], axis=1
+    ) / np.maximum(counts, 1)[:, None]  # (n, 3)
+    return np.round(means[labels]).astype(np.uint8)
+
+
+def plot_segments(image, labels, path, title=None):
+    """Write a figure of an image beside its segments (each painted with its mean colour, outlined).
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        labels: (H, W) int segment ids.
+        path: output file (.png, .pdf, ...).
+        title: optional title over the figure.
+
+    Returns:
+        `path`.
+    """
+    from skimage.segmentation import find_boundaries
+
+    image = _check_image(image)
+    painted = segment_mean_colours(image, labels)
+    painted[find_boundaries(np.asarray(labels), mode="inner")] = 0
+    height, width = image.shape[:2]
+    fig = _figure(10, 5 * height / max(width, 1) + 0.6)
+    for index, (picture, caption) in enumerate(
+        [(image, "image"), (painted, f"{int(np.max(labels)) + 1} segments")]
+    ):
+        ax = fig.add_subplot(1, 2, index + 1)
+        ax.imshow(picture)
+        ax.set_title(caption)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_proposals(image, boxes, path, max_boxes=20, title=None):
+    """Write the image with its first `max_boxes` proposals drawn as rectangles.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        boxes: (N, 4) xyxy in pixels, best first.
+        path: output file.
+        max_boxes: how many of the first boxes to draw.
+        title: optional title.
+
+    Returns:
+        `path`.
+    """
+    from matplotlib.patches import Rectangle
+
+    image = _check_image(image)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[: int(max_boxes)]
+    height, width = image.shape[:2]
+    fig = _figure(8, 8 * height / max(width, 1))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(image)
+    colours = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple")
+    for index, (x1, y1, x2, y2) in enumerate(boxes):
+        ax.add_patch(
+            Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.5, edgecolor=colours[index % len(colours)])
+        )
+    ax.set_title(title or f"first {len(boxes)} proposals")
+    ax.set_axis_off()
+    return _save(fig, path)
+
+
+def plot_recall_curves(curves, path, iou_threshold=0.5, title=None):
+    """Write recall against the number of proposals per image, one line per method (log x axis).
+
+    Args:
+        curves: dict name -> (counts, recall), each a 1-D sequence of the same length, e.g. from
+            `scratchdet.eval.recall.recall_curve` (its "counts" and "recall").
+        path: output file.
+        iou_threshold: the IoU at which recall was measured, for the axis label.
+        title: optional title.
+
+    Returns:
+        `path`.
+    """
+    if not curves:
+        raise InvalidArgumentError("curves must hold at least one (counts, recall) pair")
+    fig = _figure(6, 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, (counts, recall) in curves.items():
+        counts = np.asarray(counts, dtype=np.float64)
+        recall = np.asarray(recall, dtype=np.float64)
+        if counts.shape != recall.shape or counts.ndim != 1:
+            raise InvalidArgumentError(f"curve {name!r}: counts and recall must be 1-D of the same length")
+        ax.plot(counts, recall, marker="o", markersize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("proposals per image")
+    ax.set_ylabel(f"recall at IoU >= {iou_threshold:g}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title(title or "recall against the number of proposals")
+    return _save(fig, path)
+
+
+def plot_hierarchy(image, hierarchy, path, steps=(0.0, 0.5, 0.8, 0.95)):
+    """Write snapshots of one Selective Search hierarchy: the regions alive after a fraction of the merges.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        hierarchy: a `scratchdet.proposals.Hierarchy`.
+        path: output file.
+        steps: fractions of the merges done before each snapshot (0: the starting segments).
+
+    Returns:
+        `path`.
+    """
+    image = _check_image(image)
+    labels = np.asarray(hierarchy.labels)
+    merges = np.asarray(hierarchy.merges)
+    n_start = int(labels.max()) + 1
+    height, width = image.shape[:2]
+    fig = _figure(4 * len(steps), 4 * height / max(width, 1) + 0.6)
+    for index, fraction in enumerate(steps):
+        n_done = int(round(fraction * merges.shape[0]))
+        # follow each starting region up the tree through the first n_done merges
+        owner = np.arange(n_start + merges.shape[0])
+        for m in range(n_done):
+            owner[merges[m]] = n_start + m
+        for r in range(n_start + n_done - 1, -1, -1):
+            owner[r] = owner[owner[r]] if owner[r] != r else r
+        region = owner[labels]
+        _, region = np.unique(region, return_inverse=True)
+        ax = fig.add_subplot(1, len(steps), index + 1)
+        ax.imshow(segment_mean_colours(image, region.reshape(labels.shape)))
+        ax.set_title(f"{n_start - n_done} regions")
+        ax.set_axis_off()
+    s = hierarchy.strategy
+    fig.suptitle(f"hierarchical grouping: {s.colour_space}, k={s.k:g}, {s.similarity}")
+    return _save(fig, path)
