@@ -17,6 +17,8 @@ from scratchdet.errors import ScratchdetError
 # Subcommand modules, in the order `--help` lists them.
 COMMANDS = (
     "scratchdet.commands.evaluate",
+    "scratchdet.commands.segment",
+    "scratchdet.commands.proposals",
 )
 
 
