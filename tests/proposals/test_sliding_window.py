@@ -1,0 +1,49 @@
+"""Sliding windows: every window of every size, shape and position, and how many there are."""
+
+import numpy as np
+import pytest
+
+from scratchdet.errors import InvalidArgumentError
+from scratchdet.proposals import count_sliding_windows, sliding_windows
+
+
+@pytest.mark.parametrize("shape", [(48, 64), (480, 640, 3), (31, 17)])
+@pytest.mark.parametrize("stride", [0.25, 0.5, 1.0])
+def test_count_matches_the_windows_built(shape, stride):
+    windows = sliding_windows(shape, sizes=(8, 16, 24), ratios=(0.5, 1.0, 2.0), stride=stride)
+    assert len(windows) == count_sliding_windows(shape, sizes=(8, 16, 24), ratios=(0.5, 1.0, 2.0), stride=stride)
+
+
+def test_windows_lie_inside_the_image_and_have_the_asked_shapes():
+    windows = sliding_windows((50, 70), sizes=(16,), ratios=(0.5, 2.0), stride=0.5)
+    assert windows.dtype == np.float32
+    assert np.all(windows[:, :2] >= 0) and np.all(windows[:, 2] <= 70) and np.all(windows[:, 3] <= 50)
+    sides = {(float(w), float(h)) for w, h in zip(windows[:, 2] - windows[:, 0], windows[:, 3] - windows[:, 1])}
+    assert sides == {(23.0, 11.0), (11.0, 23.0)}  # area about 16^2, height / width = 0.5 and 2
+
+
+def test_windows_of_one_shape_tile_the_image_at_the_stride():
+    windows = sliding_windows((8, 12), sizes=(4,), ratios=(1.0,), stride=0.5)
+    xs = np.unique(windows[:, 0])
+    ys = np.unique(windows[:, 1])
+    np.testing.assert_array_equal(xs, [0, 2, 4, 6, 8])
+    np.testing.assert_array_equal(ys, [0, 2, 4])
+    assert len(windows) == len(xs) * len(ys)
+
+
+def test_window_larger_than_the_image_is_left_out():
+    assert count_sliding_windows((10, 10), sizes=(32,), ratios=(1.0,)) == 0
+    assert sliding_windows((10, 10), sizes=(32,), ratios=(1.0,)).shape == (0, 4)
+
+
+def test_window_exactly_the_image_size_fits_once():
+    np.testing.assert_array_equal(sliding_windows((16, 16), sizes=(16,), ratios=(1.0,)), [[0, 0, 16, 16]])
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"stride": 0.0}, {"stride": 1.5}, {"sizes": (0,)}, {"ratios": (-1.0,)}, {"image_shape": (0, 5)}]
+)
+def test_rejects_bad_arguments(kwargs):
+    args = {"image_shape": (20, 20), **kwargs}
+    with pytest.raises(InvalidArgumentError):
+        sliding_windows(**args)
