@@ -5,6 +5,7 @@ Greyscale becomes three equal channels, alpha is dropped, 16-bit and float image
 """
 
 import os
+import warnings
 
 import numpy as np
 
@@ -93,7 +94,9 @@ def load_image(path):
     import imageio.v3 as iio
 
     try:
-        image = iio.imread(path)
+        with warnings.catch_warnings():  # imageio warns about deprecated plugins it tries on the way
+            warnings.simplefilter("ignore", DeprecationWarning)
+            image = iio.imread(path)
     except Exception as error:  # imageio raises many types for undecodable input
         reason = " ".join(str(error).split())[:120]  # one line: imageio's messages span several
         raise DataFormatError(f"{path}: not a readable image ({type(error).__name__}: {reason})") from None

@@ -1,0 +1,117 @@
+"""Image loading: every supported file or array becomes (H, W, 3) uint8 RGB, anything else a clear error."""
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from scratchdet.data.images import as_rgb_uint8, load_image
+from scratchdet.errors import DataFormatError, FileMissingError
+
+
+@pytest.fixture
+def rgb(rng):
+    return rng.integers(0, 256, size=(6, 7, 3), dtype=np.uint8)
+
+
+def test_png_round_trip_is_exact(tmp_path, rgb):
+    iio.imwrite(tmp_path / "a.png", rgb)
+    np.testing.assert_array_equal(load_image(tmp_path / "a.png"), rgb)
+
+
+def test_jpeg_is_read_as_rgb(tmp_path, rng):
+    smooth = np.repeat(np.linspace(0, 255, 32, dtype=np.uint8)[None, :, None], 24, axis=0).repeat(3, axis=2)
+    iio.imwrite(tmp_path / "a.jpg", smooth)
+    image = load_image(tmp_path / "a.jpg")
+    assert image.shape == (24, 32, 3) and image.dtype == np.uint8
+    assert np.abs(image.astype(int) - smooth).max() <= 8  # lossy, but close
+
+
+def test_greyscale_file_becomes_three_equal_channels(tmp_path, rgb):
+    iio.imwrite(tmp_path / "g.png", rgb[:, :, 0])
+    image = load_image(tmp_path / "g.png")
+    assert image.shape == (6, 7, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(image[:, :, c], rgb[:, :, 0])
+
+
+def test_rgba_file_drops_alpha(tmp_path, rgb):
+    rgba = np.concatenate([rgb, np.full((6, 7, 1), 10, np.uint8)], axis=2)
+    iio.imwrite(tmp_path / "a.png", rgba)
+    np.testing.assert_array_equal(load_image(tmp_path / "a.png"), rgb)
+
+
+def test_16_bit_file_is_scaled_to_8_bits(tmp_path):
+    grey16 = np.array([[0, 257, 65535]], dtype=np.uint16)
+    iio.imwrite(tmp_path / "g16.png", grey16)
+    np.testing.assert_array_equal(load_image(tmp_path / "g16.png")[0, :, 0], [0, 1, 255])
+
+
+def test_float_tiff_in_unit_range_is_scaled(tmp_path):
+    iio.imwrite(tmp_path / "f.tiff", np.array([[0.0, 0.5, 1.0]], dtype=np.float32))
+    np.testing.assert_array_equal(load_image(tmp_path / "f.tiff")[0, :, 1], [0, 128, 255])
+
+
+def test_one_pixel_image_loads(tmp_path):
+    iio.imwrite(tmp_path / "one.png", np.zeros((1, 1, 3), np.uint8))
+    assert load_image(tmp_path / "one.png").shape == (1, 1, 3)  # the proposal functions reject it
+
+
+def test_missing_file_is_file_missing_error(tmp_path):
+    with pytest.raises(FileMissingError, match="no such file"):
+        load_image(tmp_path / "nope.png")
+
+
+def test_empty_file_is_a_data_format_error(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(DataFormatError, match="empty"):
+        load_image(tmp_path / "empty.png")
+
+
+@pytest.mark.parametrize("name, content", [("text.png", b"hello, not a picture"), ("junk.jpg", bytes(range(256)) * 4)])
+def test_non_image_is_a_one_line_data_format_error(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataFormatError, match="not a readable image") as info:
+        load_image(tmp_path / name)
+    assert "\n" not in str(info.value)
+
+
+def test_directory_is_a_data_format_error(tmp_path):
+    with pytest.raises(DataFormatError, match="directory"):
+        load_image(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "array, expected",
+    [
+        (np.array([[True, False]]), [255, 0]),
+        (np.array([[0, 128, 255]], dtype=np.int64), [0, 128, 255]),
+        (np.array([[0.0, 1.0]]), [0, 255]),
+        (np.array([[-1.0, 1.0]]), [0, 255]),  # outside [0, 1]: stretched from [min, max]
+        (np.array([[0, 65535]], dtype=np.uint16), [0, 255]),
+    ],
+)
+def test_as_rgb_uint8_scales_each_dtype(array, expected):
+    out = as_rgb_uint8(array)
+    assert out.dtype == np.uint8 and out.shape == array.shape + (3,)
+    np.testing.assert_array_equal(out[0, :, 0], expected)
+
+
+def test_as_rgb_uint8_greyscale_with_alpha():
+    grey_alpha = np.stack([np.array([[10, 20]], np.uint8), np.array([[255, 0]], np.uint8)], axis=2)
+    np.testing.assert_array_equal(as_rgb_uint8(grey_alpha), [[[10] * 3, [20] * 3]])
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((4, 4, 5), np.uint8), "shape"),
+        (np.zeros((0, 4, 3), np.uint8), "no pixels"),
+        (np.zeros((2, 2, 2, 3), np.uint8), "shape"),
+        (np.array([[300, 2]], dtype=np.int32), "0..255"),
+        (np.array([[np.nan, 0.5]]), "NaN"),
+        (np.array([[1 + 2j]]), "unsupported"),
+    ],
+)
+def test_as_rgb_uint8_rejects(array, message):
+    with pytest.raises(DataFormatError, match=message):
+        as_rgb_uint8(array)

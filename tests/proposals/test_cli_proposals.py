@@ -1,0 +1,67 @@
+"""`scratchdet segment` and `scratchdet proposals`: outputs, and one-line errors with exit status 2."""
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from scratchdet.cli import main
+
+
+@pytest.fixture
+def picture(tmp_path, photos):
+    path = tmp_path / "chelsea.png"
+    iio.imwrite(path, photos["chelsea"])
+    return path
+
+
+def test_segment_prints_the_count_and_writes_plot_and_labels(tmp_path, picture, capsys):
+    status = main(["segment", str(picture), "--scale", "100", "--plot", str(tmp_path / "seg.png"),
+                   "--out", str(tmp_path / "labels.npy")])
+    assert status == 0
+    labels = np.load(tmp_path / "labels.npy")
+    assert labels.shape == (64, 96) and f"{labels.max() + 1} segments" in capsys.readouterr().out
+    assert (tmp_path / "seg.png").stat().st_size > 0
+
+
+def test_proposals_writes_json_and_one_plot_per_image(tmp_path, picture, photos, capsys):
+    second = tmp_path / "coffee.png"
+    iio.imwrite(second, photos["coffee"])
+    out = tmp_path / "boxes.json"
+    status = main(["proposals", str(picture), str(second), "--mode", "single", "--max", "15",
+                   "--out", str(out), "--plot", str(tmp_path / "top.png")])
+    assert status == 0
+    result = json.loads(out.read_text())
+    assert [entry["file"] for entry in result["images"]] == [str(picture), str(second)]
+    boxes = np.array(result["images"][0]["boxes"])
+    assert boxes.shape[1] == 4 and 1 <= len(boxes) <= 15
+    assert (tmp_path / "top_chelsea.png").exists() and (tmp_path / "top_coffee.png").exists()
+
+
+def test_proposals_accepts_greyscale_and_rgba(tmp_path, photos):
+    iio.imwrite(tmp_path / "grey.png", photos["rocket"][:, :, 0])
+    iio.imwrite(tmp_path / "rgba.png", np.concatenate([photos["rocket"], np.full((64, 96, 1), 9, np.uint8)], axis=2))
+    assert main(["proposals", str(tmp_path / "grey.png"), str(tmp_path / "rgba.png"), "--mode", "single"]) == 0
+
+
+@pytest.mark.parametrize("command", ["segment", "proposals"])
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "no such file"), (b"", "empty"), (b"not an image at all", "not a readable image"), ("1x1", "at least 2 pixels")],
+)
+def test_bad_images_exit_2_with_one_line(tmp_path, capsys, command, content, message):
+    path = tmp_path / "bad.png"
+    if content == "1x1":
+        iio.imwrite(path, np.zeros((1, 1, 3), np.uint8))
+    elif content is not None:
+        path.write_bytes(content)
+    assert main([command, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_bad_option_values_exit_2(picture, capsys):
+    assert main(["proposals", str(picture), "--max", "0"]) == 2
+    assert main(["segment", str(picture), "--out", "labels.txt"]) == 2
+    assert main(["segment", str(picture), "--scale", "-5"]) == 2

@@ -1,0 +1,59 @@
+"""Figures: each function writes a readable picture, atomically, and rejects bad input."""
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from scratchdet import viz
+from scratchdet.errors import InvalidArgumentError
+from scratchdet.proposals import felzenszwalb, selective_search
+
+
+@pytest.fixture
+def image(rng):
+    base = np.kron(rng.integers(0, 255, size=(3, 4, 3)), np.ones((8, 8, 1)))  # (24, 32, 3) blocks
+    return base.astype(np.uint8)
+
+
+def _is_png(path):
+    picture = imread(path)
+    return picture.ndim == 3 and picture.shape[0] > 10 and picture.shape[1] > 10
+
+
+def test_plot_segments_writes_a_png(tmp_path, image):
+    labels = felzenszwalb(image, scale=50, min_size=0)
+    assert viz.plot_segments(image, labels, tmp_path / "seg.png") == tmp_path / "seg.png"
+    assert _is_png(tmp_path / "seg.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["seg.png"], "no temporary file left behind"
+
+
+def test_segment_mean_colours_paints_each_segment_with_its_mean():
+    image = np.array([[[0, 0, 0], [10, 20, 30], [200, 200, 200]]], np.uint8)
+    labels = np.array([[0, 0, 1]])
+    np.testing.assert_array_equal(viz.segment_mean_colours(image, labels), [[[5, 10, 15], [5, 10, 15], [200, 200, 200]]])
+
+
+def test_plot_proposals_and_hierarchy_write_pngs(tmp_path, image):
+    boxes, (hierarchy,) = selective_search(image, mode="single", return_hierarchy=True)
+    viz.plot_proposals(image, boxes, tmp_path / "top.png", max_boxes=5)
+    viz.plot_hierarchy(image, hierarchy, tmp_path / "tree.png")
+    assert _is_png(tmp_path / "top.png") and _is_png(tmp_path / "tree.png")
+
+
+def test_plot_recall_curves_writes_a_png(tmp_path):
+    curves = {"selective search": ([10, 100, 1000], [0.3, 0.7, 0.9]), "windows": ([10, 100, 1000], [0.1, 0.2, 0.4])}
+    viz.plot_recall_curves(curves, tmp_path / "recall.png")
+    assert _is_png(tmp_path / "recall.png")
+
+
+def test_failed_plot_leaves_no_file(tmp_path, image):
+    with pytest.raises(InvalidArgumentError):
+        viz.plot_segments(image, np.zeros((3, 3), int), tmp_path / "seg.png")
+    with pytest.raises(InvalidArgumentError):
+        viz.plot_recall_curves({"bad": ([1, 2], [0.5])}, tmp_path / "r.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rejects_non_rgb_image(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="RGB"):
+        viz.plot_proposals(np.zeros((5, 5)), np.zeros((0, 4)), tmp_path / "x.png")
