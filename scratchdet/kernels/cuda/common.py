@@ -85,3 +85,10 @@ def require_same_dtype(**arrays):
             raise InvalidArgumentError(
                 f"{name} has dtype {a.dtype}, expected {first.dtype} like {first_name}"
             )
+
+
+def compile_signatures():
+    """``(name, kernel, argument types)`` of the fill kernel as `fill` and `zeros` launch it."""
+    from numba import float32, float64, int64, uint64
+
+    return [(f"fill_{t}", fill_kernel, (t[::1], int64)) for t in (float32, float64, int64, uint64)]

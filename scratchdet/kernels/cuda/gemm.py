@@ -208,9 +208,9 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None):
 
 
 def compile_signatures():
-    """``(name, kernel, argument types)`` for every GEMM kernel the library launches (for compile_ptx)."""
+    """``(name, kernel, argument types)`` for every float32 GEMM kernel the library launches (for compile_ptx)."""
     out = []
-    for dtype in (np.float32, np.float64):
+    for dtype in (np.float32,):
         arr = _NUMBA_TYPES[np.dtype(dtype)][::1]
         i64 = numba.int64
         sig = (arr, arr, arr, arr) + (i64,) * 13

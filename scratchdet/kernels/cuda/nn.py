@@ -859,3 +859,36 @@ def regression_loss(pred, target, *, loss="l2", beta=1.0):
     n_samples = pred.shape[0]
     divide_kernel[launch_1d(grad.size)](flat(grad), n_samples, flat(grad))
     return value / n_samples, grad
+
+
+def compile_signatures():
+    """``(name, kernel, argument types)`` for every kernel of this module, as the functions above
+    launch them on float32 networks (what training uses; float64 runs in the simulator tests), for
+    `numba.cuda.compile_ptx` (tests/test_cuda_compile.py)."""
+    from numba import boolean, float32, float64, int64
+
+    out = []
+    for ft in (float32,):
+        a1, a2, a3, a4 = ft[::1], ft[:, ::1], ft[:, :, ::1], ft[:, :, :, ::1]
+        name = str(ft)
+        out += [
+            (f"im2col_{name}", im2col_kernel, (a4, int64, int64, int64, int64, int64, int64, a3)),
+            (f"col2im_{name}", col2im_kernel, (a3, int64, int64, int64, int64, int64, int64, a4)),
+            (f"maxpool2d_forward_{name}", maxpool2d_forward_kernel, (a4, int64, int64, a4)),
+            (f"maxpool2d_backward_{name}", maxpool2d_backward_kernel, (a4, a4, int64, int64, a4)),
+            (f"relu_forward_{name}", relu_forward_kernel, (a1, a1)),
+            (f"relu_backward_{name}", relu_backward_kernel, (a1, a1, a1)),
+            (f"dropout_forward_{name}", dropout_forward_kernel, (a1, float64, int64, a1, a1)),
+            (f"multiply_{name}", multiply_kernel, (a1, a1, a1)),
+            (f"divide_{name}", divide_kernel, (a1, int64, a1)),
+            (f"roi_pool_forward_{name}", roi_pool_forward_kernel, (a4, float64[:, ::1], float64, a4)),
+            (f"roi_pool_backward_{name}", roi_pool_backward_kernel, (a4, a4, float64[:, ::1], float64, a4)),
+            (f"softmax_cross_entropy_{name}", softmax_cross_entropy_kernel, (a2, int64[::1], a2, float64[:, ::1])),
+            (f"elementwise_loss_{name}", elementwise_loss_kernel, (a1, a1, boolean, float64, a1, float64[:, ::1])),
+            (
+                f"foreground_box_loss_{name}",
+                foreground_box_loss_kernel,
+                (a2, a2, int64[::1], boolean, float64, ft, a2, float64[:, ::1]),
+            ),
+        ]
+    return out

@@ -75,3 +75,15 @@ def adam_update(param, grad, m, v, *, step, lr, beta1, beta2, eps, weight_decay)
             flat(param), flat(grad), flat(m), flat(v), correction1, correction2,
             float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
         )
+
+
+def compile_signatures():
+    """``(name, kernel, argument types)`` of the update kernels for float32 parameters."""
+    from numba import float32, float64
+
+    out = []
+    for ft in (float32,):
+        a = ft[::1]
+        out.append((f"sgd_update_{ft}", sgd_update_kernel, (a, a, a, float64, float64, float64)))
+        out.append((f"adam_update_{ft}", adam_update_kernel, (a, a, a, a) + (float64,) * 7))
+    return out

@@ -1,0 +1,46 @@
+"""The CUDA tests: each CUDA kernel against its CPU twin, on a GPU or in Numba's simulator.
+
+CI runs this directory as its own pytest process with `NUMBA_ENABLE_CUDASIM=1` (the simulator must be
+switched on before numba is imported); on a machine with a GPU the same tests run on the device. With
+neither, every test here is skipped. Shapes are tiny: the simulator runs every GPU thread as a
+Python thread.
+"""
+
+import numpy as np
+import pytest
+
+from scratchdet import backend
+
+
+@pytest.fixture(autouse=True)
+def _needs_cuda():
+    if "cuda" not in backend.available():
+        pytest.skip("no CUDA GPU here and NUMBA_ENABLE_CUDASIM is not 1 (the simulator is off)")
+
+
+@pytest.fixture
+def gpu():
+    """Copy a NumPy array to the device (the backend under test)."""
+    return lambda a: backend.to_device(np.ascontiguousarray(a), "cuda")
+
+
+@pytest.fixture
+def host():
+    """Copy a device array back to a NumPy array."""
+    return backend.to_host
+
+
+def _assert_close(ours, theirs, rtol=1e-5, atol=1e-6, what=""):
+    assert backend.is_cuda_array(ours), f"{what}: the result is a {type(ours).__name__}, not a device array"
+    ours = backend.to_host(ours)
+    theirs = np.asarray(theirs)
+    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape} on the GPU, {theirs.shape} on the CPU"
+    assert ours.dtype == theirs.dtype, f"{what}: dtype {ours.dtype} on the GPU, {theirs.dtype} on the CPU"
+    np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=atol, err_msg=f"{what}: GPU (actual) vs CPU (desired)")
+
+
+@pytest.fixture
+def close():
+    """assert_close(device_result, cpu_result, rtol=, atol=, what=): a device array equal to its CPU
+    twin in shape, dtype and values (printing both on failure)."""
+    return _assert_close

@@ -1,0 +1,58 @@
+"""The tiled shared-memory GEMM against NumPy's matrix product."""
+
+import numpy as np
+import pytest
+
+from scratchdet.kernels.cuda import gemm
+
+
+@pytest.mark.parametrize(
+    ("m", "n", "k", "transpose_a", "transpose_b"),
+    [
+        (1, 1, 1, False, False),  # a single element: one thread of one block does work
+        (5, 7, 3, False, False),  # 16 x 64 tile (tm=1), k shorter than one staged tile
+        (17, 33, 20, True, False),  # 32-row tile (tm=2), k spans three staged tiles, A transposed
+        (40, 9, 11, False, True),  # 64-row tile (tm=4), B transposed
+        (3, 520, 2, False, False),  # wide output: 8 columns per thread (tn=8), 5 column blocks
+    ],
+)
+def test_matmul_matches_numpy_on_sizes_that_do_not_fill_a_tile(rng, gpu, close, m, n, k, transpose_a, transpose_b):
+    a = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if transpose_b else (k, n)).astype(np.float32)
+    expected = (a.T if transpose_a else a) @ (b.T if transpose_b else b)
+    ours = gemm.matmul(gpu(a), gpu(b), transpose_a=transpose_a, transpose_b=transpose_b)
+    close(ours, expected, rtol=1e-5, atol=1e-5, what=f"matmul {m}x{k} @ {k}x{n}")
+
+
+def test_matmul_float64(rng, gpu, close):
+    a = rng.standard_normal((6, 9))
+    b = rng.standard_normal((9, 5))
+    close(gemm.matmul(gpu(a), gpu(b)), a @ b, rtol=1e-12, atol=1e-12, what="float64 matmul")
+
+
+@pytest.mark.parametrize("bias_mode", [gemm.BIAS_ROW, gemm.BIAS_COL])
+def test_batched_strided_product_with_bias(rng, gpu, host, bias_mode):
+    """C[z] = A @ B[z] + bias for three batches, A shared (batch stride 0), as convolution uses it."""
+    batches, m, n, k = 3, 4, 6, 5
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((batches, k, n)).astype(np.float32)
+    bias = rng.standard_normal(m if bias_mode == gemm.BIAS_ROW else n).astype(np.float32)
+    c = gpu(np.zeros((batches, m, n), np.float32))
+    gemm.gemm_launch(
+        gpu(a), gpu(b), c, m, n, k, (0, k, 1), (k * n, n, 1), (m * n, n, 1),
+        batches=batches, bias=gpu(bias), bias_mode=bias_mode,
+    )
+    expected = a @ b + (bias[:, None] if bias_mode == gemm.BIAS_ROW else bias[None, :])
+    np.testing.assert_allclose(host(c), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_rejects_mismatched_inner_dimensions(rng, gpu):
+    from scratchdet.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="inner dimensions"):
+        gemm.matmul(gpu(np.zeros((2, 3), np.float32)), gpu(np.zeros((4, 2), np.float32)))
+
+
+@pytest.mark.parametrize(("m", "n", "tile"), [(16, 100, (1, 4)), (17, 512, (2, 8)), (33, 10, (4, 4)), (500, 4000, (4, 8))])
+def test_tile_shape_fits_rows_and_widens_for_long_rows(m, n, tile):
+    assert gemm.tile_shape(m, n) == tile

@@ -1,0 +1,125 @@
+"""The CUDA layer kernels against their CPU twins in `scratchdet.nn.functional`."""
+
+import numpy as np
+import pytest
+
+from scratchdet.backend import is_cuda_array
+from scratchdet.errors import InvalidArgumentError
+from scratchdet.nn import functional as F
+
+# (N, C, H, W, K, kernel, stride, padding)
+CONV_CASES = [
+    (2, 3, 5, 6, 4, 3, 1, 1),  # odd sizes, "same" padding
+    (1, 2, 7, 5, 3, 3, 2, 0),  # stride 2, no padding, floor of the output size
+    (1, 3, 4, 4, 2, 1, 1, 0),  # 1x1 kernel
+    (1, 1, 6, 6, 2, 2, 3, 1),  # stride larger than the kernel: some pixels feed no output
+]
+
+
+@pytest.mark.parametrize(("n", "c", "h", "w", "k", "ks", "stride", "padding"), CONV_CASES)
+def test_conv2d_forward_and_backward_match_cpu(rng, gpu, close, n, c, h, w, k, ks, stride, padding):
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((k, c, ks, ks)).astype(np.float32)
+    bias = rng.standard_normal(k).astype(np.float32)
+    y = F.conv2d_forward(x, weight, bias, stride=stride, padding=padding)
+    close(F.conv2d_forward(gpu(x), gpu(weight), gpu(bias), stride=stride, padding=padding), y, atol=1e-5, what="y")
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    expected = F.conv2d_backward(dy, x, weight, stride=stride, padding=padding)
+    ours = F.conv2d_backward(gpu(dy), gpu(x), gpu(weight), stride=stride, padding=padding)
+    for name, a, b in zip(("dx", "dw", "db"), ours, expected):
+        close(a, b, atol=1e-5, what=name)
+
+
+def test_conv2d_float64(rng, gpu, close):
+    x = rng.standard_normal((1, 2, 4, 5))
+    weight = rng.standard_normal((3, 2, 3, 3))
+    bias = rng.standard_normal(3)
+    close(F.conv2d_forward(gpu(x), gpu(weight), gpu(bias), padding=1), F.conv2d_forward(x, weight, bias, padding=1), rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_rejects_mixed_dtypes_and_wrong_dy(rng, gpu):
+    x = gpu(np.zeros((1, 2, 4, 4), np.float32))
+    with pytest.raises(InvalidArgumentError, match="dtype"):
+        F.conv2d_forward(x, gpu(np.zeros((3, 2, 3, 3))), gpu(np.zeros(3)), padding=1)
+    with pytest.raises(InvalidArgumentError, match="dy must have shape"):
+        F.conv2d_backward(gpu(np.zeros((1, 3, 3, 3), np.float32)), x, gpu(np.zeros((3, 2, 3, 3), np.float32)), padding=1)
+
+
+@pytest.mark.parametrize(("kernel_size", "stride", "shape"), [(2, 2, (2, 2, 5, 7)), (3, 1, (1, 2, 5, 4)), (3, 2, (1, 1, 7, 6))])
+def test_maxpool2d_matches_cpu_including_overlapping_windows(rng, gpu, close, kernel_size, stride, shape):
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = F.maxpool2d_forward(x, kernel_size, stride)
+    close(F.maxpool2d_forward(gpu(x), kernel_size, stride), y, rtol=0, atol=0, what="y")
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    close(F.maxpool2d_backward(gpu(dy), gpu(x), kernel_size, stride), F.maxpool2d_backward(dy, x, kernel_size, stride), what="dx")
+
+
+def test_maxpool2d_backward_sends_a_tied_window_gradient_to_its_first_maximum(gpu, host):
+    x = np.zeros((1, 1, 2, 2), np.float32)  # every element ties (as after a ReLU)
+    dx = host(F.maxpool2d_backward(gpu(np.ones((1, 1, 1, 1), np.float32)), gpu(x), 2))
+    np.testing.assert_array_equal(dx[0, 0], [[1, 0], [0, 0]])
+
+
+def test_relu_forward_and_backward_zero_at_zero(rng, gpu, close):
+    x = rng.standard_normal((3, 37)).astype(np.float32)
+    x[0, :5] = 0
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    close(F.relu_forward(gpu(x)), F.relu_forward(x), rtol=0, atol=0)
+    close(F.relu_backward(gpu(dy), gpu(x)), F.relu_backward(dy, x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.9])
+def test_dropout_draws_the_cpu_mask_for_the_same_seed(rng, gpu, close, p):
+    x = rng.standard_normal((4, 45)).astype(np.float32)
+    y, mask = F.dropout_forward(x, p, 12345)
+    y_gpu, mask_gpu = F.dropout_forward(gpu(x), p, 12345)
+    close(mask_gpu, mask, rtol=0, atol=0, what="mask")
+    close(y_gpu, y, rtol=0, atol=0, what="y")
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    close(F.dropout_backward(gpu(dy), mask_gpu), F.dropout_backward(dy, mask), rtol=0, atol=0, what="dx")
+
+
+@pytest.mark.parametrize(("n", "d_in", "d_out"), [(1, 1, 1), (5, 7, 3), (19, 33, 10)])
+def test_linear_forward_and_backward_match_cpu(rng, gpu, close, n, d_in, d_out):
+    x = rng.standard_normal((n, d_in)).astype(np.float32)
+    w = rng.standard_normal((d_out, d_in)).astype(np.float32)
+    b = rng.standard_normal(d_out).astype(np.float32)
+    close(F.linear_forward(gpu(x), gpu(w), gpu(b)), F.linear_forward(x, w, b), atol=1e-5, what="y")
+    dy = rng.standard_normal((n, d_out)).astype(np.float32)
+    for name, a, e in zip(("dx", "dw", "db"), F.linear_backward(gpu(dy), gpu(x), gpu(w)), F.linear_backward(dy, x, w)):
+        close(a, e, atol=1e-5, what=name)
+
+
+def test_flatten_keeps_the_array_on_the_device(rng, gpu, host):
+    x = rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
+    flat = F.flatten_forward(gpu(x))
+    assert is_cuda_array(flat) and flat.shape == (2, 12)
+    np.testing.assert_array_equal(host(F.flatten_backward(flat, x.shape)), x)
+
+
+ROIS = np.array(
+    [
+        [0, 0.0, 0.0, 30.0, 30.0],  # covers the map and more: clipped bins
+        [1, 4.6, 2.0, 20.0, 33.0],  # rounding of the corners (x1 * 0.25 = 1.15 -> 1)
+        [0, 10.0, 10.0, 12.0, 11.0],  # smaller than the grid: bins repeat cells
+        [0, 2.0, 2.0, 26.0, 18.0],  # overlaps the first RoI: their gradients add on shared cells
+        [1, 40.0, 40.0, 50.0, 50.0],  # entirely off the map: every bin is empty, output 0
+    ]
+)
+
+
+@pytest.mark.parametrize("output_size", [(2, 3), 1])
+def test_roi_pool_forward_and_backward_match_cpu(rng, gpu, close, output_size):
+    features = rng.standard_normal((2, 3, 8, 9)).astype(np.float32)
+    out = F.roi_pool_forward(features, ROIS, output_size, 0.25)
+    close(F.roi_pool_forward(gpu(features), gpu(ROIS), output_size, 0.25), out, rtol=0, atol=0, what="pooled")
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    expected = F.roi_pool_backward(dout, features, ROIS, output_size, 0.25)
+    # host RoIs work too (validated, then copied once)
+    close(F.roi_pool_backward(gpu(dout), gpu(features), ROIS, output_size, 0.25), expected, atol=1e-6, what="dfeatures")
+
+
+def test_roi_pool_rejects_a_batch_index_outside_the_batch(gpu):
+    features = gpu(np.zeros((1, 1, 4, 4), np.float32))
+    with pytest.raises(InvalidArgumentError, match="batch indices"):
+        F.roi_pool_forward(features, np.array([[1, 0, 0, 2, 2]], np.float64), 2, 1.0)

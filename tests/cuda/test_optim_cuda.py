@@ -1,0 +1,42 @@
+"""The CUDA optimiser updates against their CPU twins, over several steps."""
+
+import numpy as np
+import pytest
+
+from scratchdet.errors import InvalidArgumentError
+from scratchdet.nn import functional as F
+
+
+@pytest.mark.parametrize("shape", [(1,), (37,), (3, 5, 2)])
+def test_sgd_update_matches_cpu_over_three_steps(rng, gpu, close, shape):
+    param = rng.standard_normal(shape).astype(np.float32)
+    velocity = np.zeros(shape, np.float32)
+    param_gpu, velocity_gpu = gpu(param), gpu(velocity)
+    for _ in range(3):
+        grad = rng.standard_normal(shape).astype(np.float32)
+        F.sgd_update(param, grad, velocity, lr=0.1, momentum=0.9, weight_decay=5e-4)
+        F.sgd_update(param_gpu, gpu(grad), velocity_gpu, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    close(param_gpu, param, rtol=1e-6, atol=1e-7, what="param")
+    close(velocity_gpu, velocity, rtol=1e-6, atol=1e-7, what="velocity")
+
+
+@pytest.mark.parametrize("shape", [(1,), (37,), (3, 5, 2)])
+def test_adam_update_matches_cpu_over_three_steps(rng, gpu, close, shape):
+    param = rng.standard_normal(shape).astype(np.float32)
+    m, v = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    param_gpu, m_gpu, v_gpu = gpu(param), gpu(m), gpu(v)
+    for step in range(1, 4):
+        grad = rng.standard_normal(shape).astype(np.float32)
+        kwargs = dict(step=step, lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-4)
+        F.adam_update(param, grad, m, v, **kwargs)
+        F.adam_update(param_gpu, gpu(grad), m_gpu, v_gpu, **kwargs)
+    for name, a, b in (("param", param_gpu, param), ("m", m_gpu, m), ("v", v_gpu, v)):
+        close(a, b, rtol=1e-5, atol=1e-7, what=name)
+
+
+def test_updates_reject_state_of_another_shape(gpu):
+    param = gpu(np.zeros(4, np.float32))
+    with pytest.raises(InvalidArgumentError, match="must match param"):
+        F.sgd_update(param, gpu(np.zeros(4, np.float32)), gpu(np.zeros(5, np.float32)), lr=0.1, momentum=0.0, weight_decay=0.0)
+    with pytest.raises(InvalidArgumentError, match="step"):
+        F.adam_update(param, param, param, param, step=0, lr=0.1, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0)

@@ -1,0 +1,25 @@
+"""The reduction kernels against NumPy sums."""
+
+import numpy as np
+import pytest
+
+from scratchdet.kernels.cuda import reduce
+
+
+@pytest.mark.parametrize("size", [1, 31, 257, 700])
+def test_sum_all_of_sizes_that_do_not_fill_a_block(rng, gpu, host, size):
+    a = rng.standard_normal(size).astype(np.float32)
+    total = host(reduce.sum_all(gpu(a)))
+    assert total.shape == (1,) and total.dtype == np.float64
+    np.testing.assert_allclose(total[0], a.astype(np.float64).sum(), rtol=1e-12)
+
+
+def test_sum_rows_and_sum_axis0(rng, gpu, host):
+    a = rng.standard_normal((3, 300)).astype(np.float32)
+    np.testing.assert_allclose(host(reduce.sum_rows(gpu(a))), a.sum(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(host(reduce.sum_axis0(gpu(a))), a.sum(axis=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("n", "threads"), [(1, 32), (32, 32), (33, 64), (200, 256), (10_000, 256)])
+def test_reduce_threads_is_a_power_of_two_covering_n(n, threads):
+    assert reduce.reduce_threads(n) == threads

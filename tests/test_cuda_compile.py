@@ -1,0 +1,68 @@
+"""Every CUDA kernel compiles for a real GPU (an H100, compute capability 9.0), GPU or not.
+
+Numba's simulator runs Python that CUDA's compiler rejects (untyped lists, recursion, objects,
+non-constant shared-array shapes), so the simulator tests alone do not prove that a kernel can run
+on a GPU. `numba.cuda.compile_ptx` really compiles each kernel with NVVM, for the argument types the
+library launches it with; it needs NVVM (the CUDA toolkit) and NVRTC (the pip package
+nvidia-cuda-nvrtc), not a GPU. This file runs in a normal process: not under the simulator.
+"""
+
+import os
+import types
+
+import pytest
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    pytest.skip("compile_ptx needs the real CUDA target; this run uses the simulator", allow_module_level=True)
+
+from numba import cuda  # noqa: E402
+
+from scratchdet.kernels.cuda import boxes, common, gemm, nn, optim, reduce  # noqa: E402
+
+H100 = (9, 0)
+MODULES = (common, reduce, gemm, nn, optim, boxes)
+SIGNATURES = [entry for module in MODULES for entry in module.compile_signatures()]
+
+
+@pytest.fixture(scope="module")
+def compiler(request):
+    """compile_ptx, or a skip naming what is missing (NVVM or NVRTC).
+
+    A kernel that calls a device function (`iou_pair`, `block_sum`, ...) makes Numba compile that
+    function for "the current GPU", asking the driver for its compute capability; without a GPU the
+    answer is an H100's.
+    """
+    import numba.cuda.dispatcher as dispatcher
+
+    def probe(a):
+        a[0] = 1.0
+
+    try:
+        cuda.compile_ptx(probe, "void(float32[::1])", cc=H100)
+    except Exception as error:  # NVVM or NVRTC missing, or an unusable toolkit
+        pytest.skip(f"cannot compile CUDA kernels here ({type(error).__name__}: {str(error).splitlines()[0]})")
+    if not cuda.is_available():
+        original = dispatcher.get_current_device
+        dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=H100)
+        request.addfinalizer(lambda: setattr(dispatcher, "get_current_device", original))
+    return cuda.compile_ptx
+
+
+@pytest.mark.parametrize(("name", "kernel", "signature"), SIGNATURES, ids=[entry[0] for entry in SIGNATURES])
+def test_kernel_compiles_for_h100(compiler, name, kernel, signature):
+    ptx, return_type = compiler(kernel.py_func, signature, cc=H100)
+    assert ".target sm_90" in ptx, f"{name}: PTX is not for sm_90"
+    assert ".entry" in ptx, f"{name}: no kernel entry point in the PTX"
+
+
+def test_every_kernel_of_the_cuda_modules_is_compiled():
+    """A kernel added to a module without a signature in its `compile_signatures` would go unchecked."""
+    from numba.cuda.dispatcher import CUDADispatcher
+
+    listed = {id(kernel) for _, kernel, _ in SIGNATURES}
+    missing = []
+    for module in MODULES:
+        for attr, value in vars(module).items():
+            if isinstance(value, CUDADispatcher) and not value.targetoptions.get("device") and id(value) not in listed:
+                missing.append(f"{module.__name__}.{attr}")
+    assert not missing, f"kernels without a compile signature: {missing}"
