@@ -259,6 +259,19 @@ def test_nms_equals_plain_python_greedy_reference(case, iou_threshold):
 
 
 @PROPERTY
+@given(data=st.data(), iou_threshold=st.floats(0.0, 1.0))
+def test_nms_equals_reference_on_boxes_of_very_different_sizes(data, iou_threshold):
+    # the kernel searches a grid of kept-box centres: sizes from 0.01 to 1000 and far-apart
+    # clusters exercise its cell size and reach
+    n = data.draw(st.integers(1, 60))
+    centres = data.draw(arrays(np.float64, (n, 2), elements=st.sampled_from([0.0, 3.0, 500.0, 1e5]) | st.floats(0, 50)))
+    sizes = data.draw(arrays(np.float64, (n, 2), elements=st.sampled_from([0.0, 0.01, 1000.0]) | st.floats(0.5, 40)))
+    boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1)
+    scores = data.draw(arrays(np.float64, (n,), elements=st.floats(0, 1)))
+    np.testing.assert_array_equal(B.nms(boxes, scores, iou_threshold), reference_nms(boxes, scores, iou_threshold))
+
+
+@PROPERTY
 @given(case=scored_boxes(), iou_threshold=st.floats(0.0, 1.0))
 def test_nms_keeps_top_box_and_no_two_kept_boxes_overlap_above_threshold(case, iou_threshold):
     boxes, scores = case
