@@ -264,8 +264,9 @@ def iou(boxes1, boxes2):
         return _cuda().iou(boxes1, boxes2)
     a = _check_boxes("boxes1", boxes1)
     b = _check_boxes("boxes2", boxes2)
-    out = _cpu.iou_matrix(_f64(a), _f64(b))  # (N, M) float64
-    return out.astype(_float_dtype(a, b), copy=False)
+    out = np.empty((a.shape[0], b.shape[0]), dtype=_float_dtype(a, b))  # (N, M)
+    _cpu.iou_matrix(_f64(a), _f64(b), out)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -103,6 +103,17 @@ def best_overlaps(gt_boxes, proposals, max_proposals=None):
     return _best_overlaps(gts, props, k)
 
 
+def _iou64(gt, proposals):
+    """(G, P) float64 IoU of validated float64 boxes.
+
+    Kept in float64 even for float32 input, so that a best overlap just under a threshold is not
+    rounded onto it.
+    """
+    out = np.empty((gt.shape[0], proposals.shape[0]), dtype=np.float64)
+    _cpu.iou_matrix(gt, proposals, out)
+    return out
+
+
 def _best_overlaps(gts, props, max_proposals):
     out = [np.zeros(0)]
     for g, p in zip(gts, props):
@@ -110,7 +121,7 @@ def _best_overlaps(gts, props, max_proposals):
         if p.shape[0] == 0:
             out.append(np.zeros(g.shape[0]))
         else:
-            out.append(_cpu.iou_matrix(g, p).max(axis=1))  # (G, P) -> (G,)
+            out.append(_iou64(g, p).max(axis=1))  # (G, P) -> (G,)
     return np.concatenate(out)
 
 
@@ -242,7 +253,7 @@ def recall_curve(gt_boxes, proposals, counts=DEFAULT_COUNTS, iou_threshold=0.5):
             continue
         p = p[: ks[-1]]
         # 1. the running maximum over proposals: overlap of each gt with the best of the first k
-        running = np.maximum.accumulate(_cpu.iou_matrix(g, p), axis=1)  # (G, P)
+        running = np.maximum.accumulate(_iou64(g, p), axis=1)  # (G, P)
         # 2. read it off at k - 1, capped at the image's own number of proposals
         cols = np.minimum(ks, p.shape[0]) - 1  # (C,)
         columns.append(running[:, cols].T)  # (C, G)

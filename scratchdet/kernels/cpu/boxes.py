@@ -18,25 +18,24 @@ encode_box = numba.njit(cache=True)(shared.encode_box)
 decode_box = numba.njit(cache=True)(shared.decode_box)
 
 
-@numba.njit(cache=True, parallel=True)
-def iou_matrix(boxes1, boxes2):
-    """IoU of every box in `boxes1` with every box in `boxes2`.
+# NumPy's error model drops Python's zero-division check, which would stop the compiler from
+# vectorising the loop; iou_pair never divides by zero anyway
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def iou_matrix(boxes1, boxes2, out):
+    """IoU of every box in `boxes1` with every box in `boxes2`, written into `out`.
 
     Args:
         boxes1: (N, 4) float64 xyxy boxes.
         boxes2: (M, 4) float64 xyxy boxes.
-
-    Returns:
-        (N, M) float64, `out[i, j] = iou_pair(boxes1[i], boxes2[j])`.
+        out: (N, M) float32 or float64 array, filled with `iou_pair(boxes1[i], boxes2[j])`
+            (computed in float64, then stored).
     """
     n = boxes1.shape[0]
     m = boxes2.shape[0]
-    out = np.empty((n, m), dtype=np.float64)
     for i in numba.prange(n):  # rows are independent: one per thread
         ax1, ay1, ax2, ay2 = boxes1[i, 0], boxes1[i, 1], boxes1[i, 2], boxes1[i, 3]
         for j in range(m):
             out[i, j] = iou_pair(ax1, ay1, ax2, ay2, boxes2[j, 0], boxes2[j, 1], boxes2[j, 2], boxes2[j, 3])
-    return out
 
 
 @numba.njit(cache=True)

@@ -16,23 +16,22 @@ def iou_pair(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2):
 
     IoU(a, b) = area(a & b) / area(a | b) = inter / (area(a) + area(b) - inter).
 
+    Written without early returns (`max` and one conditional expression are selects, not jumps),
+    so that the compiler can vectorise a loop over many pairs; a pair without overlap simply has
+    inter = 0 and so IoU 0.
+
     Returns:
         float in [0, 1]. Two boxes that do not overlap have IoU 0; so do two boxes whose union has
         no area (both degenerate), where the ratio would be 0 / 0.
     """
-    # 1. the intersection is the box between the larger top-left and the smaller bottom-right corner
-    inter_w = min(ax2, bx2) - max(ax1, bx1)
-    if inter_w <= 0.0:
-        return 0.0
-    inter_h = min(ay2, by2) - max(ay1, by1)
-    if inter_h <= 0.0:
-        return 0.0
+    # 1. the intersection is the box between the larger top-left and the smaller bottom-right
+    #    corner, empty (zero width or height) when they do not overlap
+    inter_w = max(min(ax2, bx2) - max(ax1, bx1), 0.0)
+    inter_h = max(min(ay2, by2) - max(ay1, by1), 0.0)
     inter = inter_w * inter_h
     # 2. the union counts the intersection once
     union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
-    if union <= 0.0:
-        return 0.0
-    return inter / union
+    return inter / union if union > 0.0 else 0.0
 
 
 def encode_box(px1, py1, px2, py2, gx1, gy1, gx2, gy2, wx, wy, ww, wh):
