@@ -298,7 +298,7 @@ def test_nms_visits_equal_scores_in_index_order():
     assert B.nms(boxes[:, :], np.zeros(5), 1.0).tolist() == [0, 1, 2, 3, 4]
 
 
-def test_nms_threshold_one_keeps_everything_and_zero_keeps_only_disjoint(rng):
+def test_nms_threshold_one_keeps_everything_and_zero_keeps_only_disjoint():
     boxes = np.array([[0, 0, 2, 2], [0, 0, 2, 2], [1, 1, 3, 3], [2, 0, 4, 2]], float)  # box 3 only touches 0
     scores = np.array([0.4, 0.3, 0.2, 0.1])
     assert sorted(B.nms(boxes, scores, 1.0).tolist()) == [0, 1, 2, 3]
@@ -312,10 +312,17 @@ def test_nms_of_no_boxes_is_empty_int64():
     assert keep.shape == (0,) and keep.dtype == np.int64
 
 
-def test_nms_float32_boxes_and_integer_scores_give_the_same_answer(rng):
+def test_nms_float32_boxes_and_integer_scores_give_the_same_answer():
     boxes = np.array([[0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0], [0.1, 0.0, 2.0, 1.0]])
     scores = np.array([3, 2, 1], dtype=np.uint8)
     assert B.nms(boxes.astype(np.float32), scores, 0.5).tolist() == B.nms(boxes, scores.astype(float), 0.5).tolist()
+
+
+@pytest.mark.parametrize("iou_threshold", [0.005, 0.3, 0.5, 0.7, 0.95])
+@pytest.mark.parametrize("n_objects", [3, 40])
+def test_nms_equals_reference_on_clustered_detections(rng, iou_threshold, n_objects):
+    boxes, scores = _clustered_boxes(rng, 300, n_objects)
+    np.testing.assert_array_equal(B.nms(boxes, scores, iou_threshold), reference_nms(boxes, scores, iou_threshold))
 
 
 def test_batched_nms_never_suppresses_across_classes():
@@ -448,8 +455,8 @@ def test_nms_keeps_box_exactly_at_threshold_like_opencv():
 
 @pytest.mark.parametrize("iou_threshold", [0.5, 0.7])
 def test_nms_and_iou_match_torchvision(rng, iou_threshold):
+    torchvision = pytest.importorskip("torchvision")  # first: importing torch alone takes seconds
     torch = pytest.importorskip("torch")
-    torchvision = pytest.importorskip("torchvision")
     boxes, scores = _clustered_boxes(rng, 500, 10)
     np.testing.assert_allclose(
         B.iou(boxes, boxes), torchvision.ops.box_iou(torch.from_numpy(boxes), torch.from_numpy(boxes)).numpy(), rtol=1e-12
