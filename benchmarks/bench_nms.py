@@ -3,7 +3,8 @@
 Run: `python -m pytest benchmarks/bench_nms.py -s`. Inputs are 10,000 boxes clustered around objects
 of varied sizes (jittered copies, as a detector's raw output looks), in a 1000 x 1000 image.
 The scenarios span few kept boxes (50 objects, IoU 0.5) to most boxes kept (5000 objects, IoU 0.7),
-where greedy NMS does the most work. Each test checks that the kept boxes agree with the peer's.
+where a plain greedy NMS does the most work. Each test checks that the kept boxes agree with the
+peer's.
 """
 
 import numpy as np
@@ -67,8 +68,8 @@ def test_batched_nms_vs_opencv(scenario, compare_with_peer):
 
 
 def test_nms_vs_torchvision(scenario, compare_with_peer):
-    torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
+    torch = pytest.importorskip("torch")
     boxes, scores, t = scenario
     tb, ts = torch.from_numpy(boxes), torch.from_numpy(scores)
     keep = compare_with_peer(lambda: B.nms(boxes, scores, t), lambda: torchvision.ops.nms(tb, ts, t), "torchvision.ops.nms")
