@@ -1,9 +1,10 @@
-"""Proposal quality: recall at IoU thresholds, (mean) average best overlap, recall vs. #proposals.
+"""Proposal quality: recall at IoU thresholds, average recall, (mean) average best overlap, recall vs. #proposals.
 
 A region-proposal method is judged by how well its boxes cover the ground truth, whatever their
-scores: Uijlings et al. 2013 (Selective Search, section 5.1) report the Average Best Overlap (ABO) per
+scores: Uijlings et al. 2013 (Selective Search, section 5) report the Average Best Overlap (ABO) per
 class and its mean over classes (MABO); Hosang et al. 2014 / 2016 ("What makes for effective detection
-proposals?") report recall at IoU thresholds and recall as a function of the number of proposals.
+proposals?") report recall at IoU thresholds, average recall (AR) over IoU 0.5 to 1, and both as
+functions of the number of proposals.
 """
 
 import numbers
@@ -126,7 +127,7 @@ def _best_overlaps(gts, props, max_proposals):
 
 
 def _mabo(overlaps, labels):
-    """MABO (Uijlings et al. 2013, sec. 5.1): ABO per class, then the mean over classes.
+    """MABO (Uijlings et al. 2013, section 5): ABO per class, then the mean over classes.
 
     Without labels, every box is one class: the mean best overlap. NaN when there is no gt box.
     Returns (mabo, {label: abo}) with an empty dict when there are no labels.
@@ -141,7 +142,7 @@ def _mabo(overlaps, labels):
 
 
 def mabo(gt_boxes, proposals, gt_labels=None, max_proposals=None):
-    """Mean Average Best Overlap (Uijlings et al. 2013, section 5.1).
+    """Mean Average Best Overlap (Uijlings et al. 2013, section 5).
 
     ABO of class c: the mean over the ground-truth boxes of class c of their best overlap with any
     proposal; MABO: the mean of the ABOs over the classes present. Without `gt_labels` all boxes form
@@ -162,11 +163,21 @@ def mabo(gt_boxes, proposals, gt_labels=None, max_proposals=None):
     return _mabo(overlaps, None if labels is None else np.concatenate([np.zeros(0, np.int64)] + labels))[0]
 
 
+def _average_recall(overlaps, axis=-1):
+    """Average recall (Hosang et al. 2016): AR = 2 * integral over IoU o in [0.5, 1] of recall(o).
+
+    Recall(o) is the fraction of gt boxes whose best overlap is >= o, so the integral is the mean over
+    gt boxes of max(best overlap - 0.5, 0), and AR = 2 * mean(max(best overlap - 0.5, 0)).
+    """
+    return 2.0 * np.maximum(overlaps - 0.5, 0.0).mean(axis=axis)
+
+
 def _summary(overlaps, labels, thresholds):
     value, abo = _mabo(overlaps, labels)
     n = overlaps.size
     recall = {t: (float(np.count_nonzero(overlaps >= t)) / n if n else float("nan")) for t in thresholds}
-    out = {"recall": recall, "mabo": value, "num_gt": int(n)}
+    average_recall = float(_average_recall(overlaps)) if n else float("nan")
+    out = {"recall": recall, "average_recall": average_recall, "mabo": value, "num_gt": int(n)}
     if labels is not None:
         out["abo"] = abo
     return out
@@ -176,8 +187,8 @@ def proposal_recall(gt_boxes, proposals, iou_thresholds=(0.5, 0.7), gt_labels=No
     """Recall and (M)ABO of region proposals over a set of images.
 
     A ground-truth box is recalled at threshold t when some proposal of its image has IoU >= t with
-    it (COCO's `>=`; Hosang et al. 2016, section 3). Scores play no part: every proposal counts,
-    or the first `max_proposals` of each image.
+    it (COCO's convention, `>=`). Scores play no part: every proposal counts, or the first
+    `max_proposals` of each image.
 
     Args:
         gt_boxes: one image's (G, 4) xyxy array, or a list of them (one per image).
@@ -191,11 +202,12 @@ def proposal_recall(gt_boxes, proposals, iou_thresholds=(0.5, 0.7), gt_labels=No
     Returns:
         dict with
             "recall": {t: fraction of gt boxes with best overlap >= t} for each threshold;
+            "average_recall": float, Hosang et al.'s AR, recall averaged over IoU in [0.5, 1];
             "mabo": float, as described above;
             "abo": {label: ABO of that class} (only when `gt_labels` is given);
             "best_overlaps": (sum G,) float64, each gt box's best overlap, image after image;
             "num_gt", "num_proposals", "num_images": ints (proposals counted after `max_proposals`);
-            "by_size": {"small" | "medium" | "large": {"recall", "mabo", "num_gt"(, "abo")}} with
+            "by_size": {"small" | "medium" | "large": {"recall", "average_recall", "mabo", "num_gt"(, "abo")}} with
                 the gt boxes split by area as in `SIZE_RANGES`.
         Recall and MABO are NaN where there is no ground-truth box.
     """
@@ -223,9 +235,9 @@ def recall_curve(gt_boxes, proposals, counts=DEFAULT_COUNTS, iou_threshold=0.5):
     """Recall and mean best overlap as functions of the number of proposals kept per image.
 
     Keeping the first k proposals of each image (proposals are ranked best first) for each k in
-    `counts` gives the "recall vs. number of proposals" curve of Hosang et al. 2016 (fig. 4) and,
-    with the mean best overlap, the curve of Uijlings et al. 2013 (fig. 4). An image with fewer
-    than k proposals uses all of them.
+    `counts` gives the "recall vs. number of proposals" curves of Hosang et al. 2016 and, with
+    the mean best overlap, the quality-vs-#locations curves of Uijlings et al. 2013. An image with
+    fewer than k proposals uses all of them.
 
     Args:
         gt_boxes: one image's (G, 4) xyxy array, or a list of them.
@@ -234,8 +246,10 @@ def recall_curve(gt_boxes, proposals, counts=DEFAULT_COUNTS, iou_threshold=0.5):
         iou_threshold: number in [0, 1]; a gt box is recalled when a kept proposal has IoU >= it.
 
     Returns:
-        dict with "counts" (C,) int64, "recall" (C,) float64, "mean_best_overlap" (C,) float64,
-        "iou_threshold" float and "num_gt" int. Recall and overlap are NaN when there is no gt box.
+        dict with "counts" (C,) int64, "recall" (C,) float64 (at `iou_threshold`),
+        "average_recall" (C,) float64 (Hosang et al.'s AR, see `proposal_recall`),
+        "mean_best_overlap" (C,) float64, "iou_threshold" float and "num_gt" int. The curves are NaN
+        when there is no gt box.
     """
     if not isinstance(iou_threshold, numbers.Real):
         raise InvalidArgumentError(f"iou_threshold must be a number in [0, 1], got {iou_threshold!r}")
@@ -260,9 +274,16 @@ def recall_curve(gt_boxes, proposals, counts=DEFAULT_COUNTS, iou_threshold=0.5):
     best = np.concatenate(columns, axis=1)  # (C, sum G)
     n = best.shape[1]
     if n == 0:
-        recall = np.full(ks.size, np.nan)
-        mean_best = np.full(ks.size, np.nan)
+        recall = average_recall = mean_best = np.full(ks.size, np.nan)
     else:
         recall = (best >= threshold).mean(axis=1)
+        average_recall = _average_recall(best, axis=1)
         mean_best = best.mean(axis=1)
-    return {"counts": ks, "recall": recall, "mean_best_overlap": mean_best, "iou_threshold": threshold, "num_gt": n}
+    return {
+        "counts": ks,
+        "recall": recall,
+        "average_recall": average_recall,
+        "mean_best_overlap": mean_best,
+        "iou_threshold": threshold,
+        "num_gt": n,
+    }

@@ -37,6 +37,15 @@ def test_hand_computed_recall_and_best_overlaps():
     assert (res["num_gt"], res["num_proposals"], res["num_images"]) == (3, 4, 1)
 
 
+def test_average_recall_integrates_recall_over_iou_half_to_one(rng):
+    # best overlaps 1, 0.5, 0.25: AR = 2 * mean(max(o - 0.5, 0)) = 2 * (0.5 + 0 + 0) / 3
+    assert proposal_recall(GT, PROPOSALS)["average_recall"] == pytest.approx(1 / 3)
+    # and it is the mean of recall over a fine grid of thresholds in [0.5, 1]
+    gt, props = random_image(rng, 30, 60)
+    res = proposal_recall(gt, props, iou_thresholds=np.linspace(0.5, 1.0, 2001)[1:])
+    assert res["average_recall"] == pytest.approx(np.mean(list(res["recall"].values())), abs=1e-3)
+
+
 def test_mabo_averages_per_class_when_labels_are_given():
     # classes: {1: (1 + 0.5) / 2, 2: 0.25} -> MABO (0.75 + 0.25) / 2; unlabelled: mean of 1, 0.5, 0.25
     labelled = proposal_recall(GT, PROPOSALS, gt_labels=LABELS)
@@ -102,6 +111,7 @@ def test_recall_curve_hand_computed():
     np.testing.assert_array_equal(curve["counts"], [1, 2, 3, 10])
     np.testing.assert_allclose(curve["recall"], [0, 1 / 3, 2 / 3, 2 / 3])
     np.testing.assert_allclose(curve["mean_best_overlap"], [0.25 / 3, 1.25 / 3, 1.75 / 3, 1.75 / 3])
+    np.testing.assert_allclose(curve["average_recall"], [0, 1 / 3, 1 / 3, 1 / 3])
 
 
 def test_recall_curve_agrees_with_proposal_recall_and_never_decreases(rng):
@@ -113,6 +123,9 @@ def test_recall_curve_agrees_with_proposal_recall_and_never_decreases(rng):
     for k, r, o in zip(counts, curve["recall"], curve["mean_best_overlap"]):
         res = proposal_recall(gts, props, iou_thresholds=0.6, max_proposals=k)
         assert r == pytest.approx(res["recall"][0.6]) and o == pytest.approx(res["mabo"])
+    np.testing.assert_allclose(
+        curve["average_recall"], [proposal_recall(gts, props, max_proposals=k)["average_recall"] for k in counts]
+    )
 
 
 @pytest.mark.parametrize(
