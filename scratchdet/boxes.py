@@ -93,12 +93,13 @@ def _check_boxes(name, boxes, fmt="xyxy", positive=False):
     if not finite.all():
         i = int(np.flatnonzero(~finite)[0])
         raise InvalidArgumentError(f"{name}[{i}] = {arr[i].tolist()} is not finite; boxes must be finite numbers")
+    coords = arr.astype(np.float64, copy=False)  # differences of unsigned integers would wrap around
     if fmt == "xyxy":
-        w = arr[:, 2] - arr[:, 0]
-        h = arr[:, 3] - arr[:, 1]
+        w = coords[:, 2] - coords[:, 0]
+        h = coords[:, 3] - coords[:, 1]
     else:  # xywh, cxcywh
-        w = arr[:, 2]
-        h = arr[:, 3]
+        w = coords[:, 2]
+        h = coords[:, 3]
     bad = (w <= 0) | (h <= 0) if positive else (w < 0) | (h < 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -233,7 +234,7 @@ def remove_small(boxes, min_size):
     Returns:
         (K,) int64 indices into `boxes`, increasing.
     """
-    arr = _check_boxes("boxes", boxes)
+    arr = _check_boxes("boxes", boxes).astype(np.float64, copy=False)
     if isinstance(min_size, bool) or not isinstance(min_size, numbers.Real) or not min_size >= 0:
         raise InvalidArgumentError(f"min_size must be a non-negative number, got {min_size!r}")
     w = arr[:, 2] - arr[:, 0]

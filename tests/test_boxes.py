@@ -365,6 +365,7 @@ GOOD = np.array([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0]])
         (lambda: B.iou(np.array([["a", "b", "c", "d"]]), GOOD), "boxes1 must hold integers or floats"),
         (lambda: B.iou(np.ones((1, 4), dtype=bool), GOOD), "boxes1 must hold integers or floats"),
         (lambda: B.area([[0, 0, 1]]), r"boxes must have shape \(N, 4\)"),
+        (lambda: B.area(np.array([[5, 0, 2, 2]], dtype=np.uint8)), r"boxes\[0\].*width -3"),
         (lambda: B.convert(GOOD, "xyxy", "yxyx"), "dst must be one of"),
         (lambda: B.convert(np.array([[0, 0, -1, 1]]), "xywh", "xyxy"), r"boxes\[0\].*non-negative"),
         (lambda: B.nms(GOOD, np.ones(3), 0.5), r"scores must have shape \(2,\)"),
