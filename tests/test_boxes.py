@@ -1,6 +1,7 @@
 """Specification of `scratchdet.boxes`: formats, IoU, clipping, the R-CNN box deltas and NMS."""
 
 import math
+import pathlib
 import types
 
 import numpy as np
@@ -418,6 +419,35 @@ def test_device_arrays_dispatch_to_the_cuda_module_with_the_same_arguments(monke
 # ----------------------------------------------------------------------------------------------
 # live comparisons with the libraries people would otherwise use
 # ----------------------------------------------------------------------------------------------
+
+
+FROZEN_OPENCV = pathlib.Path(__file__).resolve().parent.parent / "reference" / "outputs" / "boxes_opencv_nms.npz"
+
+
+@pytest.fixture(scope="module")
+def frozen_opencv():
+    """OpenCV's NMS on seeded detections, frozen by `reference/_boxes.py` (no OpenCV needed)."""
+    with np.load(FROZEN_OPENCV) as z:
+        return {key: z[key] for key in z.files}
+
+
+@pytest.mark.parametrize("case", [0, 1])
+@pytest.mark.parametrize("iou_threshold", [0.3, 0.5, 0.7])
+def test_nms_and_batched_nms_match_frozen_opencv(frozen_opencv, case, iou_threshold):
+    boxes, scores, labels = (frozen_opencv[f"case{case}_{k}"] for k in ("boxes", "scores", "labels"))
+    theirs = frozen_opencv[f"case{case}_keep_{iou_threshold}"]
+    ours = B.nms(boxes, scores, iou_threshold)
+    np.testing.assert_array_equal(ours, theirs, err_msg=f"ours {ours[:10]}..., opencv {theirs[:10]}...")
+    # OpenCV orders the survivors of NMSBoxesBatched its own way: compare them as sets
+    theirs = frozen_opencv[f"case{case}_batched_keep_{iou_threshold}"]
+    np.testing.assert_array_equal(np.sort(B.batched_nms(boxes, scores, labels, iou_threshold)), theirs)
+
+
+@pytest.mark.parametrize("iou_threshold", [0.5, 2.0 / 3.0, 0.75])
+def test_nms_decides_exact_ties_with_the_threshold_like_frozen_opencv(frozen_opencv, iou_threshold):
+    boxes, scores = frozen_opencv["boundary_boxes"], frozen_opencv["boundary_scores"]
+    theirs = frozen_opencv[f"boundary_keep_{iou_threshold!r}"]
+    assert B.nms(boxes, scores, iou_threshold).tolist() == theirs.tolist()
 
 
 def _clustered_boxes(rng, n, n_objects, size=500.0):
