@@ -8,6 +8,13 @@ import os
 import tempfile
 
 
+def _default_mode():
+    """The permission bits a plain `open(path, "w")` would give: 0o666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="w", **open_kwargs):
     """Open a temporary file next to `path` for writing; on success rename it onto `path`.
@@ -24,6 +31,7 @@ def atomic_write(path, mode="w", **open_kwargs):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())  # mkstemp makes files private (0o600)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -46,6 +54,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, _default_mode())  # mkstemp makes files private (0o600)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
