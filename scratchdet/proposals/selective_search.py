@@ -462,10 +462,13 @@ def rank_boxes(box_sets, rng):
     boxes = np.concatenate(box_sets).astype(np.int64)  # (N, 4)
     order = np.argsort(np.concatenate(values), kind="stable")
     boxes = boxes[order]
-    # de-duplicate: one integer key per box, keep each key's first occurrence in rank order
+    # de-duplicate: keep each box's first occurrence in rank order
     span = int(boxes.max()) + 1
-    keys = ((boxes[:, 0] * span + boxes[:, 1]) * span + boxes[:, 2]) * span + boxes[:, 3]
-    _, first = np.unique(keys, return_index=True)
+    if span < 2**15:  # one int64 key per box (span^4 < 2^60)
+        keys = ((boxes[:, 0] * span + boxes[:, 1]) * span + boxes[:, 2]) * span + boxes[:, 3]
+        _, first = np.unique(keys, return_index=True)
+    else:
+        _, first = np.unique(boxes, axis=0, return_index=True)
     return boxes[np.sort(first)].astype(np.float32)
 
 
@@ -511,6 +514,8 @@ def selective_search(image, mode="fast", max_boxes=None, seed=0, strategies=None
         raise InvalidArgumentError("strategies must be a non-empty sequence of Strategy")
     if max_boxes is not None and (int(max_boxes) != max_boxes or max_boxes < 1):
         raise InvalidArgumentError(f"max_boxes must be a positive integer or None, got {max_boxes!r}")
+    if n_threads is not None and (int(n_threads) != n_threads or n_threads < 1):
+        raise InvalidArgumentError(f"n_threads must be a positive integer or None, got {n_threads!r}")
     n_threads = int(n_threads or os.cpu_count() or 1)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 

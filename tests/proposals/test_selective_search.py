@@ -208,6 +208,15 @@ def test_rejects_images_that_are_not_rgb_uint8(image, message):
         selective_search(image)
 
 
+@pytest.mark.parametrize("shape", [(1, 9), (9, 1), (2, 2)])
+def test_thin_images_give_boxes_inside_them(rng, shape):
+    image = rng.integers(0, 256, size=shape + (3,), dtype=np.uint8)
+    boxes = selective_search(image, mode="fast")
+    assert len(boxes) >= 1
+    assert np.all(boxes[:, 2] <= shape[1]) and np.all(boxes[:, 3] <= shape[0])
+    assert (0.0, 0.0, float(shape[1]), float(shape[0])) in {tuple(b) for b in boxes.tolist()}
+
+
 def test_two_pixel_image_gives_its_boxes():
     boxes = selective_search(np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8), mode="single")
     assert len(boxes) >= 1 and {tuple(b) for b in boxes.tolist()} >= {(0.0, 0.0, 2.0, 1.0)}
@@ -215,7 +224,8 @@ def test_two_pixel_image_gives_its_boxes():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"mode": "slow"}, {"max_boxes": 0}, {"max_boxes": 2.5}, {"strategies": []}, {"strategies": ["hsv"]}],
+    [{"mode": "slow"}, {"max_boxes": 0}, {"max_boxes": 2.5}, {"strategies": []}, {"strategies": ["hsv"]},
+     {"n_threads": 0}],
 )
 def test_rejects_bad_arguments(kwargs):
     with pytest.raises(InvalidArgumentError):
