@@ -1,9 +1,10 @@
-"""Frozen non-maximum suppression results from OpenCV (`cv2.dnn.NMSBoxes`, `NMSBoxesBatched`).
+"""Frozen NMS results from OpenCV (`cv2.dnn.NMSBoxes`, `NMSBoxesBatched`) and IoUs from pycocotools.
 
-Writes ``boxes_opencv_nms.npz``: seeded clustered detections (boxes, scores, labels) and, for each
+Writes ``boxes_reference.npz``: seeded clustered detections (boxes, scores, labels) and, for each
 IoU threshold, the indices OpenCV keeps, plus a few boxes whose IoUs are exactly 1/2, 2/3 and 3/4
-to pin the threshold boundary. `tests/test_boxes.py` holds `scratchdet.boxes.nms` and `batched_nms`
-to these without OpenCV installed.
+to pin the threshold boundary; and an IoU matrix of seeded boxes from pycocotools' `mask.iou`
+(COCO's box IoU, continuous coordinates). `tests/test_boxes.py` holds `scratchdet.boxes` to these
+without OpenCV or pycocotools installed.
 
 OpenCV takes xywh boxes and float32 scores, and compares its Rect2d overlap (1 - jaccardDistance,
 our continuous-coordinate IoU rounded to float32) with a float32 threshold; so the scores are drawn
@@ -32,6 +33,7 @@ CASES = ((0, 800, 15, 5), (1, 400, 40, 3))
 BOUNDARY_BOXES = np.array([[0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.5, 1.0]])
 BOUNDARY_SCORES = np.array([0.7, 0.9, 0.8], dtype=np.float32)
 BOUNDARY_THRESHOLDS = (0.5, 2.0 / 3.0, 0.75)
+IOU_SEED = 2
 
 
 def clustered_detections(rng, n, n_objects, n_classes, size=500.0):
@@ -79,6 +81,19 @@ def generate(outdir):
     for t in BOUNDARY_THRESHOLDS:
         keep = cv2.dnn.NMSBoxes(xywh.tolist(), BOUNDARY_SCORES.tolist(), 0.0, t)
         arrays[f"boundary_keep_{t!r}"] = np.asarray(keep, dtype=np.int64).reshape(-1)
+    # pycocotools' box IoU (xywh boxes, no crowd) on seeded boxes, some of them disjoint or nested
+    from importlib.metadata import version
+
+    from pycocotools import mask as coco_mask
+
+    rng = np.random.default_rng(IOU_SEED)
+    iou_boxes = []
+    for n in (30, 40):
+        corners = rng.uniform(0, 100, (n, 2))
+        iou_boxes.append(np.concatenate([corners, corners + rng.uniform(1, 60, (n, 2))], axis=1))
+    xywh1, xywh2 = (np.c_[b[:, :2], b[:, 2:] - b[:, :2]] for b in iou_boxes)
+    arrays["iou_boxes1"], arrays["iou_boxes2"] = iou_boxes
+    arrays["iou_pycocotools"] = np.asarray(coco_mask.iou(xywh1, xywh2, [0] * len(xywh2)), dtype=np.float64)
     meta = {
         "source": "OpenCV cv2.dnn.NMSBoxes / NMSBoxesBatched (score_threshold 0, xywh Rect2d boxes)",
         "opencv": cv2.__version__,
@@ -87,9 +102,12 @@ def generate(outdir):
         "cases": [dict(zip(("seed", "n_boxes", "n_objects", "n_classes"), case)) for case in CASES],
         "thresholds": list(THRESHOLDS),
         "boundary_thresholds": list(BOUNDARY_THRESHOLDS),
+        "iou_source": "pycocotools.mask.iou (xywh boxes, iscrowd 0)",
+        "pycocotools": version("pycocotools"),
+        "iou_seed": IOU_SEED,
     }
     arrays["meta"] = np.array(json.dumps(meta))
-    path = pathlib.Path(outdir) / "boxes_opencv_nms.npz"
+    path = pathlib.Path(outdir) / "boxes_reference.npz"
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)

@@ -421,32 +421,50 @@ def test_device_arrays_dispatch_to_the_cuda_module_with_the_same_arguments(monke
 # ----------------------------------------------------------------------------------------------
 
 
-FROZEN_OPENCV = pathlib.Path(__file__).resolve().parent.parent / "reference" / "outputs" / "boxes_opencv_nms.npz"
+FROZEN = pathlib.Path(__file__).resolve().parent.parent / "reference" / "outputs" / "boxes_reference.npz"
+
+
+def _random_boxes(rng, n):
+    corners = rng.uniform(0, 50, (n, 2))
+    return np.concatenate([corners, corners + rng.uniform(0, 30, (n, 2))], axis=1)
 
 
 @pytest.fixture(scope="module")
-def frozen_opencv():
-    """OpenCV's NMS on seeded detections, frozen by `reference/_boxes.py` (no OpenCV needed)."""
-    with np.load(FROZEN_OPENCV) as z:
+def frozen():
+    """OpenCV's NMS and pycocotools' IoU on seeded boxes, frozen by `reference/_boxes.py`."""
+    with np.load(FROZEN) as z:
         return {key: z[key] for key in z.files}
 
 
 @pytest.mark.parametrize("case", [0, 1])
 @pytest.mark.parametrize("iou_threshold", [0.3, 0.5, 0.7])
-def test_nms_and_batched_nms_match_frozen_opencv(frozen_opencv, case, iou_threshold):
-    boxes, scores, labels = (frozen_opencv[f"case{case}_{k}"] for k in ("boxes", "scores", "labels"))
-    theirs = frozen_opencv[f"case{case}_keep_{iou_threshold}"]
+def test_nms_and_batched_nms_match_frozen_opencv(frozen, case, iou_threshold):
+    boxes, scores, labels = (frozen[f"case{case}_{k}"] for k in ("boxes", "scores", "labels"))
+    theirs = frozen[f"case{case}_keep_{iou_threshold}"]
     ours = B.nms(boxes, scores, iou_threshold)
     np.testing.assert_array_equal(ours, theirs, err_msg=f"ours {ours[:10]}..., opencv {theirs[:10]}...")
     # OpenCV orders the survivors of NMSBoxesBatched its own way: compare them as sets
-    theirs = frozen_opencv[f"case{case}_batched_keep_{iou_threshold}"]
+    theirs = frozen[f"case{case}_batched_keep_{iou_threshold}"]
     np.testing.assert_array_equal(np.sort(B.batched_nms(boxes, scores, labels, iou_threshold)), theirs)
 
 
+def test_iou_matches_frozen_pycocotools(frozen):
+    ours = B.iou(frozen["iou_boxes1"], frozen["iou_boxes2"])
+    np.testing.assert_allclose(ours, frozen["iou_pycocotools"], rtol=1e-12, atol=1e-15)
+    assert (ours == 0).any() and (ours > 0.5).any()  # the input has disjoint and strongly overlapping pairs
+
+
+def test_iou_matches_pycocotools_live(rng):
+    coco_mask = pytest.importorskip("pycocotools.mask")
+    a, b = _random_boxes(rng, 25), _random_boxes(rng, 35)
+    theirs = coco_mask.iou(B.convert(a, "xyxy", "xywh"), B.convert(b, "xyxy", "xywh"), [0] * len(b))
+    np.testing.assert_allclose(B.iou(a, b), theirs, rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("iou_threshold", [0.5, 2.0 / 3.0, 0.75])
-def test_nms_decides_exact_ties_with_the_threshold_like_frozen_opencv(frozen_opencv, iou_threshold):
-    boxes, scores = frozen_opencv["boundary_boxes"], frozen_opencv["boundary_scores"]
-    theirs = frozen_opencv[f"boundary_keep_{iou_threshold!r}"]
+def test_nms_decides_exact_ties_with_the_threshold_like_frozen_opencv(frozen, iou_threshold):
+    boxes, scores = frozen["boundary_boxes"], frozen["boundary_scores"]
+    theirs = frozen[f"boundary_keep_{iou_threshold!r}"]
     assert B.nms(boxes, scores, iou_threshold).tolist() == theirs.tolist()
 
 
