@@ -296,7 +296,7 @@ def test_nms_visits_equal_scores_in_index_order():
     scores = np.array([0.5, 0.7, 0.5, 0.5, 0.7])
     # 1 and 4 tie and coincide: 1 wins; then 0, 2 (a copy of 0, suppressed) and 3 in index order
     assert B.nms(boxes, scores, 0.5).tolist() == [1, 0, 3]
-    assert B.nms(boxes[:, :], np.zeros(5), 1.0).tolist() == [0, 1, 2, 3, 4]
+    assert B.nms(boxes, np.zeros(5), 1.0).tolist() == [0, 1, 2, 3, 4]
 
 
 def test_nms_threshold_one_keeps_everything_and_zero_keeps_only_disjoint():
