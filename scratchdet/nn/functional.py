@@ -65,12 +65,23 @@ def conv2d_output_size(size, kernel_size, stride=1, padding=0):
 # ---------------------------------------------------------------------------------------------------
 
 
+# im2col works on a group of images at a time, so that its buffer stays near this size however large
+# the batch (the whole batch's columns are C*kh*kw times the input: 75 MB for 64 x 32 x 32 x 32, 3 x 3)
+# and mostly in cache between im2col writing it and the matrix product reading it.
+COLUMN_BUFFER_BYTES = 4 * 2**20
+
+
+def _images_per_chunk(n_images, column_bytes_per_image):
+    return max(1, min(n_images, COLUMN_BUFFER_BYTES // max(1, column_bytes_per_image)))
+
+
 def conv2d_forward(x, w, b, stride=1, padding=0):
     """2-D cross-correlation (what deep learning calls convolution) with zero padding.
 
         y[n, k, oy, ox] = b[k] + sum_{c, i, j} w[k, c, i, j] * x[n, c, oy*stride + i - padding, ox*stride + j - padding]
 
-    computed as im2col + one matrix product per image: y[n] = W (K, C*kh*kw) @ cols[n] (C*kh*kw, H'*W').
+    computed as im2col + a matrix product per image, y[n] (K, H'*W') = W (K, C*kh*kw) @ cols[n]
+    (C*kh*kw, H'*W'), which lands directly in NCHW order.
 
     Args:
         x: (N, C, H, W) float32/float64 input.
@@ -88,12 +99,17 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     filters, _, kh, kw = w.shape
     out_h = conv2d_output_size(height, kh, stride, padding)
     out_w = conv2d_output_size(width, kw, stride, padding)
-    # 1. unfold the receptive fields: one column per output pixel
-    cols = np.empty((n_images, channels * kh * kw, out_h * out_w), dtype=x.dtype)  # (N, C*kh*kw, H'*W')
-    cpu.im2col(x, kh, kw, stride, padding, cols)
-    # 2. one matrix product per image (NumPy batches them; OpenBLAS runs each), landing in NCHW order
-    y = np.matmul(w.reshape(filters, channels * kh * kw), cols)  # (N, K, H'*W')
-    del cols
+    w_mat = w.reshape(filters, channels * kh * kw)  # (K, C*kh*kw)
+    y = np.empty((n_images, filters, out_h * out_w), dtype=x.dtype)  # (N, K, H'*W')
+    chunk = _images_per_chunk(n_images, channels * kh * kw * out_h * out_w * x.itemsize)
+    cols_buffer = np.empty((chunk, channels * kh * kw, out_h * out_w), dtype=x.dtype)  # (chunk, C*kh*kw, H'*W')
+    for start in range(0, n_images, chunk):
+        stop = min(start + chunk, n_images)
+        cols = cols_buffer[: stop - start]
+        # 1. unfold the receptive fields of these images: one column per output pixel
+        cpu.im2col(x[start:stop], kh, kw, stride, padding, cols)
+        # 2. one matrix product per image (NumPy loops over the images, OpenBLAS runs each), into y
+        np.matmul(w_mat, cols, out=y[start:stop])
     # 3. add each filter's bias
     y += b.reshape(1, filters, 1)
     return y.reshape(n_images, filters, out_h, out_w)
@@ -103,11 +119,12 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     """Gradients of `conv2d_forward` with respect to its input, filters and biases.
 
         db[k] = sum_{n, oy, ox} dy[n, k, oy, ox]
-        dw = sum_n dY[n] (K, H'*W') @ cols[n]^T (H'*W', C*kh*kw)
-        dx = col2im(W^T (C*kh*kw, K) @ dY[n])      (the adjoint of im2col sums overlapping fields)
+        dW = sum_n dY[n] (K, H'*W') @ cols[n]^T (H'*W', C*kh*kw)
+        dx[n] = col2im(W^T (C*kh*kw, K) @ dY[n])     (col2im, the adjoint of im2col, sums overlapping fields)
 
-    The columns are recomputed from x (no buffer is kept between forward and backward), and the
-    gradient with respect to the columns is written over them once dw is done: one im2col-sized buffer.
+    The columns are recomputed from x a group of images at a time (nothing is kept from the forward),
+    and the gradient with respect to the columns is written over them once dW has used them: one
+    column buffer of about `COLUMN_BUFFER_BYTES`, freed on return.
 
     Args:
         dy: (N, K, H', W') gradient of the loss with respect to y.
@@ -128,22 +145,26 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
         raise InvalidArgumentError(f"dy must have shape {(n_images, filters, out_h, out_w)}, got {dy.shape}")
     dy_mat = dy.reshape(n_images, filters, out_h * out_w)  # (N, K, H'*W')
     w_mat = w.reshape(filters, channels * kh * kw)  # (K, C*kh*kw)
-    # 1. bias: every output pixel of filter k adds b[k]
+    # 1. bias: every output pixel of filter k added b[k]
     db = dy_mat.sum(axis=(0, 2))  # (K,)
-    # 2. filters: dW = sum_n dY[n] @ cols[n]^T, with the columns recomputed from x
-    cols = np.empty((n_images, channels * kh * kw, out_h * out_w), dtype=x.dtype)  # (N, C*kh*kw, H'*W')
-    cpu.im2col(x, kh, kw, stride, padding, cols)
     dw = np.zeros((filters, channels * kh * kw), dtype=x.dtype)  # (K, C*kh*kw)
     image_dw = np.empty_like(dw)
-    for n in range(n_images):
-        np.matmul(dy_mat[n], cols[n].T, out=image_dw)
-        dw += image_dw
-    # 3. input: the gradient of the columns, dcols[n] = W^T @ dY[n], overwrites cols (their last use) ...
-    np.matmul(w_mat.T, dy_mat, out=cols)  # (N, C*kh*kw, H'*W')
-    # ... and col2im adds each column entry back onto the pixel it was read from
     dx = np.empty_like(x)
-    cpu.col2im(cols, kh, kw, stride, padding, dx)
-    return dx, dw.reshape(w.shape), db.astype(x.dtype, copy=False)
+    chunk = _images_per_chunk(n_images, channels * kh * kw * out_h * out_w * x.itemsize)
+    cols_buffer = np.empty((chunk, channels * kh * kw, out_h * out_w), dtype=x.dtype)  # (chunk, C*kh*kw, H'*W')
+    for start in range(0, n_images, chunk):
+        stop = min(start + chunk, n_images)
+        cols = cols_buffer[: stop - start]
+        cpu.im2col(x[start:stop], kh, kw, stride, padding, cols)
+        # 2. filters: dW += dY[n] @ cols[n]^T, image by image
+        for n in range(start, stop):
+            np.matmul(dy_mat[n], cols[n - start].T, out=image_dw)
+            dw += image_dw
+        # 3. input: the columns' gradient W^T @ dY[n] overwrites cols (their last use) ...
+        np.matmul(w_mat.T, dy_mat[start:stop], out=cols)  # (n, C*kh*kw, H'*W')
+        # ... and col2im adds each column entry back onto the pixel it was read from
+        cpu.col2im(cols, kh, kw, stride, padding, dx[start:stop])
+    return dx, dw.reshape(w.shape), db
 
 
 def _check_conv(x, w, b, stride, padding):

@@ -3,6 +3,9 @@ activations, dropout, the per-sample losses and the optimiser updates.
 
 Every kernel is the plain loop nest the math describes, parallel over independent outputs with
 `numba.prange` (each thread owns whole output planes, so no two threads write the same element).
+im2col and col2im are the exception: they run on one thread, because the matrix products they feed
+run on OpenBLAS's threads, and handing the cores back and forth between two thread pools at every
+step (each pool spins a while before it sleeps) costs more than a parallel copy gains.
 The kernels take arrays that `scratchdet.nn.functional` has already validated (C-contiguous, one
 floating dtype: float32 or float64) and compile once per dtype. Set `NUMBA_DISABLE_JIT=1` to run them
 as ordinary Python and step through them in a debugger.
@@ -27,14 +30,15 @@ dropout_uniform = numba.njit(cache=True)(shared.dropout_uniform)
 # ---------------------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def im2col(x, kh, kw, stride, padding, cols):
     """Unfold every receptive field of `x` into a column of `cols` (zero padding outside the image).
 
         cols[n, (c, i, j), (oy, ox)] = x[n, c, oy*stride + i - padding, ox*stride + j - padding]
 
-    where the row index is (c*kh + i)*kw + j and the column index oy*W' + ox. Then the convolution of
-    image n is the matrix product `W (K, C*kh*kw) @ cols[n] (C*kh*kw, H'*W')`, already in NCHW order.
+    with row index (c*kh + i)*kw + j and column index oy*W' + ox. The convolution of image n is then
+    the matrix product `W (K, C*kh*kw) @ cols[n] (C*kh*kw, H'*W')`, whose (K, H'*W') result is already
+    image n's block of the NCHW output.
 
     Args:
         x: (N, C, H, W) float input.
@@ -43,40 +47,40 @@ def im2col(x, kh, kw, stride, padding, cols):
             and W' = 1 + (W + 2*padding - kw) // stride.
     """
     n_images, channels, height, width = x.shape
-    out_w = (width + 2 * padding - kw) // stride + 1
     out_h = (height + 2 * padding - kh) // stride + 1
-    for nc in prange(n_images * channels):  # one (image, channel) plane per task
+    out_w = (width + 2 * padding - kw) // stride + 1
+    for nc in range(n_images * channels):  # one (image, channel) plane at a time
         n = nc // channels
         c = nc % channels
         for i in range(kh):
             for j in range(kw):
                 row = (c * kh + i) * kw + j
-                # output columns whose input column ox*stride + j - padding falls inside [0, width)
+                # the output columns whose input column ox*stride + j - padding is inside [0, width)
                 ox_lo = min(max(0, (padding - j + stride - 1) // stride), out_w)
                 ox_hi = max(min(out_w, (width + padding - j + stride - 1) // stride), ox_lo)
                 for oy in range(out_h):
                     y = oy * stride + i - padding
-                    base = oy * out_w
-                    if y < 0 or y >= height:
+                    first = oy * out_w
+                    if y < 0 or y >= height:  # a padding row
                         for ox in range(out_w):
-                            cols[n, row, base + ox] = 0
+                            cols[n, row, first + ox] = 0
                         continue
                     for ox in range(ox_lo):
-                        cols[n, row, base + ox] = 0
+                        cols[n, row, first + ox] = 0
                     for ox in range(ox_lo, ox_hi):
-                        cols[n, row, base + ox] = x[n, c, y, ox * stride + j - padding]
+                        cols[n, row, first + ox] = x[n, c, y, ox * stride + j - padding]
                     for ox in range(ox_hi, out_w):
-                        cols[n, row, base + ox] = 0
+                        cols[n, row, first + ox] = 0
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def col2im(cols, kh, kw, stride, padding, dx):
     """The adjoint of `im2col`: add every column entry back onto the input pixel it was read from.
 
         dx[n, c, oy*stride + i - padding, ox*stride + j - padding] += cols[n, (c, i, j), (oy, ox)]
 
     Entries that came from the zero padding are dropped. Overlapping receptive fields add up, which is
-    exactly the chain rule for a pixel used by several outputs.
+    the chain rule for a pixel that several outputs read.
 
     Args:
         cols: (N, C*kh*kw, H'*W') float gradient with respect to the columns.
@@ -84,9 +88,9 @@ def col2im(cols, kh, kw, stride, padding, dx):
         dx: (N, C, H, W) output, overwritten.
     """
     n_images, channels, height, width = dx.shape
-    out_w = (width + 2 * padding - kw) // stride + 1
     out_h = (height + 2 * padding - kh) // stride + 1
-    for nc in prange(n_images * channels):  # each task owns one (image, channel) plane of dx
+    out_w = (width + 2 * padding - kw) // stride + 1
+    for nc in range(n_images * channels):  # one (image, channel) plane of dx at a time
         n = nc // channels
         c = nc % channels
         for y in range(height):
@@ -101,9 +105,9 @@ def col2im(cols, kh, kw, stride, padding, dx):
                     y = oy * stride + i - padding
                     if y < 0 or y >= height:
                         continue
-                    base = oy * out_w
+                    first = oy * out_w
                     for ox in range(ox_lo, ox_hi):
-                        dx[n, c, y, ox * stride + j - padding] += cols[n, row, base + ox]
+                        dx[n, c, y, ox * stride + j - padding] += cols[n, row, first + ox]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,178 @@
+"""The forward / backward functions: shapes, conventions at the edges, dtypes and bad input."""
+
+import numpy as np
+import pytest
+
+from scratchdet.errors import InvalidArgumentError
+from scratchdet.nn import functional as F
+
+
+def naive_conv2d(x, w, b, stride, padding):
+    """The convolution sum written out directly, to pin what the im2col version computes."""
+    n, _, h, wd = x.shape
+    k, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    out_h, out_w = 1 + (h + 2 * padding - kh) // stride, 1 + (wd + 2 * padding - kw) // stride
+    y = np.zeros((n, k, out_h, out_w))
+    for oy in range(out_h):
+        for ox in range(out_w):
+            patch = xp[:, :, oy * stride : oy * stride + kh, ox * stride : ox * stride + kw]
+            y[:, :, oy, ox] = np.einsum("ncij,kcij->nk", patch, w) + b
+    return y
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding", [((1, 1, 3, 3), (1, 1, 3, 3), 1, 0), ((2, 3, 5, 8), (4, 3, 3, 3), 2, 1), ((1, 2, 1, 1), (3, 2, 1, 1), 1, 0)],
+                         ids=["single-output", "rectangular-stride2", "one-pixel"])
+def test_conv2d_forward_is_the_convolution_sum(shape, kernel, stride, padding, rng):
+    x, w, b = rng.standard_normal(shape), rng.standard_normal(kernel), rng.standard_normal(kernel[0])
+    np.testing.assert_allclose(F.conv2d_forward(x, w, b, stride=stride, padding=padding), naive_conv2d(x, w, b, stride, padding), rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_output_size_formula():
+    assert F.conv2d_output_size(32, 3, stride=1, padding=1) == 32
+    assert F.conv2d_output_size(7, 3, stride=2, padding=0) == 3
+    assert F.conv2d_output_size(224, 11, stride=4, padding=2) == 55  # AlexNet's conv1
+
+
+def test_conv2d_keeps_float32(rng):
+    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    y = F.conv2d_forward(x, w, np.zeros(3, np.float32), stride=1, padding=1)
+    dx, dw, db = F.conv2d_backward(np.ones_like(y), x, w, stride=1, padding=1)
+    assert {a.dtype for a in (y, dx, dw, db)} == {np.dtype(np.float32)}
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, b_shape, kwargs, match",
+    [
+        ((1, 2, 4, 4), (3, 3, 3, 3), (3,), {}, "input channels"),
+        ((1, 2, 4, 4), (3, 2, 3, 3), (4,), {}, "b must have shape"),
+        ((1, 2, 2, 2), (3, 2, 3, 3), (3,), {}, "smaller than the kernel"),
+        ((1, 2, 4, 4), (3, 2, 3, 3), (3,), {"stride": 0}, "stride"),
+        ((1, 2, 4, 4), (3, 2, 3, 3), (3,), {"padding": -1}, "padding"),
+        ((2, 4, 4), (3, 2, 3, 3), (3,), {}, "4 dimensions"),
+    ],
+    ids=["channel-mismatch", "bias-shape", "kernel-larger-than-image", "stride-zero", "negative-padding", "3d-input"],
+)
+def test_conv2d_rejects_bad_arguments(x_shape, w_shape, b_shape, kwargs, match):
+    with pytest.raises(InvalidArgumentError, match=match):
+        F.conv2d_forward(np.zeros(x_shape), np.zeros(w_shape), np.zeros(b_shape), **kwargs)
+
+
+def test_conv2d_rejects_mixed_dtypes_and_integer_input():
+    with pytest.raises(InvalidArgumentError, match="one dtype"):
+        F.conv2d_forward(np.zeros((1, 1, 3, 3), np.float32), np.zeros((1, 1, 3, 3)), np.zeros(1))
+    with pytest.raises(InvalidArgumentError, match="float32 or float64"):
+        F.conv2d_forward(np.zeros((1, 1, 3, 3), np.int64), np.zeros((1, 1, 3, 3)), np.zeros(1))
+
+
+def test_conv2d_backward_rejects_misshapen_gradient():
+    with pytest.raises(InvalidArgumentError, match="dy must have shape"):
+        F.conv2d_backward(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 3, 3)), stride=1, padding=1)
+
+
+def test_maxpool_ties_send_the_gradient_to_the_first_maximum():
+    x = np.array([[[[1.0, 1.0], [1.0, 1.0]]]])
+    dx = F.maxpool2d_backward(np.array([[[[5.0]]]]), x, 2, 2)
+    np.testing.assert_array_equal(dx, [[[[5.0, 0.0], [0.0, 0.0]]]])
+
+
+def test_maxpool_overlapping_windows_add_their_gradients():
+    x = np.array([[[[0.0, 9.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]])
+    dx = F.maxpool2d_backward(np.ones((1, 1, 2, 2)), x, 2, stride=1)
+    assert dx[0, 0, 0, 1] == 2.0 and dx.sum() == 4.0  # the 9 wins both top windows
+
+
+def test_maxpool_rejects_window_larger_than_input():
+    with pytest.raises(InvalidArgumentError, match="smaller than the pooling window"):
+        F.maxpool2d_forward(np.zeros((1, 1, 2, 2)), 3)
+
+
+def test_relu_gradient_is_zero_at_zero():
+    x = np.array([-1.0, 0.0, 2.0])
+    np.testing.assert_array_equal(F.relu_forward(x), [0.0, 0.0, 2.0])
+    np.testing.assert_array_equal(F.relu_backward(np.ones(3), x), [0.0, 0.0, 1.0])
+
+
+def test_linear_uses_pytorch_weight_layout(rng):
+    x, w, b = rng.standard_normal((2, 3)), rng.standard_normal((4, 3)), rng.standard_normal(4)
+    np.testing.assert_allclose(F.linear_forward(x, w, b), x @ w.T + b)
+    with pytest.raises(InvalidArgumentError, match="D_out"):
+        F.linear_forward(x, w.T, b)
+
+
+def test_flatten_round_trip(rng):
+    x = rng.standard_normal((2, 3, 4, 5))
+    y = F.flatten_forward(x)
+    assert y.shape == (2, 60)
+    np.testing.assert_array_equal(F.flatten_backward(y, x.shape), x)
+
+
+def test_dropout_same_seed_same_mask_and_inverted_scaling():
+    x = np.ones((200, 50))
+    y1, mask1 = F.dropout_forward(x, 0.3, seed=11)
+    y2, mask2 = F.dropout_forward(x, 0.3, seed=11)
+    _, mask3 = F.dropout_forward(x, 0.3, seed=12)
+    np.testing.assert_array_equal(mask1, mask2)
+    assert not np.array_equal(mask1, mask3)
+    assert set(np.unique(mask1)) == {0.0, 1 / 0.7}
+    assert abs((mask1 == 0).mean() - 0.3) < 0.02  # 10,000 draws: about 0.3 dropped
+    assert abs(y1.mean() - 1.0) < 0.03  # inverted dropout keeps the expectation
+    np.testing.assert_array_equal(F.dropout_backward(np.full_like(x, 2.0), mask1), 2.0 * mask1)
+
+
+def test_dropout_mask_is_the_same_in_float32_and_float64():
+    _, m64 = F.dropout_forward(np.ones(1000), 0.5, seed=3)
+    _, m32 = F.dropout_forward(np.ones(1000, np.float32), 0.5, seed=3)
+    np.testing.assert_array_equal(m64 > 0, m32 > 0)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0])
+def test_dropout_rejects_probability_outside_zero_one(p):
+    with pytest.raises(InvalidArgumentError, match="probability"):
+        F.dropout_forward(np.ones(3), p, seed=0)
+
+
+def test_roi_pool_single_cell_roi_repeats_that_cell():
+    features = np.arange(2 * 1 * 4 * 4, dtype=np.float64).reshape(2, 1, 4, 4)
+    out = F.roi_pool_forward(features, np.array([[1, 2, 1, 2, 1]]), (2, 2), 1.0)
+    np.testing.assert_array_equal(out, np.full((1, 1, 2, 2), features[1, 0, 1, 2]))
+
+
+def test_roi_pool_rounds_halves_away_from_zero():
+    """x1 = 2 at scale 1/4 is cell 0.5: C's round gives 1 (NumPy's round-half-even would give 0)."""
+    features = np.zeros((1, 1, 1, 4))
+    features[0, 0, 0, 0] = 100.0
+    out = F.roi_pool_forward(features, np.array([[0, 2, 0, 12, 0]]), (1, 1), 0.25)
+    assert out[0, 0, 0, 0] == 0.0  # cell 0 is left out
+
+
+def test_roi_pool_outside_the_map_gives_zero_and_no_gradient(rng):
+    features = rng.standard_normal((1, 2, 5, 5))
+    rois = np.array([[0, 100, 100, 120, 120]])
+    np.testing.assert_array_equal(F.roi_pool_forward(features, rois, 2, 1.0), 0.0)
+    np.testing.assert_array_equal(F.roi_pool_backward(np.ones((1, 2, 2, 2)), features, rois, 2, 1.0), 0.0)
+
+
+def test_roi_pool_overlapping_rois_add_gradients_on_shared_argmax():
+    features = np.zeros((1, 1, 4, 4))
+    features[0, 0, 1, 1] = 5.0
+    rois = np.array([[0, 0, 0, 3, 3], [0, 1, 1, 2, 2]], dtype=np.float64)
+    dfeatures = F.roi_pool_backward(np.ones((2, 1, 1, 1)), features, rois, 1, 1.0)
+    assert dfeatures[0, 0, 1, 1] == 2.0 and dfeatures.sum() == 2.0
+
+
+@pytest.mark.parametrize(
+    "rois, match",
+    [(np.zeros((2, 4)), r"\(R, 5\)"), (np.array([[2, 0, 0, 1, 1]]), "batch indices"), (np.array([[0.5, 0, 0, 1, 1]]), "batch indices"),
+     (np.array([[0, np.nan, 0, 1, 1]]), "finite")],
+    ids=["four-columns", "batch-index-out-of-range", "fractional-batch-index", "nan-corner"],
+)
+def test_roi_pool_rejects_bad_rois(rois, match):
+    with pytest.raises(InvalidArgumentError, match=match):
+        F.roi_pool_forward(np.zeros((2, 1, 4, 4)), rois, 2, 1.0)
+
+
+def test_roi_pool_with_no_rois_gives_empty_output():
+    out = F.roi_pool_forward(np.zeros((1, 3, 4, 4)), np.zeros((0, 5)), (2, 3), 1.0)
+    assert out.shape == (0, 3, 2, 3)

@@ -1,0 +1,149 @@
+"""Layers (parameters, initialisation, modes), optimisers and the learning-rate schedule."""
+
+import math
+
+import numpy as np
+import pytest
+
+from scratchdet import nn
+from scratchdet.errors import InvalidArgumentError
+
+
+def test_conv2d_layer_contract_shapes_and_grads(rng):
+    conv = nn.Conv2d(in_channels=3, out_channels=16, kernel_size=3, stride=1, padding=1, rng=rng)
+    x = rng.standard_normal((2, 3, 10, 12)).astype(np.float32)
+    y = conv.forward(x)
+    assert y.shape == (2, 16, 10, 12) and y.dtype == np.float32
+    dx = conv.backward(np.ones_like(y))
+    assert dx.shape == x.shape
+    assert conv.grads["weight"].shape == (16, 3, 3, 3) and conv.grads["bias"].shape == (16,)
+    assert set(conv.params) == set(conv.grads)
+
+
+def test_he_and_xavier_initialisation_scales():
+    he = nn.Conv2d(64, 64, 3, rng=0).params["weight"]
+    assert he.std() == pytest.approx(math.sqrt(2 / (64 * 9)), rel=0.03)
+    xavier = nn.Linear(300, 200, rng=0, init="xavier").params["weight"]
+    limit = math.sqrt(6 / 500)
+    assert np.abs(xavier).max() <= limit and xavier.std() == pytest.approx(limit / math.sqrt(3), rel=0.03)
+    with pytest.raises(InvalidArgumentError, match="init"):
+        nn.Linear(2, 2, rng=0, init="zeros")
+
+
+def test_same_seed_same_initial_weights():
+    a, b, c = nn.Conv2d(3, 8, 3, rng=5), nn.Conv2d(3, 8, 3, rng=5), nn.Conv2d(3, 8, 3, rng=6)
+    np.testing.assert_array_equal(a.params["weight"], b.params["weight"])
+    assert not np.array_equal(a.params["weight"], c.params["weight"])
+
+
+def test_layers_reject_global_random_state():
+    with pytest.raises(InvalidArgumentError, match="rng"):
+        nn.Linear(2, 2, rng=None)
+
+
+def test_dropout_is_identity_in_eval_mode_and_drops_in_train_mode(rng):
+    net = nn.Sequential(nn.Dropout(0.5, rng=1))
+    x = rng.standard_normal((10, 10))
+    assert np.any(net.forward(x) == 0)
+    net.eval()
+    assert net.forward(x) is x and net.backward(x) is x
+    net.train()
+    assert net[0].training
+
+
+def test_sequential_names_parameters_by_position():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, rng=0), nn.ReLU(), nn.Linear(2, 2, rng=0))
+    assert [name for name, _, _ in net.named_parameters()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert len(net) == 3 and isinstance(net[1], nn.ReLU)
+
+
+def test_roipool_layer_returns_feature_gradient(rng):
+    layer = nn.RoIPool(output_size=2, spatial_scale=0.5)
+    features = rng.standard_normal((1, 3, 6, 6))
+    out = layer(features, np.array([[0, 0, 0, 11, 11]], dtype=np.float64))
+    assert out.shape == (1, 3, 2, 2)
+    assert layer.backward(np.ones_like(out)).shape == features.shape
+
+
+def test_layer_to_cpu_keeps_numpy_arrays():
+    net = nn.Sequential(nn.Linear(2, 3, rng=0)).to("cpu")
+    assert isinstance(net[0].params["weight"], np.ndarray) and net.device == "cpu"
+    with pytest.raises(InvalidArgumentError, match="device"):
+        net.to("tpu")
+
+
+def _one_param_model(value):
+    layer = nn.Linear(1, 1, rng=0, dtype=np.float64)
+    layer.params = {"p": np.array(value, dtype=np.float64)}
+    layer.grads = {"p": np.zeros_like(layer.params["p"])}
+    return layer
+
+
+def test_sgd_momentum_and_weight_decay_by_hand():
+    model = _one_param_model([1.0])
+    opt = nn.SGD(model, lr=0.1, momentum=0.9, weight_decay=0.5)
+    model.grads["p"][:] = 2.0
+    opt.step()  # g = 2 + 0.5 * 1 = 2.5; v = 2.5; p = 1 - 0.25
+    assert model.params["p"][0] == pytest.approx(0.75)
+    opt.step()  # g = 2 + 0.375 = 2.375; v = 0.9 * 2.5 + 2.375 = 4.625; p = 0.75 - 0.4625
+    assert model.params["p"][0] == pytest.approx(0.2875)
+
+
+def test_adam_first_step_moves_each_parameter_by_lr():
+    """After one step the bias-corrected ratio m / sqrt(v) is sign(g): every parameter moves by lr."""
+    model = _one_param_model([1.0, -2.0, 3.0])
+    opt = nn.Adam(model, lr=0.01)
+    model.grads["p"][:] = [5.0, -0.001, 100.0]
+    opt.step()
+    np.testing.assert_allclose(model.params["p"], [0.99, -1.99, 2.99], atol=1e-6)
+
+
+def test_optimiser_matches_live_pytorch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng()
+    start, grads = rng.standard_normal(5), rng.standard_normal((4, 5))
+    for ours_cls, torch_cls, kwargs, torch_kwargs in [
+        (nn.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.8, weight_decay=0.1), dict(lr=0.05, momentum=0.8, weight_decay=0.1)),
+        (nn.Adam, torch.optim.Adam, dict(lr=0.02, beta1=0.8, beta2=0.99, weight_decay=0.1), dict(lr=0.02, betas=(0.8, 0.99), weight_decay=0.1)),
+    ]:
+        model = _one_param_model(start.copy())
+        opt = ours_cls(model, **kwargs)
+        p = torch.nn.Parameter(torch.tensor(start))
+        topt = torch_cls([p], **torch_kwargs)
+        for g in grads:
+            model.grads["p"][:] = g
+            opt.step()
+            p.grad = torch.tensor(g)
+            topt.step()
+        np.testing.assert_allclose(model.params["p"], p.detach().numpy(), rtol=1e-12, err_msg=ours_cls.__name__)
+
+
+def test_optimiser_state_dict_resumes_exactly():
+    model_a, model_b = _one_param_model([1.0, 2.0]), _one_param_model([1.0, 2.0])
+    opt_a, opt_b = nn.Adam(model_a, lr=0.1), nn.Adam(model_b, lr=0.1)
+    for g in ([1.0, -1.0], [0.5, 0.5]):
+        model_a.grads["p"][:] = g
+        opt_a.step()
+        model_b.grads["p"][:] = g
+        opt_b.step()
+    resumed_model = _one_param_model(model_a.params["p"].copy())
+    resumed = nn.Adam(resumed_model, lr=0.1)
+    resumed.load_state_dict(opt_a.state_dict())
+    model_b.grads["p"][:] = resumed_model.grads["p"][:] = [0.3, -2.0]
+    opt_b.step()
+    resumed.step()
+    np.testing.assert_array_equal(resumed_model.params["p"], model_b.params["p"])
+
+
+def test_step_lr_schedule_divides_every_step_size_epochs():
+    opt = nn.SGD(_one_param_model([0.0]), lr=1.0)
+    schedule = nn.StepLR(opt, step_size=2, gamma=0.1)
+    lrs = [schedule.step() for _ in range(5)]
+    np.testing.assert_allclose(lrs, [1.0, 0.1, 0.1, 0.01, 0.01])
+    assert opt.lr == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("kwargs", [dict(lr=0.0), dict(lr=0.1, momentum=1.0), dict(lr=0.1, weight_decay=-1.0)], ids=["zero-lr", "momentum-one", "negative-decay"])
+def test_sgd_rejects_bad_settings(kwargs):
+    with pytest.raises(InvalidArgumentError):
+        nn.SGD(_one_param_model([0.0]), **kwargs)

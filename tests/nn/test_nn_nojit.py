@@ -1,0 +1,70 @@
+"""With NUMBA_DISABLE_JIT=1 every kernel runs as plain Python and gives the compiled kernels' results.
+
+The plain-Python run happens in a subprocess (the variable must be set before numba is imported) on
+tiny shapes; it writes its results to a file that this process compares with the compiled kernels.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+SCRIPT = """
+import sys
+import numpy as np
+import numba
+assert numba.config.DISABLE_JIT
+from scratchdet import nn
+from scratchdet.nn import functional as F
+exec(open(sys.argv[2]).read())
+np.savez(sys.argv[1], **run(np, nn, F))
+"""
+
+RUN = '''
+def run(np, nn, F):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 2, 5, 4))
+    w = rng.standard_normal((3, 2, 3, 3))
+    b = rng.standard_normal(3)
+    y = F.conv2d_forward(x, w, b, stride=2, padding=1)
+    dx, dw, db = F.conv2d_backward(np.ones_like(y), x, w, stride=2, padding=1)
+    pooled = F.maxpool2d_forward(x, 2, 1)
+    dpool = F.maxpool2d_backward(np.ones_like(pooled), x, 2, 1)
+    rois = np.array([[0, 0, 0, 7, 9], [1, 2, 1, 5, 3]], dtype=np.float64)
+    roi = F.roi_pool_forward(x, rois, 2, 0.5)
+    droi = F.roi_pool_backward(np.ones_like(roi), x, rois, 2, 0.5)
+    relu = F.relu_forward(x)
+    drop, mask = F.dropout_forward(x, 0.5, 9)
+    ce, dce = nn.softmax_cross_entropy(x.reshape(2, -1), np.array([1, 3]))
+    sl1, dsl1 = nn.smooth_l1(x, 0.5 * x, beta=0.7)
+    mt, (dcls, dbox) = nn.multitask_loss(x[:, 0, 0, :3], np.array([0, 2]), x[:, 1, :3, :].reshape(2, 12), x[:, 0, 1, :], lam=2.0)
+    p, g, v = x.copy(), np.cos(3 * x), np.zeros_like(x)
+    F.sgd_update(p, g, v, lr=0.1, momentum=0.9, weight_decay=0.01)
+    m2, v2, p2 = np.zeros_like(x), np.zeros_like(x), x.copy()
+    F.adam_update(p2, g, m2, v2, step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
+    return dict(y=y, dx=dx, dw=dw, db=db, pooled=pooled, dpool=dpool, roi=roi, droi=droi, relu=relu, drop=drop, mask=mask,
+                ce=np.array(ce), dce=dce, sl1=np.array(sl1), dsl1=dsl1, mt=np.array(mt), dcls=dcls, dbox=dbox, sgd=p, adam=p2)
+'''
+
+
+def test_kernels_run_as_plain_python_and_agree_with_compiled(tmp_path):
+    from scratchdet import nn
+    from scratchdet.nn import functional as F
+
+    run_file = tmp_path / "run.py"
+    run_file.write_text(RUN)
+    out = tmp_path / "plain.npz"
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(out), str(run_file)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    namespace = {}
+    exec(RUN, namespace)
+    compiled = namespace["run"](np, nn, F)
+    with np.load(out) as plain:
+        assert set(plain.files) == set(compiled)
+        for key, value in compiled.items():
+            np.testing.assert_allclose(plain[key], value, rtol=1e-12, atol=1e-12, err_msg=key)

@@ -1,0 +1,88 @@
+"""nn.save / nn.load: .npz with JSON metadata, no pickle, atomic, clear errors on damaged files."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from scratchdet import nn
+from scratchdet.errors import DataFormatError, FileMissingError
+
+
+def small_net():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, rng=0), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Dropout(0.5, rng=1), nn.Linear(4 * 2 * 2, 3, rng=2, init="xavier"),
+    )
+
+
+def test_save_load_round_trip_rebuilds_architecture_and_weights(tmp_path, rng):
+    net = small_net()
+    path = tmp_path / "model.npz"
+    nn.save(path, net, classes=["cat", "dog", "bird"], extra={"epochs": 3})
+    loaded, meta = nn.load(path, with_metadata=True)
+    assert meta["classes"] == ["cat", "dog", "bird"] and meta["extra"] == {"epochs": 3} and meta["format_version"] == 1
+    assert [type(layer).__name__ for layer in loaded] == ["Conv2d", "ReLU", "MaxPool2d", "Flatten", "Dropout", "Linear"]
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.eval().forward(x), net.eval().forward(x))
+    assert not [f for f in os.listdir(tmp_path) if f != "model.npz"], "no temporary file is left behind"
+
+
+def test_saved_file_holds_no_pickled_object(tmp_path):
+    path = tmp_path / "model.npz"
+    nn.save(path, small_net())
+    with np.load(path, allow_pickle=False) as data:
+        assert all(data[key].dtype != object for key in data.files)
+        meta = json.loads(str(data["metadata"]))
+    assert meta["architecture"]["type"] == "Sequential"
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(FileMissingError, match="not found"):
+        nn.load(tmp_path / "nothing.npz")
+
+
+def test_load_truncated_file(tmp_path):
+    path = tmp_path / "model.npz"
+    nn.save(path, small_net())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataFormatError, match="truncated or corrupt"):
+        nn.load(path)
+
+
+def _rewrite(path, change):
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    change(arrays)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda a: a.pop("param/5.bias"), r"missing \['param/5.bias'\]"),
+        (lambda a: a.update({"param/9.weight": np.zeros(2)}), r"unexpected \['param/9.weight'\]"),
+        (lambda a: a.update({"param/0.weight": np.zeros((4, 3, 5, 5), np.float32)}), r"param/0.weight has shape \(4, 3, 5, 5\)"),
+        (lambda a: a.pop("metadata"), "no 'metadata' entry"),
+        (lambda a: a.update({"metadata": np.array("{not json")}), "not valid JSON"),
+    ],
+    ids=["missing-key", "extra-key", "wrong-shape", "no-metadata", "bad-json"],
+)
+def test_load_rejects_inconsistent_files(tmp_path, change, match):
+    path = tmp_path / "model.npz"
+    nn.save(path, small_net())
+    _rewrite(path, change)
+    with pytest.raises(DataFormatError, match=match):
+        nn.load(path)
+
+
+def test_failed_save_leaves_existing_file_untouched(tmp_path):
+    path = tmp_path / "model.npz"
+    nn.save(path, small_net())
+    before = path.read_bytes()
+    with pytest.raises(Exception, match="JSON"):
+        nn.save(path, small_net(), extra={"not json": object()})
+    assert path.read_bytes() == before
