@@ -18,7 +18,7 @@ OUTPUTS = HERE / "outputs"
 
 # name -> what it freezes
 SOURCES = {
-    "boxes": "OpenCV NMSBoxes kept indices on seeded clustered detections",
+    "boxes": "OpenCV NMSBoxes / NMSBoxesBatched and pycocotools box IoU on seeded boxes",
     "coco": "pycocotools COCOeval statistics on seeded random datasets",
     "nn": "PyTorch outputs and gradients of conv, pooling, linear, losses, RoI pooling",
     "proposals": "scikit-image Felzenszwalb segmentations and OpenCV Selective Search on real photographs",
