@@ -255,3 +255,19 @@ def test_cuda_pixel_stages_vs_cpu():
             cpu_s, gpu_s = timed(on_cpu), timed(on_gpu)
             print(f"{name:<18} {rgb.shape[0] * rgb.shape[1]:9d} {cpu_s * 1e3:8.2f} {gpu_s * 1e3:8.2f} {cpu_s / gpu_s:6.1f}")
         np.testing.assert_array_equal(pixels.texture_bins(d["gx"], d["gy"]).copy_to_host(), texture_bin)
+
+
+@pytest.mark.parametrize("mode", ["fast", "quality"])
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "astronaut"])
+def test_selective_search_vs_opencv_on_skimage_photos(name, mode, compare_with_peer):
+    """The same comparison on scikit-image's photographs (no COCO needed), best of a few calls each."""
+    import skimage.data
+
+    _cv2()
+    rgb = getattr(skimage.data, name)()
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    boxes = compare_with_peer(
+        lambda: selective_search(rgb, mode=mode), lambda: opencv_selective_search(bgr, mode),
+        f"OpenCV selective search ({mode})", repeat=3 if mode == "fast" else 1,
+    )
+    assert len(boxes) > 100
