@@ -406,24 +406,24 @@ def _group_one_segmentation(prepared, shape, k, strategies):
 
 
 def _run_strategies(rgb, strategies, n_threads):
-    """Every strategy's (strategy, labels, merges, boxes), in the order of `strategies`."""
+    """Every strategy's (strategy, labels, merges, boxes), in the order of `strategies`.
+
+    The work runs on `n_threads` threads (the Numba kernels release the GIL): first one job per
+    colour space, then one per (colour space, k), each started as soon as its colour space is ready.
+    """
     spaces = list(dict.fromkeys(s.colour_space for s in strategies))
-    segmentations = list(dict.fromkeys((s.colour_space, s.k) for s in strategies))
     shape = rgb.shape[:2]
     with concurrent.futures.ThreadPoolExecutor(max_workers=n_threads) as pool:
         # 1. per colour space: conversion, smoothing, sorted graph, histogram bins
-        prepared = dict(zip(spaces, pool.map(lambda c: _prepare_colour_space(rgb, c), spaces)))
-        # 2. per (colour space, k): segmentation, region statistics, grouping for each similarity
-        jobs = [
-            pool.submit(
-                _group_one_segmentation,
-                prepared[space],
-                shape,
-                k,
-                [s for s in strategies if (s.colour_space, s.k) == (space, k)],
-            )
-            for space, k in segmentations
-        ]
+        preparing = {pool.submit(_prepare_colour_space, rgb, space): space for space in spaces}
+        jobs = []
+        for done in concurrent.futures.as_completed(preparing):
+            space = preparing[done]
+            prepared = done.result()
+            # 2. per (colour space, k): segmentation, region statistics, grouping for each similarity
+            for k in dict.fromkeys(s.k for s in strategies if s.colour_space == space):
+                group = [s for s in strategies if (s.colour_space, s.k) == (space, k)]
+                jobs.append(pool.submit(_group_one_segmentation, prepared, shape, k, group))
         by_strategy = {}
         for job in jobs:
             for result in job.result():

@@ -17,7 +17,6 @@ import math
 # Colour spaces of Selective Search (Uijlings et al. 2013, Table 1), by integer code.
 RGB, HSV, LAB, RGI, INTENSITY, HUE = 0, 1, 2, 3, 4, 5
 COLOUR_SPACE_CODES = {"rgb": RGB, "hsv": HSV, "lab": LAB, "rgi": RGI, "i": INTENSITY, "h": HUE}
-COLOUR_SPACE_CHANNELS = {"rgb": 3, "hsv": 3, "lab": 3, "rgi": 3, "i": 1, "h": 1}
 
 
 def rgb_to_hsv(r, g, b):
