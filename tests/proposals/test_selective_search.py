@@ -217,6 +217,10 @@ def test_thin_images_give_boxes_inside_them(rng, shape):
     assert (0.0, 0.0, float(shape[1]), float(shape[0])) in {tuple(b) for b in boxes.tolist()}
 
 
+def test_uniform_image_is_one_region_and_one_box():
+    np.testing.assert_array_equal(selective_search(np.full((8, 9, 3), 7, np.uint8), mode="fast"), [[0, 0, 9, 8]])
+
+
 def test_two_pixel_image_gives_its_boxes():
     boxes = selective_search(np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8), mode="single")
     assert len(boxes) >= 1 and {tuple(b) for b in boxes.tolist()} >= {(0.0, 0.0, 2.0, 1.0)}
