@@ -67,7 +67,7 @@ def conv2d_output_size(size, kernel_size, stride=1, padding=0):
 
 # im2col works on a group of images at a time, so that its buffer stays near this size however large
 # the batch (the whole batch's columns are C*kh*kw times the input: 75 MB for 64 x 32 x 32 x 32, 3 x 3)
-# and mostly in cache between im2col writing it and the matrix product reading it.
+# and stays in cache between im2col writing it and the matrix product reading it.
 COLUMN_BUFFER_BYTES = 4 * 2**20
 
 
@@ -80,8 +80,8 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
 
         y[n, k, oy, ox] = b[k] + sum_{c, i, j} w[k, c, i, j] * x[n, c, oy*stride + i - padding, ox*stride + j - padding]
 
-    computed as im2col + a matrix product per image, y[n] (K, H'*W') = W (K, C*kh*kw) @ cols[n]
-    (C*kh*kw, H'*W'), which lands directly in NCHW order.
+    computed as im2col + one matrix product per group of images,
+    Y (K, n*H'*W') = W (K, C*kh*kw) @ cols (C*kh*kw, n*H'*W'), then reordered into NCHW with the bias.
 
     Args:
         x: (N, C, H, W) float32/float64 input.
@@ -99,19 +99,22 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     filters, _, kh, kw = w.shape
     out_h = conv2d_output_size(height, kh, stride, padding)
     out_w = conv2d_output_size(width, kw, stride, padding)
+    pixels = out_h * out_w
     w_mat = w.reshape(filters, channels * kh * kw)  # (K, C*kh*kw)
-    y = np.empty((n_images, filters, out_h * out_w), dtype=x.dtype)  # (N, K, H'*W')
-    chunk = _images_per_chunk(n_images, channels * kh * kw * out_h * out_w * x.itemsize)
-    cols_buffer = np.empty((chunk, channels * kh * kw, out_h * out_w), dtype=x.dtype)  # (chunk, C*kh*kw, H'*W')
+    y = np.empty((n_images, filters, pixels), dtype=x.dtype)  # (N, K, H'*W')
+    chunk = _images_per_chunk(n_images, channels * kh * kw * pixels * x.itemsize)
+    cols_buffer = np.empty((channels * kh * kw, chunk * pixels), dtype=x.dtype)  # (C*kh*kw, chunk*H'*W')
+    y_buffer = np.empty((filters, chunk * pixels), dtype=x.dtype)  # (K, chunk*H'*W')
     for start in range(0, n_images, chunk):
         stop = min(start + chunk, n_images)
-        cols = cols_buffer[: stop - start]
+        cols = cols_buffer[:, : (stop - start) * pixels]
+        y_mat = y_buffer[:, : (stop - start) * pixels]
         # 1. unfold the receptive fields of these images: one column per output pixel
         cpu.im2col(x[start:stop], kh, kw, stride, padding, cols)
-        # 2. one matrix product per image (NumPy loops over the images, OpenBLAS runs each), into y
-        np.matmul(w_mat, cols, out=y[start:stop])
-    # 3. add each filter's bias
-    y += b.reshape(1, filters, 1)
+        # 2. one matrix product for all of them (OpenBLAS, multithreaded)
+        np.matmul(w_mat, cols, out=y_mat)  # (K, n*H'*W')
+        # 3. reorder into NCHW and add each filter's bias
+        cpu.knp_to_nkp(y_mat, b, y[start:stop])
     return y.reshape(n_images, filters, out_h, out_w)
 
 
@@ -119,8 +122,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     """Gradients of `conv2d_forward` with respect to its input, filters and biases.
 
         db[k] = sum_{n, oy, ox} dy[n, k, oy, ox]
-        dW = sum_n dY[n] (K, H'*W') @ cols[n]^T (H'*W', C*kh*kw)
-        dx[n] = col2im(W^T (C*kh*kw, K) @ dY[n])     (col2im, the adjoint of im2col, sums overlapping fields)
+        dW = dY (K, N*H'*W') @ cols^T (N*H'*W', C*kh*kw)
+        dx = col2im(W^T (C*kh*kw, K) @ dY)        (col2im, the adjoint of im2col, sums overlapping fields)
 
     The columns are recomputed from x a group of images at a time (nothing is kept from the forward),
     and the gradient with respect to the columns is written over them once dW has used them: one
@@ -140,28 +143,30 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     filters, _, kh, kw = w.shape
     out_h = conv2d_output_size(height, kh, stride, padding)
     out_w = conv2d_output_size(width, kw, stride, padding)
+    pixels = out_h * out_w
     dy = _check_float("dy", dy, ndim=4, dtype=x.dtype)
     if dy.shape != (n_images, filters, out_h, out_w):
         raise InvalidArgumentError(f"dy must have shape {(n_images, filters, out_h, out_w)}, got {dy.shape}")
-    dy_mat = dy.reshape(n_images, filters, out_h * out_w)  # (N, K, H'*W')
     w_mat = w.reshape(filters, channels * kh * kw)  # (K, C*kh*kw)
     # 1. bias: every output pixel of filter k added b[k]
-    db = dy_mat.sum(axis=(0, 2))  # (K,)
+    db = dy.sum(axis=(0, 2, 3))  # (K,)
     dw = np.zeros((filters, channels * kh * kw), dtype=x.dtype)  # (K, C*kh*kw)
-    image_dw = np.empty_like(dw)
+    chunk_dw = np.empty_like(dw)
     dx = np.empty_like(x)
-    chunk = _images_per_chunk(n_images, channels * kh * kw * out_h * out_w * x.itemsize)
-    cols_buffer = np.empty((chunk, channels * kh * kw, out_h * out_w), dtype=x.dtype)  # (chunk, C*kh*kw, H'*W')
+    chunk = _images_per_chunk(n_images, channels * kh * kw * pixels * x.itemsize)
+    cols_buffer = np.empty((channels * kh * kw, chunk * pixels), dtype=x.dtype)  # (C*kh*kw, chunk*H'*W')
+    dy_buffer = np.empty((filters, chunk * pixels), dtype=x.dtype)  # (K, chunk*H'*W')
     for start in range(0, n_images, chunk):
         stop = min(start + chunk, n_images)
-        cols = cols_buffer[: stop - start]
+        cols = cols_buffer[:, : (stop - start) * pixels]
+        dy_mat = dy_buffer[:, : (stop - start) * pixels]
         cpu.im2col(x[start:stop], kh, kw, stride, padding, cols)
-        # 2. filters: dW += dY[n] @ cols[n]^T, image by image
-        for n in range(start, stop):
-            np.matmul(dy_mat[n], cols[n - start].T, out=image_dw)
-            dw += image_dw
-        # 3. input: the columns' gradient W^T @ dY[n] overwrites cols (their last use) ...
-        np.matmul(w_mat.T, dy_mat[start:stop], out=cols)  # (n, C*kh*kw, H'*W')
+        cpu.nkp_to_knp(dy[start:stop].reshape(stop - start, filters, pixels), dy_mat)  # (K, n*H'*W')
+        # 2. filters: dW += dY @ cols^T
+        np.matmul(dy_mat, cols.T, out=chunk_dw)
+        dw += chunk_dw
+        # 3. input: the columns' gradient W^T @ dY overwrites cols (their last use) ...
+        np.matmul(w_mat.T, dy_mat, out=cols)  # (C*kh*kw, n*H'*W')
         # ... and col2im adds each column entry back onto the pixel it was read from
         cpu.col2im(cols, kh, kw, stride, padding, dx[start:stop])
     return dx, dw.reshape(w.shape), db

@@ -34,80 +34,105 @@ dropout_uniform = numba.njit(cache=True)(shared.dropout_uniform)
 def im2col(x, kh, kw, stride, padding, cols):
     """Unfold every receptive field of `x` into a column of `cols` (zero padding outside the image).
 
-        cols[n, (c, i, j), (oy, ox)] = x[n, c, oy*stride + i - padding, ox*stride + j - padding]
+        cols[(c, i, j), (n, oy, ox)] = x[n, c, oy*stride + i - padding, ox*stride + j - padding]
 
-    with row index (c*kh + i)*kw + j and column index oy*W' + ox. The convolution of image n is then
-    the matrix product `W (K, C*kh*kw) @ cols[n] (C*kh*kw, H'*W')`, whose (K, H'*W') result is already
-    image n's block of the NCHW output.
+    with row index (c*kh + i)*kw + j and column index (n*H' + oy)*W' + ox. The convolution of all N
+    images is then one matrix product, `W (K, C*kh*kw) @ cols (C*kh*kw, N*H'*W')`.
 
     Args:
         x: (N, C, H, W) float input.
         kh, kw: kernel height and width; stride, padding: ints.
-        cols: (N, C*kh*kw, H'*W') output, same dtype as x, with H' = 1 + (H + 2*padding - kh) // stride
+        cols: (C*kh*kw, N*H'*W') output, same dtype as x, with H' = 1 + (H + 2*padding - kh) // stride
             and W' = 1 + (W + 2*padding - kw) // stride.
     """
     n_images, channels, height, width = x.shape
     out_h = (height + 2 * padding - kh) // stride + 1
     out_w = (width + 2 * padding - kw) // stride + 1
-    for nc in range(n_images * channels):  # one (image, channel) plane at a time
-        n = nc // channels
-        c = nc % channels
+    for c in range(channels):
         for i in range(kh):
             for j in range(kw):
                 row = (c * kh + i) * kw + j
                 # the output columns whose input column ox*stride + j - padding is inside [0, width)
                 ox_lo = min(max(0, (padding - j + stride - 1) // stride), out_w)
                 ox_hi = max(min(out_w, (width + padding - j + stride - 1) // stride), ox_lo)
-                for oy in range(out_h):
-                    y = oy * stride + i - padding
-                    first = oy * out_w
-                    if y < 0 or y >= height:  # a padding row
-                        for ox in range(out_w):
-                            cols[n, row, first + ox] = 0
-                        continue
-                    for ox in range(ox_lo):
-                        cols[n, row, first + ox] = 0
-                    for ox in range(ox_lo, ox_hi):
-                        cols[n, row, first + ox] = x[n, c, y, ox * stride + j - padding]
-                    for ox in range(ox_hi, out_w):
-                        cols[n, row, first + ox] = 0
+                for n in range(n_images):
+                    for oy in range(out_h):
+                        y = oy * stride + i - padding
+                        first = (n * out_h + oy) * out_w
+                        if y < 0 or y >= height:  # a padding row
+                            for ox in range(out_w):
+                                cols[row, first + ox] = 0
+                            continue
+                        for ox in range(ox_lo):
+                            cols[row, first + ox] = 0
+                        for ox in range(ox_lo, ox_hi):
+                            cols[row, first + ox] = x[n, c, y, ox * stride + j - padding]
+                        for ox in range(ox_hi, out_w):
+                            cols[row, first + ox] = 0
 
 
 @numba.njit(cache=True)
 def col2im(cols, kh, kw, stride, padding, dx):
     """The adjoint of `im2col`: add every column entry back onto the input pixel it was read from.
 
-        dx[n, c, oy*stride + i - padding, ox*stride + j - padding] += cols[n, (c, i, j), (oy, ox)]
+        dx[n, c, oy*stride + i - padding, ox*stride + j - padding] += cols[(c, i, j), (n, oy, ox)]
 
     Entries that came from the zero padding are dropped. Overlapping receptive fields add up, which is
     the chain rule for a pixel that several outputs read.
 
     Args:
-        cols: (N, C*kh*kw, H'*W') float gradient with respect to the columns.
+        cols: (C*kh*kw, N*H'*W') float gradient with respect to the columns.
         kh, kw, stride, padding: as in `im2col`.
         dx: (N, C, H, W) output, overwritten.
     """
     n_images, channels, height, width = dx.shape
     out_h = (height + 2 * padding - kh) // stride + 1
     out_w = (width + 2 * padding - kw) // stride + 1
-    for nc in range(n_images * channels):  # one (image, channel) plane of dx at a time
-        n = nc // channels
-        c = nc % channels
-        for y in range(height):
-            for x in range(width):
-                dx[n, c, y, x] = 0
+    dx[...] = 0
+    for c in range(channels):
         for i in range(kh):
             for j in range(kw):
                 row = (c * kh + i) * kw + j
                 ox_lo = min(max(0, (padding - j + stride - 1) // stride), out_w)
                 ox_hi = max(min(out_w, (width + padding - j + stride - 1) // stride), ox_lo)
-                for oy in range(out_h):
-                    y = oy * stride + i - padding
-                    if y < 0 or y >= height:
-                        continue
-                    first = oy * out_w
-                    for ox in range(ox_lo, ox_hi):
-                        dx[n, c, y, ox * stride + j - padding] += cols[n, row, first + ox]
+                for n in range(n_images):
+                    for oy in range(out_h):
+                        y = oy * stride + i - padding
+                        if y < 0 or y >= height:
+                            continue
+                        first = (n * out_h + oy) * out_w
+                        for ox in range(ox_lo, ox_hi):
+                            dx[n, c, y, ox * stride + j - padding] += cols[row, first + ox]
+
+
+@numba.njit(cache=True)
+def knp_to_nkp(src, bias, dst):
+    """Reorder a matrix product's (K, N*P) result into NCHW order and add the bias:
+
+        dst[n, k, p] = src[k, n*P + p] + bias[k]
+
+    Args:
+        src: (K, N*P) float; bias: (K,) float; dst: (N, K, P) output.
+    """
+    n_images, filters, size = dst.shape
+    for n in range(n_images):
+        for k in range(filters):
+            for p in range(size):
+                dst[n, k, p] = src[k, n * size + p] + bias[k]
+
+
+@numba.njit(cache=True)
+def nkp_to_knp(src, dst):
+    """The reverse reorder, NCHW gradients into the matrix layout: dst[k, n*P + p] = src[n, k, p].
+
+    Args:
+        src: (N, K, P) float; dst: (K, N*P) output.
+    """
+    n_images, filters, size = src.shape
+    for n in range(n_images):
+        for k in range(filters):
+            for p in range(size):
+                dst[k, n * size + p] = src[n, k, p]
 
 
 # ---------------------------------------------------------------------------------------------------
