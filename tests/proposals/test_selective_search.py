@@ -240,3 +240,27 @@ def test_rejects_bad_arguments(kwargs):
 def test_strategy_rejects_bad_fields(fields):
     with pytest.raises(InvalidArgumentError):
         Strategy(*fields)
+
+
+_PLAIN_PYTHON_SCRIPT = """
+import numpy as np
+from scratchdet.proposals import Strategy, selective_search
+image = (np.random.default_rng(0).random((12, 14, 3)) * 255).astype(np.uint8)
+boxes = selective_search(image, strategies=[Strategy("hsv", 10, "CTSF"), Strategy("lab", 10, "TSF")], seed=1)
+print(boxes.astype(int).tolist())
+"""
+
+
+def test_plain_python_run_gives_the_same_boxes_as_the_compiled_kernels():
+    # NUMBA_DISABLE_JIT=1 turns every kernel into Python a debugger steps through (DESIGN.md)
+    import os
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", _PLAIN_PYTHON_SCRIPT], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "NUMBA_DISABLE_JIT": "1"}, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    image = (np.random.default_rng(0).random((12, 14, 3)) * 255).astype(np.uint8)
+    compiled = selective_search(image, strategies=[Strategy("hsv", 10, "CTSF"), Strategy("lab", 10, "TSF")], seed=1)
+    assert json.loads(run.stdout) == compiled.astype(int).tolist()
