@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from scratchdet.backend import to_device
-from scratchdet.errors import InvalidArgumentError
+from scratchdet.errors import DataFormatError, InvalidArgumentError
 from scratchdet.nn import functional as F
 
 INITS = ("he", "xavier")
@@ -341,8 +341,6 @@ def layer_spec(layer):
 
 def build_layer(spec, dtype=np.float32):
     """Rebuild a layer (parameters freshly initialised from seed 0) from `layer_spec`'s output."""
-    from scratchdet.errors import DataFormatError
-
     if not isinstance(spec, dict) or spec.get("type") not in LAYER_TYPES:
         raise DataFormatError(f"unknown layer specification {spec!r}; known types: {sorted(LAYER_TYPES)}")
     kind = spec["type"]
