@@ -38,7 +38,10 @@ def run(np, nn, F):
     roi = F.roi_pool_forward(x, rois, 2, 0.5)
     droi = F.roi_pool_backward(np.ones_like(roi), x, rois, 2, 0.5)
     relu = F.relu_forward(x)
+    drelu = F.relu_backward(np.cos(x), x)
     drop, mask = F.dropout_forward(x, 0.5, 9)
+    ddrop = F.dropout_backward(np.cos(x), mask)
+    l2, dl2 = nn.l2_loss(x, 0.5 * x)
     ce, dce = nn.softmax_cross_entropy(x.reshape(2, -1), np.array([1, 3]))
     sl1, dsl1 = nn.smooth_l1(x, 0.5 * x, beta=0.7)
     mt, (dcls, dbox) = nn.multitask_loss(x[:, 0, 0, :3], np.array([0, 2]), x[:, 1, :3, :].reshape(2, 12), x[:, 0, 1, :], lam=2.0)
@@ -46,7 +49,7 @@ def run(np, nn, F):
     F.sgd_update(p, g, v, lr=0.1, momentum=0.9, weight_decay=0.01)
     m2, v2, p2 = np.zeros_like(x), np.zeros_like(x), x.copy()
     F.adam_update(p2, g, m2, v2, step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
-    return dict(y=y, dx=dx, dw=dw, db=db, pooled=pooled, dpool=dpool, roi=roi, droi=droi, relu=relu, drop=drop, mask=mask,
+    return dict(y=y, dx=dx, dw=dw, db=db, pooled=pooled, dpool=dpool, roi=roi, droi=droi, relu=relu, drelu=drelu, drop=drop, mask=mask, ddrop=ddrop, l2=np.array(l2), dl2=dl2,
                 ce=np.array(ce), dce=dce, sl1=np.array(sl1), dsl1=dsl1, mt=np.array(mt), dcls=dcls, dbox=dbox, sgd=p, adam=p2)
 '''
 
