@@ -222,19 +222,26 @@ def roi_cells(roi, spatial_scale):
 
 
 @numba.njit(cache=True)
-def roi_bin_argmax(features, b, c, start_y, start_x, bin_h, bin_w, ph, pw):
-    """Flat index y*W + x of the maximum of bin (ph, pw) of one RoI in channel c, or -1 if empty."""
-    height, width = features.shape[2], features.shape[3]
-    y0 = roi_bin_start(ph, bin_h, start_y, height)
-    y1 = roi_bin_end(ph, bin_h, start_y, height)
-    x0 = roi_bin_start(pw, bin_w, start_x, width)
-    x1 = roi_bin_end(pw, bin_w, start_x, width)
-    best_index = -1
-    for y in range(y0, y1):
-        for x in range(x0, x1):
-            if best_index < 0 or features[b, c, y, x] > features[b, c, best_index // width, best_index % width]:
-                best_index = y * width + x
-    return best_index
+def roi_bins(rois, spatial_scale, pooled_h, pooled_w, height, width):
+    """The feature-map cells of every bin of every RoI (computed once, shared by all channels).
+
+    Returns:
+        (R, PH, PW, 4) int64 rows (y0, y1, x0, x1): bin (ph, pw) of RoI r covers the cells
+        [y0, y1) x [x0, x1), clipped to the (height, width) map; empty when y1 <= y0 or x1 <= x0.
+    """
+    n_rois = rois.shape[0]
+    bins = np.empty((n_rois, pooled_h, pooled_w, 4), dtype=np.int64)
+    for r in range(n_rois):
+        start_y, start_x, roi_h, roi_w = roi_cells(rois[r], spatial_scale)
+        bin_h = roi_h / pooled_h  # bin size in cells (a fraction)
+        bin_w = roi_w / pooled_w
+        for ph in range(pooled_h):
+            for pw in range(pooled_w):
+                bins[r, ph, pw, 0] = roi_bin_start(ph, bin_h, start_y, height)
+                bins[r, ph, pw, 1] = roi_bin_end(ph, bin_h, start_y, height)
+                bins[r, ph, pw, 2] = roi_bin_start(pw, bin_w, start_x, width)
+                bins[r, ph, pw, 3] = roi_bin_end(pw, bin_w, start_x, width)
+    return bins
 
 
 @numba.njit(cache=True, parallel=True)
@@ -248,28 +255,32 @@ def roi_pool_forward(features, rois, spatial_scale, out):
         out: (R, C, PH, PW) output.
     """
     n_rois, channels, pooled_h, pooled_w = out.shape
-    width = features.shape[3]
+    # 1. each RoI's bins on the feature map
+    bins = roi_bins(rois, spatial_scale, pooled_h, pooled_w, features.shape[2], features.shape[3])
+    # 2. max-pool each bin of each channel
     for rc in prange(n_rois * channels):
         r = rc // channels
         c = rc % channels
         b = int(rois[r, 0])
-        start_y, start_x, roi_h, roi_w = roi_cells(rois[r], spatial_scale)
-        bin_h = roi_h / pooled_h
-        bin_w = roi_w / pooled_w
         for ph in range(pooled_h):
             for pw in range(pooled_w):
-                index = roi_bin_argmax(features, b, c, start_y, start_x, bin_h, bin_w, ph, pw)
-                if index < 0:
+                y0, y1, x0, x1 = bins[r, ph, pw, 0], bins[r, ph, pw, 1], bins[r, ph, pw, 2], bins[r, ph, pw, 3]
+                if y1 <= y0 or x1 <= x0:  # the bin fell off the map
                     out[r, c, ph, pw] = 0
-                else:
-                    out[r, c, ph, pw] = features[b, c, index // width, index % width]
+                    continue
+                best = features[b, c, y0, x0]
+                for y in range(y0, y1):
+                    for x in range(x0, x1):
+                        best = max(best, features[b, c, y, x])
+                out[r, c, ph, pw] = best
 
 
 @numba.njit(cache=True, parallel=True)
 def roi_pool_backward(dout, features, rois, spatial_scale, dfeatures):
     """Add each pooled gradient onto the feature cell that won its bin (Fast R-CNN, eq. 4).
 
-    dL/dx_i = sum over RoIs r and bins j of [i = argmax of bin j of r] * dL/dy_rj.
+    dL/dx_i = sum over RoIs r and bins j of [i = argmax of bin j of r] * dL/dy_rj, the argmax being the
+    first maximum in row-major order on ties.
 
     Args:
         dout: (R, C, PH, PW) gradient of the pooled output; features, rois, spatial_scale: as forward.
@@ -277,6 +288,7 @@ def roi_pool_backward(dout, features, rois, spatial_scale, dfeatures):
     """
     n_rois, channels, pooled_h, pooled_w = dout.shape
     n_images, height, width = features.shape[0], features.shape[2], features.shape[3]
+    bins = roi_bins(rois, spatial_scale, pooled_h, pooled_w, height, width)
     for c in prange(channels):  # a thread owns one channel of every image: RoIs may overlap
         for b in range(n_images):
             for y in range(height):
@@ -284,14 +296,21 @@ def roi_pool_backward(dout, features, rois, spatial_scale, dfeatures):
                     dfeatures[b, c, y, x] = 0
         for r in range(n_rois):
             b = int(rois[r, 0])
-            start_y, start_x, roi_h, roi_w = roi_cells(rois[r], spatial_scale)
-            bin_h = roi_h / pooled_h
-            bin_w = roi_w / pooled_w
             for ph in range(pooled_h):
                 for pw in range(pooled_w):
-                    index = roi_bin_argmax(features, b, c, start_y, start_x, bin_h, bin_w, ph, pw)
-                    if index >= 0:
-                        dfeatures[b, c, index // width, index % width] += dout[r, c, ph, pw]
+                    y0, y1, x0, x1 = bins[r, ph, pw, 0], bins[r, ph, pw, 1], bins[r, ph, pw, 2], bins[r, ph, pw, 3]
+                    if y1 <= y0 or x1 <= x0:
+                        continue
+                    # 1. find the bin's argmax again
+                    best_y, best_x = y0, x0
+                    best = features[b, c, y0, x0]
+                    for y in range(y0, y1):
+                        for x in range(x0, x1):
+                            if features[b, c, y, x] > best:
+                                best = features[b, c, y, x]
+                                best_y, best_x = y, x
+                    # 2. only the winner receives the gradient
+                    dfeatures[b, c, best_y, best_x] += dout[r, c, ph, pw]
 
 
 # ---------------------------------------------------------------------------------------------------
