@@ -1,0 +1,437 @@
+"""The CUDA backend against PyTorch on the same GPU, same run: convolution (cuDNN), a training step of
+a small conv net, a linear layer (cuBLAS) and NMS (torchvision).
+
+Run on a machine with an NVIDIA GPU and PyTorch built with CUDA:
+
+    python -m pytest benchmarks/bench_cuda.py -s          # pytest-benchmark, ratios printed
+    python benchmarks/bench_cuda.py --out results.md       # one markdown table (benchmarks/gpu_run.sh)
+
+Every timing is the best of a few calls, each between two device synchronisations (so it counts the
+whole GPU work and the Python launch overhead), after warm-up calls that compile the Numba kernels
+and let cuDNN pick its algorithms (`cudnn.benchmark = True`). PyTorch runs in strict float32
+(`allow_tf32 = False`), the arithmetic scratchdet's kernels do; the conv table also gives cuDNN's
+time with TF32 tensor cores (PyTorch's default for convolutions) for reference. Inputs are float32
+NCHW; each case checks that both libraries computed the same thing.
+"""
+
+import argparse
+import datetime
+import statistics
+import sys
+import time
+
+import numpy as np
+import pytest
+
+# (N, C, H, W, K): 3x3 filters, stride 1, padding 1; the conv issue's shapes at batch 256
+CONV_SHAPES = [(256, 3, 64, 64, 32), (256, 32, 32, 32, 64), (256, 64, 16, 16, 128), (256, 3, 32, 32, 16)]
+# (number of objects the boxes cluster around, IoU threshold): few or many boxes kept
+NMS_SCENARIOS = {"few_kept": (50, 0.5), "most_kept": (5000, 0.7)}
+N_BOXES = 10_000
+TRAIN_BATCH = 256
+TRAIN_IMAGE = 32  # images are TRAIN_IMAGE x TRAIN_IMAGE, 3 channels
+LINEAR_SHAPE = (256, 4096, 1024)  # (batch, inputs, outputs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# timing
+# ---------------------------------------------------------------------------------------------------
+
+
+def _synchronize():
+    from numba import cuda
+
+    cuda.synchronize()
+    import torch
+
+    torch.cuda.synchronize()
+
+
+def gpu_time(fn, repeat=5, warmup=2):
+    """Best and median of `repeat` timed calls of `fn()` in seconds, each between two device syncs."""
+    for _ in range(warmup):
+        fn()
+    _synchronize()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        _synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times), statistics.median(times)
+
+
+def _gpu_available():
+    try:
+        import torch
+        from numba import cuda
+
+        from scratchdet.backend import simulated
+
+        return not simulated() and cuda.is_available() and torch.cuda.is_available()
+    except Exception:  # no torch, no driver
+        return False
+
+
+def _torch_fp32(torch, tf32=False):
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+# ---------------------------------------------------------------------------------------------------
+# cases: each returns a dict of numbers for the table
+# ---------------------------------------------------------------------------------------------------
+
+
+def conv_case(shape, repeat=5):
+    """conv2d forward + backward (dx, dw, db) at 3x3, padding 1: ours against cuDNN (FP32 and TF32)."""
+    import torch
+
+    from scratchdet.backend import to_device, to_host
+    from scratchdet.nn import functional as F
+
+    n, c, h, w, k = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, h, w), dtype=np.float32)
+    weight = (rng.standard_normal((k, c, 3, 3), dtype=np.float32) * np.sqrt(2.0 / (c * 9))).astype(np.float32)
+    bias = rng.standard_normal(k, dtype=np.float32) * 0.1
+    dy = rng.standard_normal((n, k, h, w), dtype=np.float32)
+    xd, wd, bd, dyd = (to_device(a, "cuda") for a in (x, weight, bias, dy))
+
+    def ours():
+        y = F.conv2d_forward(xd, wd, bd, stride=1, padding=1)
+        return y, F.conv2d_backward(dyd, xd, wd, stride=1, padding=1)
+
+    xt, wt, bt = (torch.from_numpy(a).cuda().requires_grad_(True) for a in (x, weight, bias))
+    dyt = torch.from_numpy(dy).cuda()
+
+    def theirs():
+        xt.grad = wt.grad = bt.grad = None
+        y = torch.nn.functional.conv2d(xt, wt, bt, stride=1, padding=1)
+        y.backward(dyt)
+        return y
+
+    start = time.perf_counter()
+    y, (dx, dw, db) = ours()
+    _synchronize()
+    first_call = time.perf_counter() - start
+    _torch_fp32(torch, tf32=False)
+    ours_best, ours_median = gpu_time(ours, repeat)
+    torch_best, _ = gpu_time(theirs, repeat)
+    _torch_fp32(torch, tf32=True)
+    tf32_best, _ = gpu_time(theirs, repeat)
+    _torch_fp32(torch, tf32=False)
+    # the same numbers as PyTorch (float32 sums in another order)
+    yt = theirs()
+    errors = {
+        "y": float(np.abs(to_host(y) - yt.detach().cpu().numpy()).max()),
+        "dx": float(np.abs(to_host(dx) - xt.grad.cpu().numpy()).max()),
+        "dw": float(np.abs(to_host(dw) - wt.grad.cpu().numpy()).max() / max(1.0, np.abs(to_host(dw)).max())),
+        "db": float(np.abs(to_host(db) - bt.grad.cpu().numpy()).max() / max(1.0, np.abs(to_host(db)).max())),
+    }
+    flops = 3 * 2 * n * k * c * 9 * h * w  # forward, input gradient, filter gradient
+    return {
+        "case": "conv2d fwd+bwd " + "x".join(map(str, shape[:4])) + f"->{k}",
+        "ours_ms": ours_best * 1e3,
+        "ours_median_ms": ours_median * 1e3,
+        "peer": "cuDNN FP32",
+        "peer_ms": torch_best * 1e3,
+        "ratio": ours_best / torch_best,
+        "tf32_ms": tf32_best * 1e3,
+        "ours_tflops": flops / ours_best / 1e12,
+        "peer_tflops": flops / torch_best / 1e12,
+        "first_call_s": first_call,
+        "max_error": max(errors.values()),
+    }
+
+
+def linear_case(repeat=5):
+    """A fully connected layer 256 x 4096 -> 1024, forward + backward: our tiled GEMM against cuBLAS."""
+    import torch
+
+    from scratchdet.backend import to_device, to_host
+    from scratchdet.nn import functional as F
+
+    n, d_in, d_out = LINEAR_SHAPE
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, d_in), dtype=np.float32)
+    weight = rng.standard_normal((d_out, d_in), dtype=np.float32) * 0.01
+    bias = np.zeros(d_out, dtype=np.float32)
+    dy = rng.standard_normal((n, d_out), dtype=np.float32)
+    xd, wd, bd, dyd = (to_device(a, "cuda") for a in (x, weight, bias, dy))
+
+    def ours():
+        return F.linear_forward(xd, wd, bd), F.linear_backward(dyd, xd, wd)
+
+    xt, wt, bt = (torch.from_numpy(a).cuda().requires_grad_(True) for a in (x, weight, bias))
+    dyt = torch.from_numpy(dy).cuda()
+
+    def theirs():
+        xt.grad = wt.grad = bt.grad = None
+        torch.nn.functional.linear(xt, wt, bt).backward(dyt)
+
+    _torch_fp32(torch)
+    y, (dx, dw, db) = ours()
+    ours_best, ours_median = gpu_time(ours, repeat)
+    torch_best, _ = gpu_time(theirs, repeat)
+    theirs()
+    error = float(np.abs(to_host(dw) - wt.grad.cpu().numpy()).max())
+    flops = 3 * 2 * n * d_in * d_out
+    return {
+        "case": f"linear fwd+bwd {n}x{d_in}->{d_out}",
+        "ours_ms": ours_best * 1e3,
+        "ours_median_ms": ours_median * 1e3,
+        "peer": "cuBLAS FP32",
+        "peer_ms": torch_best * 1e3,
+        "ratio": ours_best / torch_best,
+        "ours_tflops": flops / ours_best / 1e12,
+        "peer_tflops": flops / torch_best / 1e12,
+        "max_error": error,
+    }
+
+
+def _small_net_ours(seed):
+    from scratchdet import nn
+
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1, rng=seed), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1, rng=seed + 1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1, rng=seed + 2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(128 * (TRAIN_IMAGE // 8) ** 2, 10, rng=seed + 3),
+    )
+
+
+def train_step_case(repeat=5):
+    """One SGD step (forward, cross-entropy, backward, update) of a 3-conv net on 256 32x32 images.
+
+    The PyTorch net starts from the same weights; its step ends with `loss.item()`, as ours returns
+    the loss as a float.
+    """
+    import torch
+
+    from scratchdet import nn
+    from scratchdet.backend import to_device
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((TRAIN_BATCH, 3, TRAIN_IMAGE, TRAIN_IMAGE), dtype=np.float32)
+    labels = rng.integers(0, 10, TRAIN_BATCH)
+    model = _small_net_ours(0).to("cuda")
+    optimizer = nn.SGD(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    xd, labels_d = to_device(x, "cuda"), to_device(labels, "cuda")
+
+    def ours():
+        scores = model.forward(xd)
+        loss, dscores = nn.softmax_cross_entropy(scores, labels_d)
+        model.backward(dscores)
+        optimizer.step()
+        return loss
+
+    reference = _small_net_ours(0)  # same initial weights, on the host
+    layers = [layer for layer in reference.layers if layer.params]
+    torch_model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(64, 128, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(128 * (TRAIN_IMAGE // 8) ** 2, 10),
+    )
+    with torch.no_grad():
+        torch_layers = [m for m in torch_model if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        for ours_layer, torch_layer in zip(layers, torch_layers):
+            torch_layer.weight.copy_(torch.from_numpy(ours_layer.params["weight"]))
+            torch_layer.bias.copy_(torch.from_numpy(ours_layer.params["bias"]))
+    torch_model = torch_model.cuda()
+    torch_optimizer = torch.optim.SGD(torch_model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    xt, labels_t = torch.from_numpy(x).cuda(), torch.from_numpy(labels).cuda()
+
+    def theirs():
+        torch_optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(torch_model(xt), labels_t)
+        loss.backward()
+        torch_optimizer.step()
+        return loss.item()
+
+    _torch_fp32(torch)
+    # the first step of each, from the same weights, gives the same loss
+    start = time.perf_counter()
+    first_ours = ours()
+    first_call = time.perf_counter() - start
+    first_theirs = theirs()
+    ours_best, ours_median = gpu_time(ours, repeat)
+    torch_best, _ = gpu_time(theirs, repeat)
+    return {
+        "case": f"training step, 3 conv + 1 fc, {TRAIN_BATCH}x3x{TRAIN_IMAGE}x{TRAIN_IMAGE}",
+        "ours_ms": ours_best * 1e3,
+        "ours_median_ms": ours_median * 1e3,
+        "peer": "PyTorch (cuDNN FP32)",
+        "peer_ms": torch_best * 1e3,
+        "ratio": ours_best / torch_best,
+        "first_call_s": first_call,
+        "max_error": abs(first_ours - first_theirs),
+    }
+
+
+def clustered_boxes(rng, n, n_objects, image_size=1000.0):
+    """(n, 4) float32 xyxy boxes jittered around `n_objects` objects (a detector's raw output), and scores."""
+    centres = rng.uniform(0, image_size, (n_objects, 2))
+    sizes = np.exp(rng.uniform(np.log(16), np.log(400), (n_objects, 1))) * np.exp(rng.normal(0, 0.3, (n_objects, 2)))
+    obj = rng.integers(0, n_objects, n)
+    centre = centres[obj] + rng.normal(0, 0.15, (n, 2)) * sizes[obj]
+    size = sizes[obj] * np.exp(rng.normal(0, 0.15, (n, 2)))
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1).astype(np.float32)
+    return boxes, rng.uniform(0, 1, n).astype(np.float32)
+
+
+def nms_case(scenario, repeat=10):
+    """Greedy NMS of 10,000 boxes on the GPU: our bitmask NMS against torchvision.ops.nms."""
+    import torch
+    import torchvision
+
+    from scratchdet import boxes as B
+    from scratchdet.backend import to_device, to_host
+
+    n_objects, threshold = NMS_SCENARIOS[scenario]
+    boxes, scores = clustered_boxes(np.random.default_rng(0), N_BOXES, n_objects)
+    boxes_d, scores_d = to_device(boxes, "cuda"), to_device(scores, "cuda")
+    boxes_t, scores_t = torch.from_numpy(boxes).cuda(), torch.from_numpy(scores).cuda()
+
+    def ours():
+        return B.nms(boxes_d, scores_d, threshold)
+
+    def theirs():
+        return torchvision.ops.nms(boxes_t, scores_t, threshold)
+
+    keep = to_host(ours())
+    keep_t = theirs().cpu().numpy()
+    keep_cpu = B.nms(boxes, scores, threshold)
+    ours_best, ours_median = gpu_time(ours, repeat)
+    torch_best, _ = gpu_time(theirs, repeat)
+    return {
+        "case": f"NMS {N_BOXES} boxes, {scenario} (IoU {threshold}, {len(keep)} kept)",
+        "ours_ms": ours_best * 1e3,
+        "ours_median_ms": ours_median * 1e3,
+        "peer": "torchvision.ops.nms",
+        "peer_ms": torch_best * 1e3,
+        "ratio": ours_best / torch_best,
+        "same_as_cpu": bool(np.array_equal(keep, keep_cpu)),
+        # torchvision computes IoU in float32, we in float64: boxes within rounding of the threshold may differ
+        "differs_from_peer": int(len(np.setxor1d(keep, keep_t))),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# pytest-benchmark entry points (skipped without a GPU)
+# ---------------------------------------------------------------------------------------------------
+
+requires_gpu = pytest.mark.skipif(not _gpu_available(), reason="needs an NVIDIA GPU and PyTorch with CUDA")
+
+
+def _record(benchmark, result):
+    benchmark.extra_info.update(result)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    print(f"\n{result['case']}: scratchdet {result['ours_ms']:.3f} ms, {result['peer']} {result['peer_ms']:.3f} ms, "
+          f"ratio ours/peer {result['ratio']:.2f}")
+
+
+@requires_gpu
+@pytest.mark.parametrize("shape", CONV_SHAPES, ids=lambda s: "x".join(map(str, s[:4])) + f"-{s[4]}")
+def test_conv2d_forward_backward_vs_cudnn(benchmark, shape):
+    result = conv_case(shape)
+    _record(benchmark, result)
+    assert result["max_error"] < 1e-2
+
+
+@requires_gpu
+def test_linear_vs_cublas(benchmark):
+    result = linear_case()
+    _record(benchmark, result)
+    assert result["max_error"] < 1e-2
+
+
+@requires_gpu
+def test_training_step_vs_pytorch(benchmark):
+    result = train_step_case()
+    _record(benchmark, result)
+    assert result["max_error"] < 1e-3
+
+
+@requires_gpu
+@pytest.mark.parametrize("scenario", list(NMS_SCENARIOS))
+def test_nms_vs_torchvision(benchmark, scenario):
+    result = nms_case(scenario)
+    _record(benchmark, result)
+    assert result["same_as_cpu"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# script: one markdown table
+# ---------------------------------------------------------------------------------------------------
+
+
+def markdown_table(results, device_name):
+    lines = [
+        f"GPU: {device_name}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+        "best of 5 (NMS: 10) synchronised calls after warm-up; FP32 throughout.",
+        "",
+        "| case | scratchdet (ms) | peer | peer (ms) | ours / peer | notes |",
+        "| --- | ---: | --- | ---: | ---: | --- |",
+    ]
+    for r in results:
+        notes = []
+        if "ours_tflops" in r:
+            notes.append(f"{r['ours_tflops']:.1f} vs {r['peer_tflops']:.1f} TFLOP/s")
+        if "tf32_ms" in r:
+            notes.append(f"cuDNN TF32 {r['tf32_ms']:.3f} ms")
+        if "first_call_s" in r:
+            notes.append(f"first call (compiles) {r['first_call_s']:.1f} s")
+        if "max_error" in r:
+            notes.append(f"max diff {r['max_error']:.1e}")
+        if "same_as_cpu" in r:
+            notes.append(f"same boxes as CPU: {r['same_as_cpu']}; boxes differing from torchvision: {r['differs_from_peer']}")
+        lines.append(
+            f"| {r['case']} | {r['ours_ms']:.3f} | {r['peer']} | {r['peer_ms']:.3f} | {r['ratio']:.2f} | {'; '.join(notes)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", help="write the markdown table here")
+    args = parser.parse_args(argv)
+    if not _gpu_available():
+        print("bench_cuda: needs an NVIDIA GPU and PyTorch with CUDA", file=sys.stderr)
+        return 2
+    import torch
+
+    device_name = torch.cuda.get_device_name()
+    cases = [("conv", shape) for shape in CONV_SHAPES] + [("linear", None), ("train", None)]
+    cases += [("nms", s) for s in NMS_SCENARIOS]
+    results = []
+    for kind, arg in cases:
+        start = time.perf_counter()
+        try:
+            if kind == "conv":
+                result = conv_case(arg)
+            elif kind == "linear":
+                result = linear_case()
+            elif kind == "train":
+                result = train_step_case()
+            else:
+                result = nms_case(arg)
+        except Exception as error:  # report and go on: one failing case must not lose the others
+            print(f"{kind} {arg}: FAILED {type(error).__name__}: {error}", flush=True)
+            continue
+        results.append(result)
+        print(f"{result['case']}: ours {result['ours_ms']:.3f} ms (median {result['ours_median_ms']:.3f}), "
+              f"{result['peer']} {result['peer_ms']:.3f} ms, ratio {result['ratio']:.2f} "
+              f"[{time.perf_counter() - start:.1f} s] {result}", flush=True)
+    table = markdown_table(results, device_name)
+    print(table)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(table)
+    return 0 if len(results) == len(cases) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
