@@ -425,6 +425,11 @@ def main(argv=None):
         print(f"{result['case']}: ours {result['ours_ms']:.3f} ms (median {result['ours_median_ms']:.3f}), "
               f"{result['peer']} {result['peer_ms']:.3f} ms, ratio {result['ratio']:.2f} "
               f"[{time.perf_counter() - start:.1f} s] {result}", flush=True)
+    from scratchdet.kernels.cuda import gemm
+
+    print("GEMM tiles chosen by autotuning {(m, n, k, batches, dtype, A k-contiguous, B n-contiguous): (tm, tn)}:")
+    for key, tile in gemm.chosen_tiles().items():
+        print(f"  {key}: {tile}")
     table = markdown_table(results, device_name)
     print(table)
     if args.out:

@@ -56,3 +56,13 @@ def test_matmul_rejects_mismatched_inner_dimensions(rng, gpu):
 @pytest.mark.parametrize(("m", "n", "tile"), [(16, 100, (1, 4)), (17, 512, (2, 8)), (33, 10, (4, 4)), (500, 4000, (4, 8))])
 def test_tile_shape_fits_rows_and_widens_for_long_rows(m, n, tile):
     assert gemm.tile_shape(m, n) == tile
+
+
+def test_autotuning_picks_a_candidate_tile_and_computes_the_same_product(rng, gpu, close, monkeypatch):
+    monkeypatch.setattr(gemm, "AUTOTUNE", True)
+    monkeypatch.setattr(gemm, "_chosen_tiles", {})
+    a = rng.standard_normal((5, 3)).astype(np.float32)
+    b = rng.standard_normal((3, 9)).astype(np.float32)
+    close(gemm.matmul(gpu(a), gpu(b)), a @ b, atol=1e-6)
+    (tile,) = gemm.chosen_tiles().values()
+    assert tile in gemm.tile_candidates(5, 9)

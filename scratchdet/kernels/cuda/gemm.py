@@ -5,7 +5,11 @@ Every heavy layer of a conv net is a matrix multiply: a convolution is one after
 one kernel they all use, written as in Kirk and Hwu, *Programming Massively Parallel Processors*
 (ch. 5, tiled matrix multiplication): each block stages a ``BM x BK`` tile of A and a ``BK x BN``
 tile of B in shared memory, and each of its 16 x 16 threads accumulates a ``TM x TN`` piece of the
-``BM x BN`` output tile in registers (register blocking, Volkov and Demmel 2008).
+``BM x BN`` output tile in registers (register blocking, Volkov and Demmel 2008). While the block
+multiplies the tiles in shared memory, each thread already loads its part of the next tiles into
+registers (software pipelining), so global-memory latency hides behind arithmetic. Which tile shape
+is fastest depends on the GPU and the matrix shape, so on a GPU the first product of each shape
+tries a few and keeps the fastest (as cuDNN's benchmark mode does).
 
 Matrices are described by strides, as in cuBLAS's ``gemmStridedBatched``: element ``(i, k)`` of
 batch ``z`` of A lives at ``a[z * a_bs + i * a_rs + k * a_cs]`` of the flat array ``a``. So a
@@ -14,11 +18,13 @@ strides, never a copy.
 """
 
 import functools
+import time
 
 import numba
 import numpy as np
 from numba import cuda
 
+from scratchdet.backend import simulated
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda.common import empty, flat
 
@@ -40,7 +46,7 @@ def gemm_kernel(tm, tn, dtype):
     """The tiled GEMM kernel whose threads each own a ``tm x tn`` block of outputs.
 
     Args:
-        tm, tn: rows and columns of outputs per thread (1, 2, 4 or 8); a block covers a
+        tm, tn: rows and columns of outputs per thread (1, 2 or 4; 4 or 8); a block covers a
             ``16*tm x 16*tn`` tile of C.
         dtype: ``np.float32`` or ``np.float64``, the element type of A, B, C and the bias.
 
@@ -60,6 +66,20 @@ def gemm_kernel(tm, tn, dtype):
     b_tile_shape = (BK, bn + 1)
     ntype = _NUMBA_TYPES[np.dtype(dtype)]
 
+    @cuda.jit(device=True)
+    def a_slot(e, a_cs):
+        """(row, k) of A-tile element e: neighbouring threads take neighbouring addresses of A."""
+        if a_cs == 1:
+            return e // BK, e % BK
+        return e % bm, e // bm
+
+    @cuda.jit(device=True)
+    def b_slot(e, b_cs):
+        """(k, column) of B-tile element e: neighbouring threads take neighbouring addresses of B."""
+        if b_cs == 1:
+            return e // bn, e % bn
+        return e % BK, e // BK
+
     @cuda.jit
     def gemm(a, b, c, bias, m, n, k, a_bs, a_rs, a_cs, b_bs, b_rs, b_cs, c_bs, c_rs, c_cs, bias_mode):
         tx = cuda.threadIdx.x
@@ -67,11 +87,12 @@ def gemm_kernel(tm, tn, dtype):
         tid = ty * TX + tx
         row0 = cuda.blockIdx.y * bm
         col0 = cuda.blockIdx.x * bn
-        z = cuda.blockIdx.z
-        a0 = z * a_bs
-        b0 = z * b_bs
+        a0 = cuda.blockIdx.z * a_bs
+        b0 = cuda.blockIdx.z * b_bs
         a_tile = cuda.shared.array(a_tile_shape, ntype)
         b_tile = cuda.shared.array(b_tile_shape, ntype)
+        a_next = cuda.local.array(a_per_thread, ntype)  # the next tiles, fetched ahead into registers
+        b_next = cuda.local.array(b_per_thread, ntype)
         acc = cuda.local.array((tm, tn), ntype)
         a_reg = cuda.local.array(tm, ntype)
         b_reg = cuda.local.array(tn, ntype)
@@ -79,56 +100,53 @@ def gemm_kernel(tm, tn, dtype):
             for j in range(tn):
                 acc[i, j] = 0
 
-        for k0 in range(0, k, BK):
-            # 1. stage the A tile (rows row0.., columns k0..); neighbouring threads read
-            #    neighbouring addresses, whichever of A's two strides is 1
-            for step in range(a_per_thread):
-                e = tid + step * nt
-                if e >= a_elems:
-                    break
-                if a_cs == 1:
-                    kk = e % BK
-                    r = e // BK
-                else:
-                    r = e % bm
-                    kk = e // bm
-                gi = row0 + r
-                gk = k0 + kk
-                if gi < m and gk < k:
-                    a_tile[kk, r] = a[a0 + gi * a_rs + gk * a_cs]
-                else:
-                    a_tile[kk, r] = 0
-            # 2. stage the B tile (rows k0.., columns col0..)
-            for step in range(b_per_thread):
-                e = tid + step * nt
-                if e >= b_elems:
-                    break
-                if b_cs == 1:
-                    cc = e % bn
-                    kk = e // bn
-                else:
-                    kk = e % BK
-                    cc = e // BK
-                gj = col0 + cc
-                gk = k0 + kk
-                if gj < n and gk < k:
-                    b_tile[kk, cc] = b[b0 + gk * b_rs + gj * b_cs]
-                else:
-                    b_tile[kk, cc] = 0
-            cuda.syncthreads()
-            # 3. multiply the tiles: thread (ty, tx) owns rows ty + 16 i and columns tx + 16 j
-            for kk in range(BK):
-                for i in range(tm):
-                    a_reg[i] = a_tile[kk, ty + TY * i]
-                for j in range(tn):
-                    b_reg[j] = b_tile[kk, tx + TX * j]
-                for i in range(tm):
+        for k0 in range(-BK, k, BK):
+            # 1. fetch this thread's elements of the tiles at k0 + BK from global memory into
+            #    registers: the loads are in flight while step 3 multiplies the tiles at k0
+            k1 = k0 + BK
+            if k1 < k:
+                for step in range(a_per_thread):
+                    e = tid + step * nt
+                    if e < a_elems:
+                        r, kk = a_slot(e, a_cs)
+                        gi = row0 + r
+                        gk = k1 + kk
+                        a_next[step] = a[a0 + gi * a_rs + gk * a_cs] if gi < m and gk < k else 0
+                for step in range(b_per_thread):
+                    e = tid + step * nt
+                    if e < b_elems:
+                        kk, cc = b_slot(e, b_cs)
+                        gj = col0 + cc
+                        gk = k1 + kk
+                        b_next[step] = b[b0 + gk * b_rs + gj * b_cs] if gj < n and gk < k else 0
+            # 2. multiply the tiles in shared memory: thread (ty, tx) owns rows ty + 16 i and
+            #    columns tx + 16 j of the output tile (none before the first tile arrives)
+            if k0 >= 0:
+                for kk in range(BK):
+                    for i in range(tm):
+                        a_reg[i] = a_tile[kk, ty + TY * i]
                     for j in range(tn):
-                        acc[i, j] += a_reg[i] * b_reg[j]
+                        b_reg[j] = b_tile[kk, tx + TX * j]
+                    for i in range(tm):
+                        for j in range(tn):
+                            acc[i, j] += a_reg[i] * b_reg[j]
+            cuda.syncthreads()
+            # 3. store the fetched tiles into shared memory for the next round
+            if k1 < k:
+                for step in range(a_per_thread):
+                    e = tid + step * nt
+                    if e < a_elems:
+                        r, kk = a_slot(e, a_cs)
+                        a_tile[kk, r] = a_next[step]
+                for step in range(b_per_thread):
+                    e = tid + step * nt
+                    if e < b_elems:
+                        kk, cc = b_slot(e, b_cs)
+                        b_tile[kk, cc] = b_next[step]
             cuda.syncthreads()
 
         # 4. write the thread's outputs, adding the bias of the row or column
-        c0 = z * c_bs
+        c0 = cuda.blockIdx.z * c_bs
         for i in range(tm):
             gi = row0 + ty + TY * i
             if gi < m:
@@ -146,17 +164,59 @@ def gemm_kernel(tm, tn, dtype):
 
 
 def tile_shape(m, n):
-    """The per-thread output block ``(tm, tn)`` for an ``m x n`` output.
+    """The default per-thread output block ``(tm, tn)`` for an ``m x n`` output.
 
     Few rows (a conv layer with 16 filters) get short, wide tiles so that no thread computes
-    rows that do not exist; large outputs get 4 x 8 per thread (a 64 x 128 tile), the most work
-    per staged element that still compiles to registers without spilling (8 x 8 does not).
+    rows that do not exist; long rows get 8 columns per thread, the most work per staged element.
     """
     tm = 1
     while tm < 4 and TY * tm < m:
         tm *= 2
     tn = 8 if n >= 512 else 4
     return tm, tn
+
+
+def tile_candidates(m, n):
+    """The tile shapes autotuning tries: the default's row count and half of it, 4 or 8 columns."""
+    tm, _ = tile_shape(m, n)
+    rows = [tm, tm // 2] if tm > 1 else [tm]
+    return [(r, c) for r in rows for c in (4, 8)]
+
+
+# Like cuDNN's benchmark mode: on a GPU, the first product of each shape times every candidate tile
+# and keeps the fastest (the best one depends on the GPU and on the shape). The simulator, where
+# timings mean nothing, uses `tile_shape`.
+AUTOTUNE = not simulated()
+_chosen_tiles = {}
+
+
+def chosen_tiles():
+    """{(m, n, k, batches, dtype, a_cs == 1, b_cs == 1): (tm, tn)} for every product shape seen so far."""
+    return dict(_chosen_tiles)
+
+
+def _launch(tile, a, b, c, bias, m, n, k, a_strides, b_strides, c_strides, batches, bias_mode):
+    tm, tn = tile
+    kernel = gemm_kernel(tm, tn, np.dtype(c.dtype))
+    grid = ((n + TX * tn - 1) // (TX * tn), (m + TY * tm - 1) // (TY * tm), batches)
+    kernel[grid, (TX, TY)](a, b, c, bias, m, n, k, *a_strides, *b_strides, *c_strides, bias_mode)
+
+
+def _autotune(args):
+    """The fastest candidate tile for one product: each is run once (compiling it), then timed twice."""
+    m, n = args[4], args[5]
+    best_tile, best_time = None, float("inf")
+    for tile in tile_candidates(m, n):
+        _launch(tile, *args)
+        cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(2):
+            _launch(tile, *args)
+        cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        if elapsed < best_time:
+            best_tile, best_time = tile, elapsed
+    return best_tile
 
 
 def gemm_launch(a, b, c, m, n, k, a_strides, b_strides, c_strides, batches=1, bias=None, bias_mode=BIAS_NONE):
@@ -174,14 +234,17 @@ def gemm_launch(a, b, c, m, n, k, a_strides, b_strides, c_strides, batches=1, bi
         return c
     if batches > 65535:
         raise InvalidArgumentError(f"at most 65535 batched products per launch, got {batches}")
-    tm, tn = tile_shape(m, n)
-    kernel = gemm_kernel(tm, tn, np.dtype(c.dtype))
-    grid = ((n + TX * tn - 1) // (TX * tn), (m + TY * tm - 1) // (TY * tm), batches)
-    bias_arr = flat(bias) if bias is not None else flat(c)[:1]
-    kernel[grid, (TX, TY)](
-        flat(a), flat(b), flat(c), bias_arr, m, n, k,
-        *a_strides, *b_strides, *c_strides, bias_mode if bias is not None else BIAS_NONE,
+    if bias is None:
+        bias_mode = BIAS_NONE
+    args = (
+        flat(a), flat(b), flat(c), flat(bias) if bias is not None else flat(c)[:1],
+        m, n, k, a_strides, b_strides, c_strides, batches, bias_mode,
     )
+    key = (m, n, k, batches, np.dtype(c.dtype).str, a_strides[2] == 1, b_strides[2] == 1)
+    tile = _chosen_tiles.get(key)
+    if tile is None:
+        tile = _chosen_tiles[key] = _autotune(args) if AUTOTUNE else tile_shape(m, n)
+    _launch(tile, *args)
     return c
 
 
