@@ -53,7 +53,7 @@ def _result_dtype(*arrays):
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def iou_matrix_kernel(boxes1, boxes2, out):
     """out[i, j] = IoU(boxes1[i], boxes2[j]) in float64; one thread per pair (x: j, y: i)."""
     j = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
@@ -82,7 +82,7 @@ def iou(boxes1, boxes2):
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def encode_kernel(proposals, gt, wx, wy, ww, wh, out):
     """out[i] = the regression target (tx, ty, tw, th) moving proposals[i] onto gt[i]."""
     i = cuda.grid(1)
@@ -99,7 +99,7 @@ def encode_kernel(proposals, gt, wx, wy, ww, wh, out):
         out[i, 3] = th
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def decode_kernel(proposals, deltas, wx, wy, ww, wh, clamp, out):
     """out[i] = the box predicted by applying deltas[i] to proposals[i]."""
     i = cuda.grid(1)
@@ -161,7 +161,7 @@ def decode(proposals, deltas, weights=(1.0, 1.0, 1.0, 1.0), clamp=math.log(1000.
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def rank_sort_kernel(scores, order):
     """order[rank(i)] = i, rank(i) = #{j : s_j > s_i, or s_j == s_i and j < i} (descending, stable).
 
@@ -190,7 +190,7 @@ def rank_sort_kernel(scores, order):
         order[rank] = i
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def gather_boxes_kernel(boxes, order, sorted_boxes):
     """sorted_boxes[r] = boxes[order[r]] in float64."""
     r = cuda.grid(1)
@@ -199,7 +199,7 @@ def gather_boxes_kernel(boxes, order, sorted_boxes):
             sorted_boxes[r, k] = boxes[order[r], k]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def nms_mask_kernel(sorted_boxes, iou_threshold, mask):
     """mask[i, w] bit b = IoU(box i, box 64 w + b) > threshold, for 64 w + b > i (boxes in score order).
 
@@ -234,7 +234,7 @@ def nms_mask_kernel(sorted_boxes, iou_threshold, mask):
     mask[i, col_block] = bits
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def nms_scan_kernel(mask, order, removed, keep, n_keep):
     """The greedy pass, in one block: walk the boxes in score order, 64 at a time.
 

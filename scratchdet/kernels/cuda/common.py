@@ -6,6 +6,7 @@ nothing here copies data between the host and the GPU.
 
 import math
 
+import numpy as np
 from numba import cuda
 
 from scratchdet.errors import InvalidArgumentError
@@ -39,12 +40,44 @@ def flat(a):
     return a.reshape(a.size) if a.ndim != 1 else a
 
 
+_SCRATCH = {}
+
+
+def scratch(name, shape, dtype):
+    """A work buffer reused across calls: the im2col columns, per-image partial sums.
+
+    Allocating on the GPU (cudaMalloc) and freeing (which waits for the device) cost more than many
+    kernels, so each named buffer is kept and grown when a larger one is needed. This is safe
+    because every kernel runs on the default stream, in launch order: a buffer is only rewritten
+    after the kernels that read it have run. The contents are undefined on return; a buffer is valid
+    until the next `scratch` call with the same name.
+
+    Args:
+        name: which buffer ("cols", "dw_per_image", ...).
+        shape: tuple of ints; dtype: NumPy dtype.
+
+    Returns:
+        a C-contiguous device array of `shape` and `dtype`.
+    """
+    size = math.prod(shape)
+    key = (name, np.dtype(dtype).str)
+    buffer = _SCRATCH.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = _SCRATCH[key] = cuda.device_array(max(size, 1), dtype=dtype)
+    return buffer[:size].reshape(shape)
+
+
+def release_scratch():
+    """Drop every cached work buffer (their GPU memory is freed when no array uses it)."""
+    _SCRATCH.clear()
+
+
 def empty(shape, dtype):
     """An uninitialised device array."""
     return cuda.device_array(shape, dtype=dtype)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def fill_kernel(a, value):
     """a[i] = value for every element of a flat array."""
     i = cuda.grid(1)

@@ -24,6 +24,7 @@ from scratchdet.kernels.cuda.common import (
     blocks_for,
     empty,
     launch_1d,
+    scratch,
     threads_for,
     flat,
     require_device,
@@ -66,7 +67,7 @@ def _output_size(size, kernel_size, stride, padding):
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def im2col_kernel(x, kh, kw, stride, padding, out_h, out_w, cols):
     """cols[n, (c, i, j), (oy, ox)] = x[n, c, oy*stride + i - padding, ox*stride + j - padding] (0 outside).
 
@@ -93,7 +94,7 @@ def im2col_kernel(x, kh, kw, stride, padding, out_h, out_w, cols):
         cols[n, row, pixel] = 0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def col2im_kernel(cols, kh, kw, stride, padding, out_h, out_w, dx):
     """The adjoint of im2col, as a gather: dx[n, c, y, x] sums every column entry read from (y, x).
 
@@ -127,7 +128,7 @@ def col2im_kernel(cols, kh, kw, stride, padding, out_h, out_w, dx):
 def _im2col(x, kh, kw, stride, padding, out_h, out_w):
     n_images, channels = x.shape[0], x.shape[1]
     rows, plane = channels * kh * kw, out_h * out_w
-    cols = empty((n_images, rows, plane), x.dtype)  # (N, C*kh*kw, H'*W')
+    cols = scratch("cols", (n_images, rows, plane), x.dtype)  # (N, C*kh*kw, H'*W')
     threads = threads_for(plane)
     grid = (blocks_for(plane, threads), rows, n_images)
     im2col_kernel[grid, threads](x, kh, kw, stride, padding, out_h, out_w, cols)
@@ -217,7 +218,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     db = reduce.sum_axis0(per_image.reshape(n_images, filters))  # (K,)
     # 2. filters: dW_n = dY[n] (K, H'W') @ cols[n]^T (H'W', C*kh*kw) per image, then summed over n
     cols = _im2col(x, kh, kw, stride, padding, out_h, out_w)  # (N, C*kh*kw, H'*W')
-    dw_per_image = empty((n_images, filters * rows), x.dtype)  # (N, K*C*kh*kw)
+    dw_per_image = scratch("dw_per_image", (n_images, filters * rows), x.dtype)  # (N, K*C*kh*kw)
     gemm_launch(
         dy, cols, dw_per_image, filters, rows, plane,
         a_strides=(filters * plane, plane, 1), b_strides=(rows * plane, 1, plane), c_strides=(filters * rows, rows, 1),
@@ -239,7 +240,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def maxpool2d_forward_kernel(x, kernel_size, stride, y):
     """y[n, c, oy, ox] = max of the window at (oy*stride, ox*stride); one thread per output."""
     n_images, channels, out_h, out_w = y.shape
@@ -278,7 +279,7 @@ def window_argmax(x, n, c, y0, x0, kernel_size):
     return best_y * width + best_x
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def maxpool2d_backward_kernel(dy, x, kernel_size, stride, dx):
     """dx[n, c, y, x] = sum of dy over the windows whose (first) maximum is (y, x).
 
@@ -347,7 +348,7 @@ def maxpool2d_backward(dy, x, kernel_size, stride=None):
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def relu_forward_kernel(x, y):
     """y = max(x, 0)."""
     k = cuda.grid(1)
@@ -355,7 +356,7 @@ def relu_forward_kernel(x, y):
         y[k] = x[k] if x[k] > 0 else 0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def relu_backward_kernel(dy, x, dx):
     """dx = dy where x > 0, else 0."""
     k = cuda.grid(1)
@@ -363,7 +364,7 @@ def relu_backward_kernel(dy, x, dx):
         dx[k] = dy[k] if x[k] > 0 else 0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def dropout_forward_kernel(x, p, seed, y, mask):
     """Inverted dropout: mask[k] = 1 / (1 - p) if unit k is kept (hash of (seed, k) >= p), else 0."""
     k = cuda.grid(1)
@@ -374,7 +375,7 @@ def dropout_forward_kernel(x, p, seed, y, mask):
         y[k] = x[k] * mask[k]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def multiply_kernel(a, b, out):
     """out = a * b."""
     k = cuda.grid(1)
@@ -382,7 +383,7 @@ def multiply_kernel(a, b, out):
         out[k] = a[k] * b[k]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def divide_kernel(a, divisor, out):
     """out = a / divisor."""
     k = cuda.grid(1)
@@ -531,7 +532,7 @@ def roi_bin_argmax(features, rois, r, c, ph, pw, pooled_h, pooled_w, spatial_sca
     return best_index
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def roi_pool_forward_kernel(features, rois, spatial_scale, out):
     """out[r, c, ph, pw] = max over bin (ph, pw) of RoI r (0 for an empty bin); one thread per output."""
     n_rois, channels, pooled_h, pooled_w = out.shape
@@ -550,7 +551,7 @@ def roi_pool_forward_kernel(features, rois, spatial_scale, out):
         out[r, c, ph, pw] = features[int(rois[r, 0]), c, index // width, index % width]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def roi_pool_backward_kernel(dout, features, rois, spatial_scale, dfeatures):
     """dfeatures[b, c, argmax] += dout[r, c, ph, pw] for every bin (Fast R-CNN, eq. 4).
 
@@ -663,7 +664,7 @@ def _bad_labels(count, n_classes):
         raise InvalidArgumentError(f"{count} labels are outside [0, {n_classes})")
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def softmax_cross_entropy_kernel(logits, labels, dlogits, partials):
     """Row n: loss_n = log sum_k exp(z_nk - m_n) + m_n - z_n,u and dlogits = (softmax - onehot) / N.
 
@@ -728,7 +729,7 @@ def softmax_cross_entropy(logits, labels):
     return float(total / n_samples), dlogits
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def elementwise_loss_kernel(pred, target, use_l2, beta, grad, partials):
     """grad[k] and the block's sum of loss(pred[k] - target[k]): squared error or smooth L1."""
     scratch = cuda.shared.array(THREADS, numba.float64)
@@ -771,7 +772,7 @@ def smooth_l1(pred, target, beta=1.0):
     return _elementwise_loss(pred, target, False, beta)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def foreground_box_loss_kernel(bbox_pred, bbox_targets, labels, use_l2, beta, factor, grad, partials):
     """Row n of the box term of Fast R-CNN's multi-task loss (eq. 1): only foreground rows (u >= 1)
     count, on the 4 coordinates of their class (columns 4u..4u+3, or 0..3 for one agnostic box).

@@ -12,7 +12,7 @@ from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda.common import flat, launch_1d, require_device
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def sgd_update_kernel(param, grad, velocity, lr, momentum, weight_decay):
     """SGD with momentum and L2 weight decay, PyTorch's form (no dampening):
 
@@ -25,7 +25,7 @@ def sgd_update_kernel(param, grad, velocity, lr, momentum, weight_decay):
         param[k] -= lr * velocity[k]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def adam_update_kernel(param, grad, m, v, correction1, correction2, lr, beta1, beta2, eps, weight_decay):
     """Adam (Kingma and Ba 2015, Algorithm 1) with L2 weight decay added to the gradient:
 

@@ -47,7 +47,7 @@ def block_sum(scratch, value):
     return scratch[0]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def sum_partials_kernel(a, partials):
     """partials[b] = sum of a[i] over the i that block b visits (grid-stride)."""
     scratch = cuda.shared.array(THREADS, numba.float64)
@@ -59,7 +59,7 @@ def sum_partials_kernel(a, partials):
         partials[cuda.blockIdx.x] = total
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def sum_rows_kernel(a, out):
     """out[r] = sum_j a[r, j]: one block per row (a is (R, L))."""
     scratch = cuda.shared.array(THREADS, numba.float64)
@@ -72,7 +72,7 @@ def sum_rows_kernel(a, out):
         out[r] = total
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def sum_axis0_kernel(a, out):
     """out[j] = sum_b a[b, j]: one thread per column, summing down the rows in order (a is (B, L))."""
     j = cuda.grid(1)
