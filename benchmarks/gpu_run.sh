@@ -38,11 +38,11 @@ PY
 
 echo "== tests/cuda on the GPU"
 start=$SECONDS
-timeout 180 python3 -m pytest -q -p no:cacheprovider tests/cuda 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/cuda 2>&1 | tee "$OUT/cuda_tests.log" || status=1
 echo "tests took $((SECONDS - start)) s" | tee -a "$OUT/cuda_tests.log"
 
 echo "== benchmarks"
 start=$SECONDS
-timeout 150 python3 benchmarks/bench_cuda.py --out "$OUT/gpu_results.md" 2>&1 | tee "$OUT/bench.log" || status=1
+timeout 130 python3 benchmarks/bench_cuda.py --out "$OUT/gpu_results.md" 2>&1 | tee "$OUT/bench.log" || status=1
 echo "benchmarks took $((SECONDS - start)) s" | tee -a "$OUT/bench.log"
 exit $status
