@@ -146,6 +146,42 @@ def conv_case(shape, repeat=5):
     }
 
 
+def conv_breakdown(shape, repeat=5):
+    """Where the time of one conv2d forward + backward goes: each stage timed on its own (ms)."""
+    from scratchdet.backend import to_device
+    from scratchdet.kernels.cuda import gemm, reduce
+    from scratchdet.kernels.cuda import nn as cuda_nn
+    from scratchdet.kernels.cuda.common import empty
+
+    n, c, h, w, k = shape
+    rows, plane = c * 9, h * w
+    rng = np.random.default_rng(0)
+    x = to_device(rng.standard_normal((n, c, h, w), dtype=np.float32), "cuda")
+    weight = to_device(rng.standard_normal((k, c, 3, 3), dtype=np.float32), "cuda")
+    bias = to_device(np.zeros(k, np.float32), "cuda")
+    dy = to_device(rng.standard_normal((n, k, h, w), dtype=np.float32), "cuda")
+    cols = cuda_nn._im2col(x, 3, 3, 1, 1, h, w)
+    y = empty((n, k, h, w), np.float32)
+    dw_per_image = empty((n, k * rows), np.float32)
+    stages = {
+        "im2col": lambda: cuda_nn._im2col(x, 3, 3, 1, 1, h, w),
+        "GEMM y = W cols": lambda: gemm.gemm_launch(
+            weight, cols, y, k, plane, rows, (0, rows, 1), (rows * plane, plane, 1), (k * plane, plane, 1),
+            batches=n, bias=bias, bias_mode=gemm.BIAS_ROW),
+        "db (two reductions)": lambda: reduce.sum_axis0(reduce.sum_rows(dy.reshape(n * k, plane)).reshape(n, k)),
+        "GEMM dW per image": lambda: gemm.gemm_launch(
+            dy, cols, dw_per_image, k, rows, plane, (k * plane, plane, 1), (rows * plane, 1, plane), (k * rows, rows, 1),
+            batches=n),
+        "sum of dW over images": lambda: reduce.sum_axis0(dw_per_image),
+        "GEMM dcols = W^T dY": lambda: gemm.gemm_launch(
+            weight, dy, cols, rows, plane, k, (0, 1, rows), (k * plane, plane, 1), (rows * plane, plane, 1), batches=n),
+        "col2im": lambda: cuda_nn._col2im(cols, 3, 3, 1, 1, h, w, (n, c, h, w), np.float32),
+        "whole forward": lambda: cuda_nn.conv2d_forward(x, weight, bias, 1, 1),
+        "whole backward": lambda: cuda_nn.conv2d_backward(dy, x, weight, 1, 1),
+    }
+    return {name: gpu_time(fn, repeat)[0] * 1e3 for name, fn in stages.items()}
+
+
 def linear_case(repeat=5):
     """A fully connected layer 256 x 4096 -> 1024, forward + backward: our tiled GEMM against cuBLAS."""
     import torch
@@ -397,7 +433,10 @@ def markdown_table(results, device_name):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="write the markdown table here")
+    parser.add_argument("--only", default="conv,linear,train,nms", help="comma-separated cases: conv,linear,train,nms")
+    parser.add_argument("--breakdown", action="store_true", help="also time the stages of one convolution")
     args = parser.parse_args(argv)
+    only = set(args.only.split(","))
     if not _gpu_available():
         print("bench_cuda: needs an NVIDIA GPU and PyTorch with CUDA", file=sys.stderr)
         return 2
@@ -406,6 +445,7 @@ def main(argv=None):
     device_name = torch.cuda.get_device_name()
     cases = [("conv", shape) for shape in CONV_SHAPES] + [("linear", None), ("train", None)]
     cases += [("nms", s) for s in NMS_SCENARIOS]
+    cases = [case for case in cases if case[0] in only]
     results = []
     for kind, arg in cases:
         start = time.perf_counter()
@@ -431,6 +471,11 @@ def main(argv=None):
     for key, tile in gemm.chosen_tiles().items():
         print(f"  {key}: {tile}")
     table = markdown_table(results, device_name)
+    if args.breakdown:
+        shape = CONV_SHAPES[1]
+        stages = conv_breakdown(shape)
+        table += f"\nStages of one conv2d forward + backward, {'x'.join(map(str, shape[:4]))}->{shape[4]} (ms, best of 5):\n\n"
+        table += "| stage | ms |\n| --- | ---: |\n" + "".join(f"| {name} | {ms:.3f} |\n" for name, ms in stages.items())
     print(table)
     if args.out:
         with open(args.out, "w") as f:

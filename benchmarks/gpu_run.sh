@@ -3,6 +3,7 @@
 # NVIDIA GPU, python3 with numba-cuda, torch and torchvision; nothing is installed):
 #   1. the CUDA tests of tests/cuda on the real GPU (not the simulator)  -> $OUT/cuda_tests.log
 #   2. benchmarks/bench_cuda.py against cuDNN / cuBLAS / torchvision       -> $OUT/gpu_results.md, $OUT/bench.log
+#   3. the conv and training-step benchmarks again with Numba's frees batched -> $OUT/gpu_results_batched_frees.md
 # Whole run: about 5 minutes at most (Numba compiles each kernel on first use).
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -38,11 +39,19 @@ PY
 
 echo "== tests/cuda on the GPU"
 start=$SECONDS
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/cuda 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/cuda 2>&1 | tee "$OUT/cuda_tests.log" || status=1
 echo "tests took $((SECONDS - start)) s" | tee -a "$OUT/cuda_tests.log"
 
 echo "== benchmarks"
 start=$SECONDS
-timeout 130 python3 benchmarks/bench_cuda.py --out "$OUT/gpu_results.md" 2>&1 | tee "$OUT/bench.log" || status=1
+timeout 100 python3 benchmarks/bench_cuda.py --breakdown --out "$OUT/gpu_results.md" 2>&1 | tee "$OUT/bench.log" || status=1
 echo "benchmarks took $((SECONDS - start)) s" | tee -a "$OUT/bench.log"
+
+# Numba frees device memory in batches of 10 by default (each cuMemFree waits for the GPU); the same
+# convolution and training step with frees batched 100000 at a time shows what that costs
+echo "== benchmarks with batched frees"
+start=$SECONDS
+NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT=100000 timeout 60 python3 benchmarks/bench_cuda.py --only conv,train \
+    --out "$OUT/gpu_results_batched_frees.md" 2>&1 | tee "$OUT/bench_batched_frees.log" || status=1
+echo "took $((SECONDS - start)) s" | tee -a "$OUT/bench_batched_frees.log"
 exit $status

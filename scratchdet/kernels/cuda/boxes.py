@@ -21,7 +21,7 @@ from numba import cuda
 
 from scratchdet.backend import is_cuda_array
 from scratchdet.errors import InvalidArgumentError
-from scratchdet.kernels.cuda.common import THREADS, blocks_for, empty, launch_1d, require_device
+from scratchdet.kernels.cuda.common import THREADS, blocks_for, empty, launch_1d, require_device, scratch
 from scratchdet.kernels.shared import boxes as shared
 
 iou_pair = cuda.jit(device=True)(shared.iou_pair)
@@ -317,18 +317,19 @@ def nms(boxes, scores, iou_threshold):
     if n == 0:
         return empty((0,), np.int64)
     words = math.ceil(n / WORD)
+    # work buffers are reused across calls (common.scratch): no allocation per NMS but the result
     # 1. sort by descending score
-    order = empty((n,), np.int64)
+    order = scratch("nms_order", (n,), np.int64)
     rank_sort_kernel[blocks_for(n), THREADS](scores, order)
-    sorted_boxes = empty((n, 4), np.float64)
+    sorted_boxes = scratch("nms_sorted_boxes", (n, 4), np.float64)
     gather_boxes_kernel[launch_1d(n)](boxes, order, sorted_boxes)
     # 2. the suppression mask, upper triangle only
-    mask = empty((n, words), np.uint64)
+    mask = scratch("nms_mask", (n, words), np.uint64)
     nms_mask_kernel[(words, words), WORD](sorted_boxes, threshold, mask)
     # 3. the greedy scan, then one 8-byte copy to size the result
-    removed = empty((words,), np.uint64)
+    removed = scratch("nms_removed", (words,), np.uint64)
     keep = empty((n,), np.int64)
-    n_keep = empty((1,), np.int64)
+    n_keep = scratch("nms_count", (1,), np.int64)
     nms_scan_kernel[1, min(THREADS, max(WORD, 32 * math.ceil(words / 32)))](mask, order, removed, keep, n_keep)
     return keep[: int(n_keep.copy_to_host()[0])]
 

@@ -214,7 +214,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
         raise InvalidArgumentError(f"dy must have shape {(n_images, filters, out_h, out_w)}, got {dy.shape}")
     rows, plane = channels * kh * kw, out_h * out_w
     # 1. bias: sum each filter's gradient over pixels, then over images
-    per_image = reduce.sum_rows(dy.reshape(n_images * filters, plane))  # (N*K,)
+    per_image = scratch("db_per_image", (n_images * filters,), x.dtype)  # (N*K,)
+    reduce.sum_rows(dy.reshape(n_images * filters, plane), out=per_image)
     db = reduce.sum_axis0(per_image.reshape(n_images, filters))  # (K,)
     # 2. filters: dW_n = dY[n] (K, H'W') @ cols[n]^T (H'W', C*kh*kw) per image, then summed over n
     cols = _im2col(x, kh, kw, stride, padding, out_h, out_w)  # (N, C*kh*kw, H'*W')

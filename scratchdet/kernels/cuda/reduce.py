@@ -95,9 +95,11 @@ def sum_all(a):
     return total
 
 
-def sum_rows(a, dtype=None):
-    """Row sums of a 2-D device array ``(R, L) -> (R,)`` (float64 accumulation, `dtype` output)."""
-    out = empty((a.shape[0],), dtype or a.dtype)
+def sum_rows(a, dtype=None, out=None):
+    """Row sums of a 2-D device array ``(R, L) -> (R,)`` (float64 accumulation, `dtype` output,
+    written into `out` when given)."""
+    if out is None:
+        out = empty((a.shape[0],), dtype or a.dtype)
     if a.shape[0]:
         sum_rows_kernel[a.shape[0], reduce_threads(a.shape[1])](a, out)
     return out
