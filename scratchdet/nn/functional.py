@@ -76,6 +76,24 @@ def _images_per_chunk(n_images, column_bytes_per_image):
     return max(1, min(n_images, COLUMN_BUFFER_BYTES // max(1, column_bytes_per_image)))
 
 
+def _leading(buffer, rows, columns):
+    """The first rows*columns elements of a flat buffer as a C-contiguous (rows, columns) matrix.
+
+    A group smaller than the buffer gets a contiguous matrix too (a column slice `m[:, :columns]`
+    would not be), so the kernels compile once and see unit-stride rows."""
+    return buffer[: rows * columns].reshape(rows, columns)
+
+
+def _pad_into(images, padding, xpad_buffer):
+    """`images` (n, C, H, W) with a zero border of `padding` pixels, written into the first n planes of
+    `xpad_buffer` (N, C, H + 2*padding, W + 2*padding), whose border is zero and is never written."""
+    if padding == 0:
+        return images
+    xpad = xpad_buffer[: len(images)]  # (n, C, Hp, Wp)
+    xpad[:, :, padding:-padding, padding:-padding] = images
+    return xpad
+
+
 def conv2d_forward(x, w, b, stride=1, padding=0):
     """2-D cross-correlation (what deep learning calls convolution) with zero padding.
 
@@ -104,14 +122,16 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     w_mat = w.reshape(filters, channels * kh * kw)  # (K, C*kh*kw)
     y = np.empty((n_images, filters, pixels), dtype=x.dtype)  # (N, K, H'*W')
     chunk = _images_per_chunk(n_images, channels * kh * kw * pixels * x.itemsize)
-    cols_buffer = np.empty((channels * kh * kw, chunk * pixels), dtype=x.dtype)  # (C*kh*kw, chunk*H'*W')
-    y_buffer = np.empty((filters, chunk * pixels), dtype=x.dtype)  # (K, chunk*H'*W')
+    xpad_buffer = np.zeros((chunk, channels, height + 2 * padding, width + 2 * padding), dtype=x.dtype)
+    cols_buffer = np.empty(channels * kh * kw * chunk * pixels, dtype=x.dtype)  # room for (C*kh*kw, chunk*H'*W')
+    y_buffer = np.empty(filters * chunk * pixels, dtype=x.dtype)  # room for (K, chunk*H'*W')
     for start in range(0, n_images, chunk):
         stop = min(start + chunk, n_images)
-        cols = cols_buffer[:, : (stop - start) * pixels]
-        y_mat = y_buffer[:, : (stop - start) * pixels]
-        # 1. unfold the receptive fields of these images: one column per output pixel
-        cpu.im2col(x[start:stop], kh, kw, stride, padding, cols)
+        cols = _leading(cols_buffer, channels * kh * kw, (stop - start) * pixels)  # (C*kh*kw, n*H'*W')
+        y_mat = _leading(y_buffer, filters, (stop - start) * pixels)  # (K, n*H'*W')
+        # 1. pad these images, then unfold their receptive fields: one column per output pixel
+        xpad = _pad_into(x[start:stop], padding, xpad_buffer)  # (n, C, H + 2*padding, W + 2*padding)
+        cpu.im2col(xpad, kh, kw, stride, cols)
         # 2. one matrix product for all of them (OpenBLAS, multithreaded)
         np.matmul(w_mat, cols, out=y_mat)  # (K, n*H'*W')
         # 3. reorder into NCHW and add each filter's bias
@@ -155,21 +175,27 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     chunk_dw = np.empty_like(dw)
     dx = np.empty_like(x)
     chunk = _images_per_chunk(n_images, channels * kh * kw * pixels * x.itemsize)
-    cols_buffer = np.empty((channels * kh * kw, chunk * pixels), dtype=x.dtype)  # (C*kh*kw, chunk*H'*W')
-    dy_buffer = np.empty((filters, chunk * pixels), dtype=x.dtype)  # (K, chunk*H'*W')
+    padded_shape = (chunk, channels, height + 2 * padding, width + 2 * padding)
+    xpad_buffer = np.zeros(padded_shape, dtype=x.dtype)
+    dxpad_buffer = np.empty(padded_shape, dtype=x.dtype)
+    cols_buffer = np.empty(channels * kh * kw * chunk * pixels, dtype=x.dtype)  # room for (C*kh*kw, chunk*H'*W')
+    dy_buffer = np.empty(filters * chunk * pixels, dtype=x.dtype)  # room for (K, chunk*H'*W')
     for start in range(0, n_images, chunk):
         stop = min(start + chunk, n_images)
-        cols = cols_buffer[:, : (stop - start) * pixels]
-        dy_mat = dy_buffer[:, : (stop - start) * pixels]
-        cpu.im2col(x[start:stop], kh, kw, stride, padding, cols)
+        cols = _leading(cols_buffer, channels * kh * kw, (stop - start) * pixels)  # (C*kh*kw, n*H'*W')
+        dy_mat = _leading(dy_buffer, filters, (stop - start) * pixels)  # (K, n*H'*W')
+        cpu.im2col(_pad_into(x[start:stop], padding, xpad_buffer), kh, kw, stride, cols)
         cpu.nkp_to_knp(dy[start:stop].reshape(stop - start, filters, pixels), dy_mat)  # (K, n*H'*W')
         # 2. filters: dW += dY @ cols^T
         np.matmul(dy_mat, cols.T, out=chunk_dw)
         dw += chunk_dw
         # 3. input: the columns' gradient W^T @ dY overwrites cols (their last use) ...
         np.matmul(w_mat.T, dy_mat, out=cols)  # (C*kh*kw, n*H'*W')
-        # ... and col2im adds each column entry back onto the pixel it was read from
-        cpu.col2im(cols, kh, kw, stride, padding, dx[start:stop])
+        # ... col2im adds each column entry back onto the padded pixel it was read from, and the
+        # border (the gradient of the zero padding) is dropped
+        dxpad = dxpad_buffer[: stop - start]  # (n, C, H + 2*padding, W + 2*padding)
+        cpu.col2im(cols, kh, kw, stride, dxpad)
+        dx[start:stop] = dxpad[:, :, padding : padding + height, padding : padding + width]
     return dx, dw.reshape(w.shape), db
 
 

@@ -44,10 +44,12 @@ def test_conv2d_matches_frozen_pytorch(case):
     close(db, CONV[f"{case}/db"], "db")
 
 
-def test_conv2d_in_small_image_groups_matches_frozen_pytorch(monkeypatch):
-    """The batch is cut into groups of images so that the column buffer stays small: cut at every image."""
-    monkeypatch.setattr(F, "COLUMN_BUFFER_BYTES", 1)
-    case = 7  # N = 4
+@pytest.mark.parametrize("images_per_group", [1, 3], ids=["every-image", "last-group-partial"])
+def test_conv2d_in_small_image_groups_matches_frozen_pytorch(monkeypatch, images_per_group):
+    """The batch is cut into groups of images so that the column buffer stays small: cut at every
+    image, and into groups of 3 + 1 (the last group uses only part of the buffers)."""
+    case = 7  # N = 4, C = 8, 16 x 16, 3 x 3 filters, stride 1, padding 1: 8*9*16*16 columns per image
+    monkeypatch.setattr(F, "COLUMN_BUFFER_BYTES", images_per_group * 8 * 9 * 16 * 16 * 4)
     x, w, b, dy = (CONV[f"{case}/{k}"] for k in ("x", "w", "b", "dy"))
     close(F.conv2d_forward(x, w, b, stride=1, padding=1), CONV[f"{case}/y"], "y")
     dx, dw, db = F.conv2d_backward(dy, x, w, stride=1, padding=1)

@@ -33,78 +33,75 @@ dropout_uniform = numba.njit(cache=True)(shared.dropout_uniform)
 
 
 @numba.njit(cache=True)
-def im2col(x, kh, kw, stride, padding, cols):
-    """Unfold every receptive field of `x` into a column of `cols` (zero padding outside the image).
+def im2col(xpad, kh, kw, stride, cols):
+    """Unfold every receptive field of the zero-padded input `xpad` into a column of `cols`.
 
-        cols[(c, i, j), (n, oy, ox)] = x[n, c, oy*stride + i - padding, ox*stride + j - padding]
+        cols[(c, i, j), (n, oy, ox)] = xpad[n, c, oy*stride + i, ox*stride + j]
 
     with row index (c*kh + i)*kw + j and column index (n*H' + oy)*W' + ox. The convolution of all N
     images is then one matrix product, `W (K, C*kh*kw) @ cols (C*kh*kw, N*H'*W')`.
 
+    The caller pads the images first (`xpad` holds the zeros), so every read is inside the array and
+    the loops need no bounds tests. The stride-1 case, the common one, is written out on its own: with
+    a unit step the compiler turns the innermost loop into vector copies (measured 5-9x faster than
+    the general loop, which only then stays as fast as a scalar copy).
+
     Args:
-        x: (N, C, H, W) float input.
-        kh, kw: kernel height and width; stride, padding: ints.
-        cols: (C*kh*kw, N*H'*W') output, same dtype as x, with H' = 1 + (H + 2*padding - kh) // stride
-            and W' = 1 + (W + 2*padding - kw) // stride.
+        xpad: (N, C, Hp, Wp) float input already padded, Hp = H + 2*padding, Wp = W + 2*padding.
+        kh, kw: kernel height and width; stride: int.
+        cols: (C*kh*kw, N*H'*W') output, same dtype, with H' = 1 + (Hp - kh) // stride and
+            W' = 1 + (Wp - kw) // stride.
     """
-    n_images, channels, height, width = x.shape
-    out_h = (height + 2 * padding - kh) // stride + 1
-    out_w = (width + 2 * padding - kw) // stride + 1
+    n_images, channels, padded_h, padded_w = xpad.shape
+    out_h = (padded_h - kh) // stride + 1
+    out_w = (padded_w - kw) // stride + 1
     for c in range(channels):
         for i in range(kh):
             for j in range(kw):
                 row = (c * kh + i) * kw + j
-                # the output columns whose input column ox*stride + j - padding is inside [0, width)
-                ox_lo = min(max(0, (padding - j + stride - 1) // stride), out_w)
-                ox_hi = max(min(out_w, (width + padding - j + stride - 1) // stride), ox_lo)
                 for n in range(n_images):
                     for oy in range(out_h):
-                        y = oy * stride + i - padding
                         first = (n * out_h + oy) * out_w
-                        if y < 0 or y >= height:  # a padding row
+                        if stride == 1:
                             for ox in range(out_w):
-                                cols[row, first + ox] = 0
-                            continue
-                        for ox in range(ox_lo):
-                            cols[row, first + ox] = 0
-                        for ox in range(ox_lo, ox_hi):
-                            cols[row, first + ox] = x[n, c, y, ox * stride + j - padding]
-                        for ox in range(ox_hi, out_w):
-                            cols[row, first + ox] = 0
+                                cols[row, first + ox] = xpad[n, c, oy + i, ox + j]
+                        else:
+                            for ox in range(out_w):
+                                cols[row, first + ox] = xpad[n, c, oy * stride + i, ox * stride + j]
 
 
 @numba.njit(cache=True)
-def col2im(cols, kh, kw, stride, padding, dx):
-    """The adjoint of `im2col`: add every column entry back onto the input pixel it was read from.
+def col2im(cols, kh, kw, stride, dxpad):
+    """The adjoint of `im2col`: add every column entry back onto the padded-input pixel it was read from.
 
-        dx[n, c, oy*stride + i - padding, ox*stride + j - padding] += cols[(c, i, j), (n, oy, ox)]
+        dxpad[n, c, oy*stride + i, ox*stride + j] += cols[(c, i, j), (n, oy, ox)]
 
-    Entries that came from the zero padding are dropped. Overlapping receptive fields add up, which is
-    the chain rule for a pixel that several outputs read.
+    Overlapping receptive fields add up, which is the chain rule for a pixel that several outputs
+    read. The caller crops the border (the gradient of the zero padding, which is discarded).
+    Stride 1 is written out on its own for the same reason as in `im2col`.
 
     Args:
         cols: (C*kh*kw, N*H'*W') float gradient with respect to the columns.
-        kh, kw, stride, padding: as in `im2col`.
-        dx: (N, C, H, W) output, overwritten.
+        kh, kw, stride: as in `im2col`.
+        dxpad: (N, C, Hp, Wp) output, overwritten: the gradient with respect to the padded input.
     """
-    n_images, channels, height, width = dx.shape
-    out_h = (height + 2 * padding - kh) // stride + 1
-    out_w = (width + 2 * padding - kw) // stride + 1
-    dx[...] = 0
+    n_images, channels, padded_h, padded_w = dxpad.shape
+    out_h = (padded_h - kh) // stride + 1
+    out_w = (padded_w - kw) // stride + 1
+    dxpad[...] = 0
     for c in range(channels):
         for i in range(kh):
             for j in range(kw):
                 row = (c * kh + i) * kw + j
-                ox_lo = min(max(0, (padding - j + stride - 1) // stride), out_w)
-                ox_hi = max(min(out_w, (width + padding - j + stride - 1) // stride), ox_lo)
                 for n in range(n_images):
                     for oy in range(out_h):
-                        y = oy * stride + i - padding
-                        if y < 0 or y >= height:
-                            continue
                         first = (n * out_h + oy) * out_w
-                        for ox in range(ox_lo, ox_hi):
-                            dx[n, c, y, ox * stride + j - padding] += cols[row, first + ox]
+                        if stride == 1:
+                            for ox in range(out_w):
+                                dxpad[n, c, oy + i, ox + j] += cols[row, first + ox]
+                        else:
+                            for ox in range(out_w):
+                                dxpad[n, c, oy * stride + i, ox * stride + j] += cols[row, first + ox]
 
 
 @numba.njit(cache=True)
