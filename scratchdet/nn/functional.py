@@ -67,9 +67,10 @@ def conv2d_output_size(size, kernel_size, stride=1, padding=0):
 
 # im2col works on a group of images at a time, so that its buffer stays near this size however large
 # the batch (the whole batch's columns are C*kh*kw times the input: 75 MB for 64 x 32 x 32 x 32, 3 x 3).
-# Smaller groups stay in cache (4 MB is ~10% faster on an idle machine); larger ones make fewer, larger
-# multithreaded matrix products, which hold up far better when the cores are shared.
-COLUMN_BUFFER_BYTES = 16 * 2**20
+# A group's columns are written by im2col and read at once by the matrix product, so they should stay
+# in cache between the two: with the vectorised im2col, 4 MB groups (half this machine's L2 + L3 share)
+# are 10-40% faster over the whole forward + backward than 16 MB ones, and 2 MB ones no faster still.
+COLUMN_BUFFER_BYTES = 4 * 2**20
 
 
 def _images_per_chunk(n_images, column_bytes_per_image):
@@ -169,9 +170,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     if dy.shape != (n_images, filters, out_h, out_w):
         raise InvalidArgumentError(f"dy must have shape {(n_images, filters, out_h, out_w)}, got {dy.shape}")
     w_mat = w.reshape(filters, channels * kh * kw)  # (K, C*kh*kw)
-    # 1. bias: every output pixel of filter k added b[k]
-    db = dy.sum(axis=(0, 2, 3))  # (K,)
     dw = np.zeros((filters, channels * kh * kw), dtype=x.dtype)  # (K, C*kh*kw)
+    db = np.zeros(filters)  # (K,) float64 sums, cast to x's dtype on return
     chunk_dw = np.empty_like(dw)
     dx = np.empty_like(x)
     chunk = _images_per_chunk(n_images, channels * kh * kw * pixels * x.itemsize)
@@ -185,7 +185,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
         cols = _leading(cols_buffer, channels * kh * kw, (stop - start) * pixels)  # (C*kh*kw, n*H'*W')
         dy_mat = _leading(dy_buffer, filters, (stop - start) * pixels)  # (K, n*H'*W')
         cpu.im2col(_pad_into(x[start:stop], padding, xpad_buffer), kh, kw, stride, cols)
-        cpu.nkp_to_knp(dy[start:stop].reshape(stop - start, filters, pixels), dy_mat)  # (K, n*H'*W')
+        # 1. dY in the matrix layout; the bias gradient (every output pixel of filter k added b[k]) on the way
+        cpu.nkp_to_knp_and_sum(dy[start:stop].reshape(stop - start, filters, pixels), dy_mat, db)  # (K, n*H'*W')
         # 2. filters: dW += dY @ cols^T
         np.matmul(dy_mat, cols.T, out=chunk_dw)
         dw += chunk_dw
@@ -196,7 +197,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
         dxpad = dxpad_buffer[: stop - start]  # (n, C, H + 2*padding, W + 2*padding)
         cpu.col2im(cols, kh, kw, stride, dxpad)
         dx[start:stop] = dxpad[:, :, padding : padding + height, padding : padding + width]
-    return dx, dw.reshape(w.shape), db
+    return dx, dw.reshape(w.shape), db.astype(x.dtype)
 
 
 def _check_conv(x, w, b, stride, padding):

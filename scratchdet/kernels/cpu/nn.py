@@ -121,17 +121,25 @@ def knp_to_nkp(src, bias, dst):
 
 
 @numba.njit(cache=True)
-def nkp_to_knp(src, dst):
-    """The reverse reorder, NCHW gradients into the matrix layout: dst[k, n*P + p] = src[n, k, p].
+def nkp_to_knp_and_sum(src, dst, sums):
+    """The reverse reorder, NCHW gradients into the matrix layout, summing each filter's plane on the way
+    (the bias gradient, at no extra pass over the data):
+
+        dst[k, n*P + p] = src[n, k, p];    sums[k] += sum_p src[n, k, p]
+
+    Each plane is summed in float64 before it is added, so float32 inputs lose no precision to long sums.
 
     Args:
-        src: (N, K, P) float; dst: (K, N*P) output.
+        src: (N, K, P) float; dst: (K, N*P) output; sums: (K,) float64, added to.
     """
     n_images, filters, size = src.shape
     for n in range(n_images):
         for k in range(filters):
+            plane_sum = 0.0  # float64
             for p in range(size):
                 dst[k, n * size + p] = src[n, k, p]
+                plane_sum += src[n, k, p]
+            sums[k] += plane_sum
 
 
 # ---------------------------------------------------------------------------------------------------
