@@ -109,17 +109,6 @@ def require_device(name, a):
     return a
 
 
-def require_same_dtype(**arrays):
-    """Raise InvalidArgumentError unless every array has the first one's dtype."""
-    items = list(arrays.items())
-    first_name, first = items[0]
-    for name, a in items[1:]:
-        if a.dtype != first.dtype:
-            raise InvalidArgumentError(
-                f"{name} has dtype {a.dtype}, expected {first.dtype} like {first_name}"
-            )
-
-
 def compile_signatures():
     """``(name, kernel, argument types)`` of the fill kernel as `fill` and `zeros` launch it."""
     from numba import float32, float64, int64, uint64

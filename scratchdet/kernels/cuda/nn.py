@@ -28,7 +28,6 @@ from scratchdet.kernels.cuda.common import (
     threads_for,
     flat,
     require_device,
-    require_same_dtype,
     zeros,
 )
 from scratchdet.kernels.cuda.gemm import BIAS_COL, BIAS_ROW, gemm_launch
