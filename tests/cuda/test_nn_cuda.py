@@ -123,3 +123,14 @@ def test_roi_pool_rejects_a_batch_index_outside_the_batch(gpu):
     features = gpu(np.zeros((1, 1, 4, 4), np.float32))
     with pytest.raises(InvalidArgumentError, match="batch indices"):
         F.roi_pool_forward(features, np.array([[1, 0, 0, 2, 2]], np.float64), 2, 1.0)
+
+
+def test_conv2d_of_an_empty_batch(gpu, host):
+    x = gpu(np.zeros((0, 2, 5, 5), np.float32))
+    w = gpu(np.ones((3, 2, 3, 3), np.float32))
+    y = F.conv2d_forward(x, w, gpu(np.zeros(3, np.float32)), padding=1)
+    assert y.shape == (0, 3, 5, 5)
+    dx, dw, db = F.conv2d_backward(gpu(np.zeros((0, 3, 5, 5), np.float32)), x, w, padding=1)
+    assert dx.shape == (0, 2, 5, 5)
+    np.testing.assert_array_equal(host(dw), np.zeros((3, 2, 3, 3), np.float32))
+    np.testing.assert_array_equal(host(db), np.zeros(3, np.float32))

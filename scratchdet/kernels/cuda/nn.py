@@ -180,10 +180,12 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     out_h = _output_size(height, kh, stride, padding)
     out_w = _output_size(width, kw, stride, padding)
     rows, plane = channels * kh * kw, out_h * out_w
+    y = empty((n_images, filters, out_h, out_w), x.dtype)
+    if n_images == 0:
+        return y
     # 1. unfold the receptive fields
     cols = _im2col(x, kh, kw, stride, padding, out_h, out_w)  # (N, C*kh*kw, H'*W')
     # 2. one product per image, written straight into NCHW order, bias added per filter (row)
-    y = empty((n_images, filters, out_h, out_w), x.dtype)
     gemm_launch(
         w, cols, y, filters, plane, rows,
         a_strides=(0, rows, 1), b_strides=(rows * plane, plane, 1), c_strides=(filters * plane, plane, 1),
@@ -212,6 +214,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     if dy.shape != (n_images, filters, out_h, out_w):
         raise InvalidArgumentError(f"dy must have shape {(n_images, filters, out_h, out_w)}, got {dy.shape}")
     rows, plane = channels * kh * kw, out_h * out_w
+    if n_images == 0:  # no images: zero gradients for the filters and biases
+        return empty(x.shape, x.dtype), zeros(w.shape, x.dtype), zeros((filters,), x.dtype)
     # 1. bias: sum each filter's gradient over pixels, then over images
     per_image = scratch("db_per_image", (n_images * filters,), x.dtype)  # (N*K,)
     reduce.sum_rows(dy.reshape(n_images * filters, plane), out=per_image)
@@ -344,7 +348,7 @@ def maxpool2d_backward(dy, x, kernel_size, stride=None):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Element-wise layers: ReLU, dropout, scaling (flat arrays, one thread per element)
+# Element-wise layers: ReLU and dropout (flat arrays, one thread per element)
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -435,16 +439,6 @@ def dropout_backward(dy, mask):
     dx = empty(dy.shape, dy.dtype)
     multiply_kernel[launch_1d(dy.size)](flat(dy), flat(mask), flat(dx))
     return dx
-
-
-def flatten_forward(x):
-    """(N, ...) -> (N, D): a reshape of the device array (no copy)."""
-    return x.reshape(x.shape[0], x.size // x.shape[0])
-
-
-def flatten_backward(dy, input_shape):
-    """dy (N, D) reshaped back to `input_shape`."""
-    return dy.reshape(tuple(input_shape))
 
 
 # ---------------------------------------------------------------------------------------------------
