@@ -120,7 +120,7 @@ def knp_to_nkp(src, bias, dst):
                 dst[n, k, p] = src[k, n * size + p] + bias[k]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath={"reassoc"})
 def nkp_to_knp_and_sum(src, dst, sums):
     """The reverse reorder, NCHW gradients into the matrix layout, summing each filter's plane on the way
     (the bias gradient, at no extra pass over the data):
@@ -128,6 +128,8 @@ def nkp_to_knp_and_sum(src, dst, sums):
         dst[k, n*P + p] = src[n, k, p];    sums[k] += sum_p src[n, k, p]
 
     Each plane is summed in float64 before it is added, so float32 inputs lose no precision to long sums.
+    `reassoc` lets the compiler split that sum across vector lanes (strictly in order, each addition
+    waits for the previous one: measured 7x slower, slower than the copy itself).
 
     Args:
         src: (N, K, P) float; dst: (K, N*P) output; sums: (K,) float64, added to.
