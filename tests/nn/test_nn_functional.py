@@ -28,6 +28,26 @@ def test_conv2d_forward_is_the_convolution_sum(shape, kernel, stride, padding, r
     np.testing.assert_allclose(F.conv2d_forward(x, w, b, stride=stride, padding=padding), naive_conv2d(x, w, b, stride, padding), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("kernel, stride", [((3, 3), 1), ((3, 2), 2), ((2, 3), 3)], ids=["3x3-stride1", "3x2-stride2", "2x3-stride3"])
+def test_col2im_is_the_adjoint_of_im2col(kernel, stride, rng):
+    """<im2col(x), c> = <x, col2im(c)> for every x and c: col2im is exactly the transpose of im2col, which
+    is what makes conv2d_backward's input gradient correct (stride 3 leaves input pixels unread)."""
+    from scratchdet.kernels.cpu import nn as cpu
+
+    kh, kw = kernel
+    xpad = rng.standard_normal((2, 3, 8, 7))
+    out_h, out_w = (8 - kh) // stride + 1, (7 - kw) // stride + 1
+    cols = np.empty((3 * kh * kw, 2 * out_h * out_w))
+    cpu.im2col(xpad, kh, kw, stride, cols)
+    c = rng.standard_normal(cols.shape)
+    dxpad = np.empty_like(xpad)
+    cpu.col2im(c, kh, kw, stride, dxpad)
+    np.testing.assert_allclose(np.vdot(cols, c), np.vdot(xpad, dxpad), rtol=1e-12)
+    # and im2col reads the pixel the formula names
+    n, ch, i, j, oy, ox = 1, 2, kh - 1, kw - 1, out_h - 1, out_w - 1
+    assert cols[(ch * kh + i) * kw + j, (n * out_h + oy) * out_w + ox] == xpad[n, ch, oy * stride + i, ox * stride + j]
+
+
 def test_conv2d_output_size_formula():
     assert F.conv2d_output_size(32, 3, stride=1, padding=1) == 32
     assert F.conv2d_output_size(7, 3, stride=2, padding=0) == 3

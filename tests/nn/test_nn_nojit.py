@@ -32,6 +32,8 @@ def run(np, nn, F):
     b = rng.standard_normal(3)
     y = F.conv2d_forward(x, w, b, stride=2, padding=1)
     dx, dw, db = F.conv2d_backward(np.ones_like(y), x, w, stride=2, padding=1)
+    y1 = F.conv2d_forward(x, w, b, stride=1, padding=1)  # im2col / col2im have a separate stride-1 loop
+    dx1, dw1, db1 = F.conv2d_backward(np.cos(y1), x, w, stride=1, padding=1)
     pooled = F.maxpool2d_forward(x, 2, 1)
     dpool = F.maxpool2d_backward(np.ones_like(pooled), x, 2, 1)
     rois = np.array([[0, 0, 0, 7, 9], [1, 2, 1, 5, 3]], dtype=np.float64)
@@ -49,7 +51,7 @@ def run(np, nn, F):
     F.sgd_update(p, g, v, lr=0.1, momentum=0.9, weight_decay=0.01)
     m2, v2, p2 = np.zeros_like(x), np.zeros_like(x), x.copy()
     F.adam_update(p2, g, m2, v2, step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
-    return dict(y=y, dx=dx, dw=dw, db=db, pooled=pooled, dpool=dpool, roi=roi, droi=droi, relu=relu, drelu=drelu, drop=drop, mask=mask, ddrop=ddrop, l2=np.array(l2), dl2=dl2,
+    return dict(y=y, dx=dx, dw=dw, db=db, y1=y1, dx1=dx1, dw1=dw1, db1=db1, pooled=pooled, dpool=dpool, roi=roi, droi=droi, relu=relu, drelu=drelu, drop=drop, mask=mask, ddrop=ddrop, l2=np.array(l2), dl2=dl2,
                 ce=np.array(ce), dce=dce, sl1=np.array(sl1), dsl1=dsl1, mt=np.array(mt), dcls=dcls, dbox=dbox, sgd=p, adam=p2)
 '''
 
