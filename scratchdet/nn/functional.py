@@ -68,8 +68,8 @@ def conv2d_output_size(size, kernel_size, stride=1, padding=0):
 # im2col works on a group of images at a time, so that its buffer stays near this size however large
 # the batch (the whole batch's columns are C*kh*kw times the input: 75 MB for 64 x 32 x 32 x 32, 3 x 3).
 # A group's columns are written by im2col and read at once by the matrix product, so they should stay
-# in cache between the two: with the vectorised im2col, 4 MB groups (half this machine's L2 + L3 share)
-# are 10-40% faster over the whole forward + backward than 16 MB ones, and 2 MB ones no faster still.
+# in cache between the two: with the vectorised im2col, 4 MB groups are 10-40% faster over the whole
+# forward + backward than 16 MB ones on this machine (32 MB L3 cache), and 2 MB ones no faster still.
 COLUMN_BUFFER_BYTES = 4 * 2**20
 
 
