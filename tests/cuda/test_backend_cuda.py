@@ -36,3 +36,17 @@ def test_layer_to_cuda_and_back_keeps_its_parameters(rng):
     assert backend.is_cuda_array(conv.params["weight"]) and backend.is_cuda_array(conv.grads["bias"])
     conv.to("cpu")
     np.testing.assert_array_equal(conv.params["weight"], weight)
+
+
+def test_numba_frees_device_memory_in_large_batches_unless_the_user_chose(monkeypatch):
+    """Each batch of frees waits for the GPU; scratchdet raises Numba's default batch of 10 (common.py)."""
+    import os
+
+    from numba.cuda.core import config
+
+    from scratchdet.kernels.cuda import common
+
+    if "NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT" in os.environ:
+        assert config.CUDA_DEALLOCS_COUNT == int(os.environ["NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT"])
+    else:
+        assert config.CUDA_DEALLOCS_COUNT >= common.PENDING_FREES

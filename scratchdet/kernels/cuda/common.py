@@ -5,9 +5,11 @@ nothing here copies data between the host and the GPU.
 """
 
 import math
+import os
 
 import numpy as np
 from numba import cuda
+from numba.cuda.core import config as cuda_config
 
 from scratchdet.errors import InvalidArgumentError
 
@@ -40,17 +42,30 @@ def flat(a):
     return a.reshape(a.size) if a.ndim != 1 else a
 
 
+# Numba frees device memory lazily: once more than NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT arrays (10 by
+# default) wait to be freed it frees them all, and freeing waits for the GPU to finish its queued work.
+# A training step drops dozens of activations and gradients, so with the default the host stalls
+# every few layers and the GPU idles while Python catches up (measured on an H200, benchmarks/
+# GPU_RESULTS.md: the 256x3x32x32->16 convolution took 3.20 ms, 1.77 ms with 100000). Unless the user
+# chose a count, scratchdet lets up to PENDING_FREES arrays wait; the byte limit
+# (NUMBA_CUDA_MAX_PENDING_DEALLOCS_RATIO, 20% of the GPU's memory by default) still bounds what they hold.
+PENDING_FREES = 1000
+if "NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT" not in os.environ:
+    cuda_config.CUDA_DEALLOCS_COUNT = max(cuda_config.CUDA_DEALLOCS_COUNT, PENDING_FREES)
+
+# Work buffers by (name, dtype); see `scratch`.
 _SCRATCH = {}
 
 
 def scratch(name, shape, dtype):
-    """A work buffer reused across calls: the im2col columns, per-image partial sums.
+    """A work buffer reused across calls: per-image partial sums, swapped filters, loss partials.
 
     Allocating on the GPU (cudaMalloc) and freeing (which waits for the device) cost more than many
     kernels, so each named buffer is kept and grown when a larger one is needed. This is safe
     because every kernel runs on the default stream, in launch order: a buffer is only rewritten
     after the kernels that read it have run. The contents are undefined on return; a buffer is valid
-    until the next `scratch` call with the same name.
+    until the next `scratch` call with the same name, so it never leaves the function that asked
+    for it: what a function returns is always freshly allocated.
 
     Args:
         name: which buffer ("cols", "dw_per_image", ...).
