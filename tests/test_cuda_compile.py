@@ -17,10 +17,10 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
 
 from numba import cuda  # noqa: E402
 
-from scratchdet.kernels.cuda import boxes, common, gemm, nn, optim, reduce  # noqa: E402
+from scratchdet.kernels.cuda import boxes, common, conv_gemm, gemm, nn, optim, reduce  # noqa: E402
 
 H100 = (9, 0)
-MODULES = (common, reduce, gemm, nn, optim, boxes)
+MODULES = (common, reduce, gemm, conv_gemm, nn, optim, boxes)
 SIGNATURES = [entry for module in MODULES for entry in module.compile_signatures()]
 
 

@@ -13,6 +13,12 @@ CONV_CASES = [
     (1, 2, 7, 5, 3, 3, 2, 0),  # stride 2, no padding, floor of the output size
     (1, 3, 4, 4, 2, 1, 1, 0),  # 1x1 kernel
     (1, 1, 6, 6, 2, 2, 3, 1),  # stride larger than the kernel: some pixels feed no output
+    (1, 3, 9, 8, 2, 5, 1, 2),  # 5x5, padding 2: 72 output pixels span two column tiles
+    (1, 5, 8, 7, 3, 3, 2, 1),  # stride 2 with padding: the input gradient skips odd offsets
+    (1, 2, 7, 7, 3, 5, 2, 2),  # 5x5 at stride 2
+    (1, 2, 5, 5, 17, 1, 1, 0),  # 17 filters: a 32-row tile
+    (1, 2, 4, 5, 2, 1, 1, 2),  # padding wider than the kernel: a border of outputs that see only zeros
+    (1, 1, 3, 3, 3, 3, 1, 0),  # one output pixel: the filter gradient walks 1-pixel-wide rows
 ]
 
 
@@ -35,6 +41,25 @@ def test_conv2d_float64(rng, gpu, close):
     weight = rng.standard_normal((3, 2, 3, 3))
     bias = rng.standard_normal(3)
     close(F.conv2d_forward(gpu(x), gpu(weight), gpu(bias), padding=1), F.conv2d_forward(x, weight, bias, padding=1), rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal((1, 3, 4, 5))
+    ours = F.conv2d_backward(gpu(dy), gpu(x), gpu(weight), padding=1)
+    for name, a, b in zip(("dx", "dw", "db"), ours, F.conv2d_backward(dy, x, weight, padding=1)):
+        close(a, b, rtol=1e-12, atol=1e-12, what=name)
+
+
+def test_conv2d_results_survive_later_calls_that_reuse_work_buffers(rng, gpu, host):
+    """Work buffers (per-image dW, swapped filters) are reused between calls; what a call returned must not be."""
+    shapes = {"x": (1, 2, 4, 4), "w": (3, 2, 3, 3), "dy": (1, 3, 4, 4)}
+    first = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+    second = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+    bias = np.zeros(3, np.float32)
+    results = []
+    for inputs in (first, second):
+        x, w, dy = (gpu(inputs[name]) for name in ("x", "w", "dy"))
+        results.append((F.conv2d_forward(x, w, gpu(bias), padding=1), *F.conv2d_backward(dy, x, w, padding=1)))
+    expected = (F.conv2d_forward(first["x"], first["w"], bias, padding=1), *F.conv2d_backward(first["dy"], first["x"], first["w"], padding=1))
+    for name, ours, theirs in zip(("y", "dx", "dw", "db"), results[0], expected):
+        np.testing.assert_allclose(host(ours), theirs, rtol=1e-5, atol=1e-5, err_msg=f"first call's {name} after a second call")
 
 
 def test_conv2d_rejects_mixed_dtypes_and_wrong_dy(rng, gpu):

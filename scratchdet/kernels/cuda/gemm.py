@@ -65,6 +65,7 @@ def gemm_kernel(tm, tn, dtype):
     a_tile_shape = (BK, bm + 1)
     b_tile_shape = (BK, bn + 1)
     ntype = _NUMBA_TYPES[np.dtype(dtype)]
+    zero = np.dtype(dtype).type(0)  # a constant of the element type (a bare 0 would make the load a float64)
 
     @cuda.jit(device=True)
     def a_slot(e, a_cs):
@@ -111,14 +112,14 @@ def gemm_kernel(tm, tn, dtype):
                         r, kk = a_slot(e, a_cs)
                         gi = row0 + r
                         gk = k1 + kk
-                        a_next[step] = a[a0 + gi * a_rs + gk * a_cs] if gi < m and gk < k else 0
+                        a_next[step] = a[a0 + gi * a_rs + gk * a_cs] if gi < m and gk < k else zero
                 for step in range(b_per_thread):
                     e = tid + step * nt
                     if e < b_elems:
                         kk, cc = b_slot(e, b_cs)
                         gj = col0 + cc
                         gk = k1 + kk
-                        b_next[step] = b[b0 + gk * b_rs + gj * b_cs] if gj < n and gk < k else 0
+                        b_next[step] = b[b0 + gk * b_rs + gj * b_cs] if gj < n and gk < k else zero
             # 2. multiply the tiles in shared memory: thread (ty, tx) owns rows ty + 16 i and
             #    columns tx + 16 j of the output tile (none before the first tile arrives)
             if k0 >= 0:
@@ -191,7 +192,8 @@ _chosen_tiles = {}
 
 
 def chosen_tiles():
-    """{(m, n, k, batches, dtype, a_cs == 1, b_cs == 1): (tm, tn)} for every product shape seen so far."""
+    """{key: (tm, tn)} for every product shape seen so far: ("gemm", m, n, k, batches, dtype, a_cs == 1,
+    b_cs == 1) for plain products, (product name, m, n, k, images, dtype, geometry...) for `conv_gemm`."""
     return dict(_chosen_tiles)
 
 
@@ -202,21 +204,32 @@ def _launch(tile, a, b, c, bias, m, n, k, a_strides, b_strides, c_strides, batch
     kernel[grid, (TX, TY)](a, b, c, bias, m, n, k, *a_strides, *b_strides, *c_strides, bias_mode)
 
 
-def _autotune(args):
-    """The fastest candidate tile for one product: each is run once (compiling it), then timed twice."""
-    m, n = args[4], args[5]
+def _autotune(launch, m, n):
+    """The fastest candidate tile for one product: each is run once (compiling it), then timed twice.
+
+    ``launch(tile)`` runs the product with that tile; it must overwrite its output (not accumulate).
+    """
     best_tile, best_time = None, float("inf")
     for tile in tile_candidates(m, n):
-        _launch(tile, *args)
+        launch(tile)
         cuda.synchronize()
         start = time.perf_counter()
         for _ in range(2):
-            _launch(tile, *args)
+            launch(tile)
         cuda.synchronize()
         elapsed = time.perf_counter() - start
         if elapsed < best_time:
             best_tile, best_time = tile, elapsed
     return best_tile
+
+
+def launch_autotuned(key, m, n, launch):
+    """Run ``launch(tile)`` with the tile chosen for this product shape (`key`, hashable): on a GPU the
+    first call of each key autotunes, in the simulator the default `tile_shape(m, n)` is used."""
+    tile = _chosen_tiles.get(key)
+    if tile is None:
+        tile = _chosen_tiles[key] = _autotune(launch, m, n) if AUTOTUNE else tile_shape(m, n)
+    launch(tile)
 
 
 def gemm_launch(a, b, c, m, n, k, a_strides, b_strides, c_strides, batches=1, bias=None, bias_mode=BIAS_NONE):
@@ -240,11 +253,8 @@ def gemm_launch(a, b, c, m, n, k, a_strides, b_strides, c_strides, batches=1, bi
         flat(a), flat(b), flat(c), flat(bias) if bias is not None else flat(c)[:1],
         m, n, k, a_strides, b_strides, c_strides, batches, bias_mode,
     )
-    key = (m, n, k, batches, np.dtype(c.dtype).str, a_strides[2] == 1, b_strides[2] == 1)
-    tile = _chosen_tiles.get(key)
-    if tile is None:
-        tile = _chosen_tiles[key] = _autotune(args) if AUTOTUNE else tile_shape(m, n)
-    _launch(tile, *args)
+    key = ("gemm", m, n, k, batches, np.dtype(c.dtype).str, a_strides[2] == 1, b_strides[2] == 1)
+    launch_autotuned(key, m, n, lambda tile: _launch(tile, *args))
     return c
 
 

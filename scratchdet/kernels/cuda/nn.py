@@ -1,8 +1,9 @@
 """CUDA twins of `scratchdet.nn.functional` and `scratchdet.nn.losses`: same names, same arguments,
 Numba device arrays in and out.
 
-Convolution is im2col + the tiled GEMM of `scratchdet.kernels.cuda.gemm`, one product per image
-(Chellapilla, Puri and Simard 2006); every other layer is one thread per output element, written as
+Convolution is an implicit GEMM (`scratchdet.kernels.cuda.conv_gemm`: the tiled GEMM of
+`scratchdet.kernels.cuda.gemm` reading im2col's columns straight from the image), one product per
+image; every other layer is one thread per output element, written as
 the loop body of the CPU kernel in `scratchdet.kernels.cpu.nn`. The scalar rules that must agree
 bit for bit between the two backends (smooth L1, RoI rounding and bins, the dropout hash) are the
 functions of `scratchdet.kernels.shared.nn`, compiled here as device functions. Nothing in this
@@ -25,12 +26,12 @@ from scratchdet.kernels.cuda.common import (
     empty,
     launch_1d,
     scratch,
-    threads_for,
     flat,
     require_device,
     zeros,
 )
-from scratchdet.kernels.cuda.gemm import BIAS_COL, BIAS_ROW, gemm_launch
+from scratchdet.kernels.cuda.conv_gemm import FILTER_GRAD, FORWARD, INPUT_GRAD, conv_gemm_launch
+from scratchdet.kernels.cuda.gemm import BIAS_COL, gemm_launch
 from scratchdet.kernels.cuda.reduce import block_sum
 from scratchdet.kernels.shared import nn as shared
 
@@ -62,85 +63,22 @@ def _output_size(size, kernel_size, stride, padding):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Convolution: im2col, one GEMM per image, col2im
+# Convolution: implicit GEMMs (scratchdet.kernels.cuda.conv_gemm), no column matrix in memory
 # ---------------------------------------------------------------------------------------------------
 
 
 @cuda.jit(cache=True)
-def im2col_kernel(x, kh, kw, stride, padding, out_h, out_w, cols):
-    """cols[n, (c, i, j), (oy, ox)] = x[n, c, oy*stride + i - padding, ox*stride + j - padding] (0 outside).
-
-    Launched on a grid (output pixels, C*kh*kw rows, N images): one thread per element of cols,
-    (N, C*kh*kw, H'*W'); neighbouring threads write neighbouring output pixels, so both the reads
-    and the writes are coalesced.
-    """
-    height, width = x.shape[2], x.shape[3]
-    pixel = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    row = cuda.blockIdx.y
-    n = cuda.blockIdx.z
-    if pixel >= out_h * out_w:
+def swap_filter_axes_kernel(w, w_swapped):
+    """w_swapped[c, k, i, j] = w[k, c, i, j]: the A operand W~ (C, K*kh*kw) of the input gradient."""
+    filters, channels, kh, kw = w.shape
+    e = cuda.grid(1)
+    if e >= w.size:
         return
-    # 1. which (channel, kernel row, kernel column) this row of cols holds
-    c = row // (kh * kw)
-    i = (row // kw) % kh
-    j = row % kw
-    # 2. the input pixel it reads, or zero padding
-    y = (pixel // out_w) * stride + i - padding
-    xx = (pixel % out_w) * stride + j - padding
-    if 0 <= y < height and 0 <= xx < width:
-        cols[n, row, pixel] = x[n, c, y, xx]
-    else:
-        cols[n, row, pixel] = 0
-
-
-@cuda.jit(cache=True)
-def col2im_kernel(cols, kh, kw, stride, padding, out_h, out_w, dx):
-    """The adjoint of im2col, as a gather: dx[n, c, y, x] sums every column entry read from (y, x).
-
-    Launched on a grid (input pixels, C channels, N images), one thread per input pixel; it visits
-    the (i, j) kernel offsets whose output pixel oy = (y + padding - i) / stride is an integer inside
-    the output, so no two threads write the same element and the sum has a fixed order.
-    """
-    height, width = dx.shape[2], dx.shape[3]
-    pixel = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    c = cuda.blockIdx.y
-    n = cuda.blockIdx.z
-    if pixel >= height * width:
-        return
-    y = pixel // width
-    xx = pixel % width
-    total = 0.0
-    for i in range(kh):
-        ty = y + padding - i
-        if ty < 0 or ty % stride != 0 or ty // stride >= out_h:
-            continue
-        oy = ty // stride
-        for j in range(kw):
-            tx = xx + padding - j
-            if tx < 0 or tx % stride != 0 or tx // stride >= out_w:
-                continue
-            ox = tx // stride
-            total += cols[n, (c * kh + i) * kw + j, oy * out_w + ox]
-    dx[n, c, y, xx] = total
-
-
-def _im2col(x, kh, kw, stride, padding, out_h, out_w):
-    n_images, channels = x.shape[0], x.shape[1]
-    rows, plane = channels * kh * kw, out_h * out_w
-    cols = scratch("cols", (n_images, rows, plane), x.dtype)  # (N, C*kh*kw, H'*W')
-    threads = threads_for(plane)
-    grid = (blocks_for(plane, threads), rows, n_images)
-    im2col_kernel[grid, threads](x, kh, kw, stride, padding, out_h, out_w, cols)
-    return cols
-
-
-def _col2im(cols, kh, kw, stride, padding, out_h, out_w, shape, dtype):
-    n_images, channels, height, width = shape
-    dx = empty(shape, dtype)
-    threads = threads_for(height * width)
-    grid = (blocks_for(height * width, threads), channels, n_images)
-    col2im_kernel[grid, threads](cols, kh, kw, stride, padding, out_h, out_w, dx)
-    return dx
+    k = e // (channels * kh * kw)
+    c = (e // (kh * kw)) % channels
+    i = (e // kw) % kh
+    j = e % kw
+    w_swapped[c, k, i, j] = w[k, c, i, j]
 
 
 def _check_conv(x, w, b, stride, padding):
@@ -181,15 +119,11 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     out_w = _output_size(width, kw, stride, padding)
     rows, plane = channels * kh * kw, out_h * out_w
     y = empty((n_images, filters, out_h, out_w), x.dtype)
-    if n_images == 0:
-        return y
-    # 1. unfold the receptive fields
-    cols = _im2col(x, kh, kw, stride, padding, out_h, out_w)  # (N, C*kh*kw, H'*W')
-    # 2. one product per image, written straight into NCHW order, bias added per filter (row)
-    gemm_launch(
-        w, cols, y, filters, plane, rows,
-        a_strides=(0, rows, 1), b_strides=(rows * plane, plane, 1), c_strides=(filters * plane, plane, 1),
-        batches=n_images, bias=b, bias_mode=BIAS_ROW,
+    # one implicit product per image: Y[n] (K, H'W') = W (K, C*kh*kw) @ cols[n] (C*kh*kw, H'W') + b,
+    # the columns read straight from x and the result written in NCHW order
+    conv_gemm_launch(
+        FORWARD, w, x, y, filters, plane, rows, a_strides=(0, rows), c_strides=(filters * plane, plane),
+        geometry=(kh, kw, stride, padding, out_w), bias=b,
     )
     return y
 
@@ -197,13 +131,15 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
 def conv2d_backward(dy, x, w, stride=1, padding=0):
     """CUDA twin of `scratchdet.nn.functional.conv2d_backward`.
 
-        db = sum over n, pixels of dY;   dW = sum_n dY[n] @ cols[n]^T;   dx = col2im(W^T @ dY[n])
+        db = sum over n, pixels of dY;   dW = sum_n dY[n] @ cols[n]^T;   dX[n] = W~ @ dcols[n]
 
-    dW is summed over the images in a fixed order (one product per image, then a column sum),
-    so it is the same on every run.
+    as implicit GEMMs (`scratchdet.kernels.cuda.conv_gemm`): cols[n] is read from x, dcols[n] (the
+    adjoint of im2col applied to dY) from dY, W~[c, (k, i, j)] = W[k, c, i, j]. dW is summed over
+    the images in a fixed order (one product per image, then a column sum), so it is the same on
+    every run.
 
     Returns:
-        (dx (N, C, H, W), dw (K, C, kh, kw), db (K,)) device arrays.
+        (dx (N, C, H, W), dw (K, C, kh, kw), db (K,)) device arrays, freshly allocated.
     """
     stride, padding = _check_conv(x, w, None, stride, padding)
     n_images, channels, height, width = x.shape
@@ -216,26 +152,27 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     rows, plane = channels * kh * kw, out_h * out_w
     if n_images == 0:  # no images: zero gradients for the filters and biases
         return empty(x.shape, x.dtype), zeros(w.shape, x.dtype), zeros((filters,), x.dtype)
+    geometry = (kh, kw, stride, padding, out_w)
     # 1. bias: sum each filter's gradient over pixels, then over images
     per_image = scratch("db_per_image", (n_images * filters,), x.dtype)  # (N*K,)
     reduce.sum_rows(dy.reshape(n_images * filters, plane), out=per_image)
     db = reduce.sum_axis0(per_image.reshape(n_images, filters))  # (K,)
     # 2. filters: dW_n = dY[n] (K, H'W') @ cols[n]^T (H'W', C*kh*kw) per image, then summed over n
-    cols = _im2col(x, kh, kw, stride, padding, out_h, out_w)  # (N, C*kh*kw, H'*W')
     dw_per_image = scratch("dw_per_image", (n_images, filters * rows), x.dtype)  # (N, K*C*kh*kw)
-    gemm_launch(
-        dy, cols, dw_per_image, filters, rows, plane,
-        a_strides=(filters * plane, plane, 1), b_strides=(rows * plane, 1, plane), c_strides=(filters * rows, rows, 1),
-        batches=n_images,
+    conv_gemm_launch(
+        FILTER_GRAD, dy, x, dw_per_image, filters, rows, plane, a_strides=(filters * plane, plane),
+        c_strides=(filters * rows, rows), geometry=geometry,
     )
     dw = reduce.sum_axis0(dw_per_image).reshape(w.shape)  # (K, C, kh, kw)
-    # 3. input: dcols[n] = W^T (C*kh*kw, K) @ dY[n] (K, H'W'), written over cols, then col2im
-    gemm_launch(
-        w, dy, cols, rows, plane, filters,
-        a_strides=(0, 1, rows), b_strides=(filters * plane, plane, 1), c_strides=(rows * plane, plane, 1),
-        batches=n_images,
+    # 3. input: dX[n] (C, HW) = W~ (C, K*kh*kw) @ dcols[n] (K*kh*kw, HW), dcols read from dY
+    w_swapped = scratch("w_swapped", (channels, filters, kh, kw), x.dtype)
+    swap_filter_axes_kernel[launch_1d(w.size)](w, w_swapped)
+    dx = empty(x.shape, x.dtype)
+    conv_gemm_launch(
+        INPUT_GRAD, w_swapped, dy, dx, channels, height * width, filters * kh * kw,
+        a_strides=(0, filters * kh * kw), c_strides=(channels * height * width, height * width),
+        geometry=(kh, kw, stride, padding, width),
     )
-    dx = _col2im(cols, kh, kw, stride, padding, out_h, out_w, x.shape, x.dtype)
     return dx, dw, db
 
 
@@ -649,7 +586,7 @@ def _labels_on_device(labels, n_samples):
 def _read_loss(partials):
     """Sum a loss's per-block partial sums on the GPU and copy the (loss, bad labels) pair back."""
     totals = np.empty(2)
-    reduce.sum_rows(partials, np.float64).copy_to_host(totals)
+    reduce.sum_rows(partials, np.float64, out=scratch("loss_totals", (2,), np.float64)).copy_to_host(totals)
     return totals[0], int(totals[1])
 
 
@@ -716,7 +653,7 @@ def softmax_cross_entropy(logits, labels):
     dlogits = empty(logits.shape, logits.dtype)
     threads = reduce.reduce_threads(n_samples)
     n_blocks = blocks_for(n_samples, threads)
-    partials = empty((2, n_blocks), np.float64)
+    partials = scratch("loss_partials", (2, n_blocks), np.float64)  # per-block (loss, bad labels)
     softmax_cross_entropy_kernel[n_blocks, threads](logits, labels, dlogits, partials)
     total, bad = _read_loss(partials)
     _bad_labels(bad, n_classes)
@@ -748,7 +685,7 @@ def _elementwise_loss(pred, target, use_l2, beta):
     grad = empty(pred.shape, pred.dtype)
     threads = reduce.reduce_threads(pred.size)
     n_blocks = min(blocks_for(pred.size, threads), reduce.MAX_REDUCE_BLOCKS)
-    partials = empty((2, n_blocks), np.float64)
+    partials = scratch("loss_partials", (2, n_blocks), np.float64)  # per-block (loss, bad labels)
     elementwise_loss_kernel[n_blocks, threads](flat(pred), flat(target), use_l2, float(beta), flat(grad), partials)
     total, _ = _read_loss(partials)
     return float(total), grad
@@ -830,7 +767,7 @@ def box_regression_loss(bbox_pred, bbox_targets, labels, *, loss="smooth_l1", be
     grad = empty(bbox_pred.shape, bbox_pred.dtype)
     threads = reduce.reduce_threads(n_samples)
     n_blocks = blocks_for(n_samples, threads)
-    partials = empty((2, n_blocks), np.float64)
+    partials = scratch("loss_partials", (2, n_blocks), np.float64)  # per-block (loss, bad labels)
     # the gradient is that of weight * L_loc; the factor is rounded to the dtype first, as on the CPU
     factor = bbox_pred.dtype.type(weight / n_samples)
     foreground_box_loss_kernel[n_blocks, threads](
@@ -867,8 +804,7 @@ def compile_signatures():
         a1, a2, a3, a4 = ft[::1], ft[:, ::1], ft[:, :, ::1], ft[:, :, :, ::1]
         name = str(ft)
         out += [
-            (f"im2col_{name}", im2col_kernel, (a4, int64, int64, int64, int64, int64, int64, a3)),
-            (f"col2im_{name}", col2im_kernel, (a3, int64, int64, int64, int64, int64, int64, a4)),
+            (f"swap_filter_axes_{name}", swap_filter_axes_kernel, (a4, a4)),
             (f"maxpool2d_forward_{name}", maxpool2d_forward_kernel, (a4, int64, int64, a4)),
             (f"maxpool2d_backward_{name}", maxpool2d_backward_kernel, (a4, a4, int64, int64, a4)),
             (f"relu_forward_{name}", relu_forward_kernel, (a1, a1)),
