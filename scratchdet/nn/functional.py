@@ -87,7 +87,8 @@ def _leading(buffer, rows, columns):
 
 def _pad_into(images, padding, xpad_buffer):
     """`images` (n, C, H, W) with a zero border of `padding` pixels, written into the first n planes of
-    `xpad_buffer` (N, C, H + 2*padding, W + 2*padding), whose border is zero and is never written."""
+    `xpad_buffer` (N, C, H + 2*padding, W + 2*padding), whose border is zero and is never written
+    (`images` itself when padding is 0; the buffer is then None)."""
     if padding == 0:
         return images
     xpad = xpad_buffer[: len(images)]  # (n, C, Hp, Wp)
@@ -123,7 +124,8 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     w_mat = w.reshape(filters, channels * kh * kw)  # (K, C*kh*kw)
     y = np.empty((n_images, filters, pixels), dtype=x.dtype)  # (N, K, H'*W')
     chunk = _images_per_chunk(n_images, channels * kh * kw * pixels * x.itemsize)
-    xpad_buffer = np.zeros((chunk, channels, height + 2 * padding, width + 2 * padding), dtype=x.dtype)
+    padded_shape = (chunk, channels, height + 2 * padding, width + 2 * padding)
+    xpad_buffer = np.zeros(padded_shape, dtype=x.dtype) if padding else None
     cols_buffer = np.empty(channels * kh * kw * chunk * pixels, dtype=x.dtype)  # room for (C*kh*kw, chunk*H'*W')
     y_buffer = np.empty(filters * chunk * pixels, dtype=x.dtype)  # room for (K, chunk*H'*W')
     for start in range(0, n_images, chunk):
@@ -176,7 +178,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     dx = np.empty_like(x)
     chunk = _images_per_chunk(n_images, channels * kh * kw * pixels * x.itemsize)
     padded_shape = (chunk, channels, height + 2 * padding, width + 2 * padding)
-    xpad_buffer = np.zeros(padded_shape, dtype=x.dtype)
+    xpad_buffer = np.zeros(padded_shape, dtype=x.dtype) if padding else None
     dxpad_buffer = np.empty(padded_shape, dtype=x.dtype)
     cols_buffer = np.empty(channels * kh * kw * chunk * pixels, dtype=x.dtype)  # room for (C*kh*kw, chunk*H'*W')
     dy_buffer = np.empty(filters * chunk * pixels, dtype=x.dtype)  # room for (K, chunk*H'*W')
