@@ -179,7 +179,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     chunk = _images_per_chunk(n_images, channels * kh * kw * pixels * x.itemsize)
     padded_shape = (chunk, channels, height + 2 * padding, width + 2 * padding)
     xpad_buffer = np.zeros(padded_shape, dtype=x.dtype) if padding else None
-    dxpad_buffer = np.empty(padded_shape, dtype=x.dtype)
+    dxpad_buffer = np.empty(padded_shape, dtype=x.dtype) if padding else None
     cols_buffer = np.empty(channels * kh * kw * chunk * pixels, dtype=x.dtype)  # room for (C*kh*kw, chunk*H'*W')
     dy_buffer = np.empty(filters * chunk * pixels, dtype=x.dtype)  # room for (K, chunk*H'*W')
     for start in range(0, n_images, chunk):
@@ -196,9 +196,12 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
         np.matmul(w_mat.T, dy_mat, out=cols)  # (C*kh*kw, n*H'*W')
         # ... col2im adds each column entry back onto the padded pixel it was read from, and the
         # border (the gradient of the zero padding) is dropped
-        dxpad = dxpad_buffer[: stop - start]  # (n, C, H + 2*padding, W + 2*padding)
-        cpu.col2im(cols, kh, kw, stride, dxpad)
-        dx[start:stop] = dxpad[:, :, padding : padding + height, padding : padding + width]
+        if padding == 0:  # no border: straight into dx
+            cpu.col2im(cols, kh, kw, stride, dx[start:stop])
+        else:
+            dxpad = dxpad_buffer[: stop - start]  # (n, C, H + 2*padding, W + 2*padding)
+            cpu.col2im(cols, kh, kw, stride, dxpad)
+            dx[start:stop] = dxpad[:, :, padding : padding + height, padding : padding + width]
     dw = np.ascontiguousarray(dw_t.T).reshape(w.shape)  # (K, C, kh, kw)
     return dx, dw, db.astype(x.dtype)
 
