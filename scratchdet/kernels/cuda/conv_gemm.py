@@ -112,11 +112,12 @@ def next_pixel(oy, ox, steps, width):
 
 
 @functools.lru_cache(maxsize=None)
-def conv_gemm_kernel(tm, tn, dtype, product):
-    """The implicit-GEMM kernel for one product of a convolution; threads own ``tm x tn`` outputs.
+def conv_gemm_kernel(tile, dtype, product):
+    """The implicit-GEMM kernel for one product of a convolution.
 
     Args:
-        tm, tn: outputs per thread, as in `gemm.gemm_kernel` (a block computes a 16*tm x 16*tn tile).
+        tile: ``(ty, tx, tm, tn)``: blocks of ``ty x tx`` threads, each owning ``tm x tn`` outputs, as in
+            `gemm.gemm_kernel` (16 x 16 threads there); a block computes a ``ty*tm x tx*tn`` tile of c.
         dtype: ``np.float32`` or ``np.float64``.
         product: FORWARD, FILTER_GRAD or INPUT_GRAD.
 
@@ -126,13 +127,14 @@ def conv_gemm_kernel(tm, tn, dtype, product):
         over the flat row-major arrays a and c (batch strides a_bs, c_bs; row strides a_rs, c_rs), and
         the 4-D array ``src`` (x, or dY for INPUT_GRAD) that B is read from. ``cols_w`` is the width
         of the image whose pixels index B's columns (H' W' grid for FORWARD, the input's for INPUT_GRAD)
-        or rows (FILTER_GRAD). Grid: (column blocks, row blocks, images); block (16, 16).
+        or rows (FILTER_GRAD). Grid: (column blocks, row blocks, images); block (tx, ty).
     """
-    bm = TY * tm
-    bn = TX * tn
-    nt = TY * TX
-    if nt % bn:
-        raise InvalidArgumentError(f"a B tile of {bn} columns does not divide the {nt} threads of a block")
+    ty_count, tx_count, tm, tn = tile
+    bm = ty_count * tm
+    bn = tx_count * tn
+    nt = ty_count * tx_count
+    if nt % bn or BK * bn < nt:
+        raise InvalidArgumentError(f"a B tile of {BK} x {bn} cannot be staged evenly by {nt} threads")
     a_elems = bm * BK
     a_per_thread = (a_elems + nt - 1) // nt
     b_per_thread = BK * bn // nt
@@ -147,7 +149,7 @@ def conv_gemm_kernel(tm, tn, dtype, product):
     def conv_gemm(a, src, c, bias, m, n, k, a_bs, a_rs, c_bs, c_rs, bias_mode, kh, kw, stride, padding, cols_w):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
-        tid = ty * TX + tx
+        tid = ty * tx_count + tx
         row0 = cuda.blockIdx.y * bm
         col0 = cuda.blockIdx.x * bn
         z = cuda.blockIdx.z  # the image
@@ -236,9 +238,9 @@ def conv_gemm_kernel(tm, tn, dtype, product):
             if k0 >= 0:
                 for kk in range(BK):
                     for i in range(tm):
-                        a_reg[i] = a_tile[kk, ty + TY * i]
+                        a_reg[i] = a_tile[kk, ty + ty_count * i]
                     for j in range(tn):
-                        b_reg[j] = b_tile[kk, tx + TX * j]
+                        b_reg[j] = b_tile[kk, tx + tx_count * j]
                     for i in range(tm):
                         for j in range(tn):
                             acc[i, j] += a_reg[i] * b_reg[j]
@@ -256,10 +258,10 @@ def conv_gemm_kernel(tm, tn, dtype, product):
         # 4. write the thread's outputs, adding the bias of the row (the filter)
         c0 = z * c_bs
         for i in range(tm):
-            gi = row0 + ty + TY * i
+            gi = row0 + ty + ty_count * i
             if gi < m:
                 for j in range(tn):
-                    gj = col0 + tx + TX * j
+                    gj = col0 + tx + tx_count * j
                     if gj < n:
                         value = acc[i, j]
                         if bias_mode == gemm.BIAS_ROW:
@@ -269,7 +271,25 @@ def conv_gemm_kernel(tm, tn, dtype, product):
     return conv_gemm
 
 
-def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry, bias=None):
+def tile_candidates(m, n):
+    """The ``(ty, tx, tm, tn)`` tiles autotuning tries: `gemm.tile_candidates` on 16 x 16 threads, plus a
+    flat 4 x 64 block when c has few rows (the input gradient of an RGB layer: m = 3) and a narrow
+    32 x 8 block when it has few columns (that layer's filter gradient: n = 3*3*3 = 27), which would
+    otherwise leave most of a 16-row or 64-column tile idle."""
+    out = [(TY, TX, tm, tn) for tm, tn in gemm.tile_candidates(m, n)]
+    if m <= 8:
+        out.append((4, 64, 1, 4))
+    if n <= 32:
+        out.append((32, 8, 1, 4))
+    return out
+
+
+def default_tile(m, n):
+    """The tile used without autotuning (in the simulator): `gemm.tile_shape` on 16 x 16 threads."""
+    return (TY, TX, *gemm.tile_shape(m, n))
+
+
+def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry, bias=None, tile=None):
     """Launch ``c[z] = a[z] @ B[z] (+ bias per row)`` for every image z of `src`; returns c.
 
     Args:
@@ -280,6 +300,7 @@ def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry
         c: device array written as row-major (m, n) matrices with ``c_strides`` (batch, row).
         geometry: ``(kh, kw, stride, padding, cols_w)``.
         bias: optional (m,) device array added per row.
+        tile: ``(ty, tx, tm, tn)`` to use; by default the autotuned one (`tile_candidates`).
     """
     batches = src.shape[0]
     if m == 0 or n == 0 or batches == 0:
@@ -292,28 +313,32 @@ def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry
     a_flat, c_flat = flat(a), flat(c)
 
     def launch(tile):
-        tm, tn = tile
-        kernel = conv_gemm_kernel(tm, tn, np.dtype(c.dtype), product)
-        grid = ((n + TX * tn - 1) // (TX * tn), (m + TY * tm - 1) // (TY * tm), batches)
-        kernel[grid, (TX, TY)](
+        ty_count, tx_count, tm, tn = tile
+        kernel = conv_gemm_kernel(tile, np.dtype(c.dtype), product)
+        grid = ((n + tx_count * tn - 1) // (tx_count * tn), (m + ty_count * tm - 1) // (ty_count * tm), batches)
+        kernel[grid, (tx_count, ty_count)](
             a_flat, src, c_flat, bias_flat, m, n, k, a_strides[0], a_strides[1], c_strides[0], c_strides[1],
             bias_mode, kh, kw, stride, padding, cols_w,
         )
 
     key = (PRODUCT_NAMES[product], m, n, k, batches, np.dtype(c.dtype).str, kh, kw, stride, padding, cols_w)
-    gemm.launch_autotuned(key, m, n, launch)
+    if tile is not None:
+        launch(tile)
+    else:
+        gemm.launch_autotuned(key, default_tile(m, n), tile_candidates(m, n), launch)
     return c
 
 
 def compile_signatures():
     """``(name, kernel, argument types)`` for the float32 implicit-GEMM kernels (for compile_ptx):
-    every product with every tile the autotuner may pick."""
+    every product with every tile the autotuner may pick (`tile_candidates` of small and large m, n)."""
     ft = numba.float32
     i64 = numba.int64
     out = []
     for product, name in PRODUCT_NAMES.items():
         sig = (ft[::1], ft[:, :, :, ::1], ft[::1], ft[::1]) + (i64,) * 13
-        for tm in (1, 2, 4):
-            for tn in (4, 8):
-                out.append((f"conv_gemm_{name}_{tm}x{tn}_float32", conv_gemm_kernel(tm, tn, np.float32, product), sig))
+        tiles = sorted({tile for m, n in ((3, 27), (16, 100), (64, 1000), (128, 1000)) for tile in tile_candidates(m, n)})
+        for tile in tiles:
+            label = "x".join(map(str, tile))
+            out.append((f"conv_gemm_{name}_{label}_float32", conv_gemm_kernel(tile, np.float32, product), sig))
     return out

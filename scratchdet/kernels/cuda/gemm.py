@@ -204,13 +204,13 @@ def _launch(tile, a, b, c, bias, m, n, k, a_strides, b_strides, c_strides, batch
     kernel[grid, (TX, TY)](a, b, c, bias, m, n, k, *a_strides, *b_strides, *c_strides, bias_mode)
 
 
-def _autotune(launch, m, n):
-    """The fastest candidate tile for one product: each is run once (compiling it), then timed twice.
+def _autotune(launch, candidates):
+    """The fastest of the candidate tiles for one product: each is run once (compiling it), then timed twice.
 
     ``launch(tile)`` runs the product with that tile; it must overwrite its output (not accumulate).
     """
     best_tile, best_time = None, float("inf")
-    for tile in tile_candidates(m, n):
+    for tile in candidates:
         launch(tile)
         cuda.synchronize()
         start = time.perf_counter()
@@ -223,12 +223,12 @@ def _autotune(launch, m, n):
     return best_tile
 
 
-def launch_autotuned(key, m, n, launch):
+def launch_autotuned(key, default, candidates, launch):
     """Run ``launch(tile)`` with the tile chosen for this product shape (`key`, hashable): on a GPU the
-    first call of each key autotunes, in the simulator the default `tile_shape(m, n)` is used."""
+    first call of each key times every candidate and keeps the fastest, in the simulator `default` is used."""
     tile = _chosen_tiles.get(key)
     if tile is None:
-        tile = _chosen_tiles[key] = _autotune(launch, m, n) if AUTOTUNE else tile_shape(m, n)
+        tile = _chosen_tiles[key] = _autotune(launch, candidates) if AUTOTUNE else default
     launch(tile)
 
 
@@ -254,7 +254,7 @@ def gemm_launch(a, b, c, m, n, k, a_strides, b_strides, c_strides, batches=1, bi
         m, n, k, a_strides, b_strides, c_strides, batches, bias_mode,
     )
     key = ("gemm", m, n, k, batches, np.dtype(c.dtype).str, a_strides[2] == 1, b_strides[2] == 1)
-    launch_autotuned(key, m, n, lambda tile: _launch(tile, *args))
+    launch_autotuned(key, tile_shape(m, n), tile_candidates(m, n), lambda tile: _launch(tile, *args))
     return c
 
 
