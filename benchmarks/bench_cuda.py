@@ -149,33 +149,32 @@ def conv_case(shape, repeat=5):
 def conv_breakdown(shape, repeat=5):
     """Where the time of one conv2d forward + backward goes: each stage timed on its own (ms)."""
     from scratchdet.backend import to_device
-    from scratchdet.kernels.cuda import gemm, reduce
+    from scratchdet.kernels.cuda import conv_gemm, reduce
     from scratchdet.kernels.cuda import nn as cuda_nn
-    from scratchdet.kernels.cuda.common import empty
+    from scratchdet.kernels.cuda.common import empty, launch_1d
 
     n, c, h, w, k = shape
     rows, plane = c * 9, h * w
+    geometry = (3, 3, 1, 1, w)  # 3x3, stride 1, padding 1: H' = H, W' = W
     rng = np.random.default_rng(0)
     x = to_device(rng.standard_normal((n, c, h, w), dtype=np.float32), "cuda")
     weight = to_device(rng.standard_normal((k, c, 3, 3), dtype=np.float32), "cuda")
     bias = to_device(np.zeros(k, np.float32), "cuda")
     dy = to_device(rng.standard_normal((n, k, h, w), dtype=np.float32), "cuda")
-    cols = cuda_nn._im2col(x, 3, 3, 1, 1, h, w)
     y = empty((n, k, h, w), np.float32)
+    dx = empty((n, c, h, w), np.float32)
     dw_per_image = empty((n, k * rows), np.float32)
+    w_swapped = empty((c, k, 3, 3), np.float32)
     stages = {
-        "im2col": lambda: cuda_nn._im2col(x, 3, 3, 1, 1, h, w),
-        "GEMM y = W cols": lambda: gemm.gemm_launch(
-            weight, cols, y, k, plane, rows, (0, rows, 1), (rows * plane, plane, 1), (k * plane, plane, 1),
-            batches=n, bias=bias, bias_mode=gemm.BIAS_ROW),
+        "forward: implicit GEMM y = W cols + b": lambda: conv_gemm.conv_gemm_launch(
+            conv_gemm.FORWARD, weight, x, y, k, plane, rows, (0, rows), (k * plane, plane), geometry, bias=bias),
         "db (two reductions)": lambda: reduce.sum_axis0(reduce.sum_rows(dy.reshape(n * k, plane)).reshape(n, k)),
-        "GEMM dW per image": lambda: gemm.gemm_launch(
-            dy, cols, dw_per_image, k, rows, plane, (k * plane, plane, 1), (rows * plane, 1, plane), (k * rows, rows, 1),
-            batches=n),
+        "dW per image: implicit GEMM dY cols^T": lambda: conv_gemm.conv_gemm_launch(
+            conv_gemm.FILTER_GRAD, dy, x, dw_per_image, k, rows, plane, (k * plane, plane), (k * rows, rows), geometry),
         "sum of dW over images": lambda: reduce.sum_axis0(dw_per_image),
-        "GEMM dcols = W^T dY": lambda: gemm.gemm_launch(
-            weight, dy, cols, rows, plane, k, (0, 1, rows), (k * plane, plane, 1), (rows * plane, plane, 1), batches=n),
-        "col2im": lambda: cuda_nn._col2im(cols, 3, 3, 1, 1, h, w, (n, c, h, w), np.float32),
+        "swap filter axes": lambda: cuda_nn.swap_filter_axes_kernel[launch_1d(k * rows)](weight, w_swapped),
+        "dx: implicit GEMM W~ dcols": lambda: conv_gemm.conv_gemm_launch(
+            conv_gemm.INPUT_GRAD, w_swapped, dy, dx, c, plane, k * 9, (0, k * 9), (c * plane, plane), geometry),
         "whole forward": lambda: cuda_nn.conv2d_forward(x, weight, bias, 1, 1),
         "whole backward": lambda: cuda_nn.conv2d_backward(dy, x, weight, 1, 1),
     }
@@ -467,15 +466,15 @@ def main(argv=None):
               f"[{time.perf_counter() - start:.1f} s] {result}", flush=True)
     from scratchdet.kernels.cuda import gemm
 
-    print("GEMM tiles chosen by autotuning {(m, n, k, batches, dtype, A k-contiguous, B n-contiguous): (tm, tn)}:")
+    print("Tiles chosen by autotuning {(product, m, n, k, batches, dtype, ...): (tm, tn) or (ty, tx, tm, tn)}:")
     for key, tile in gemm.chosen_tiles().items():
         print(f"  {key}: {tile}")
     table = markdown_table(results, device_name)
     if args.breakdown:
-        shape = CONV_SHAPES[1]
-        stages = conv_breakdown(shape)
-        table += f"\nStages of one conv2d forward + backward, {'x'.join(map(str, shape[:4]))}->{shape[4]} (ms, best of 5):\n\n"
-        table += "| stage | ms |\n| --- | ---: |\n" + "".join(f"| {name} | {ms:.3f} |\n" for name, ms in stages.items())
+        for shape in (CONV_SHAPES[1], CONV_SHAPES[0]):
+            stages = conv_breakdown(shape)
+            table += f"\nStages of one conv2d forward + backward, {'x'.join(map(str, shape[:4]))}->{shape[4]} (ms, best of 5):\n\n"
+            table += "| stage | ms |\n| --- | ---: |\n" + "".join(f"| {name} | {ms:.3f} |\n" for name, ms in stages.items())
     print(table)
     if args.out:
         with open(args.out, "w") as f:

@@ -18,6 +18,15 @@ def _needs_cuda():
         pytest.skip("no CUDA GPU here and NUMBA_ENABLE_CUDASIM is not 1 (the simulator is off)")
 
 
+@pytest.fixture(autouse=True)
+def _default_tiles(monkeypatch):
+    """On a GPU, products use their default tile as in the simulator: autotuning would compile every
+    candidate tile for every shape tested (the tests that concern tiles pick them explicitly)."""
+    from scratchdet.kernels.cuda import gemm
+
+    monkeypatch.setattr(gemm, "AUTOTUNE", False)
+
+
 @pytest.fixture
 def gpu():
     """Copy a NumPy array to the device (the backend under test)."""
