@@ -218,6 +218,8 @@ def _check_conv(x, w, b, stride, padding):
         if b.shape[0] != w.shape[0]:
             raise InvalidArgumentError(f"b must have shape ({w.shape[0]},), got {b.shape}")
     for axis, name in ((2, "height"), (3, "width")):
+        if w.shape[axis] < 1:
+            raise InvalidArgumentError(f"the kernel {name} must be >= 1, got w of shape {w.shape}")
         if x.shape[axis] + 2 * padding < w.shape[axis]:
             raise InvalidArgumentError(
                 f"the padded input {name} {x.shape[axis]} + 2*{padding} is smaller than the kernel {name} {w.shape[axis]}"

@@ -26,6 +26,23 @@ def as_generator(rng):
     raise InvalidArgumentError(f"rng must be a numpy.random.Generator or an integer seed, got {rng!r}")
 
 
+def check_size(name, value, minimum=1):
+    """A layer size (channels, features, kernel side, stride, padding) as an int >= `minimum`, or an
+    `InvalidArgumentError` naming the argument (a float such as 2.5 is not silently truncated)."""
+    return F._check_positive_int(name, value, minimum)
+
+
+def square_kernel_size(value):
+    """`kernel_size` of a square kernel: an int, or a pair of equal ints, -> int >= 1."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise InvalidArgumentError(
+                f"kernel_size must be an int or a pair of equal ints (square kernels only), got {value!r}"
+            )
+        value = value[0]
+    return check_size("kernel_size", value)
+
+
 def init_weight(shape, fan_in, fan_out, init, rng, dtype):
     """Random initial weights for a layer with `fan_in` inputs and `fan_out` outputs per unit.
 
@@ -109,12 +126,17 @@ class Conv2d(Layer):
 
     Parameters: weight (out_channels, in_channels, k, k), bias (out_channels,), He-initialised by default.
     Input (N, in_channels, H, W) -> output (N, out_channels, H', W'), H' = 1 + (H + 2*padding - k) // stride.
+    Kernels are square: `kernel_size` is an int k (or a pair (k, k)); `F.conv2d_forward` takes any
+    (kh, kw) filters directly.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, rng, init="he", dtype=np.float32):
         super().__init__()
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size, self.stride, self.padding, self.init = int(kernel_size), int(stride), int(padding), init
+        self.in_channels = check_size("in_channels", in_channels)
+        self.out_channels = check_size("out_channels", out_channels)
+        self.kernel_size = square_kernel_size(kernel_size)
+        self.stride, self.padding = check_size("stride", stride), check_size("padding", padding, 0)
+        self.init = init
         fan_in = self.in_channels * self.kernel_size**2
         fan_out = self.out_channels * self.kernel_size**2
         shape = (self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
@@ -148,7 +170,9 @@ class Linear(Layer):
 
     def __init__(self, in_features, out_features, *, rng, init="he", dtype=np.float32):
         super().__init__()
-        self.in_features, self.out_features, self.init = int(in_features), int(out_features), init
+        self.in_features = check_size("in_features", in_features)
+        self.out_features = check_size("out_features", out_features)
+        self.init = init
         shape = (self.out_features, self.in_features)
         self.params["weight"] = init_weight(shape, self.in_features, self.out_features, init, as_generator(rng), dtype)
         self.params["bias"] = np.zeros(self.out_features, dtype=dtype)
@@ -183,8 +207,8 @@ class MaxPool2d(Layer):
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
-        self.kernel_size = int(kernel_size)
-        self.stride = self.kernel_size if stride is None else int(stride)
+        self.kernel_size = check_size("kernel_size", kernel_size)
+        self.stride = self.kernel_size if stride is None else check_size("stride", stride)
 
     def forward(self, x):
         self._x = x
@@ -248,6 +272,8 @@ class RoIPool(Layer):
     def __init__(self, output_size, spatial_scale):
         super().__init__()
         self.output_size = F.pair(output_size, "output_size")
+        if not (isinstance(spatial_scale, (int, float, np.integer, np.floating)) and spatial_scale > 0):
+            raise InvalidArgumentError(f"spatial_scale must be a number > 0, got {spatial_scale!r}")
         self.spatial_scale = float(spatial_scale)
 
     def forward(self, features, rois):

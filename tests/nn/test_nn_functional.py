@@ -71,8 +71,13 @@ def test_conv2d_keeps_float32(rng):
         ((1, 2, 4, 4), (3, 2, 3, 3), (3,), {"stride": 0}, "stride"),
         ((1, 2, 4, 4), (3, 2, 3, 3), (3,), {"padding": -1}, "padding"),
         ((2, 4, 4), (3, 2, 3, 3), (3,), {}, "4 dimensions"),
+        ((1, 2, 4, 4), (3, 2, 0, 3), (3,), {}, "kernel height"),
+        ((1, 2, 4, 4), (3, 2, 3, 0), (3,), {}, "kernel width"),
     ],
-    ids=["channel-mismatch", "bias-shape", "kernel-larger-than-image", "stride-zero", "negative-padding", "3d-input"],
+    ids=[
+        "channel-mismatch", "bias-shape", "kernel-larger-than-image", "stride-zero", "negative-padding", "3d-input",
+        "zero-height-kernel", "zero-width-kernel",
+    ],
 )
 def test_conv2d_rejects_bad_arguments(x_shape, w_shape, b_shape, kwargs, match):
     with pytest.raises(InvalidArgumentError, match=match):

@@ -41,6 +41,37 @@ def test_layers_reject_global_random_state():
         nn.Linear(2, 2, rng=None)
 
 
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: nn.Conv2d(1, 2, (2, 3), rng=0), "square"),
+        (lambda: nn.Conv2d(1, 2, 0, rng=0), "kernel_size"),
+        (lambda: nn.Conv2d(1, 2, 2.5, rng=0), "kernel_size"),
+        (lambda: nn.Conv2d(0, 2, 3, rng=0), "in_channels"),
+        (lambda: nn.Conv2d(1, 0, 3, rng=0), "out_channels"),
+        (lambda: nn.Conv2d(1, 2, 3, stride=0, rng=0), "stride"),
+        (lambda: nn.Conv2d(1, 2, 3, padding=-1, rng=0), "padding"),
+        (lambda: nn.Linear(0, 2, rng=0), "in_features"),
+        (lambda: nn.Linear(2, 1.5, rng=0), "out_features"),
+        (lambda: nn.MaxPool2d(0), "kernel_size"),
+        (lambda: nn.MaxPool2d(2, stride=0), "stride"),
+        (lambda: nn.RoIPool(2, 0.0), "spatial_scale"),
+    ],
+    ids=[
+        "conv-non-square-kernel", "conv-zero-kernel", "conv-fractional-kernel", "conv-zero-in-channels",
+        "conv-zero-out-channels", "conv-zero-stride", "conv-negative-padding", "linear-zero-in-features",
+        "linear-fractional-out-features", "pool-zero-kernel", "pool-zero-stride", "roipool-zero-scale",
+    ],
+)
+def test_layers_reject_bad_sizes_naming_the_argument(make, match):
+    with pytest.raises(InvalidArgumentError, match=match):
+        make()
+
+
+def test_conv2d_accepts_a_square_kernel_pair():
+    assert nn.Conv2d(1, 2, (3, 3), rng=0).params["weight"].shape == (2, 1, 3, 3)
+
+
 def test_dropout_is_identity_in_eval_mode_and_drops_in_train_mode(rng):
     net = nn.Sequential(nn.Dropout(0.5, rng=1))
     x = rng.standard_normal((10, 10))
