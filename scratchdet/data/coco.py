@@ -94,13 +94,17 @@ class Detections:
 def load_json(path):
     """Read a JSON file; a missing file or malformed JSON raises a scratchdet error naming it.
 
-    Returns the decoded object. Malformed JSON is reported with its line and column.
+    The file is UTF-8 text, with or without a byte-order mark (as some Windows tools write it).
+    Returns the decoded object. Malformed JSON is reported with its line and column; a directory,
+    an unreadable file or JSON nested too deeply for Python's parser raise a one-line error too.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise FileMissingError(f"{path}: is a directory, expected a JSON file")
     if not os.path.isfile(path):
         raise FileMissingError(f"{path}: no such file")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except json.JSONDecodeError as error:
         raise DataFormatError(
@@ -108,6 +112,10 @@ def load_json(path):
         ) from None
     except UnicodeDecodeError as error:
         raise DataFormatError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except RecursionError:
+        raise DataFormatError(f"{path}: JSON nested too deeply to read") from None
+    except OSError as error:
+        raise FileMissingError(f"{path}: cannot read the file ({error.strerror or error})") from None
 
 
 def read_ground_truth(path):
@@ -257,7 +265,7 @@ def _check_detection_fields(detections, source):
 
 def _kind(value):
     """A short description of a JSON value's type, for error messages."""
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
     return names.get(type(value), f"a {type(value).__name__}")
 
 

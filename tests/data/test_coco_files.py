@@ -99,6 +99,42 @@ def test_malformed_json_names_line_and_column(tmp_path):
         read_ground_truth(path)
 
 
+def test_directory_instead_of_file_says_so(tmp_path):
+    with pytest.raises(FileMissingError, match="is a directory, expected a JSON file"):
+        load_json(tmp_path)
+
+
+def test_json_nested_too_deeply_raises_data_format_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataFormatError, match="deep.json: JSON nested too deeply"):
+        load_json(path)
+
+
+def test_unreadable_file_raises_a_scratchdet_error(tmp_path, monkeypatch):
+    import scratchdet.data.coco as coco_module
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    path = tmp_path / "gt.json"
+    path.write_text("{}")
+    monkeypatch.setattr(coco_module, "open", refuse, raising=False)  # as root, chmod 000 would still read
+    with pytest.raises(FileMissingError, match="gt.json: cannot read the file \\(Permission denied\\)"):
+        load_json(path)
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "dets.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(small_dets()).encode())
+    assert load_json(path) == small_dets()
+
+
+def test_non_object_entry_is_described_in_words():
+    with pytest.raises(DataFormatError, match=r"detections\[0\] must be an object, got a number$"):
+        parse_detections([5], small_gt())
+
+
 def _mutated(change):
     gt = small_gt()
     change(gt)
