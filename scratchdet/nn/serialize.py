@@ -68,10 +68,14 @@ def load(path, *, with_metadata=False):
 
     Raises:
         FileMissingError: no file at `path`.
-        DataFormatError: not a scratchdet weights file, truncated, or with missing / extra / misshapen arrays.
+        DataFormatError: a directory, not a scratchdet weights file, truncated, with a dtype other than
+            float32 / float64, or with missing / extra / misshapen arrays.
     """
     metadata, arrays = _read(path)
-    model = build_layer(metadata["architecture"], dtype=np.dtype(metadata.get("dtype", "float32")))
+    dtype = metadata.get("dtype", "float32")
+    if dtype not in ("float32", "float64"):
+        raise DataFormatError(f"{path}: metadata dtype {dtype!r}, expected 'float32' or 'float64'")
+    model = build_layer(metadata["architecture"], dtype=np.dtype(dtype))
     expected = {PARAM_PREFIX + name: (layer, key) for name, layer, key in model.named_parameters()}
     missing = sorted(set(expected) - set(arrays))
     extra = sorted(set(arrays) - set(expected))
@@ -91,6 +95,8 @@ def load(path, *, with_metadata=False):
 def _read(path):
     """(metadata dict, {name: array}) of every array in the file, all read now (so truncation shows)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DataFormatError(f"{path}: is a directory, expected a .npz weights file")
     if not os.path.isfile(path):
         raise FileMissingError(f"weights file not found: {path}")
     try:

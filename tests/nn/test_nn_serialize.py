@@ -60,6 +60,12 @@ def _rewrite(path, change):
         np.savez(f, **arrays)
 
 
+def _set_metadata(arrays, **fields):
+    metadata = json.loads(str(arrays["metadata"]))
+    metadata.update(fields)
+    arrays["metadata"] = np.array(json.dumps(metadata))
+
+
 @pytest.mark.parametrize(
     "change, match",
     [
@@ -68,8 +74,10 @@ def _rewrite(path, change):
         (lambda a: a.update({"param/0.weight": np.zeros((4, 3, 5, 5), np.float32)}), r"param/0.weight has shape \(4, 3, 5, 5\)"),
         (lambda a: a.pop("metadata"), "no 'metadata' entry"),
         (lambda a: a.update({"metadata": np.array("{not json")}), "not valid JSON"),
+        (lambda a: _set_metadata(a, dtype="int32"), "dtype 'int32'"),
+        (lambda a: _set_metadata(a, dtype="bogus"), "dtype 'bogus'"),
     ],
-    ids=["missing-key", "extra-key", "wrong-shape", "no-metadata", "bad-json"],
+    ids=["missing-key", "extra-key", "wrong-shape", "no-metadata", "bad-json", "integer-dtype", "unknown-dtype"],
 )
 def test_load_rejects_inconsistent_files(tmp_path, change, match):
     path = tmp_path / "model.npz"
@@ -77,6 +85,12 @@ def test_load_rejects_inconsistent_files(tmp_path, change, match):
     _rewrite(path, change)
     with pytest.raises(DataFormatError, match=match):
         nn.load(path)
+
+
+def test_load_directory_is_a_data_format_error(tmp_path):
+    (tmp_path / "model.npz").mkdir()
+    with pytest.raises(DataFormatError, match="is a directory"):
+        nn.load(tmp_path / "model.npz")
 
 
 def test_failed_save_leaves_existing_file_untouched(tmp_path):
