@@ -236,7 +236,10 @@ def conv_gemm_kernel(tile, dtype, product):
                         )
             # 2. multiply the tiles in shared memory (none before the first tile arrives)
             if k0 >= 0:
-                for kk in range(BK):
+                # (a while loop: the compiler proves kk >= 0 and unrolls it, where a range() loop
+                # keeps Numba's negative-index test on every shared-memory load)
+                kk = 0
+                while kk < BK:
                     for i in range(tm):
                         a_reg[i] = a_tile[kk, ty + ty_count * i]
                     for j in range(tn):
@@ -244,6 +247,7 @@ def conv_gemm_kernel(tile, dtype, product):
                     for i in range(tm):
                         for j in range(tn):
                             acc[i, j] += a_reg[i] * b_reg[j]
+                    kk += 1
             cuda.syncthreads()
             # 3. store the fetched tiles into shared memory for the next round
             if k1 < k:

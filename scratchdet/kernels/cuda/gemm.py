@@ -123,7 +123,10 @@ def gemm_kernel(tm, tn, dtype):
             # 2. multiply the tiles in shared memory: thread (ty, tx) owns rows ty + 16 i and
             #    columns tx + 16 j of the output tile (none before the first tile arrives)
             if k0 >= 0:
-                for kk in range(BK):
+                # (a while loop: the compiler proves kk >= 0 and unrolls it, where a range() loop
+                # keeps Numba's negative-index test on every shared-memory load)
+                kk = 0
+                while kk < BK:
                     for i in range(tm):
                         a_reg[i] = a_tile[kk, ty + TY * i]
                     for j in range(tn):
@@ -131,6 +134,7 @@ def gemm_kernel(tm, tn, dtype):
                     for i in range(tm):
                         for j in range(tn):
                             acc[i, j] += a_reg[i] * b_reg[j]
+                    kk += 1
             cuda.syncthreads()
             # 3. store the fetched tiles into shared memory for the next round
             if k1 < k:
