@@ -16,6 +16,8 @@ from scratchdet.nn import functional as F
 class Optimizer:
     """Base class: the parameter list, the learning rate, state save / restore and device moves."""
 
+    STATE_NAMES = ()  # the per-parameter state arrays a subclass keeps, e.g. ("m", "v") for Adam
+
     def __init__(self, model, lr):
         if not lr > 0:
             raise InvalidArgumentError(f"learning rate lr must be > 0, got {lr!r}")
@@ -60,17 +62,31 @@ class Optimizer:
             self.lr = float(state["lr"])
         except KeyError as error:
             raise DataFormatError(f"optimiser state is missing {error.args[0]!r}") from error
+        except (TypeError, ValueError) as error:
+            raise DataFormatError(f"optimiser state 'step' and 'lr' must be numbers: {error}") from error
+        names = {name for name, _, _ in self.parameters}
+        unknown = sorted(k for k in state if k not in ("step", "lr") and k.rpartition("/")[0] not in names)
+        if unknown:
+            raise DataFormatError(f"optimiser state names parameters this model does not have: {unknown[:5]}")
         self.state = {}
         for name, layer, key in self.parameters:
             prefix = name + "/"
             entries = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            if entries:
-                param = layer.params[key]
-                for s, value in entries.items():
-                    if value.shape != param.shape:
-                        raise DataFormatError(f"optimiser state {name}/{s} has shape {value.shape}, expected {param.shape}")
-                device = "cuda" if not isinstance(param, np.ndarray) else "cpu"
-                self.state[name] = {s: to_device(np.asarray(v, dtype=param.dtype).copy(), device) for s, v in entries.items()}
+            if not entries:
+                continue  # this parameter had not been updated yet
+            # every state array of this optimiser, and nothing else (e.g. not SGD's state given to Adam)
+            if set(entries) != set(self.STATE_NAMES):
+                raise DataFormatError(
+                    f"optimiser state of {name} holds {sorted(entries)}, {type(self).__name__} needs {sorted(self.STATE_NAMES)}"
+                )
+            param = layer.params[key]
+            for s, value in entries.items():
+                if not isinstance(value, np.ndarray) or value.shape != param.shape:
+                    raise DataFormatError(
+                        f"optimiser state {name}/{s} has shape {getattr(value, 'shape', type(value).__name__)}, expected {param.shape}"
+                    )
+            device = "cuda" if not isinstance(param, np.ndarray) else "cpu"
+            self.state[name] = {s: to_device(np.asarray(v, dtype=param.dtype).copy(), device) for s, v in entries.items()}
 
 
 class SGD(Optimizer):
@@ -79,6 +95,8 @@ class SGD(Optimizer):
         g = grad + weight_decay * param;  v = momentum * v + g;  param -= lr * v
     """
 
+    STATE_NAMES = ("velocity",)
+
     def __init__(self, model, lr, momentum=0.0, weight_decay=0.0):
         super().__init__(model, lr)
         if not 0 <= momentum < 1 or not weight_decay >= 0:
@@ -86,7 +104,7 @@ class SGD(Optimizer):
         self.momentum, self.weight_decay = float(momentum), float(weight_decay)
 
     def _update(self, name, layer, key):
-        state = self._state(name, layer, key, ("velocity",))
+        state = self._state(name, layer, key, self.STATE_NAMES)
         F.sgd_update(
             layer.params[key], layer.grads[key], state["velocity"],
             lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
@@ -96,6 +114,8 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma and Ba 2015, Algorithm 1), with L2 weight decay added to the gradient (PyTorch's `Adam`)."""
 
+    STATE_NAMES = ("m", "v")
+
     def __init__(self, model, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(model, lr)
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0 and weight_decay >= 0):
@@ -103,7 +123,7 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps, self.weight_decay = float(beta1), float(beta2), float(eps), float(weight_decay)
 
     def _update(self, name, layer, key):
-        state = self._state(name, layer, key, ("m", "v"))
+        state = self._state(name, layer, key, self.STATE_NAMES)
         F.adam_update(
             layer.params[key], layer.grads[key], state["m"], state["v"], step=self.step_count,
             lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps, weight_decay=self.weight_decay,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scratchdet import nn
-from scratchdet.errors import InvalidArgumentError
+from scratchdet.errors import DataFormatError, InvalidArgumentError
 
 
 def test_conv2d_layer_contract_shapes_and_grads(rng):
@@ -172,6 +172,34 @@ def test_step_lr_schedule_divides_every_step_size_epochs():
     lrs = [schedule.step() for _ in range(5)]
     np.testing.assert_allclose(lrs, [1.0, 0.1, 0.1, 0.01, 0.01])
     assert opt.lr == pytest.approx(0.01)
+
+
+def _trained_state(opt_cls):
+    model = _one_param_model([1.0, 2.0])
+    opt = opt_cls(model, lr=0.1)
+    model.grads["p"][:] = 1.0
+    opt.step()
+    return opt.state_dict()
+
+
+@pytest.mark.parametrize(
+    "saved_by, opt_cls, change, match",
+    [
+        (nn.SGD, nn.Adam, lambda s: s, r"holds \['velocity'\], Adam needs \['m', 'v'\]"),
+        (nn.Adam, nn.SGD, lambda s: s, r"holds \['m', 'v'\], SGD needs \['velocity'\]"),
+        (nn.Adam, nn.Adam, lambda s: s.pop("p/v"), r"holds \['m'\]"),
+        (nn.Adam, nn.Adam, lambda s: s.update({"p/m": [0.0, 0.0]}), "p/m has shape list"),
+        (nn.Adam, nn.Adam, lambda s: s.update({"q/m": np.zeros(2)}), "does not have"),
+        (nn.Adam, nn.Adam, lambda s: s.update({"step": "x"}), "must be numbers"),
+    ],
+    ids=["sgd-state-into-adam", "adam-state-into-sgd", "missing-moment", "list-not-array", "unknown-parameter", "bad-step"],
+)
+def test_optimiser_load_state_dict_rejects_state_it_cannot_resume_from(saved_by, opt_cls, change, match):
+    state = _trained_state(saved_by)
+    change(state)
+    opt = opt_cls(_one_param_model([1.0, 2.0]), lr=0.1)
+    with pytest.raises(DataFormatError, match=match):
+        opt.load_state_dict(state)
 
 
 @pytest.mark.parametrize("kwargs", [dict(lr=0.0), dict(lr=0.1, momentum=1.0), dict(lr=0.1, weight_decay=-1.0)], ids=["zero-lr", "momentum-one", "negative-decay"])
