@@ -9,7 +9,7 @@ per box with ``<name>``, ``<bndbox>`` (xmin, ymin, xmax, ymax: inclusive 1-based
 import os
 import xml.etree.ElementTree as ElementTree
 
-from scratchdet.errors import DataFormatError, FileMissingError
+from scratchdet.errors import DataFormatError, FileMissingError, InvalidArgumentError
 
 __all__ = ["VOC_CLASSES", "read_voc_xml", "voc_to_coco"]
 
@@ -29,7 +29,8 @@ def read_voc_xml(path):
          "objects": [{"name": str, "bbox": (xmin, ymin, xmax, ymax) floats as in the file,
                       "difficult": 0 or 1, "truncated": 0 or 1}, ...]}
 
-    ``difficult`` and ``truncated`` default to 0 and ``depth`` to 3 where the file leaves them out.
+    ``difficult`` and ``truncated`` default to 0 where the file leaves them out or leaves their tag
+    empty (``<difficult/>``, as some annotation tools write it), and ``depth`` to 3 where it is absent.
     Raises FileMissingError for a missing file and DataFormatError, naming the file and the field,
     for malformed XML, a missing or non-numeric field, or a box with xmax < xmin or ymax < ymin.
     """
@@ -41,6 +42,8 @@ def read_voc_xml(path):
     except ElementTree.ParseError as error:
         line, column = error.position
         raise DataFormatError(f"{path}: malformed XML at line {line} column {column + 1}") from None
+    except OSError as error:
+        raise FileMissingError(f"{path}: cannot read the file ({error.strerror or error})") from None
     if root.tag != "annotation":
         raise DataFormatError(f"{path}: expected an <annotation> root element, got <{root.tag}>")
 
@@ -76,8 +79,8 @@ def voc_to_coco(annotations, class_names=None):
     """Turn VOC annotations (from `read_voc_xml`) into a COCO-style ground-truth dict.
 
     annotations: list of dicts as returned by `read_voc_xml`, one per image
-    class_names: the categories, in id order (ids 1, 2, ...); default: the sorted names found.
-                 Use `VOC_CLASSES` for the 20 standard classes.
+    class_names: the categories, in id order (ids 1, 2, ...), each name once; default: the sorted
+                 names found. Use `VOC_CLASSES` for the 20 standard classes.
 
     Images get ids 1..N in the given order, annotations 1..G. Boxes keep the file's numbers:
     ``bbox = [xmin, ymin, xmax - xmin, ymax - ymin]`` so that ``x + w`` is the file's xmax again;
@@ -86,6 +89,12 @@ def voc_to_coco(annotations, class_names=None):
     """
     if class_names is None:
         class_names = sorted({obj["name"] for record in annotations for obj in record["objects"]})
+    if isinstance(class_names, str):
+        raise InvalidArgumentError(f"class_names must be a list of names, got the string {class_names!r}")
+    class_names = list(class_names)
+    repeated = [name for i, name in enumerate(class_names) if name in class_names[:i]]
+    if repeated:
+        raise InvalidArgumentError(f"class_names repeats {repeated[0]!r}; each class needs one name")
     category_of = {name: i + 1 for i, name in enumerate(class_names)}
     images, coco_annotations = [], []
     for image_id, record in enumerate(annotations, start=1):
@@ -148,8 +157,9 @@ def _integer(element, tag, path, where):
 
 
 def _flag(element, tag, path, where):
-    """A 0/1 field that may be absent (then 0)."""
-    if element.find(tag) is None:
+    """A 0/1 field that may be absent or empty (then 0)."""
+    child = element.find(tag)
+    if child is None or not (child.text or "").strip():
         return 0
     value = _integer(element, tag, path, where)
     if value not in (0, 1):

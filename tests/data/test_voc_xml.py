@@ -3,7 +3,7 @@
 import pytest
 
 from scratchdet.data import VOC_CLASSES, parse_ground_truth, read_voc_xml, voc_to_coco
-from scratchdet.errors import DataFormatError, FileMissingError
+from scratchdet.errors import DataFormatError, FileMissingError, InvalidArgumentError
 from scratchdet.eval import evaluate_voc
 
 # A file in the layout of VOC2007/Annotations/000001.xml
@@ -45,6 +45,29 @@ def test_missing_difficult_and_truncated_default_to_zero(tmp_path):
     path.write_text(VOC_XML.replace("<truncated>1</truncated><difficult>0</difficult>", ""))
     obj = read_voc_xml(path)["objects"][0]
     assert (obj["difficult"], obj["truncated"]) == (0, 0)
+
+
+def test_empty_difficult_and_truncated_tags_read_as_zero(tmp_path):
+    path = tmp_path / "a.xml"
+    path.write_text(VOC_XML.replace("<truncated>1</truncated><difficult>0</difficult>", "<truncated/><difficult> </difficult>"))
+    obj = read_voc_xml(path)["objects"][0]
+    assert (obj["difficult"], obj["truncated"]) == (0, 0)
+
+
+def test_unreadable_xml_file_raises_a_scratchdet_error(voc_file, monkeypatch):
+    import xml.etree.ElementTree as ElementTree
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ElementTree, "parse", refuse)  # as root, chmod 000 would still read
+    with pytest.raises(FileMissingError, match="000001.xml: cannot read the file \\(Permission denied\\)"):
+        read_voc_xml(voc_file)
+
+
+def test_voc_to_coco_rejects_repeated_class_names(voc_file):
+    with pytest.raises(InvalidArgumentError, match="class_names repeats 'dog'"):
+        voc_to_coco([read_voc_xml(voc_file)], class_names=["dog", "person", "dog"])
 
 
 def test_missing_file(tmp_path):
