@@ -9,6 +9,9 @@ segment is connected, and two adjacent segments are separated by an edge heavier
 These segments are the starting regions of Selective Search (`selective_search.py`).
 """
 
+import math
+import numbers
+
 import numba
 import numpy as np
 
@@ -100,8 +103,9 @@ def segment_graph(height, width, order, sorted_weights, k, min_size):
 def as_float_image(image, name="image"):
     """An image as (H, W, C) float32 on a 0..255 scale, for the graph weights.
 
-    uint8 (and bool) images are taken as they are; other integer types are scaled by their maximum
-    (uint16: 65535 -> 255); float images are taken to lie in [0, 1], as scikit-image does.
+    uint8 images are taken as they are; bool images are 0 or 255 (True is full intensity, as in
+    `scratchdet.data.images.as_rgb_uint8` and scikit-image); other integer types are scaled by their
+    maximum (uint16: 65535 -> 255); float images are taken to lie in [0, 1], as scikit-image does.
 
     Args:
         image: (H, W) or (H, W, C) array. Needs at least two pixels.
@@ -115,8 +119,10 @@ def as_float_image(image, name="image"):
         raise InvalidArgumentError(
             f"{name} must have at least 2 pixels to segment, got a {image.shape[0]}x{image.shape[1]} image"
         )
-    if image.dtype == np.bool_ or image.dtype == np.uint8:
+    if image.dtype == np.uint8:
         out = image.astype(np.float32)
+    elif image.dtype == np.bool_:
+        out = image.astype(np.float32) * 255.0
     elif np.issubdtype(image.dtype, np.integer):
         info = np.iinfo(image.dtype)
         out = image.astype(np.float64) * (255.0 / info.max)
@@ -157,6 +163,13 @@ def smooth(image, sigma):
     return kernels.separable_correlate(image, g, g)
 
 
+def _finite_non_negative(name, value):
+    """`value` as a float, or an `InvalidArgumentError` naming `name` unless it is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+        raise InvalidArgumentError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def felzenszwalb(image, scale=100.0, sigma=0.8, min_size=50):
     """Segment an image with the Felzenszwalb-Huttenlocher algorithm (IJCV 2004).
 
@@ -164,18 +177,16 @@ def felzenszwalb(image, scale=100.0, sigma=0.8, min_size=50):
         image: (H, W, 3) uint8 RGB, or any (H, W) / (H, W, C) image (see `as_float_image`).
         scale: k of the threshold ``tau(C) = k / |C|`` for colours on the 0..255 scale; larger k,
             larger segments (the same meaning as scikit-image's `scale`).
-        sigma: Gaussian smoothing before the graph is built.
-        min_size: segments smaller than this are merged into a neighbour afterwards.
+        sigma: Gaussian smoothing before the graph is built (finite, >= 0; 0 for none).
+        min_size: integer >= 0; segments smaller than this are merged into a neighbour afterwards.
 
     Returns:
         (H, W) int32 segment ids 0..n-1, numbered in raster order of first appearance.
     """
-    if not scale >= 0:
-        raise InvalidArgumentError(f"scale must be >= 0, got {scale}")
-    if not sigma >= 0:
-        raise InvalidArgumentError(f"sigma must be >= 0, got {sigma}")
-    if min_size < 0:
-        raise InvalidArgumentError(f"min_size must be >= 0, got {min_size}")
+    scale = _finite_non_negative("scale", scale)
+    sigma = _finite_non_negative("sigma", sigma)
+    if isinstance(min_size, bool) or not isinstance(min_size, numbers.Real) or min_size != int(min_size) or min_size < 0:
+        raise InvalidArgumentError(f"min_size must be an integer >= 0, got {min_size!r}")
     pixels = as_float_image(image)
     height, width = pixels.shape[:2]
     # 1. smooth, 2. weigh the grid graph's edges, 3. sort them by weight

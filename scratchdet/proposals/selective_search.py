@@ -472,6 +472,15 @@ def rank_boxes(box_sets, rng):
     return boxes[np.sort(first)].astype(np.float32)
 
 
+def _is_integer(value):
+    """True for a Python or NumPy integer, or a float holding one (2.0); False for bool and text."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    return isinstance(value, (float, np.floating)) and float(value).is_integer()
+
+
 def check_rgb_image(image, name="image"):
     """Validate an image for the proposal functions: (H, W, 3) uint8 with at least 2 pixels."""
     image = np.asarray(image)
@@ -495,7 +504,8 @@ def selective_search(image, mode="fast", max_boxes=None, seed=0, strategies=None
         image: (H, W, 3) uint8 RGB.
         mode: "single", "fast" or "quality" -- the paper's strategy sets (see `MODES`).
         max_boxes: keep at most this many boxes (None: all).
-        seed: integer seed (or numpy Generator) of the ranking's random numbers.
+        seed: integer seed >= 0 (or numpy Generator) of the ranking's random numbers; the same seed
+            gives the same boxes.
         strategies: an explicit sequence of `Strategy` instead of `mode`.
         return_hierarchy: also return one `Hierarchy` per strategy.
         n_threads: threads for the strategies (default: the number of CPUs).
@@ -512,12 +522,15 @@ def selective_search(image, mode="fast", max_boxes=None, seed=0, strategies=None
     strategies = tuple(strategies)
     if not strategies or not all(isinstance(s, Strategy) for s in strategies):
         raise InvalidArgumentError("strategies must be a non-empty sequence of Strategy")
-    if max_boxes is not None and (int(max_boxes) != max_boxes or max_boxes < 1):
+    if max_boxes is not None and not (_is_integer(max_boxes) and max_boxes >= 1):
         raise InvalidArgumentError(f"max_boxes must be a positive integer or None, got {max_boxes!r}")
+    # an explicit seed: None would draw fresh entropy, and the same call would not give the same boxes
+    if not (isinstance(seed, np.random.Generator) or (_is_integer(seed) and seed >= 0)):
+        raise InvalidArgumentError(f"seed must be an integer >= 0 or a numpy.random.Generator, got {seed!r}")
     if n_threads is not None and (int(n_threads) != n_threads or n_threads < 1):
         raise InvalidArgumentError(f"n_threads must be a positive integer or None, got {n_threads!r}")
     n_threads = int(n_threads or os.cpu_count() or 1)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(int(seed))
 
     results = _run_strategies(rgb, strategies, n_threads)
     boxes = rank_boxes([all_boxes for _, _, _, all_boxes in results], rng)

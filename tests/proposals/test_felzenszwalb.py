@@ -154,9 +154,13 @@ def test_rejects_bad_images(image, message):
         felzenszwalb(image)
 
 
-@pytest.mark.parametrize("kwargs", [{"scale": -1}, {"sigma": -0.5}, {"min_size": -3}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"scale": -1}, {"sigma": -0.5}, {"min_size": -3}, {"sigma": float("inf")}, {"scale": float("inf")},
+     {"scale": "big"}, {"sigma": None}, {"min_size": 2.5}],
+)
 def test_rejects_bad_arguments(kwargs):
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
         felzenszwalb(np.zeros((4, 4, 3), np.uint8), **kwargs)
 
 
@@ -165,6 +169,14 @@ def test_greyscale_uint16_and_float_images_segment_like_their_uint8_version(rng)
     expected = felzenszwalb(grey8, scale=30, min_size=0)
     np.testing.assert_array_equal(felzenszwalb(grey8.astype(np.float64) / 255.0, scale=30, min_size=0), expected)
     np.testing.assert_array_equal(felzenszwalb(grey8.astype(np.uint16) * 257, scale=30, min_size=0), expected)
+
+
+def test_bool_image_segments_like_its_uint8_version_true_is_255():
+    mask = np.zeros((24, 24), bool)
+    mask[6:18, 4:14] = True
+    expected = felzenszwalb(mask.astype(np.uint8) * 255, scale=100, min_size=10)
+    assert expected.max() + 1 >= 2  # the rectangle is its own segment
+    np.testing.assert_array_equal(felzenszwalb(mask, scale=100, min_size=10), expected)
 
 
 @pytest.mark.parametrize("settings", [(100.0, 0.8, 20), (300.0, 0.8, 50), (50.0, 0.5, 10)])

@@ -229,10 +229,14 @@ def test_two_pixel_image_gives_its_boxes():
 @pytest.mark.parametrize(
     "kwargs",
     [{"mode": "slow"}, {"max_boxes": 0}, {"max_boxes": 2.5}, {"strategies": []}, {"strategies": ["hsv"]},
-     {"n_threads": 0}],
+     {"n_threads": 0}, {"max_boxes": "many"}, {"max_boxes": True}, {"seed": -1}, {"seed": 1.5}, {"seed": "a"},
+     {"seed": None}],
+    ids=["unknown-mode", "zero-max-boxes", "fractional-max-boxes", "no-strategies", "strategy-not-a-Strategy",
+         "zero-threads", "text-max-boxes", "bool-max-boxes", "negative-seed", "fractional-seed", "text-seed",
+         "no-seed-is-not-reproducible"],
 )
 def test_rejects_bad_arguments(kwargs):
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
         selective_search(np.zeros((8, 8, 3), np.uint8), **kwargs)
 
 
