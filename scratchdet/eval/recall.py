@@ -30,12 +30,23 @@ __all__ = ["SIZE_RANGES", "DEFAULT_COUNTS", "best_overlaps", "mabo", "proposal_r
 # ----------------------------------------------------------------------------------------------
 
 
-def _as_image_list(name, value):
-    """A list of per-image arrays: a NumPy array is one image, a list or tuple holds one per image."""
+def _is_row(value):
+    """True for a non-empty list or tuple of plain numbers, such as one box ``[x1, y1, x2, y2]``."""
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, numbers.Real) for v in value)
+
+
+def _as_image_list(name, value, rows=True):
+    """A list of per-image arrays: a NumPy array is one image, a list or tuple holds one per image.
+
+    One image may also be written as nested lists: a list of boxes ``[[x1, y1, x2, y2], ...]``
+    (`rows`), or a list of labels ``[1, 2, ...]`` (not `rows`). A per-image entry is never a single
+    box or a single label, so these cannot be mistaken for a list of images.
+    """
     if isinstance(value, np.ndarray):
         return [value]
     if isinstance(value, (list, tuple)):
-        return list(value)
+        one_image = all(_is_row(v) for v in value) if rows else all(isinstance(v, numbers.Real) for v in value)
+        return [value] if value and one_image else list(value)
     raise InvalidArgumentError(
         f"{name} must be one image's NumPy array or a list of per-image arrays, got {type(value).__name__}"
     )
@@ -53,7 +64,7 @@ def _images(gt_boxes, proposals, gt_labels=None):
     props = [_f64(_check_boxes(f"proposals[{i}]", p)) for i, p in enumerate(props)]
     labels = None
     if gt_labels is not None:
-        labels = _as_image_list("gt_labels", gt_labels)
+        labels = _as_image_list("gt_labels", gt_labels, rows=False)
         if len(labels) != len(gts):
             raise InvalidArgumentError(
                 f"gt_labels must hold one array per image ({len(gts)}), got {len(labels)}"
@@ -66,7 +77,12 @@ def _images(gt_boxes, proposals, gt_labels=None):
 
 
 def _check_thresholds(iou_thresholds):
-    values = (iou_thresholds,) if isinstance(iou_thresholds, numbers.Real) else tuple(iou_thresholds)
+    if isinstance(iou_thresholds, np.ndarray):
+        iou_thresholds = iou_thresholds.tolist()  # a 0-d array becomes a number, a 1-d one a list
+    try:
+        values = (iou_thresholds,) if isinstance(iou_thresholds, numbers.Real) else tuple(iou_thresholds)
+    except TypeError:
+        raise InvalidArgumentError(f"iou_thresholds must be a number or a sequence of numbers, got {iou_thresholds!r}") from None
     for t in values:
         if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0.0 <= float(t) <= 1.0:
             raise InvalidArgumentError(f"iou_thresholds must be numbers in [0, 1], got {iou_thresholds!r}")
@@ -256,6 +272,9 @@ def recall_curve(gt_boxes, proposals, counts=DEFAULT_COUNTS, iou_threshold=0.5):
     (threshold,) = _check_thresholds(iou_threshold)
     gts, props, _ = _images(gt_boxes, proposals)
     ks = np.asarray(counts)
+    if ks.dtype.kind == "u":
+        ks = ks.astype(np.float64)  # so that the differences of decreasing counts are negative, not wrapped
+        ks = ks.astype(np.int64) if (ks < 2**63).all() else ks
     if ks.ndim != 1 or ks.size == 0 or ks.dtype.kind not in "iu" or (ks < 1).any() or (np.diff(ks) <= 0).any():
         raise InvalidArgumentError(f"counts must be increasing positive integers, got {counts!r}")
     ks = ks.astype(np.int64)

@@ -128,6 +128,20 @@ def test_recall_curve_agrees_with_proposal_recall_and_never_decreases(rng):
     )
 
 
+def test_one_image_as_nested_lists_equals_the_arrays():
+    expected = proposal_recall(GT, PROPOSALS, gt_labels=LABELS)
+    got = proposal_recall(GT.tolist(), PROPOSALS.tolist(), gt_labels=LABELS.tolist())
+    assert got["recall"] == expected["recall"] and got["abo"] == expected["abo"] and got["num_images"] == 1
+    assert mabo([[0.0, 0.0, 10.0, 10.0]], [(0, 0, 10, 5)]) == 0.5
+    # a list of per-image box lists is still a list of images
+    assert proposal_recall([GT.tolist(), GT.tolist()], [PROPOSALS.tolist(), []])["num_images"] == 2
+
+
+def test_thresholds_may_be_a_numpy_array_of_any_dimension():
+    assert proposal_recall(GT, PROPOSALS, iou_thresholds=np.array(0.5))["recall"] == {0.5: 2 / 3}
+    assert proposal_recall(GT, PROPOSALS, iou_thresholds=np.array([0.5, 0.75]))["recall"] == {0.5: 2 / 3, 0.75: 1 / 3}
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
@@ -140,6 +154,8 @@ def test_recall_curve_agrees_with_proposal_recall_and_never_decreases(rng):
         (lambda: proposal_recall("gt.json", PROPOSALS), "gt_boxes must be one image's NumPy array"),
         (lambda: recall_curve(GT, PROPOSALS, counts=(10, 5)), "counts must be increasing positive integers"),
         (lambda: recall_curve(GT, PROPOSALS, counts=(0, 5)), "counts must be increasing positive integers"),
+        (lambda: recall_curve(GT, PROPOSALS, counts=np.array([10, 5], np.uint64)), "counts must be increasing positive integers"),
+        (lambda: proposal_recall(GT, PROPOSALS, iou_thresholds=None), "iou_thresholds must be a number or a sequence"),
         (lambda: recall_curve(GT, PROPOSALS, iou_threshold=(0.5, 0.7)), "iou_threshold must be a number"),
     ],
 )
