@@ -1,7 +1,7 @@
 """Reading images: every file or array becomes (H, W, 3) uint8 RGB, or a clear error.
 
-Greyscale becomes three equal channels, alpha is dropped, 16-bit and float images are scaled to
-0..255. Decoding is left to imageio (the library behind `skimage.io.imread`).
+Greyscale becomes three equal channels, alpha is dropped, CMYK (and other non-RGB colour models)
+is converted to RGB, 16-bit and float images are scaled to 0..255. Decoding is left to imageio (the library behind `skimage.io.imread`).
 """
 
 import os
@@ -70,6 +70,18 @@ def as_rgb_uint8(array, name="image"):
     return np.ascontiguousarray(out)
 
 
+# Pillow colour modes whose channels are not R, G, B (+ alpha): the decoder converts them to RGB.
+COLOUR_MODES_CONVERTED_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV")
+
+
+def _colour_mode(iio, path):
+    """The decoder's colour mode of the file ("RGB", "CMYK", ...), or None where it reports none."""
+    try:
+        return iio.immeta(path).get("mode")
+    except Exception:  # no metadata from this format's plugin: imread decides alone
+        return None
+
+
 def load_image(path):
     """Read an image file (JPEG, PNG, TIFF, BMP, ...) as (H, W, 3) uint8 RGB.
 
@@ -96,7 +108,10 @@ def load_image(path):
     try:
         with warnings.catch_warnings():  # imageio warns about deprecated plugins it tries on the way
             warnings.simplefilter("ignore", DeprecationWarning)
-            image = iio.imread(path)
+            # colour models other than RGB (a CMYK JPEG: 4 channels that are not RGBA) are converted
+            # to RGB by the decoder, which knows them
+            convert = _colour_mode(iio, path) in COLOUR_MODES_CONVERTED_TO_RGB
+            image = iio.imread(path, mode="RGB") if convert else iio.imread(path)
     except Exception as error:  # imageio raises many types for undecodable input
         reason = " ".join(str(error).split())[:120]  # one line: imageio's messages span several
         raise DataFormatError(f"{path}: not a readable image ({type(error).__name__}: {reason})") from None

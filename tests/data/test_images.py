@@ -40,6 +40,26 @@ def test_rgba_file_drops_alpha(tmp_path, rgb):
     np.testing.assert_array_equal(load_image(tmp_path / "a.png"), rgb)
 
 
+def test_cmyk_jpeg_is_converted_to_rgb_not_read_as_rgba(tmp_path):
+    PIL = pytest.importorskip("PIL.Image")
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[:, :, 0] = 220
+    PIL.fromarray(red).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    image = load_image(tmp_path / "cmyk.jpg")
+    assert image.shape == (8, 8, 3)
+    assert np.abs(image.astype(int) - red).max() <= 8, image[0, 0]  # red, not C, M, Y taken as R, G, B
+
+
+def test_palette_png_with_transparency_is_its_palette_colours(tmp_path):
+    PIL = pytest.importorskip("PIL.Image")
+    indices = np.array([[0, 1], [1, 0]], np.uint8)
+    picture = PIL.fromarray(indices, mode="P")
+    picture.putpalette([200, 10, 20, 5, 250, 30] + [0] * (3 * 254))
+    picture.info["transparency"] = 0
+    picture.save(tmp_path / "palette.png", transparency=0)
+    np.testing.assert_array_equal(load_image(tmp_path / "palette.png")[0], [[200, 10, 20], [5, 250, 30]])
+
+
 def test_16_bit_file_is_scaled_to_8_bits(tmp_path):
     grey16 = np.array([[0, 257, 65535]], dtype=np.uint16)
     iio.imwrite(tmp_path / "g16.png", grey16)
