@@ -1,7 +1,8 @@
 """Pictures: segments, proposals on an image, recall against the number of proposals.
 
 Every function draws with matplotlib's Agg canvas (no display, no global pyplot state) and writes
-the file atomically, so a failed plot never leaves half a PNG behind. Other parts of scratchdet add
+the file atomically, so a failed plot never leaves half a PNG behind. The format follows the path's
+extension (PNG when there is none); `figure_format` checks a path before any work is done. Other parts of scratchdet add
 their figures here (detections, PR curves, training curves).
 """
 
@@ -21,9 +22,30 @@ def _figure(width_inches, height_inches):
     return fig
 
 
+def figure_format(path, option="path"):
+    """The picture format of an output path, from its extension ("png" when it has none), checked
+    before any drawing: an `InvalidArgumentError` naming `option` for a format matplotlib cannot
+    write or a path that is a directory."""
+    import os
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise InvalidArgumentError(f"{option} {path!r} is a directory, expected a picture file name")
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    fmt = extension or "png"
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in supported:
+        raise InvalidArgumentError(f"{option} {path!r}: cannot write pictures of format {fmt!r}; use one of {sorted(supported)}")
+    return fmt
+
+
 def _save(fig, path):
+    # the format is named explicitly: the temporary file's name ends in ".tmp" when `path` has no extension
+    fmt = figure_format(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, bbox_inches="tight")
+        fig.savefig(tmp, format=fmt, bbox_inches="tight")
     return path
 
 

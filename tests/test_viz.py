@@ -57,3 +57,22 @@ def test_failed_plot_leaves_no_file(tmp_path, image):
 def test_rejects_non_rgb_image(tmp_path):
     with pytest.raises(InvalidArgumentError, match="RGB"):
         viz.plot_proposals(np.zeros((5, 5)), np.zeros((0, 4)), tmp_path / "x.png")
+
+
+def test_plot_path_without_extension_is_written_as_png(tmp_path, image):
+    viz.plot_proposals(image, np.array([[1, 1, 5, 5]]), tmp_path / "top")
+    assert _is_png(tmp_path / "top") and [p.name for p in tmp_path.iterdir()] == ["top"]
+
+
+@pytest.mark.parametrize("name, message", [("top.xyz", "format 'xyz'"), ("top.tmp", "format 'tmp'")])
+def test_unsupported_plot_format_is_an_invalid_argument_and_leaves_no_file(tmp_path, image, name, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        viz.plot_proposals(image, np.zeros((0, 4)), tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_onto_a_directory_is_an_invalid_argument(tmp_path, image):
+    (tmp_path / "top.png").mkdir()
+    with pytest.raises(InvalidArgumentError, match="is a directory"):
+        viz.plot_proposals(image, np.zeros((0, 4)), tmp_path / "top.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["top.png"]
