@@ -79,7 +79,9 @@ def _check_boxes(name, boxes, fmt="xyxy", positive=False):
     """Validate an (N, 4) array of boxes in format `fmt`.
 
     A size-0 1-D array (e.g. `np.array([])`) is accepted as `(0, 4)`. Boxes must be finite and not
-    inverted (x1 <= x2, y1 <= y2; or w, h >= 0); with `positive`, width and height must be > 0.
+    inverted (x1 <= x2, y1 <= y2; or w, h >= 0); with `positive`, width and height must be > 0. Their
+    width, height and area must be finite in float64 too (coordinates up to about 1e150), or IoU
+    would be inf / inf.
 
     Returns:
         the boxes as a NumPy array of their own (integer or float) dtype, shape (N, 4).
@@ -94,12 +96,20 @@ def _check_boxes(name, boxes, fmt="xyxy", positive=False):
         i = int(np.flatnonzero(~finite)[0])
         raise InvalidArgumentError(f"{name}[{i}] = {arr[i].tolist()} is not finite; boxes must be finite numbers")
     coords = arr.astype(np.float64, copy=False)  # differences of unsigned integers would wrap around
-    if fmt == "xyxy":
-        w = coords[:, 2] - coords[:, 0]
-        h = coords[:, 3] - coords[:, 1]
-    else:  # xywh, cxcywh
-        w = coords[:, 2]
-        h = coords[:, 3]
+    with np.errstate(over="ignore", invalid="ignore"):
+        if fmt == "xyxy":
+            w = coords[:, 2] - coords[:, 0]
+            h = coords[:, 3] - coords[:, 1]
+        else:  # xywh, cxcywh
+            w = coords[:, 2]
+            h = coords[:, 3]
+        too_large = ~np.isfinite(w * h) | ~np.isfinite(np.abs(coords).sum(axis=1))
+    if too_large.any():
+        i = int(np.flatnonzero(too_large)[0])
+        raise InvalidArgumentError(
+            f"{name}[{i}] = {arr[i].tolist()} is too large: its sizes or area overflow float64 "
+            "(keep coordinates below about 1e150)"
+        )
     bad = (w <= 0) | (h <= 0) if positive else (w < 0) | (h < 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -116,6 +126,8 @@ def _check_boxes(name, boxes, fmt="xyxy", positive=False):
 def _check_vector(name, x, n, kinds="iuf"):
     """Validate a (n,) array of finite numbers whose dtype kind is in `kinds`."""
     arr = _as_real_array(name, x)
+    if arr.size == 0 and arr.dtype.kind not in kinds:
+        arr = arr.astype(np.int64)  # an empty list: np.asarray([]) is float64
     if arr.dtype.kind not in kinds:
         raise InvalidArgumentError(f"{name} must be an integer array, got dtype {arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] != n:

@@ -306,6 +306,11 @@ def test_nms_threshold_one_keeps_everything_and_zero_keeps_only_disjoint():
     assert B.nms(boxes, scores, 0.0).tolist() == [0, 3]
 
 
+def test_batched_nms_of_empty_lists_is_empty_int64():
+    keep = B.batched_nms([], [], [], 0.5)
+    assert keep.dtype == np.int64 and keep.shape == (0,)
+
+
 def test_nms_of_no_boxes_is_empty_int64():
     keep = B.nms(np.zeros((0, 4)), np.zeros(0), 0.5)
     assert keep.shape == (0,) and keep.dtype == np.int64
@@ -384,6 +389,8 @@ GOOD = np.array([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0]])
         (lambda: B.decode(GOOD, np.array([[0, 0, 0, 0], [0, np.nan, 0, 0]])), r"deltas\[1\].*not finite"),
         (lambda: B.decode(GOOD, np.zeros((2, 4)), clamp=float("nan")), "clamp must be a number"),
         (lambda: B.remove_small(GOOD, -1), "min_size must be a non-negative number"),
+        (lambda: B.iou(np.array([[0, 0, 1e200, 1e200]]), GOOD), r"boxes1\[0\].*too large"),
+        (lambda: B.nms(np.array([[-1.7e308, 0, 1.7e308, 1.0]] * 2), np.ones(2), 0.5), r"boxes\[0\].*too large"),
     ],
 )
 def test_bad_input_raises_invalid_argument_naming_it(call, match):
