@@ -38,40 +38,61 @@ def _plot_path(plot, image_path, several):
 
 
 def run(args):
-    """Run Selective Search on every image; returns 0."""
+    """Run Selective Search on every image, then write the outputs; returns 0.
+
+    Arguments and output paths are checked, then every image is read, before any work: a bad one
+    (e.g. the second of three images is corrupt) stops the run with nothing written.
+    """
     import json
 
     from tqdm import tqdm
 
     from scratchdet._files import atomic_write
+    from scratchdet.commands.segment import check_output_file
     from scratchdet.data.images import load_image
     from scratchdet.proposals import selective_search
     from scratchdet.proposals.selective_search import check_rgb_image
+    from scratchdet.viz import figure_format
 
+    # 1. the options and the outputs
     if args.max is not None and args.max < 1:
         raise InvalidArgumentError(f"--max must be a positive number of boxes, got {args.max}")
     if args.plot_boxes < 1:
         raise InvalidArgumentError(f"--plot-boxes must be positive, got {args.plot_boxes}")
-    # 1. read every image first, so that a bad file stops the run before any work
+    if args.seed < 0:
+        raise InvalidArgumentError(f"--seed must be >= 0, got {args.seed}")
+    check_output_file("--out", args.out)
+    several = len(args.images) > 1
+    plot_paths = []
+    if args.plot:
+        figure_format(args.plot, option="--plot")
+        plot_paths = [_plot_path(args.plot, path, several) for path in args.images]
+        for plot_path in plot_paths:
+            if plot_paths.count(plot_path) > 1:
+                raise InvalidArgumentError(f"--plot: two images would both be drawn to {plot_path} (same file name)")
+            check_output_file("--plot", plot_path)
+    # 2. read every image, so that a bad file stops the run before any work
     images = [check_rgb_image(load_image(path), name=path) for path in args.images]
-    several = len(images) > 1
-    results = []
+    # 3. the boxes of every image
+    all_boxes = []
     for path, image in tqdm(list(zip(args.images, images)), desc="proposals", unit="image", disable=not several):
-        # 2. the boxes of one image
         boxes = selective_search(image, mode=args.mode, max_boxes=args.max, seed=args.seed)
         tqdm.write(f"{path}: {image.shape[1]}x{image.shape[0]}, {len(boxes)} boxes ({args.mode})")
-        results.append({
-            "file": path,
-            "width": int(image.shape[1]),
-            "height": int(image.shape[0]),
-            "boxes": boxes.tolist(),
-        })
+        all_boxes.append(boxes)
+    # 4. one JSON file for all images, then the pictures, each written atomically
+    try:
+        if args.out:
+            results = [
+                {"file": path, "width": int(image.shape[1]), "height": int(image.shape[0]), "boxes": boxes.tolist()}
+                for path, image, boxes in zip(args.images, images, all_boxes)
+            ]
+            with atomic_write(args.out) as f:
+                json.dump({"mode": args.mode, "seed": args.seed, "box_format": "xyxy", "images": results}, f)
         if args.plot:
             from scratchdet.viz import plot_proposals
 
-            plot_proposals(image, boxes, _plot_path(args.plot, path, several), max_boxes=args.plot_boxes, title=path)
-    # 3. one JSON file for all images
-    if args.out:
-        with atomic_write(args.out) as f:
-            json.dump({"mode": args.mode, "seed": args.seed, "box_format": "xyxy", "images": results}, f)
+            for path, image, boxes, plot_path in zip(args.images, images, all_boxes, plot_paths):
+                plot_proposals(image, boxes, plot_path, max_boxes=args.plot_boxes, title=path)
+    except OSError as error:
+        raise InvalidArgumentError(f"cannot write {error.filename or args.out}: {error.strerror or error}") from error
     return 0

@@ -25,27 +25,48 @@ def register(subparsers):
     parser.set_defaults(run=run)
 
 
+def check_output_file(option, path):
+    """Fail before any work when an output path cannot be a file: it names a directory."""
+    import os
+
+    if path is not None and os.path.isdir(path):
+        raise InvalidArgumentError(f"{option} {path!r} is a directory, expected a file name")
+
+
 def run(args):
-    """Segment, print the count, write the optional outputs; returns 0."""
+    """Segment, print the count, write the optional outputs; returns 0.
+
+    Every argument and output path is checked before the image is read, so a bad one writes nothing.
+    """
     import numpy as np
 
     from scratchdet._files import atomic_write
     from scratchdet.data.images import load_image
     from scratchdet.proposals import felzenszwalb
     from scratchdet.proposals.selective_search import check_rgb_image
+    from scratchdet.viz import figure_format
 
+    # 1. the outputs can be written
     if args.out is not None and not args.out.endswith(".npy"):
         raise InvalidArgumentError(f"--out must name a .npy file, got {args.out!r}")
+    check_output_file("--out", args.out)
+    if args.plot is not None:
+        figure_format(args.plot, option="--plot")
+    # 2. read and segment
     image = check_rgb_image(load_image(args.image), name=args.image)
     labels = felzenszwalb(image, scale=args.scale, sigma=args.sigma, min_size=args.min_size)
     n_segments = int(labels.max()) + 1
     print(f"{args.image}: {image.shape[1]}x{image.shape[0]}, {n_segments} segments "
           f"(scale={args.scale:g}, sigma={args.sigma:g}, min_size={args.min_size})")
-    if args.out:
-        with atomic_write(args.out, "wb") as f:
-            np.save(f, labels)
-    if args.plot:
-        from scratchdet.viz import plot_segments
+    # 3. write, each file atomically
+    try:
+        if args.out:
+            with atomic_write(args.out, "wb") as f:
+                np.save(f, labels)
+        if args.plot:
+            from scratchdet.viz import plot_segments
 
-        plot_segments(image, labels, args.plot, title=args.image)
+            plot_segments(image, labels, args.plot, title=args.image)
+    except OSError as error:
+        raise InvalidArgumentError(f"cannot write {error.filename or args.out}: {error.strerror or error}") from error
     return 0

@@ -65,3 +65,45 @@ def test_bad_option_values_exit_2(picture, capsys):
     assert main(["proposals", str(picture), "--max", "0"]) == 2
     assert main(["segment", str(picture), "--out", "labels.txt"]) == 2
     assert main(["segment", str(picture), "--scale", "-5"]) == 2
+
+
+def test_proposals_with_the_second_of_three_images_corrupt_writes_nothing(tmp_path, picture, photos, capsys):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    iio.imwrite(tmp_path / "coffee.png", photos["coffee"])
+    out, plot = tmp_path / "boxes.json", tmp_path / "top.png"
+    status = main(["proposals", str(picture), str(tmp_path / "broken.jpg"), str(tmp_path / "coffee.png"),
+                   "--mode", "single", "--out", str(out), "--plot", str(plot)])
+    assert status == 2 and "broken.jpg" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.jpg", "chelsea.png", "coffee.png"]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["proposals", "--seed", "-1"], "--seed"),
+        (["proposals", "--out", "{dir}"], "is a directory"),
+        (["proposals", "--plot", "{tmp}/top.xyz"], "format 'xyz'"),
+        (["segment", "--out", "{tmp}/labels.npy", "--plot", "{tmp}/seg.xyz"], "format 'xyz'"),
+        (["segment", "--out", "{dir}/labels.npy"], "is a directory"),
+        (["segment", "--sigma", "inf"], "sigma"),
+    ],
+    ids=["negative-seed", "out-is-a-directory", "unknown-plot-format", "segment-unknown-plot-format",
+         "segment-out-is-a-directory", "segment-infinite-sigma"],
+)
+def test_bad_outputs_and_options_exit_2_before_writing_anything(tmp_path, picture, capsys, arguments, message):
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "outdir" / "labels.npy").mkdir()
+    filled = [a.format(tmp=tmp_path, dir=tmp_path / "outdir") for a in arguments]
+    assert main([filled[0], str(picture)] + filled[1:]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chelsea.png", "outdir"]
+
+
+def test_proposals_plots_of_images_with_the_same_name_would_collide_exit_2(tmp_path, picture, capsys):
+    (tmp_path / "other").mkdir()
+    iio.imwrite(tmp_path / "other" / "chelsea.png", np.zeros((8, 8, 3), np.uint8))
+    status = main(["proposals", str(picture), str(tmp_path / "other" / "chelsea.png"), "--mode", "single",
+                   "--plot", str(tmp_path / "top.png")])
+    assert status == 2 and "top_chelsea.png" in capsys.readouterr().err
+    assert not (tmp_path / "top_chelsea.png").exists()
