@@ -27,6 +27,7 @@ devkit's numbers exactly.
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numba
@@ -86,8 +87,10 @@ def voc_evaluation(ground_truth, detections, iou_threshold=0.5, method="all", le
     """
     if method not in METHODS:
         raise InvalidArgumentError(f'method must be "all" or "11point", got {method!r}')
-    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float)) or not 0 < iou_threshold <= 1:
+    if isinstance(iou_threshold, (bool, np.bool_)) or not isinstance(iou_threshold, numbers.Real) or not 0 < iou_threshold <= 1:
         raise InvalidArgumentError(f"iou_threshold must be a number in (0, 1], got {iou_threshold!r}")
+    if not isinstance(legacy_voc_pixels, (bool, np.bool_)):
+        raise InvalidArgumentError(f"legacy_voc_pixels must be True or False, got {legacy_voc_pixels!r}")
     gt = parse_ground_truth(ground_truth)
     dt = parse_detections(detections, gt)
     n_images = len(gt.image_ids)
@@ -148,10 +151,20 @@ def voc_ap(recall, precision, method="all"):
             ``"11point"``: mean over t = 0, 0.1, ..., 1 of the highest precision at recall >= t
             (VOC 2007). The thresholds are k / 10, so a recall of exactly 3/10 counts at 0.3.
 
-    Returns AP, a float in [0, 1].
+    Returns AP, a float in [0, 1]. Raises InvalidArgumentError for arrays of other shapes or
+    non-finite values.
     """
-    recall = np.asarray(recall, dtype=np.float64)
-    precision = np.asarray(precision, dtype=np.float64)
+    try:
+        recall = np.asarray(recall, dtype=np.float64)
+        precision = np.asarray(precision, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError("recall and precision must hold numbers") from None
+    if recall.ndim != 1 or recall.shape != precision.shape:
+        raise InvalidArgumentError(
+            f"recall and precision must be (N,) arrays of the same length, got shapes {recall.shape} and {precision.shape}"
+        )
+    if not (np.isfinite(recall).all() and np.isfinite(precision).all()):
+        raise InvalidArgumentError("recall and precision must be finite")
     if method == "11point":
         ap = 0.0
         for k in range(11):

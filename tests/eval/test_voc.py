@@ -163,10 +163,40 @@ def test_tied_scores_keep_file_order():
     np.testing.assert_allclose(result.curves["a"][1], [0.0, 0.5])
 
 
-@pytest.mark.parametrize("kwargs", [{"method": "area"}, {"iou_threshold": 0.0}, {"iou_threshold": 1.5}, {"iou_threshold": "0.5"}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"method": "area"},
+        {"iou_threshold": 0.0},
+        {"iou_threshold": 1.5},
+        {"iou_threshold": "0.5"},
+        {"iou_threshold": np.float32(np.nan)},
+        {"legacy_voc_pixels": "no"},  # a non-empty string is truthy: it must not turn legacy pixels on
+        {"legacy_voc_pixels": None},
+    ],
+)
 def test_bad_arguments_raise(kwargs):
     with pytest.raises(InvalidArgumentError):
         evaluate_voc(dataset([A]), dets((A, 0.9)), **kwargs)
+
+
+def test_numpy_scalar_arguments_are_accepted():
+    expected = evaluate_voc(dataset([A]), dets((A, 0.9)), iou_threshold=0.5, legacy_voc_pixels=True)
+    assert evaluate_voc(dataset([A]), dets((A, 0.9)), iou_threshold=np.float32(0.5), legacy_voc_pixels=np.bool_(True)) == expected
+
+
+@pytest.mark.parametrize(
+    "recall, precision, match",
+    [
+        ([[0.5]], [[1.0]], r"recall and precision must be \(N,\) arrays"),
+        ([0.5, 1.0], [1.0], r"recall and precision must be \(N,\) arrays of the same length"),
+        (["a"], [1.0], "recall and precision must hold numbers"),
+        ([0.5, np.nan], [1.0, 1.0], "recall and precision must be finite"),
+    ],
+)
+def test_voc_ap_rejects_malformed_curves(recall, precision, match):
+    with pytest.raises(InvalidArgumentError, match=match):
+        voc_ap(recall, precision)
 
 
 # ------------------------------------------------------------------ against a plain-loop devkit
