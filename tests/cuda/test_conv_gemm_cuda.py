@@ -10,7 +10,8 @@ from scratchdet.nn import functional as F
 
 TILES = [
     (16, 16, 1, 4),  # the default for few filters
-    (16, 16, 4, 8),  # the largest: 64 x 128 outputs, 4 B rows staged per thread
+    (16, 16, 4, 8),  # 64 x 128 outputs, 4 B rows staged per thread
+    (16, 16, 8, 8),  # the largest: 128 x 128 outputs (tried for 128 filters)
     (4, 64, 1, 4),  # flat block for few rows (an RGB input gradient)
     (32, 8, 1, 4),  # narrow block for few columns (a first layer's 27 filter taps)
 ]
@@ -56,7 +57,9 @@ def test_each_tile_computes_the_three_products_of_a_strided_padded_convolution(r
     np.testing.assert_allclose(host(dx_gpu), dx, rtol=1e-5, atol=1e-5, err_msg=f"input gradient, tile {tile}")
 
 
-@pytest.mark.parametrize(("m", "n", "extra"), [(3, 4096, (4, 64, 1, 4)), (32, 27, (32, 8, 1, 4)), (64, 4096, None)])
+@pytest.mark.parametrize(
+    ("m", "n", "extra"), [(3, 4096, (4, 64, 1, 4)), (32, 27, (32, 8, 1, 4)), (128, 4096, (16, 16, 8, 8)), (64, 4096, None)]
+)
 def test_small_products_add_a_flat_or_narrow_block_to_the_candidates(m, n, extra):
     candidates = conv_gemm.tile_candidates(m, n)
     assert conv_gemm.default_tile(m, n) in candidates

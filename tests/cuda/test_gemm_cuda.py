@@ -66,3 +66,15 @@ def test_autotuning_picks_a_candidate_tile_and_computes_the_same_product(rng, gp
     close(gemm.matmul(gpu(a), gpu(b)), a @ b, atol=1e-6)
     (tile,) = gemm.chosen_tiles().values()
     assert tile in gemm.tile_candidates(5, 9)
+
+
+@pytest.mark.parametrize("tile", [(1, 4), (2, 8), (4, 4), (8, 4), (8, 8)], ids=lambda t: f"{t[0]}x{t[1]}")
+def test_every_tile_shape_autotuning_may_pick_computes_the_product(rng, gpu, close, tile):
+    """Each tile, launched directly, on a 20 x 70 product (k = 21: three staged tiles, the last partial)."""
+    m, n, k = 20, 70, 21
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    c = gpu(np.zeros((m, n), np.float32))
+    gemm._launch(tile, gpu(a).reshape(m * k), gpu(b).reshape(k * n), c.reshape(m * n), c.reshape(m * n)[:1],
+                 m, n, k, (0, k, 1), (0, n, 1), (0, n, 1), 1, gemm.BIAS_NONE)
+    close(c, a @ b, rtol=1e-5, atol=1e-4, what=f"tile {tile}")

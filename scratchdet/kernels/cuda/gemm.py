@@ -46,7 +46,7 @@ def gemm_kernel(tm, tn, dtype):
     """The tiled GEMM kernel whose threads each own a ``tm x tn`` block of outputs.
 
     Args:
-        tm, tn: rows and columns of outputs per thread (1, 2 or 4; 4 or 8); a block covers a
+        tm, tn: rows and columns of outputs per thread (1, 2, 4 or 8; 4 or 8); a block covers a
             ``16*tm x 16*tn`` tile of C.
         dtype: ``np.float32`` or ``np.float64``, the element type of A, B, C and the bias.
 
@@ -182,9 +182,13 @@ def tile_shape(m, n):
 
 
 def tile_candidates(m, n):
-    """The tile shapes autotuning tries: the default's row count and half of it, 4 or 8 columns."""
+    """The tile shapes autotuning tries: the default's row count and half of it, 4 or 8 columns; and
+    for at least 128 rows also 8 rows per thread (a 128-row tile: the most arithmetic per staged
+    element, at the cost of registers and so of resident blocks)."""
     tm, _ = tile_shape(m, n)
     rows = [tm, tm // 2] if tm > 1 else [tm]
+    if m >= 128:
+        rows = [8] + rows
     return [(r, c) for r in rows for c in (4, 8)]
 
 
@@ -291,7 +295,7 @@ def compile_signatures():
         arr = _NUMBA_TYPES[np.dtype(dtype)][::1]
         i64 = numba.int64
         sig = (arr, arr, arr, arr) + (i64,) * 13
-        for tm in (1, 2, 4):
+        for tm in (1, 2, 4, 8):
             for tn in (4, 8):
                 out.append((f"gemm_{tm}x{tn}_{np.dtype(dtype).name}", gemm_kernel(tm, tn, dtype), sig))
     return out
