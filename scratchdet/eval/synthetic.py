@@ -8,7 +8,11 @@ of every size (small / medium / large, and areas exactly on the range limits), t
 duplicate detections, zero-width detections, and an ``area`` field that differs from the box area.
 """
 
+import numbers
+
 import numpy as np
+
+from scratchdet.errors import InvalidArgumentError
 
 __all__ = ["random_coco_problem"]
 
@@ -42,8 +46,19 @@ def random_coco_problem(
     crowded_images:          how many images get 120-200 extra detections of one category
     score_decimals:          scores are rounded to this many decimals, so ties are frequent
 
-    Returns ``(gt, detections)``: a COCO dataset dict and a list of detection dicts.
+    Returns ``(gt, detections)``: a COCO dataset dict and a list of detection dicts. Raises
+    InvalidArgumentError for settings that cannot be met (e.g. more crowded images than images).
     """
+    # 0. settings that can be met: at least one image, and a category with ground truth
+    for name, value in (("n_images", n_images), ("n_categories", n_categories)):
+        if not isinstance(value, numbers.Integral) or value < 1:
+            raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(categories_without_gt, numbers.Integral) or not 0 <= categories_without_gt < n_categories:
+        raise InvalidArgumentError(
+            f"categories_without_gt must be an integer in [0, n_categories - 1 = {n_categories - 1}], got {categories_without_gt!r}"
+        )
+    if not isinstance(crowded_images, numbers.Integral) or not 0 <= crowded_images <= n_images:
+        raise InvalidArgumentError(f"crowded_images must be an integer in [0, n_images = {n_images}], got {crowded_images!r}")
     rng = np.random.default_rng(seed)
 
     # 1. images and categories with non-contiguous ids, listed in shuffled order

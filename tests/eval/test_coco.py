@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from scratchdet.errors import DataFormatError
+from scratchdet.errors import DataFormatError, InvalidArgumentError
 from scratchdet.eval import coco_evaluation, evaluate_coco
 from scratchdet.eval.coco import RECALL_THRESHOLDS, STAT_NAMES, coco_box_iou
 from scratchdet.eval.synthetic import random_coco_problem
@@ -248,6 +248,26 @@ def test_matches_pycocotools_live_bit_for_bit(seed):
         "score_decimals": int(rng.integers(1, 4)),
     }
     _assert_same_as_pycocotools(*random_coco_problem(seed, **settings))
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        ({"n_images": 1, "crowded_images": 2}, "crowded_images must be an integer in"),
+        ({"n_categories": 1, "categories_without_gt": 1}, "categories_without_gt must be an integer in"),
+        ({"n_images": 0}, "n_images must be a positive integer"),
+        ({"n_categories": 0}, "n_categories must be a positive integer"),
+    ],
+)
+def test_random_problem_rejects_settings_it_cannot_meet(settings, match):
+    with pytest.raises(InvalidArgumentError, match=match):
+        random_coco_problem(0, **settings)
+
+
+def test_random_problem_with_one_image_and_one_category():
+    gt, detections = random_coco_problem(5, n_images=1, n_categories=1, categories_without_gt=0)
+    assert len(gt["images"]) == 1 and len(detections) >= 120  # the one image is the crowded one
+    assert evaluate_coco(gt, detections)["AP"] >= 0
 
 
 def test_annotation_id_zero_reads_as_unmatched_as_in_pycocotools():
