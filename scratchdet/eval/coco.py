@@ -111,6 +111,12 @@ def evaluate_coco(ground_truth, detections):
     Returns a dict: ``AP AP50 AP75 APs APm APl AR1 AR10 AR100 ARs ARm ARl`` (floats in [0, 1], or
     -1.0 where pycocotools gives -1) and ``per_class`` (category name -> AP, -1.0 without gt).
     Raises DataFormatError on malformed input. See `coco_evaluation` for the precision arrays.
+
+    Where pycocotools stops with an exception this gives an answer, the one its rules imply: an
+    empty detection list scores 0.0 (-1.0 where there is no ground truth), a missing ``area`` is the
+    box's ``w * h`` and a missing ``iscrowd`` is 0. Where pycocotools silently goes on, this raises
+    instead: ids must be integers (not ``1.0`` or ``"1"``), unique, and detections must name an
+    image and a category of the ground truth, with finite boxes and scores.
     """
     return coco_evaluation(ground_truth, detections).summary()
 
