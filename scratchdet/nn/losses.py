@@ -6,6 +6,8 @@ with its components) and the gradient of that loss with respect to the predictio
 network's `backward`. Device arrays run the kernels of the same names in `scratchdet.kernels.cuda.nn`.
 """
 
+import math
+import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -22,6 +24,13 @@ def _cuda():
     from scratchdet.kernels.cuda import nn
 
     return nn
+
+
+def _check_non_negative(name, value):
+    """`value` as a float, or an `InvalidArgumentError` naming `name` unless it is a finite number >= 0."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+        raise InvalidArgumentError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def _check_pred_target(pred, target, pred_name="pred", target_name="target"):
@@ -102,8 +111,7 @@ def smooth_l1(pred, target, beta=1.0):
     if is_cuda_array(pred):
         return _cuda().smooth_l1(pred, target, beta)
     pred, target = _check_pred_target(pred, target)
-    if not beta >= 0:
-        raise InvalidArgumentError(f"smooth_l1 beta must be >= 0, got {beta!r}")
+    beta = _check_non_negative("smooth_l1 beta", beta)
     grad = np.empty_like(pred)
     loss = cpu.smooth_l1_loss(pred.reshape(-1), target.reshape(-1), float(beta), grad.reshape(-1))
     return float(loss), grad
@@ -150,8 +158,8 @@ def box_regression_loss(bbox_pred, bbox_targets, labels, *, loss="smooth_l1", be
         raise InvalidArgumentError(f"bbox_pred must be float32 or float64, got {bbox_pred.dtype}")
     if loss not in LOC_LOSSES:
         raise InvalidArgumentError(f"loss must be one of {LOC_LOSSES}, got {loss!r}")
-    if not beta >= 0:
-        raise InvalidArgumentError(f"beta must be >= 0, got {beta!r}")
+    beta = _check_non_negative("beta", beta)
+    weight = _check_non_negative("weight", weight)
     n_samples = bbox_pred.shape[0]
     if n_samples == 0:
         raise InvalidArgumentError("box_regression_loss needs at least one sample")
@@ -190,8 +198,11 @@ def multitask_loss(cls_scores, labels, bbox_pred, bbox_targets, *, lam=1.0, loc_
     Returns:
         (MultiTaskLoss(total, cls, loc), (dcls_scores, dbbox_pred)). `loc` is L_loc before the weight.
     """
-    if not lam >= 0:
-        raise InvalidArgumentError(f"lam must be >= 0, got {lam!r}")
+    lam = _check_non_negative("lam", lam)
+    if not is_cuda_array(cls_scores):
+        for name, array in (("cls_scores", cls_scores), ("bbox_pred", bbox_pred)):
+            if not isinstance(array, np.ndarray) or array.ndim != 2:
+                raise InvalidArgumentError(f"{name} must be a 2-D array, got {getattr(array, 'shape', type(array).__name__)}")
     if not is_cuda_array(cls_scores) and bbox_pred.shape[1] not in (4, 4 * cls_scores.shape[1]):
         raise InvalidArgumentError(
             f"bbox_pred must have 4 or 4 * {cls_scores.shape[1]} columns to match cls_scores, got {bbox_pred.shape}"

@@ -94,6 +94,29 @@ def test_multitask_loss_rejects_box_columns_that_match_no_class_count():
         nn.multitask_loss(np.zeros((2, 3)), np.array([0, 1]), np.zeros((2, 8)), np.zeros((2, 4)))
 
 
+@pytest.mark.parametrize(
+    "arguments, kwargs, match",
+    [
+        ((np.zeros((2, 3)), [0, 1], [[0.0] * 12] * 2, np.zeros((2, 4))), {}, "bbox_pred"),
+        (([[0.0] * 3] * 2, [0, 1], np.zeros((2, 12)), np.zeros((2, 4))), {}, "cls_scores"),
+        ((np.zeros((2, 3)), [0, 1], np.zeros(8), np.zeros((2, 4))), {}, "bbox_pred"),
+        ((np.zeros((2, 3)), [0, 1], np.zeros((2, 12)), np.zeros((2, 4))), {"lam": "1"}, "lam"),
+        ((np.zeros((2, 3)), [0, 1], np.zeros((2, 12)), np.zeros((2, 4))), {"beta": "1"}, "beta"),
+        ((np.zeros((2, 3)), [0, 1], np.zeros((2, 12)), np.zeros((2, 4))), {"lam": float("inf")}, "lam"),
+    ],
+    ids=["list-bbox-pred", "list-cls-scores", "1d-bbox-pred", "text-lam", "text-beta", "infinite-lam"],
+)
+def test_multitask_loss_rejects_non_arrays_and_non_numbers_naming_them(arguments, kwargs, match):
+    with pytest.raises(InvalidArgumentError, match=match):
+        nn.multitask_loss(*arguments, **kwargs)
+
+
+@pytest.mark.parametrize("beta", ["1", None, float("nan"), -1.0])
+def test_smooth_l1_rejects_beta_that_is_not_a_number_at_least_zero(beta):
+    with pytest.raises(InvalidArgumentError, match="beta"):
+        nn.smooth_l1(np.ones(2), np.zeros(2), beta)
+
+
 def test_box_regression_loss_rejects_unknown_loss_name():
     with pytest.raises(InvalidArgumentError, match="smooth_l1"):
         nn.box_regression_loss(np.zeros((1, 4)), np.zeros((1, 4)), np.array([1]), loss="l1")
