@@ -6,6 +6,7 @@ magnitude more windows (Uijlings et al. 2013, sec. 1; Hosang et al. 2016).
 """
 
 import math
+import numbers
 
 import numpy as np
 
@@ -15,17 +16,32 @@ DEFAULT_SIZES = (32, 64, 128, 256)
 DEFAULT_RATIOS = (0.5, 1.0, 2.0)
 
 
+def _positive_numbers(name, values):
+    """`values` (one number or a sequence of them) as a tuple of finite floats > 0."""
+    if isinstance(values, numbers.Real):
+        values = (values,)
+    try:
+        values = tuple(values)
+    except TypeError:
+        raise InvalidArgumentError(f"{name} must be a number or a sequence of numbers, got {values!r}") from None
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not 0 < v < math.inf:
+            raise InvalidArgumentError(f"{name} must be finite numbers > 0, got {values!r}")
+    return tuple(float(v) for v in values)
+
+
 def _window_grid(image_shape, sizes, ratios, stride):
     """Validated (height, width) and the list of (window_w, window_h, step_x, step_y) that fit."""
-    if len(image_shape) < 2:
-        raise InvalidArgumentError(f"image_shape must be (H, W, ...), got {image_shape!r}")
+    if isinstance(image_shape, str) or not hasattr(image_shape, "__len__") or len(image_shape) < 2:
+        raise InvalidArgumentError(f"image_shape must be (H, W) or (H, W, C), got {image_shape!r}")
+    for side in image_shape[:2]:
+        if isinstance(side, (bool, np.bool_)) or not isinstance(side, numbers.Integral) or side < 1:
+            raise InvalidArgumentError(f"image_shape must hold two integers >= 1 first, got {image_shape!r}")
     height, width = int(image_shape[0]), int(image_shape[1])
-    if height < 1 or width < 1:
-        raise InvalidArgumentError(f"image_shape must be positive, got {image_shape!r}")
-    if not 0.0 < stride <= 1.0:
+    if isinstance(stride, (bool, np.bool_)) or not isinstance(stride, numbers.Real) or not 0.0 < stride <= 1.0:
         raise InvalidArgumentError(f"stride must be a fraction of the window size in (0, 1], got {stride!r}")
-    if any(not s > 0 for s in sizes) or any(not r > 0 for r in ratios):
-        raise InvalidArgumentError(f"sizes and ratios must be positive, got {sizes!r} and {ratios!r}")
+    sizes = _positive_numbers("sizes", sizes)
+    ratios = _positive_numbers("ratios", ratios)
     grid = []
     for size in sizes:
         for ratio in ratios:
@@ -54,8 +70,8 @@ def sliding_windows(image_shape, sizes=DEFAULT_SIZES, ratios=DEFAULT_RATIOS, str
 
     Args:
         image_shape: (H, W) or (H, W, C).
-        sizes: window sides in pixels; a window of size s has area s^2.
-        ratios: aspect ratios height / width (a window is ``s / sqrt(r)`` wide, ``s sqrt(r)`` tall).
+        sizes: window sides in pixels (one number or several); a window of size s has area s^2.
+        ratios: aspect ratios height / width (one number or several) (a window is ``s / sqrt(r)`` wide, ``s sqrt(r)`` tall).
         stride: the step between positions as a fraction of the window's width (x) and height (y);
             0.5 lets neighbours overlap by half.
 

@@ -41,9 +41,20 @@ def test_window_exactly_the_image_size_fits_once():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"stride": 0.0}, {"stride": 1.5}, {"sizes": (0,)}, {"ratios": (-1.0,)}, {"image_shape": (0, 5)}]
+    "kwargs",
+    [{"stride": 0.0}, {"stride": 1.5}, {"sizes": (0,)}, {"ratios": (-1.0,)}, {"image_shape": (0, 5)},
+     {"ratios": (float("inf"),)}, {"sizes": (float("inf"),)}, {"sizes": ("32",)}, {"stride": "half"},
+     {"image_shape": (20.5, 20)}, {"image_shape": (True, 20)}, {"image_shape": "ab"}, {"image_shape": None}],
+    ids=["zero-stride", "stride-above-one", "zero-size", "negative-ratio", "empty-image", "infinite-ratio",
+         "infinite-size", "text-size", "text-stride", "fractional-height", "bool-height", "text-shape", "no-shape"],
 )
 def test_rejects_bad_arguments(kwargs):
     args = {"image_shape": (20, 20), **kwargs}
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
         sliding_windows(**args)
+    with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
+        count_sliding_windows(**args)
+
+
+def test_one_size_and_one_ratio_may_be_given_as_numbers():
+    np.testing.assert_array_equal(sliding_windows((16, 16), sizes=16, ratios=1.0), [[0, 0, 16, 16]])
