@@ -159,3 +159,16 @@ def test_conv2d_of_an_empty_batch(gpu, host):
     assert dx.shape == (0, 2, 5, 5)
     np.testing.assert_array_equal(host(dw), np.zeros((3, 2, 3, 3), np.float32))
     np.testing.assert_array_equal(host(db), np.zeros(3, np.float32))
+
+
+def test_conv2d_non_square_kernel_at_stride_3(rng, gpu, close):
+    """kh != kw walks (c, i, j) with different row and column lengths; stride 3 leaves pixels no output reads."""
+    x = rng.standard_normal((1, 3, 4, 7))
+    weight = rng.standard_normal((4, 3, 4, 3))
+    bias = rng.standard_normal(4)
+    close(F.conv2d_forward(gpu(x), gpu(weight), gpu(bias), stride=3, padding=1),
+          F.conv2d_forward(x, weight, bias, stride=3, padding=1), rtol=1e-12, atol=1e-12, what="y")
+    dy = rng.standard_normal((1, 4, 1, 3))
+    ours = F.conv2d_backward(gpu(dy), gpu(x), gpu(weight), stride=3, padding=1)
+    for name, a, b in zip(("dx", "dw", "db"), ours, F.conv2d_backward(dy, x, weight, stride=3, padding=1)):
+        close(a, b, rtol=1e-12, atol=1e-12, what=name)

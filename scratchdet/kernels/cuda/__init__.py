@@ -1,7 +1,8 @@
 """The CUDA kernels (`numba.cuda.jit`): the GPU twins of the CPU kernels, same names, same arguments.
 
 Read in this order: `common` (launch geometry, work buffers), `reduce` (the shared-memory tree sum),
-`gemm` (the tiled matrix multiply every heavy layer uses), `nn` (layers and losses, the twin of
+`gemm` (the tiled matrix multiply every heavy layer uses), `conv_gemm` (the same multiply reading a
+convolution's im2col columns straight from the image), `nn` (layers and losses, the twin of
 `scratchdet.nn.functional` and `scratchdet.nn.losses`), `optim` (SGD and Adam updates), `boxes`
 (IoU, encode / decode, the bitmask NMS) and `proposals`. Nothing here is called directly: a Numba
 device array handed to the public functions is dispatched here (`scratchdet.backend.is_cuda_array`).

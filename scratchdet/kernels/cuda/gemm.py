@@ -2,7 +2,7 @@
 
 Every heavy layer of a conv net is a matrix multiply: a convolution is one after im2col
 (Chellapilla, Puri and Simard 2006), a fully connected layer is one outright. This module holds the
-one kernel they all use, written as in Kirk and Hwu, *Programming Massively Parallel Processors*
+kernel, written as in Kirk and Hwu, *Programming Massively Parallel Processors*
 (ch. 5, tiled matrix multiplication): each block stages a ``BM x BK`` tile of A and a ``BK x BN``
 tile of B in shared memory, and each of its 16 x 16 threads accumulates a ``TM x TN`` piece of the
 ``BM x BN`` output tile in registers (register blocking, Volkov and Demmel 2008). While the block
@@ -13,8 +13,8 @@ tries a few and keeps the fastest (as cuDNN's benchmark mode does).
 
 Matrices are described by strides, as in cuBLAS's ``gemmStridedBatched``: element ``(i, k)`` of
 batch ``z`` of A lives at ``a[z * a_bs + i * a_rs + k * a_cs]`` of the flat array ``a``. So a
-transposed operand, a row of images or a per-image slice of an im2col matrix is a choice of
-strides, never a copy.
+transposed operand or a row of images is a choice of strides, never a copy. Convolutions use the
+same kernel with a virtual B operand (`conv_gemm`).
 """
 
 import functools
