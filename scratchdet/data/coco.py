@@ -13,6 +13,7 @@ run vectorised on the whole list; only when one fails does a slow pass walk the 
 first bad one (``detections.json: detections[17]: field "score" must be a finite number, got nan``).
 """
 
+import itertools
 import json
 import math
 import os
@@ -298,6 +299,15 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _has_bool(values, nested=False):
+    """True if a list of values (of lists of values, if `nested`) holds a JSON true/false.
+
+    NumPy turns ``[0.9, True]`` into a float array without complaint, so the dtype cannot tell.
+    """
+    flat = itertools.chain.from_iterable(values) if nested else values
+    return bool in set(map(type, flat))
+
+
 def _integer_field(entries, key, source, listname):
     """The integer field `key` of every entry, as (N,) int64."""
     values = _column(entries, key, listname, source)
@@ -305,7 +315,7 @@ def _integer_field(entries, key, source, listname):
         array = np.asarray(values) if values else np.zeros(0, dtype=np.int64)
     except (ValueError, OverflowError):
         array = None
-    if array is None or array.dtype.kind not in "iu" or array.ndim != 1:
+    if array is None or array.dtype.kind not in "iu" or array.ndim != 1 or _has_bool(values):
         for i, v in enumerate(values):
             if not isinstance(v, int) or isinstance(v, bool) or not -(2**63) <= v < 2**63:
                 raise DataFormatError(f'{source}: {listname}[{i}]: field "{key}" must be an integer, got {_show(v)}')
@@ -333,7 +343,13 @@ def _to_numbers(values, key, source, listname, allow_bool=False):
         array = np.asarray(values) if values else np.zeros(0)
     except (ValueError, OverflowError):
         array = None
-    if array is None or array.dtype.kind not in kinds or array.ndim != 1 or not np.isfinite(array.astype(np.float64)).all():
+    if (
+        array is None
+        or array.dtype.kind not in kinds
+        or array.ndim != 1
+        or not np.isfinite(array.astype(np.float64)).all()
+        or (not allow_bool and _has_bool(values))
+    ):
         for i, v in enumerate(values):
             if not (_is_number(v) or (allow_bool and isinstance(v, bool))) or not math.isfinite(v):
                 raise DataFormatError(f'{source}: {listname}[{i}]: field "{key}" must be a finite number, got {_show(v)}')
@@ -355,6 +371,7 @@ def _box_field(entries, source, listname):
         or array.shape[1] != 4
         or not np.isfinite(array).all()
         or (array[:, 2:] < 0).any()
+        or _has_bool(values, nested=True)
     ):
         for i, v in enumerate(values):
             if not isinstance(v, list) or len(v) != 4 or not all(_is_number(c) for c in v):

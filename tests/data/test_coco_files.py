@@ -160,6 +160,7 @@ GT_CASES = {
     "infinite_box": (lambda gt: gt["annotations"][0].update(bbox=[1, 2, math.inf, 4]), r'annotations\[0\]: field "bbox" must hold finite numbers'),
     "nan_area": (lambda gt: gt["annotations"][0].update(area=math.nan), r'annotations\[0\]: field "area" must be a finite number'),
     "annotation_not_an_object": (lambda gt: gt["annotations"].append([1, 2]), r"annotations\[2\] must be an object"),
+    "boolean_area_among_numbers": (lambda gt: gt["annotations"][1].update(area=True), r'annotations\[1\]: field "area" must be a finite number, got true'),
 }
 
 
@@ -182,6 +183,10 @@ DET_CASES = {
     "negative_height": (lambda d: d[1].update(bbox=[0, 0, 1, -1]), r'detections\[1\]: field "bbox" has a negative width or height'),
     "nan_box": (lambda d: d[1].update(bbox=[0, math.nan, 1, 1]), r'detections\[1\]: field "bbox" must hold finite numbers'),
     "detection_not_an_object": (lambda d: d.append("x"), r"detections\[2\] must be an object, got a string"),
+    # a boolean among numbers: np.asarray([0.9, True]) is a float array, so the check must not rely on the dtype
+    "boolean_score_among_numbers": (lambda d: d[1].update(score=True), r'detections\[1\]: field "score" must be a finite number, got true'),
+    "boolean_image_id_among_integers": (lambda d: d[1].update(image_id=True), r'detections\[1\]: field "image_id" must be an integer, got true'),
+    "boolean_in_bbox_among_numbers": (lambda d: d[1].update(bbox=[0, 0, True, 2]), r'detections\[1\]: field "bbox" must be a list of 4 numbers'),
 }
 
 
