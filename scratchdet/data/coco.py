@@ -315,7 +315,8 @@ def _integer_field(entries, key, source, listname):
         array = np.asarray(values) if values else np.zeros(0, dtype=np.int64)
     except (ValueError, OverflowError):
         array = None
-    if array is None or array.dtype.kind not in "iu" or array.ndim != 1 or _has_bool(values):
+    # (NumPy reads integers of 2**63 and more as uint64, which int64 cannot hold: the slow path names them)
+    if array is None or array.dtype.kind != "i" or array.ndim != 1 or _has_bool(values):
         for i, v in enumerate(values):
             if not isinstance(v, int) or isinstance(v, bool) or not -(2**63) <= v < 2**63:
                 raise DataFormatError(f'{source}: {listname}[{i}]: field "{key}" must be an integer, got {_show(v)}')

@@ -184,6 +184,8 @@ DET_CASES = {
     "nan_box": (lambda d: d[1].update(bbox=[0, math.nan, 1, 1]), r'detections\[1\]: field "bbox" must hold finite numbers'),
     "detection_not_an_object": (lambda d: d.append("x"), r"detections\[2\] must be an object, got a string"),
     # a boolean among numbers: np.asarray([0.9, True]) is a float array, so the check must not rely on the dtype
+    # 2**64 - 1 is read by NumPy as uint64; it must not wrap around to -1
+    "image_id_beyond_int64": (lambda d: d[1].update(image_id=2**64 - 1), r'detections\[1\]: field "image_id" must be an integer, got 18446744073709551615'),
     "boolean_score_among_numbers": (lambda d: d[1].update(score=True), r'detections\[1\]: field "score" must be a finite number, got true'),
     "boolean_image_id_among_integers": (lambda d: d[1].update(image_id=True), r'detections\[1\]: field "image_id" must be an integer, got true'),
     "boolean_in_bbox_among_numbers": (lambda d: d[1].update(bbox=[0, 0, True, 2]), r'detections\[1\]: field "bbox" must be a list of 4 numbers'),
