@@ -144,17 +144,29 @@ def read_detections(path, ground_truth=None):
 
 
 def write_ground_truth(path, gt):
-    """Check a COCO ground-truth dict and write it to `path` as JSON, atomically."""
+    """Check a COCO ground-truth dict and write it to `path` as JSON, atomically.
+
+    NumPy numbers and arrays in it (``np.int64`` ids, an ``np.ndarray`` bbox) are written as JSON
+    numbers and lists.
+    """
     parse_ground_truth(gt, source="ground truth to write")
     with atomic_write(path) as f:
-        json.dump(gt, f)
+        json.dump(gt, f, default=_plain_json)
 
 
 def write_detections(path, detections):
-    """Check a COCO detection list and write it to `path` as JSON, atomically."""
+    """Check a COCO detection list and write it to `path` as JSON, atomically (NumPy values as in
+    `write_ground_truth`)."""
     _check_detection_fields(detections, "detections to write")
     with atomic_write(path) as f:
-        json.dump(detections, f)
+        json.dump(detections, f, default=_plain_json)
+
+
+def _plain_json(value):
+    """`json.dump`'s fallback: NumPy scalars and arrays as the Python numbers and lists they hold."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -79,6 +79,18 @@ def test_write_then_read_round_trips(tmp_path):
     assert read_detections(tmp_path / "dets.json", small_gt()) == small_dets()
 
 
+def test_numpy_values_are_written_as_json_numbers(tmp_path):
+    gt = small_gt()
+    gt["images"][0]["id"] = np.int64(7)
+    gt["annotations"][0]["bbox"] = np.array([1.0, 2.0, 3.0, 4.0])
+    gt["annotations"][0]["iscrowd"] = np.bool_(False)
+    dets = [{**d, "score": np.float32(0.5), "image_id": np.int32(d["image_id"])} for d in small_dets()]
+    write_ground_truth(tmp_path / "gt.json", gt)
+    write_detections(tmp_path / "dets.json", dets)
+    assert read_ground_truth(tmp_path / "gt.json") == json.loads(json.dumps(small_gt()))
+    assert [d["score"] for d in read_detections(tmp_path / "dets.json")] == [0.5, 0.5]
+
+
 def test_failed_write_leaves_no_file(tmp_path):
     bad = small_dets()
     bad[1]["score"] = math.nan
