@@ -14,8 +14,9 @@ def test_sum_all_of_sizes_that_do_not_fill_a_block(rng, gpu, host, size):
     np.testing.assert_allclose(total[0], a.astype(np.float64).sum(), rtol=1e-12)
 
 
-def test_sum_rows_and_sum_axis0(rng, gpu, host):
-    a = rng.standard_normal((3, 300)).astype(np.float32)
+@pytest.mark.parametrize("rows", [1, 3, 9])  # sum_axis0 keeps four sums: none, a partial and two full groups
+def test_sum_rows_and_sum_axis0(rng, gpu, host, rows):
+    a = rng.standard_normal((rows, 300)).astype(np.float32)
     np.testing.assert_allclose(host(reduce.sum_rows(gpu(a))), a.sum(axis=1), rtol=1e-5)
     np.testing.assert_allclose(host(reduce.sum_axis0(gpu(a))), a.sum(axis=0), rtol=1e-5)
 
