@@ -35,6 +35,8 @@ def read_voc_xml(path):
     for malformed XML, a missing or non-numeric field, or a box with xmax < xmin or ymax < ymin.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise FileMissingError(f"{path}: is a directory, expected an XML file")
     if not os.path.isfile(path):
         raise FileMissingError(f"{path}: no such file")
     try:

@@ -54,6 +54,11 @@ def test_empty_difficult_and_truncated_tags_read_as_zero(tmp_path):
     assert (obj["difficult"], obj["truncated"]) == (0, 0)
 
 
+def test_directory_instead_of_xml_file_says_so(tmp_path):
+    with pytest.raises(FileMissingError, match="is a directory, expected an XML file"):
+        read_voc_xml(tmp_path)
+
+
 def test_unreadable_xml_file_raises_a_scratchdet_error(voc_file, monkeypatch):
     import xml.etree.ElementTree as ElementTree
 
