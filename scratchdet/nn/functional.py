@@ -10,6 +10,8 @@ device array runs the kernels of the same name in `scratchdet.kernels.cuda.nn` (
 `scratchdet.kernels.cuda.optim` for the optimiser updates), which mirror this API exactly.
 """
 
+import numbers
+
 import numpy as np
 
 from scratchdet.backend import is_cuda_array
@@ -53,6 +55,13 @@ def _check_positive_int(name, value, minimum=1):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InvalidArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_probability(p):
+    """A dropout probability as a float in [0, 1) (1 would drop every unit and divide by zero)."""
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
+        raise InvalidArgumentError(f"dropout probability p must be a number in [0, 1), got {p!r}")
+    return float(p)
 
 
 def conv2d_output_size(size, kernel_size, stride=1, padding=0):
@@ -386,13 +395,12 @@ def dropout_forward(x, p, seed):
     if is_cuda_array(x):
         return _cuda().dropout_forward(x, p, seed)
     x = _check_float("x", x)
-    if not 0.0 <= p < 1.0:
-        raise InvalidArgumentError(f"dropout probability p must be in [0, 1), got {p!r}")
-    if not 0 <= int(seed) < 2**31:
-        raise InvalidArgumentError(f"dropout seed must be in [0, 2**31), got {seed!r}")
+    p = check_probability(p)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
+        raise InvalidArgumentError(f"dropout seed must be an integer in [0, 2**31), got {seed!r}")
     y = np.empty_like(x)
     mask = np.empty_like(x)
-    cpu.dropout_forward(x.reshape(-1), float(p), int(seed), y.reshape(-1), mask.reshape(-1))
+    cpu.dropout_forward(x.reshape(-1), p, int(seed), y.reshape(-1), mask.reshape(-1))
     return y, mask
 
 

@@ -49,6 +49,8 @@ def init_weight(shape, fan_in, fan_out, init, rng, dtype):
     - "he" (He et al. 2015, eq. 10): normal with std sqrt(2 / fan_in), for layers followed by ReLU.
     - "xavier" (Glorot and Bengio 2010, eq. 16): uniform in +-sqrt(6 / (fan_in + fan_out)).
     """
+    if np.dtype(dtype) not in F.FLOAT_DTYPES:
+        raise InvalidArgumentError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
     if init == "he":
         weight = rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)
     elif init == "xavier":
@@ -241,9 +243,7 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, *, rng=0):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise InvalidArgumentError(f"dropout probability p must be in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = F.check_probability(p)
         self._rng = as_generator(rng)
         self._mask = None
 

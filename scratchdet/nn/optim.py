@@ -6,11 +6,25 @@ gradients that `model.backward` left in `layer.grads`, through the update kernel
 moments) is created on the parameter's device the first time it is needed.
 """
 
+import math
+import numbers
+
 import numpy as np
 
 from scratchdet.backend import to_device, to_host, zeros_like
 from scratchdet.errors import DataFormatError, InvalidArgumentError
 from scratchdet.nn import functional as F
+
+
+def _check_setting(name, value, low, high, low_inclusive=True):
+    """An optimiser setting as a float in [low, high) (or (low, high) when not `low_inclusive`),
+    or an `InvalidArgumentError` naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InvalidArgumentError(f"{name} must be a number, got {value!r}")
+    if not ((low <= value if low_inclusive else low < value) and value < high):
+        bracket = "[" if low_inclusive else "("
+        raise InvalidArgumentError(f"{name} must be in {bracket}{low}, {high}), got {value!r}")
+    return float(value)
 
 
 class Optimizer:
@@ -19,9 +33,7 @@ class Optimizer:
     STATE_NAMES = ()  # the per-parameter state arrays a subclass keeps, e.g. ("m", "v") for Adam
 
     def __init__(self, model, lr):
-        if not lr > 0:
-            raise InvalidArgumentError(f"learning rate lr must be > 0, got {lr!r}")
-        self.lr = float(lr)
+        self.lr = _check_setting("learning rate lr", lr, 0.0, math.inf, low_inclusive=False)
         self.parameters = list(model.named_parameters())  # [(name, layer, key)]
         self.state = {}  # name -> {state name: array}
         self.step_count = 0
@@ -99,9 +111,8 @@ class SGD(Optimizer):
 
     def __init__(self, model, lr, momentum=0.0, weight_decay=0.0):
         super().__init__(model, lr)
-        if not 0 <= momentum < 1 or not weight_decay >= 0:
-            raise InvalidArgumentError(f"need 0 <= momentum < 1 and weight_decay >= 0, got {momentum!r}, {weight_decay!r}")
-        self.momentum, self.weight_decay = float(momentum), float(weight_decay)
+        self.momentum = _check_setting("momentum", momentum, 0.0, 1.0)
+        self.weight_decay = _check_setting("weight_decay", weight_decay, 0.0, math.inf)
 
     def _update(self, name, layer, key):
         state = self._state(name, layer, key, self.STATE_NAMES)
@@ -118,9 +129,10 @@ class Adam(Optimizer):
 
     def __init__(self, model, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(model, lr)
-        if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0 and weight_decay >= 0):
-            raise InvalidArgumentError("Adam needs 0 <= beta1, beta2 < 1, eps > 0 and weight_decay >= 0")
-        self.beta1, self.beta2, self.eps, self.weight_decay = float(beta1), float(beta2), float(eps), float(weight_decay)
+        self.beta1 = _check_setting("beta1", beta1, 0.0, 1.0)
+        self.beta2 = _check_setting("beta2", beta2, 0.0, 1.0)
+        self.eps = _check_setting("eps", eps, 0.0, math.inf, low_inclusive=False)
+        self.weight_decay = _check_setting("weight_decay", weight_decay, 0.0, math.inf)
 
     def _update(self, name, layer, key):
         state = self._state(name, layer, key, self.STATE_NAMES)
@@ -138,11 +150,10 @@ class StepLR:
     """
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        if int(step_size) < 1 or not gamma > 0:
-            raise InvalidArgumentError(f"need step_size >= 1 and gamma > 0, got {step_size!r}, {gamma!r}")
+        self.step_size = F._check_positive_int("step_size", step_size)
+        self.gamma = _check_setting("gamma", gamma, 0.0, math.inf, low_inclusive=False)
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
-        self.step_size, self.gamma = int(step_size), float(gamma)
         self.epoch = 0
 
     def step(self):

@@ -152,10 +152,16 @@ def test_dropout_mask_is_the_same_in_float32_and_float64():
     np.testing.assert_array_equal(m64 > 0, m32 > 0)
 
 
-@pytest.mark.parametrize("p", [-0.1, 1.0])
+@pytest.mark.parametrize("p", [-0.1, 1.0, "0.5", None, float("nan")])
 def test_dropout_rejects_probability_outside_zero_one(p):
     with pytest.raises(InvalidArgumentError, match="probability"):
         F.dropout_forward(np.ones(3), p, seed=0)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31, 1.5, "x", None])
+def test_dropout_rejects_seed_that_is_not_an_integer_in_range(seed):
+    with pytest.raises(InvalidArgumentError, match="seed"):
+        F.dropout_forward(np.ones(3), 0.5, seed)
 
 
 def test_roi_pool_single_cell_roi_repeats_that_cell():

@@ -56,11 +56,15 @@ def test_layers_reject_global_random_state():
         (lambda: nn.MaxPool2d(0), "kernel_size"),
         (lambda: nn.MaxPool2d(2, stride=0), "stride"),
         (lambda: nn.RoIPool(2, 0.0), "spatial_scale"),
+        (lambda: nn.Dropout("0.5"), "probability"),
+        (lambda: nn.Linear(2, 2, rng=0, dtype=np.float16), "dtype"),
+        (lambda: nn.Conv2d(1, 2, 3, rng=0, dtype=int), "dtype"),
     ],
     ids=[
         "conv-non-square-kernel", "conv-zero-kernel", "conv-fractional-kernel", "conv-zero-in-channels",
         "conv-zero-out-channels", "conv-zero-stride", "conv-negative-padding", "linear-zero-in-features",
         "linear-fractional-out-features", "pool-zero-kernel", "pool-zero-stride", "roipool-zero-scale",
+        "dropout-text-probability", "linear-float16", "conv-integer-dtype",
     ],
 )
 def test_layers_reject_bad_sizes_naming_the_argument(make, match):
@@ -202,7 +206,26 @@ def test_optimiser_load_state_dict_rejects_state_it_cannot_resume_from(saved_by,
         opt.load_state_dict(state)
 
 
-@pytest.mark.parametrize("kwargs", [dict(lr=0.0), dict(lr=0.1, momentum=1.0), dict(lr=0.1, weight_decay=-1.0)], ids=["zero-lr", "momentum-one", "negative-decay"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(lr=0.0), dict(lr=0.1, momentum=1.0), dict(lr=0.1, weight_decay=-1.0), dict(lr="0.1"),
+     dict(lr=0.1, momentum="0.9"), dict(lr=float("inf"))],
+    ids=["zero-lr", "momentum-one", "negative-decay", "text-lr", "text-momentum", "infinite-lr"],
+)
 def test_sgd_rejects_bad_settings(kwargs):
     with pytest.raises(InvalidArgumentError):
         nn.SGD(_one_param_model([0.0]), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(beta1="0.9"), dict(eps=0.0), dict(beta2=1.0)], ids=["text-beta1", "zero-eps", "beta2-one"]
+)
+def test_adam_rejects_bad_settings(kwargs):
+    with pytest.raises(InvalidArgumentError):
+        nn.Adam(_one_param_model([0.0]), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(step_size="a"), dict(step_size=0), dict(step_size=2, gamma="x")])
+def test_step_lr_rejects_bad_settings(kwargs):
+    with pytest.raises(InvalidArgumentError):
+        nn.StepLR(nn.SGD(_one_param_model([0.0]), lr=0.1), **kwargs)
