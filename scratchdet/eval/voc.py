@@ -23,7 +23,8 @@ non-difficult ground truth has no AP (-1.0) and is left out of the mean.
 Boxes use the package's continuous convention (area ``w * h``) unless ``legacy_voc_pixels=True``,
 which takes ``x2 = x + w`` as an inclusive pixel index the way the devkit does (width
 ``x2 - x1 + 1``): with boxes read from VOC XML files by `scratchdet.data.voc_to_coco` that gives the
-devkit's numbers exactly.
+devkit's numbers exactly (for the 11-point AP, up to the devkit's rounded recall threshold 0.3 that
+`voc_ap` describes).
 """
 
 import math
@@ -150,6 +151,10 @@ def voc_ap(recall, precision, method="all"):
     method: ``"all"``: area under the precision envelope (VOCap.m, VOC 2010+);
             ``"11point"``: mean over t = 0, 0.1, ..., 1 of the highest precision at recall >= t
             (VOC 2007). The thresholds are k / 10, so a recall of exactly 3/10 counts at 0.3.
+            Implementations differ here: the MATLAB devkit's ``0:0.1:1`` makes the fourth
+            threshold 3 * 0.1 = 0.30000000000000004, and py-faster-rcnn's ``np.arange(0, 1.1,
+            0.1)`` also 0.6000000000000001 and 0.7000000000000001, so where a class's recall
+            lands exactly on 0.3 (0.6, 0.7) their 11-point AP can be a little lower than this one.
 
     Returns AP, a float in [0, 1]. Raises InvalidArgumentError for arrays of other shapes or
     non-finite values.
