@@ -13,6 +13,8 @@ starting regions); `hierarchical_grouping` (the greedy merging, with a heap over
 
 import concurrent.futures
 import dataclasses
+import math
+import numbers
 import os
 
 import numba
@@ -44,14 +46,14 @@ class Strategy:
     similarity: str
 
     def __post_init__(self):
-        if self.colour_space not in COLOUR_SPACE_CODES:
+        if not isinstance(self.colour_space, str) or self.colour_space not in COLOUR_SPACE_CODES:
             raise InvalidArgumentError(
                 f"colour_space must be one of {sorted(COLOUR_SPACE_CODES)}, got {self.colour_space!r}"
             )
-        if not self.similarity or set(self.similarity) - set("CTSF"):
+        if not isinstance(self.similarity, str) or not self.similarity or set(self.similarity) - set("CTSF"):
             raise InvalidArgumentError(f"similarity must be letters from 'CTSF', got {self.similarity!r}")
-        if not self.k > 0:
-            raise InvalidArgumentError(f"k must be > 0, got {self.k}")
+        if isinstance(self.k, bool) or not isinstance(self.k, numbers.Real) or not 0 < self.k < math.inf:
+            raise InvalidArgumentError(f"k must be a finite number > 0, got {self.k!r}")
 
 
 def _strategies(colour_spaces, ks, similarities):
@@ -506,7 +508,7 @@ def selective_search(image, mode="fast", max_boxes=None, seed=0, strategies=None
         max_boxes: keep at most this many boxes (None: all).
         seed: integer seed >= 0 (or numpy Generator) of the ranking's random numbers; the same seed
             gives the same boxes.
-        strategies: an explicit sequence of `Strategy` instead of `mode`.
+        strategies: an explicit `Strategy`, or a sequence of them, instead of `mode`.
         return_hierarchy: also return one `Hierarchy` per strategy.
         n_threads: threads for the strategies (default: the number of CPUs).
 
@@ -516,10 +518,12 @@ def selective_search(image, mode="fast", max_boxes=None, seed=0, strategies=None
     """
     rgb = check_rgb_image(image)
     if strategies is None:
-        if mode not in MODES:
+        if not isinstance(mode, str) or mode not in MODES:
             raise InvalidArgumentError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
         strategies = MODES[mode]
-    strategies = tuple(strategies)
+    if isinstance(strategies, Strategy):
+        strategies = (strategies,)
+    strategies = tuple(strategies) if isinstance(strategies, (list, tuple)) else ()
     if not strategies or not all(isinstance(s, Strategy) for s in strategies):
         raise InvalidArgumentError("strategies must be a non-empty sequence of Strategy")
     if max_boxes is not None and not (_is_integer(max_boxes) and max_boxes >= 1):

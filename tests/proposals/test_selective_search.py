@@ -230,20 +230,30 @@ def test_two_pixel_image_gives_its_boxes():
     "kwargs",
     [{"mode": "slow"}, {"max_boxes": 0}, {"max_boxes": 2.5}, {"strategies": []}, {"strategies": ["hsv"]},
      {"n_threads": 0}, {"max_boxes": "many"}, {"max_boxes": True}, {"seed": -1}, {"seed": 1.5}, {"seed": "a"},
-     {"seed": None}],
+     {"seed": None}, {"mode": ["fast"]}],
     ids=["unknown-mode", "zero-max-boxes", "fractional-max-boxes", "no-strategies", "strategy-not-a-Strategy",
          "zero-threads", "text-max-boxes", "bool-max-boxes", "negative-seed", "fractional-seed", "text-seed",
-         "no-seed-is-not-reproducible"],
+         "no-seed-is-not-reproducible", "list-mode"],
 )
 def test_rejects_bad_arguments(kwargs):
     with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
         selective_search(np.zeros((8, 8, 3), np.uint8), **kwargs)
 
 
-@pytest.mark.parametrize("fields", [("xyz", 50, "CTSF"), ("hsv", 0, "CTSF"), ("hsv", 50, "CQ"), ("hsv", 50, "")])
+@pytest.mark.parametrize(
+    "fields",
+    [("xyz", 50, "CTSF"), ("hsv", 0, "CTSF"), ("hsv", 50, "CQ"), ("hsv", 50, ""), ("hsv", "50", "CTSF"),
+     ("hsv", float("inf"), "CTSF"), (["hsv"], 50, "CTSF"), ("hsv", 50, ["C"])],
+)
 def test_strategy_rejects_bad_fields(fields):
     with pytest.raises(InvalidArgumentError):
         Strategy(*fields)
+
+
+def test_one_strategy_may_be_given_without_a_sequence():
+    image = np.zeros((6, 6, 3), np.uint8)
+    strategy = Strategy("hsv", 50, "CTSF")
+    np.testing.assert_array_equal(selective_search(image, strategies=strategy), selective_search(image, strategies=[strategy]))
 
 
 _PLAIN_PYTHON_SCRIPT = """
