@@ -15,23 +15,25 @@ def numerical_gradient(f, x, eps=1e-6):
 
     Args:
         f: callable taking no arguments and returning a float that depends on x's current values.
-        x: float64 array.
+        x: float64 array, any layout (a strided view is perturbed in place too).
 
     Returns:
-        array like x.
+        float64 array of x's shape (C-contiguous).
     """
-    if x.dtype != np.float64:
-        raise InvalidArgumentError(f"gradient checks need float64 arrays, got {x.dtype}")
-    grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        saved = flat[i]
-        flat[i] = saved + eps
+    if not isinstance(x, np.ndarray) or x.dtype != np.float64:
+        raise InvalidArgumentError(f"gradient checks need float64 arrays, got {getattr(x, 'dtype', type(x).__name__)}")
+    if not x.flags.writeable:
+        raise InvalidArgumentError("gradient checks perturb x in place: it must be writeable")
+    grad = np.zeros(x.shape)
+    # index x itself (a strided view included): a flattened copy would be perturbed where f cannot see it
+    for i in np.ndindex(x.shape):
+        saved = x[i]
+        x[i] = saved + eps
         f_plus = float(f())
-        flat[i] = saved - eps
+        x[i] = saved - eps
         f_minus = float(f())
-        flat[i] = saved
-        gflat[i] = (f_plus - f_minus) / (2 * eps)
+        x[i] = saved
+        grad[i] = (f_plus - f_minus) / (2 * eps)
     return grad
 
 

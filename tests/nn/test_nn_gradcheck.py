@@ -140,6 +140,13 @@ def test_numerical_gradient_restores_its_input_and_rejects_float32(rng):
     assert relative_error(np.zeros(3), np.zeros(3)) == 0.0
 
 
+def test_numerical_gradient_of_a_non_contiguous_view_perturbs_the_view(rng):
+    base = rng.standard_normal((4, 6))
+    x = base[:, ::2].T  # (3, 4) strided view: reshape(-1) would be a copy that f never sees
+    grad = numerical_gradient(lambda: float(np.sum(x**2)), x)
+    np.testing.assert_allclose(grad, 2 * x, rtol=1e-6)
+
+
 def test_conv_gradient_in_float32_is_close_to_float64(rng):
     """The float32 kernels compute the same gradients as float64 ones, up to float32 rounding."""
     x, w, dy = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((2, 4, 6, 6))
