@@ -27,6 +27,7 @@ Steps 2-5 run in two Numba kernels over flat arrays sorted by (category, image, 
 whole evaluation is a few array passes instead of pycocotools' Python loops over dicts.
 """
 
+import math
 from dataclasses import dataclass
 
 import numba
@@ -225,7 +226,8 @@ def coco_box_iou(dx, dy, dw, dh, gx, gy, gw, gh, crowd):
     """IoU of a detection and a ground-truth box, both ``[x, y, w, h]``, as pycocotools' ``bbIou``.
 
     With ``crowd`` the union is the detection's area alone: the fraction of the detection inside the
-    crowd region. The arithmetic follows maskApi.c operation by operation, so results are bit-equal.
+    crowd region. The arithmetic follows maskApi.c operation by operation, so results are bit-equal,
+    down to its NaN for boxes that overlap but whose areas all underflow to 0 (1e-200 wide).
     """
     w = min(dx + dw, gx + gw) - max(dx, gx)
     if w <= 0.0:
@@ -236,6 +238,8 @@ def coco_box_iou(dx, dy, dw, dh, gx, gy, gw, gh, crowd):
     intersection = w * h
     det_area = dw * dh
     union = det_area if crowd else det_area + gw * gh - intersection
+    if union <= 0.0:
+        return math.nan  # every area underflowed to 0: C's 0.0 / 0.0, which COCOeval lets match
     return intersection / union
 
 

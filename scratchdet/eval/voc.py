@@ -204,6 +204,8 @@ def voc_box_iou(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, pixel):
         return 0.0
     intersection = iw * ih
     union = (ax2 - ax1 + pixel) * (ay2 - ay1 + pixel) + (bx2 - bx1 + pixel) * (by2 - by1 + pixel) - intersection
+    if union <= 0.0:
+        return 0.0  # areas underflowed to 0 (1e-200 wide boxes): the devkit's NaN never matches either
     return intersection / union
 
 

@@ -123,6 +123,24 @@ def test_iou_of_touching_boxes_is_zero(crowd):
     assert coco_box_iou(0, 0, 10, 10, 10, 0, 10, 10, crowd) == 0.0
 
 
+@pytest.mark.parametrize("crowd", [False, True])
+def test_iou_of_boxes_whose_area_underflows_is_nan_as_in_pycocotools(crowd):
+    # 1e-200 x 1e-200 overlaps by a positive width and height, but every area rounds to 0:
+    # maskApi.c divides 0.0 by 0.0 and gets NaN (where Python would raise ZeroDivisionError)
+    assert np.isnan(coco_box_iou(0, 0, 1e-200, 1e-200, 0, 0, 1e-200, 1e-200, crowd))
+
+
+def test_tiny_boxes_evaluate_as_in_pycocotools():
+    # COCOeval's `if ious[d, g] < iou: continue` lets a NaN IoU through, so the tiny detection
+    # matches: pycocotools 2.0 gives AP = AR = 1 for the small area range and for all
+    tiny = {"bbox": [0.0, 0.0, 1e-200, 1e-200], "area": 0.0}
+    gt = {"images": [{"id": 1}], "categories": [{"id": 1, "name": "a"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, **tiny}]}  # fmt: skip
+    stats = evaluate_coco(gt, [{"image_id": 1, "category_id": 1, "bbox": tiny["bbox"], "score": 1.0}])
+    expected = [1.0, 1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0]  # AP: 1 - 2e-16, from the eps
+    assert [stats[name] for name in STAT_NAMES] == pytest.approx(expected, abs=1e-15)
+
+
 def test_only_the_first_100_detections_per_image_and_category_count():
     # 100 false positives scored above the one true detection: it is cut, so nothing is found
     gt = dataset([LARGE_A])

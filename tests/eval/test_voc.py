@@ -143,6 +143,16 @@ def test_box_iou_conventions():
     assert voc_box_iou(0, 0, 10, 10, 10, 0, 20, 10, 1.0) == pytest.approx(11 / (2 * 121 - 11))
 
 
+def test_boxes_whose_area_underflows_do_not_match_as_in_the_devkit():
+    # 1e-200 x 1e-200 boxes overlap, but every area rounds to 0: the devkit's ov = 0 / 0 is NaN,
+    # never greater than ovmax, so the detection is a false positive (and nothing divides by zero)
+    assert voc_box_iou(0, 0, 1e-200, 1e-200, 0, 0, 1e-200, 1e-200, 0.0) == 0.0
+    tiny = [0.0, 0.0, 1e-200, 1e-200]
+    gt = {"images": [{"id": 1}], "categories": [{"id": 1, "name": "a"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": tiny}]}  # fmt: skip
+    assert evaluate_voc(gt, [{"image_id": 1, "category_id": 1, "bbox": tiny, "score": 1.0}])["mAP"] == 0.0
+
+
 def test_detections_match_only_their_own_image_and_class():
     gt = dataset([A, A], categories=("a", "b"), image_ids=(1, 2), box_images=[1, 2], box_categories=[1, 2])
     # right box, wrong image; right box, wrong class
