@@ -62,6 +62,8 @@ def segment_mean_colours(image, labels):
     labels = np.asarray(labels)
     if labels.shape != image.shape[:2]:
         raise InvalidArgumentError(f"labels must have the image's shape {image.shape[:2]}, got {labels.shape}")
+    if labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
+        raise InvalidArgumentError(f"labels must be integer segment ids >= 0, got dtype {labels.dtype}")
     flat = labels.ravel()
     counts = np.bincount(flat).astype(np.float64)  # (n,)
     means = np.stack(
@@ -85,7 +87,7 @@ def plot_segments(image, labels, path, title=None):
     from skimage.segmentation import find_boundaries
 
     image = _check_image(image)
-    painted = segment_mean_colours(image, labels)
+    painted = segment_mean_colours(image, labels)  # checks the labels
     painted[find_boundaries(np.asarray(labels), mode="inner")] = 0
     height, width = image.shape[:2]
     fig = _figure(10, 5 * height / max(width, 1) + 0.6)
@@ -108,7 +110,7 @@ def plot_proposals(image, boxes, path, max_boxes=20, title=None):
         image: (H, W, 3) uint8 RGB.
         boxes: (N, 4) xyxy in pixels, best first.
         path: output file.
-        max_boxes: how many of the first boxes to draw.
+        max_boxes: how many of the first boxes to draw (an integer >= 0).
         title: optional title.
 
     Returns:
@@ -117,7 +119,14 @@ def plot_proposals(image, boxes, path, max_boxes=20, title=None):
     from matplotlib.patches import Rectangle
 
     image = _check_image(image)
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[: int(max_boxes)]
+    if isinstance(max_boxes, (bool, np.bool_)) or not isinstance(max_boxes, (int, np.integer)) or max_boxes < 0:
+        raise InvalidArgumentError(f"max_boxes must be an integer >= 0, got {max_boxes!r}")
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise InvalidArgumentError(f"boxes must be (N, 4) rows (x1, y1, x2, y2), got shape {boxes.shape}")
+    boxes = boxes[:max_boxes]
     height, width = image.shape[:2]
     fig = _figure(8, 8 * height / max(width, 1))
     ax = fig.add_subplot(1, 1, 1)

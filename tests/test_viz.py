@@ -76,3 +76,21 @@ def test_plot_onto_a_directory_is_an_invalid_argument(tmp_path, image):
     with pytest.raises(InvalidArgumentError, match="is a directory"):
         viz.plot_proposals(image, np.zeros((0, 4)), tmp_path / "top.png")
     assert [p.name for p in tmp_path.iterdir()] == ["top.png"]
+
+
+@pytest.mark.parametrize(
+    "boxes, kwargs, match",
+    [(np.zeros((6, 2)), {}, r"\(N, 4\)"), (np.zeros((2, 4)), {"max_boxes": -1}, "max_boxes"),
+     (np.zeros((2, 4)), {"max_boxes": 1.5}, "max_boxes")],
+    ids=["pairs-not-boxes", "negative-max-boxes", "fractional-max-boxes"],
+)
+def test_plot_proposals_rejects_boxes_that_are_not_n_by_4_and_bad_counts(tmp_path, image, boxes, kwargs, match):
+    with pytest.raises(InvalidArgumentError, match=match):
+        viz.plot_proposals(image, boxes, tmp_path / "top.png", **kwargs)
+
+
+@pytest.mark.parametrize("labels", [np.full((24, 32), -1), np.full((24, 32), 0.5)], ids=["negative", "float"])
+def test_segment_pictures_reject_labels_that_are_not_non_negative_integers(tmp_path, image, labels):
+    with pytest.raises(InvalidArgumentError, match="labels"):
+        viz.plot_segments(image, labels, tmp_path / "seg.png")
+    assert list(tmp_path.iterdir()) == []
