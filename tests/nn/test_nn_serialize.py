@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from scratchdet import nn
-from scratchdet.errors import DataFormatError, FileMissingError
+from scratchdet.errors import DataFormatError, FileMissingError, InvalidArgumentError
 
 
 def small_net():
@@ -91,6 +91,13 @@ def test_load_directory_is_a_data_format_error(tmp_path):
     (tmp_path / "model.npz").mkdir()
     with pytest.raises(DataFormatError, match="is a directory"):
         nn.load(tmp_path / "model.npz")
+
+
+def test_save_onto_a_directory_is_an_invalid_argument(tmp_path):
+    (tmp_path / "model.npz").mkdir()
+    with pytest.raises(InvalidArgumentError, match="is a directory"):
+        nn.save(tmp_path / "model.npz", small_net())
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
 
 
 def test_failed_save_leaves_existing_file_untouched(tmp_path):
