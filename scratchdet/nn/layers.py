@@ -81,6 +81,13 @@ class Layer:
         """The constructor arguments as a JSON-ready dict (without `rng`); `nn.save` stores it."""
         return {}
 
+    def _saved(self, name):
+        """What `forward` kept for `backward` (e.g. its input), or a clear error if forward never ran."""
+        value = getattr(self, name, None)
+        if value is None:
+            raise InvalidArgumentError(f"{type(self).__name__}.backward called before forward")
+        return value
+
     # -- shared behaviour ---------------------------------------------------------------------------
     def __call__(self, x):
         return self.forward(x)
@@ -153,7 +160,7 @@ class Conv2d(Layer):
 
     def backward(self, dy):
         dx, self.grads["weight"], self.grads["bias"] = F.conv2d_backward(
-            dy, self._x, self.params["weight"], stride=self.stride, padding=self.padding
+            dy, self._saved("_x"), self.params["weight"], stride=self.stride, padding=self.padding
         )
         return dx
 
@@ -186,7 +193,7 @@ class Linear(Layer):
         return F.linear_forward(x, self.params["weight"], self.params["bias"])
 
     def backward(self, dy):
-        dx, self.grads["weight"], self.grads["bias"] = F.linear_backward(dy, self._x, self.params["weight"])
+        dx, self.grads["weight"], self.grads["bias"] = F.linear_backward(dy, self._saved("_x"), self.params["weight"])
         return dx
 
     def config(self):
@@ -201,7 +208,7 @@ class ReLU(Layer):
         return F.relu_forward(x)
 
     def backward(self, dy):
-        return F.relu_backward(dy, self._x)
+        return F.relu_backward(dy, self._saved("_x"))
 
 
 class MaxPool2d(Layer):
@@ -217,7 +224,7 @@ class MaxPool2d(Layer):
         return F.maxpool2d_forward(x, self.kernel_size, stride=self.stride)
 
     def backward(self, dy):
-        return F.maxpool2d_backward(dy, self._x, self.kernel_size, stride=self.stride)
+        return F.maxpool2d_backward(dy, self._saved("_x"), self.kernel_size, stride=self.stride)
 
     def config(self):
         return {"kernel_size": self.kernel_size, "stride": self.stride}
@@ -231,7 +238,7 @@ class Flatten(Layer):
         return F.flatten_forward(x)
 
     def backward(self, dy):
-        return F.flatten_backward(dy, self._shape)
+        return F.flatten_backward(dy, self._saved("_shape"))
 
 
 class Dropout(Layer):
@@ -284,7 +291,7 @@ class RoIPool(Layer):
         return self.forward(features, rois)
 
     def backward(self, dy):
-        return F.roi_pool_backward(dy, self._features, self._rois, self.output_size, self.spatial_scale)
+        return F.roi_pool_backward(dy, self._saved("_features"), self._saved("_rois"), self.output_size, self.spatial_scale)
 
     def config(self):
         return {"output_size": list(self.output_size), "spatial_scale": self.spatial_scale}

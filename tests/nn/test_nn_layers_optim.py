@@ -72,6 +72,16 @@ def test_layers_reject_bad_sizes_naming_the_argument(make, match):
         make()
 
 
+@pytest.mark.parametrize(
+    "layer",
+    [nn.Conv2d(1, 1, 1, rng=0), nn.Linear(1, 1, rng=0), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.RoIPool(2, 1.0)],
+    ids=["conv", "linear", "relu", "maxpool", "flatten", "roipool"],
+)
+def test_backward_before_forward_is_a_clear_error(layer):
+    with pytest.raises(InvalidArgumentError, match="backward called before forward"):
+        layer.backward(np.ones((1, 1, 2, 2), np.float32))
+
+
 def test_conv2d_accepts_a_square_kernel_pair():
     assert nn.Conv2d(1, 2, (3, 3), rng=0).params["weight"].shape == (2, 1, 3, 3)
 
