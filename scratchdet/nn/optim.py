@@ -160,3 +160,19 @@ class StepLR:
         self.epoch += 1
         self.optimizer.lr = self.base_lr * self.gamma ** (self.epoch // self.step_size)
         return self.optimizer.lr
+
+    def state_dict(self):
+        """{"epoch", "base_lr"} as arrays, for an exactly resumable checkpoint (with the optimiser's)."""
+        return {"epoch": np.array(self.epoch, dtype=np.int64), "base_lr": np.array(self.base_lr)}
+
+    def load_state_dict(self, state):
+        """Restore what `state_dict` returned; the optimiser's lr is restored by its own `load_state_dict`."""
+        try:
+            epoch, base_lr = int(state["epoch"]), float(state["base_lr"])
+        except KeyError as error:
+            raise DataFormatError(f"learning-rate schedule state is missing {error.args[0]!r}") from error
+        except (TypeError, ValueError) as error:
+            raise DataFormatError(f"learning-rate schedule 'epoch' and 'base_lr' must be numbers: {error}") from error
+        if epoch < 0 or not base_lr > 0:
+            raise DataFormatError(f"learning-rate schedule state needs epoch >= 0 and base_lr > 0, got {epoch}, {base_lr}")
+        self.epoch, self.base_lr = epoch, base_lr

@@ -235,6 +235,20 @@ def test_adam_rejects_bad_settings(kwargs):
         nn.Adam(_one_param_model([0.0]), **kwargs)
 
 
+def test_step_lr_state_dict_resumes_the_schedule_exactly():
+    uninterrupted = nn.StepLR(nn.SGD(_one_param_model([0.0]), lr=1.0), step_size=2, gamma=0.5)
+    expected = [uninterrupted.step() for _ in range(5)]
+    first = nn.StepLR(nn.SGD(_one_param_model([0.0]), lr=1.0), step_size=2, gamma=0.5)
+    lrs = [first.step() for _ in range(3)]
+    optimizer = nn.SGD(_one_param_model([0.0]), lr=1.0)
+    optimizer.load_state_dict(first.optimizer.state_dict())
+    resumed = nn.StepLR(optimizer, step_size=2, gamma=0.5)  # built after the optimiser's lr was restored
+    resumed.load_state_dict(first.state_dict())
+    assert lrs + [resumed.step() for _ in range(2)] == expected
+    with pytest.raises(DataFormatError, match="epoch"):
+        resumed.load_state_dict({"base_lr": np.array(1.0)})
+
+
 @pytest.mark.parametrize("kwargs", [dict(step_size="a"), dict(step_size=0), dict(step_size=2, gamma="x")])
 def test_step_lr_rejects_bad_settings(kwargs):
     with pytest.raises(InvalidArgumentError):
