@@ -115,6 +115,8 @@ def load_json(path):
         raise DataFormatError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except RecursionError:
         raise DataFormatError(f"{path}: JSON nested too deeply to read") from None
+    except ValueError as error:  # e.g. an integer of more than 4300 digits, which Python won't parse
+        raise DataFormatError(f"{path}: malformed JSON: {error}") from None
     except OSError as error:
         raise FileMissingError(f"{path}: cannot read the file ({error.strerror or error})") from None
 
@@ -311,6 +313,14 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite(value):
+    """math.isfinite, False for an integer too large for a float (where math.isfinite raises)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _has_bool(values, nested=False):
     """True if a list of values (of lists of values, if `nested`) holds a JSON true/false.
 
@@ -364,7 +374,7 @@ def _to_numbers(values, key, source, listname, allow_bool=False):
         or (not allow_bool and _has_bool(values))
     ):
         for i, v in enumerate(values):
-            if not (_is_number(v) or (allow_bool and isinstance(v, bool))) or not math.isfinite(v):
+            if not (_is_number(v) or (allow_bool and isinstance(v, bool))) or not _is_finite(v):
                 raise DataFormatError(f'{source}: {listname}[{i}]: field "{key}" must be a finite number, got {_show(v)}')
         array = np.array(values, dtype=np.float64)
     return array.astype(np.float64, copy=False)
@@ -389,7 +399,7 @@ def _box_field(entries, source, listname):
         for i, v in enumerate(values):
             if not isinstance(v, list) or len(v) != 4 or not all(_is_number(c) for c in v):
                 raise DataFormatError(f'{source}: {listname}[{i}]: field "bbox" must be a list of 4 numbers [x, y, w, h], got {_show(v)}')
-            if not all(math.isfinite(c) for c in v):
+            if not all(_is_finite(c) for c in v):
                 raise DataFormatError(f'{source}: {listname}[{i}]: field "bbox" must hold finite numbers, got {_show(v)}')
             if v[2] < 0 or v[3] < 0:
                 raise DataFormatError(f'{source}: {listname}[{i}]: field "bbox" has a negative width or height, got {_show(v)}')

@@ -136,6 +136,14 @@ def test_unreadable_file_raises_a_scratchdet_error(tmp_path, monkeypatch):
         load_json(path)
 
 
+def test_integer_with_too_many_digits_raises_data_format_error(tmp_path):
+    # Python refuses to parse integers of more than 4300 digits (a ValueError, not a JSONDecodeError)
+    path = tmp_path / "dets.json"
+    path.write_text('[{"score": 1' + "0" * 5000 + "}]")
+    with pytest.raises(DataFormatError, match="dets.json: malformed JSON: .*4300 digits"):
+        load_json(path)
+
+
 def test_utf8_byte_order_mark_is_accepted(tmp_path):
     path = tmp_path / "dets.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(small_dets()).encode())
@@ -198,6 +206,9 @@ DET_CASES = {
     # a boolean among numbers: np.asarray([0.9, True]) is a float array, so the check must not rely on the dtype
     # 2**64 - 1 is read by NumPy as uint64; it must not wrap around to -1
     "image_id_beyond_int64": (lambda d: d[1].update(image_id=2**64 - 1), r'detections\[1\]: field "image_id" must be an integer, got 18446744073709551615'),
+    # JSON integers too large for a float: math.isfinite raises OverflowError on them
+    "integer_score_too_large_for_a_float": (lambda d: d[1].update(score=10**400), r'detections\[1\]: field "score" must be a finite number, got 1000'),
+    "integer_in_bbox_too_large_for_a_float": (lambda d: d[0].update(bbox=[10**400, 0, 1, 1]), r'detections\[0\]: field "bbox" must hold finite numbers'),
     "boolean_score_among_numbers": (lambda d: d[1].update(score=True), r'detections\[1\]: field "score" must be a finite number, got true'),
     "boolean_image_id_among_integers": (lambda d: d[1].update(image_id=True), r'detections\[1\]: field "image_id" must be an integer, got true'),
     "boolean_in_bbox_among_numbers": (lambda d: d[1].update(bbox=[0, 0, True, 2]), r'detections\[1\]: field "bbox" must be a list of 4 numbers'),
