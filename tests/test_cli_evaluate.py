@@ -91,6 +91,9 @@ BAD_INPUTS = {
     "nan_score": (_good_gt(), _det(score=math.nan), [], 'field "score" must be a finite number, got NaN'),
     "string_bbox": (_good_gt(), _det(bbox="0 0 1 1"), [], 'field "bbox" must be a list of 4 numbers'),
     "string_image_id": (_good_gt(), _det(image_id="1"), [], 'field "image_id" must be an integer, got "1"'),
+    "deeply_nested_json": (_good_gt(), "[" * 100_000 + "]" * 100_000, [], "dets.json: JSON nested too deeply to read"),
+    "integer_too_large_for_a_float": (_good_gt(), '[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1' + "0" * 400 + "}]", [], 'field "score" must be a finite number'),
+    "boolean_score_after_a_number": (_good_gt(), _good_dets() + _det(score=True), [], 'dets.json: detections[1]: field "score" must be a finite number, got true'),
     "iou_with_coco": (_good_gt(), _good_dets(), ["--iou", "0.7"], "--iou applies to --metric voc / voc07 only"),
     "legacy_pixels_with_coco": (_good_gt(), _good_dets(), ["--legacy-voc-pixels"], "--legacy-voc-pixels applies to --metric voc"),
     "iou_out_of_range": (_good_gt(), _good_dets(), ["--metric", "voc", "--iou", "1.5"], "--iou must be in (0, 1], got 1.5"),
@@ -108,6 +111,12 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, capsys):
     assert captured.err.count("\n") == 1
     assert captured.err.startswith("scratchdet evaluate: error: ")
     assert message in captured.err
+
+
+def test_directory_instead_of_file_exits_2_with_one_line(tmp_path, capsys):
+    gt_path = _write(tmp_path, "gt.json", _good_gt())
+    assert main(["evaluate", "--gt", str(gt_path), "--dets", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"scratchdet evaluate: error: {tmp_path}: is a directory, expected a JSON file\n"
 
 
 def test_empty_detection_list_is_valid(tmp_path, capsys):
