@@ -181,7 +181,8 @@ def parse_ground_truth(gt, source="ground truth"):
 
     gt:     dict with lists ``images`` (each with an integer ``id``), ``categories`` (``id``,
             ``name``) and ``annotations`` (``id``, ``image_id``, ``category_id``, ``bbox`` of 4
-            finite numbers with ``w, h >= 0``; optional ``area``, ``iscrowd``, ``difficult``)
+            finite numbers with ``w, h >= 0``; optional ``area``, and ``iscrowd`` and ``difficult``
+            as 0 / 1 or false / true)
     source: how error messages name the input (a file path, or "ground truth")
 
     Raises DataFormatError naming `source`, the entry and the field for: a missing or mistyped
@@ -225,9 +226,8 @@ def parse_ground_truth(gt, source="ground truth"):
     )
     boxes = _box_field(annotations, source, "annotations")
     area = _optional_number_field(annotations, "area", boxes[:, 2] * boxes[:, 3], source, "annotations")
-    no = np.zeros(len(annotations))
-    iscrowd = _optional_number_field(annotations, "iscrowd", no, source, "annotations", allow_bool=True) != 0
-    difficult = _optional_number_field(annotations, "difficult", no, source, "annotations", allow_bool=True) != 0
+    iscrowd = _flag_field(annotations, "iscrowd", source, "annotations")
+    difficult = _flag_field(annotations, "difficult", source, "annotations")
     return GroundTruth(
         image_ids=image_ids,
         image_names=image_names,
@@ -358,6 +358,20 @@ def _optional_number_field(entries, key, default, source, listname, allow_bool=F
     except KeyError:
         values = [e.get(key, d) for e, d in zip(entries, default.tolist())]
     return _to_numbers(values, key, source, listname, allow_bool)
+
+
+def _flag_field(entries, key, source, listname):
+    """The optional 0/1 (or false/true) field `key` of every entry, as (N,) bool, False where absent.
+
+    Other numbers are refused: pycocotools would read ``"iscrowd": 0.5`` as a crowd in one place
+    (``gt["iscrowd"]`` is truthy) and as a regular object in another (``int(0.5) == 0``).
+    """
+    values = _optional_number_field(entries, key, np.zeros(len(entries)), source, listname, allow_bool=True)  # (N,)
+    bad = (values != 0) & (values != 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataFormatError(f'{source}: {listname}[{i}]: field "{key}" must be 0 or 1, got {_show(entries[i][key])}')
+    return values != 0
 
 
 def _to_numbers(values, key, source, listname, allow_bool=False):

@@ -180,6 +180,8 @@ GT_CASES = {
     "infinite_box": (lambda gt: gt["annotations"][0].update(bbox=[1, 2, math.inf, 4]), r'annotations\[0\]: field "bbox" must hold finite numbers'),
     "nan_area": (lambda gt: gt["annotations"][0].update(area=math.nan), r'annotations\[0\]: field "area" must be a finite number'),
     "annotation_not_an_object": (lambda gt: gt["annotations"].append([1, 2]), r"annotations\[2\] must be an object"),
+    "fractional_iscrowd": (lambda gt: gt["annotations"][0].update(iscrowd=0.5), r'annotations\[0\]: field "iscrowd" must be 0 or 1, got 0.5'),
+    "difficult_two": (lambda gt: gt["annotations"][1].update(difficult=2), r'annotations\[1\]: field "difficult" must be 0 or 1, got 2'),
     "boolean_area_among_numbers": (lambda gt: gt["annotations"][1].update(area=True), r'annotations\[1\]: field "area" must be a finite number, got true'),
 }
 
