@@ -31,7 +31,7 @@ def figure_format(path, option="path"):
     from matplotlib.backend_bases import FigureCanvasBase
 
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if os.path.isdir(path) or not os.path.basename(path):  # "out/" names a directory too
         raise InvalidArgumentError(f"{option} {path!r} is a directory, expected a picture file name")
     extension = os.path.splitext(path)[1].lower().lstrip(".")
     fmt = extension or "png"

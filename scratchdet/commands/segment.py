@@ -26,10 +26,10 @@ def register(subparsers):
 
 
 def check_output_file(option, path):
-    """Fail before any work when an output path cannot be a file: it names a directory."""
+    """Fail before any work when an output path cannot be a file: it is, or names, a directory ("out/")."""
     import os
 
-    if path is not None and os.path.isdir(path):
+    if path is not None and (os.path.isdir(path) or not os.path.basename(path)):
         raise InvalidArgumentError(f"{option} {path!r} is a directory, expected a file name")
 
 

@@ -86,9 +86,12 @@ def test_proposals_with_the_second_of_three_images_corrupt_writes_nothing(tmp_pa
         (["segment", "--out", "{tmp}/labels.npy", "--plot", "{tmp}/seg.xyz"], "format 'xyz'"),
         (["segment", "--out", "{dir}/labels.npy"], "is a directory"),
         (["segment", "--sigma", "inf"], "sigma"),
+        (["proposals", "--out", "{tmp}/new/"], "is a directory"),
+        (["proposals", "--plot", "{tmp}/new/"], "is a directory"),
     ],
     ids=["negative-seed", "out-is-a-directory", "unknown-plot-format", "segment-unknown-plot-format",
-         "segment-out-is-a-directory", "segment-infinite-sigma"],
+         "segment-out-is-a-directory", "segment-infinite-sigma", "out-names-a-new-directory",
+         "plot-names-a-new-directory"],
 )
 def test_bad_outputs_and_options_exit_2_before_writing_anything(tmp_path, picture, capsys, arguments, message):
     (tmp_path / "outdir").mkdir()
