@@ -35,7 +35,7 @@ def save(path, model, *, classes=None, extra=None):
     """
     if not isinstance(model, Layer):
         raise InvalidArgumentError(f"model must be a scratchdet.nn Layer, got {type(model).__name__}")
-    if os.path.isdir(os.fspath(path)):
+    if os.path.isdir(os.fspath(path)) or not os.path.basename(os.fspath(path)):  # "models/" too
         raise InvalidArgumentError(f"{os.fspath(path)}: is a directory, expected a .npz file name")
     params = {PARAM_PREFIX + name: to_host(layer.params[key]) for name, layer, key in model.named_parameters()}
     dtypes = {str(a.dtype) for a in params.values()}

@@ -97,6 +97,8 @@ def test_save_onto_a_directory_is_an_invalid_argument(tmp_path):
     (tmp_path / "model.npz").mkdir()
     with pytest.raises(InvalidArgumentError, match="is a directory"):
         nn.save(tmp_path / "model.npz", small_net())
+    with pytest.raises(InvalidArgumentError, match="is a directory"):
+        nn.save(str(tmp_path / "new") + os.sep, small_net())
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
 
 
