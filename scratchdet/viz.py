@@ -181,12 +181,15 @@ def plot_hierarchy(image, hierarchy, path, steps=(0.0, 0.5, 0.8, 0.95)):
         image: (H, W, 3) uint8 RGB.
         hierarchy: a `scratchdet.proposals.Hierarchy`.
         path: output file.
-        steps: fractions of the merges done before each snapshot (0: the starting segments).
+        steps: fractions in [0, 1] of the merges done before each snapshot (0: the starting segments).
 
     Returns:
         `path`.
     """
     image = _check_image(image)
+    steps = tuple(steps)
+    if not steps or not all(isinstance(f, (int, float, np.integer, np.floating)) and 0.0 <= f <= 1.0 for f in steps):
+        raise InvalidArgumentError(f"steps must be one or more fractions of the merges in [0, 1], got {steps!r}")
     labels = np.asarray(hierarchy.labels)
     merges = np.asarray(hierarchy.merges)
     n_start = int(labels.max()) + 1

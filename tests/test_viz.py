@@ -94,3 +94,11 @@ def test_segment_pictures_reject_labels_that_are_not_non_negative_integers(tmp_p
     with pytest.raises(InvalidArgumentError, match="labels"):
         viz.plot_segments(image, labels, tmp_path / "seg.png")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("steps", [(1.5,), (-0.5,), (), ("a",)], ids=["above-one", "negative", "empty", "text"])
+def test_plot_hierarchy_rejects_steps_outside_zero_one(tmp_path, image, steps):
+    _, (hierarchy,) = selective_search(image, mode="single", return_hierarchy=True)
+    with pytest.raises(InvalidArgumentError, match="steps"):
+        viz.plot_hierarchy(image, hierarchy, tmp_path / "tree.png", steps=steps)
+    assert list(tmp_path.iterdir()) == []
