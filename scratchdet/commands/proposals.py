@@ -71,11 +71,16 @@ def run(args):
             if plot_paths.count(plot_path) > 1:
                 raise InvalidArgumentError(f"--plot: two images would both be drawn to {plot_path} (same file name)")
             check_output_file("--plot", plot_path)
-    # 2. read every image, so that a bad file stops the run before any work
-    images = [check_rgb_image(load_image(path), name=path) for path in args.images]
+    # 2. read every image once, so that a bad file stops the run before any work; only the sizes are
+    #    kept (a long list of photographs need not fit in memory at once)
+    def read(path):
+        return check_rgb_image(load_image(path), name=path)
+
+    sizes = [read(path).shape[:2] for path in args.images]  # [(H, W)]
     # 3. the boxes of every image
     all_boxes = []
-    for path, image in tqdm(list(zip(args.images, images)), desc="proposals", unit="image", disable=not several):
+    for path in tqdm(args.images, desc="proposals", unit="image", disable=not several):
+        image = read(path)
         boxes = selective_search(image, mode=args.mode, max_boxes=args.max, seed=args.seed)
         tqdm.write(f"{path}: {image.shape[1]}x{image.shape[0]}, {len(boxes)} boxes ({args.mode})")
         all_boxes.append(boxes)
@@ -83,16 +88,16 @@ def run(args):
     try:
         if args.out:
             results = [
-                {"file": path, "width": int(image.shape[1]), "height": int(image.shape[0]), "boxes": boxes.tolist()}
-                for path, image, boxes in zip(args.images, images, all_boxes)
+                {"file": path, "width": int(width), "height": int(height), "boxes": boxes.tolist()}
+                for path, (height, width), boxes in zip(args.images, sizes, all_boxes)
             ]
             with atomic_write(args.out) as f:
                 json.dump({"mode": args.mode, "seed": args.seed, "box_format": "xyxy", "images": results}, f)
         if args.plot:
             from scratchdet.viz import plot_proposals
 
-            for path, image, boxes, plot_path in zip(args.images, images, all_boxes, plot_paths):
-                plot_proposals(image, boxes, plot_path, max_boxes=args.plot_boxes, title=path)
+            for path, boxes, plot_path in zip(args.images, all_boxes, plot_paths):
+                plot_proposals(read(path), boxes, plot_path, max_boxes=args.plot_boxes, title=path)
     except OSError as error:
         raise InvalidArgumentError(f"cannot write {error.filename or args.out}: {error.strerror or error}") from error
     return 0
