@@ -6,6 +6,8 @@ extension (PNG when there is none); `figure_format` checks a path before any wor
 their figures here (detections, PR curves, training curves).
 """
 
+import os
+
 import numpy as np
 
 from scratchdet._files import atomic_path
@@ -26,8 +28,6 @@ def figure_format(path, option="path"):
     """The picture format of an output path, from its extension ("png" when it has none), checked
     before any drawing: an `InvalidArgumentError` naming `option` for a format matplotlib cannot
     write or a path that is a directory."""
-    import os
-
     from matplotlib.backend_bases import FigureCanvasBase
 
     path = os.fspath(path)
