@@ -2,8 +2,8 @@
 
 Every function draws with matplotlib's Agg canvas (no display, no global pyplot state) and writes
 the file atomically, so a failed plot never leaves half a PNG behind. The format follows the path's
-extension (PNG when there is none); `figure_format` checks a path before any work is done. Other parts of scratchdet add
-their figures here (detections, PR curves, training curves).
+extension (PNG when there is none); `figure_format` checks a path before any work is done. Other
+parts of scratchdet add their figures here (detections, PR curves, training curves).
 """
 
 import os
