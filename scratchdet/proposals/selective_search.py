@@ -388,8 +388,11 @@ def _prepare_colour_space(rgb, colour_space):
     }
 
 
-def _group_one_segmentation(prepared, shape, k, strategies):
-    """Segment with one k, then run every strategy that starts from that segmentation."""
+def _group_one_segmentation(prepared, shape, k, strategies, keep_labels=True):
+    """Segment with one k, then run every strategy that starts from that segmentation.
+
+    Returns [(strategy, labels, merges, all_boxes)]; labels is None unless `keep_labels` (only the
+    hierarchies need them, and on a large image each is an (H, W) int32 array)."""
     height, width = shape
     order, sorted_weights = prepared["edges"]
     labels = segment_graph(height, width, order, sorted_weights, float(k), int(k)).reshape(height, width)
@@ -403,29 +406,46 @@ def _group_one_segmentation(prepared, shape, k, strategies):
         merges, all_boxes = hierarchical_grouping(
             sizes, boxes, colour, texture, pairs, float(height * width), *weights
         )
-        results.append((strategy, labels, merges, all_boxes))
+        results.append((strategy, labels if keep_labels else None, merges, all_boxes))
     return results
 
 
-def _run_strategies(rgb, strategies, n_threads):
+def _run_strategies(rgb, strategies, n_threads, keep_labels=True):
     """Every strategy's (strategy, labels, merges, boxes), in the order of `strategies`.
 
     The work runs on `n_threads` threads (the Numba kernels release the GIL): first one job per
     colour space, then one per (colour space, k), each started as soon as its colour space is ready.
+    At most `n_threads` colour spaces are prepared ahead, and each one's per-pixel data is dropped as
+    soon as its jobs are done (on a 6-megapixel image it is about 350 MB per colour space, and
+    "quality" has five).
     """
-    spaces = list(dict.fromkeys(s.colour_space for s in strategies))
+    spaces = iter(dict.fromkeys(s.colour_space for s in strategies))
     shape = rgb.shape[:2]
     with concurrent.futures.ThreadPoolExecutor(max_workers=n_threads) as pool:
-        # 1. per colour space: conversion, smoothing, sorted graph, histogram bins
-        preparing = {pool.submit(_prepare_colour_space, rgb, space): space for space in spaces}
+        preparing = {}  # future -> colour space, at most n_threads at a time
+
+        def prepare_next_space():
+            # 1. per colour space: conversion, smoothing, sorted graph, histogram bins
+            space = next(spaces, None)
+            if space is not None:
+                preparing[pool.submit(_prepare_colour_space, rgb, space)] = space
+
+        for _ in range(n_threads):
+            prepare_next_space()
         jobs = []
-        for done in concurrent.futures.as_completed(preparing):
-            space = preparing[done]
-            prepared = done.result()
-            # 2. per (colour space, k): segmentation, region statistics, grouping for each similarity
-            for k in dict.fromkeys(s.k for s in strategies if s.colour_space == space):
-                group = [s for s in strategies if (s.colour_space, s.k) == (space, k)]
-                jobs.append(pool.submit(_group_one_segmentation, prepared, shape, k, group))
+        while preparing:
+            finished, _ = concurrent.futures.wait(preparing, return_when=concurrent.futures.FIRST_COMPLETED)
+            for done in finished:
+                space = preparing.pop(done)
+                prepared = done.result()
+                # 2. per (colour space, k): segmentation, region statistics, grouping for each similarity
+                #    (queued before the next colour space, so that this one's data is freed early)
+                for k in dict.fromkeys(s.k for s in strategies if s.colour_space == space):
+                    group = [s for s in strategies if (s.colour_space, s.k) == (space, k)]
+                    jobs.append(pool.submit(_group_one_segmentation, prepared, shape, k, group, keep_labels))
+                del prepared, done  # the jobs hold it while they run
+                prepare_next_space()
+            del finished
         by_strategy = {}
         for job in jobs:
             for result in job.result():
@@ -536,7 +556,7 @@ def selective_search(image, mode="fast", max_boxes=None, seed=0, strategies=None
     n_threads = int(n_threads or os.cpu_count() or 1)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(int(seed))
 
-    results = _run_strategies(rgb, strategies, n_threads)
+    results = _run_strategies(rgb, strategies, n_threads, keep_labels=return_hierarchy)
     boxes = rank_boxes([all_boxes for _, _, _, all_boxes in results], rng)
     if max_boxes is not None:
         boxes = boxes[: int(max_boxes)]
