@@ -86,7 +86,7 @@ def load_image(path):
     """Read an image file (JPEG, PNG, TIFF, BMP, ...) as (H, W, 3) uint8 RGB.
 
     Args:
-        path: file path.
+        path: file path (str, bytes or os.PathLike).
 
     Returns:
         (H, W, 3) uint8 RGB (see `as_rgb_uint8` for greyscale, alpha, 16-bit and float files).
@@ -96,7 +96,7 @@ def load_image(path):
         DataFormatError: the file is empty, is not an image, or holds an unsupported layout
             (e.g. an animation or a volume).
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path)  # a str: imageio would take bytes for the encoded image itself
     if not os.path.exists(path):
         raise FileMissingError(f"{path}: no such file")
     if os.path.isdir(path):

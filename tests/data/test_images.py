@@ -60,6 +60,12 @@ def test_palette_png_with_transparency_is_its_palette_colours(tmp_path):
     np.testing.assert_array_equal(load_image(tmp_path / "palette.png")[0], [[200, 10, 20], [5, 250, 30]])
 
 
+def test_path_may_be_bytes_or_pathlib(tmp_path, rgb):
+    iio.imwrite(tmp_path / "a.png", rgb)
+    np.testing.assert_array_equal(load_image(str(tmp_path / "a.png").encode()), rgb)  # not read as image data
+    np.testing.assert_array_equal(load_image(tmp_path / "a.png"), rgb)
+
+
 def test_16_bit_file_is_scaled_to_8_bits(tmp_path):
     grey16 = np.array([[0, 257, 65535]], dtype=np.uint16)
     iio.imwrite(tmp_path / "g16.png", grey16)
