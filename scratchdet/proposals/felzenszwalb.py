@@ -20,6 +20,10 @@ from scratchdet.kernels.cpu import proposals as kernels
 
 _jit = numba.njit(cache=True, nogil=True)
 
+# The widest smoothing accepted: its kernel has 8 million taps (64 MB), and far wider ones cannot be
+# allocated. Any image is flat long before this.
+MAX_SIGMA = 1e6
+
 
 @_jit
 def find_root(parent, x):
@@ -177,7 +181,7 @@ def felzenszwalb(image, scale=100.0, sigma=0.8, min_size=50):
         image: (H, W, 3) uint8 RGB, or any (H, W) / (H, W, C) image (see `as_float_image`).
         scale: k of the threshold ``tau(C) = k / |C|`` for colours on the 0..255 scale; larger k,
             larger segments (the same meaning as scikit-image's `scale`).
-        sigma: Gaussian smoothing before the graph is built (finite, >= 0; 0 for none).
+        sigma: Gaussian smoothing before the graph is built (0 for none, at most `MAX_SIGMA`).
         min_size: integer >= 0; segments smaller than this are merged into a neighbour afterwards.
 
     Returns:
@@ -185,6 +189,8 @@ def felzenszwalb(image, scale=100.0, sigma=0.8, min_size=50):
     """
     scale = _finite_non_negative("scale", scale)
     sigma = _finite_non_negative("sigma", sigma)
+    if sigma > MAX_SIGMA:
+        raise InvalidArgumentError(f"sigma must be at most {MAX_SIGMA:g} pixels (a Gaussian wider than any image), got {sigma!r}")
     if isinstance(min_size, bool) or not isinstance(min_size, numbers.Real) or min_size != int(min_size) or min_size < 0:
         raise InvalidArgumentError(f"min_size must be an integer >= 0, got {min_size!r}")
     pixels = as_float_image(image)
