@@ -198,5 +198,7 @@ def felzenszwalb(image, scale=100.0, sigma=0.8, min_size=50):
     # 1. smooth, 2. weigh the grid graph's edges, 3. sort them by weight
     order, sorted_weights = kernels.radix_argsort(kernels.grid_weights(smooth(pixels, sigma)))
     # 4. Kruskal with the k / |C| threshold, then merge small segments
-    labels = segment_graph(height, width, order, sorted_weights, float(scale), int(min_size))
+    # (a min_size above the pixel count means "one segment", like H*W + 1: clamped to fit an int64)
+    min_size = min(int(min_size), height * width + 1)
+    labels = segment_graph(height, width, order, sorted_weights, float(scale), min_size)
     return labels.reshape(height, width)

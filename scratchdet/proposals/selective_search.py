@@ -395,7 +395,8 @@ def _group_one_segmentation(prepared, shape, k, strategies, keep_labels=True):
     hierarchies need them, and on a large image each is an (H, W) int32 array)."""
     height, width = shape
     order, sorted_weights = prepared["edges"]
-    labels = segment_graph(height, width, order, sorted_weights, float(k), int(k)).reshape(height, width)
+    min_size = min(int(k), height * width + 1)  # min_size = k, clamped to fit an int64 (same segments)
+    labels = segment_graph(height, width, order, sorted_weights, float(k), min_size).reshape(height, width)
     n_regions = int(labels.max()) + 1
     sizes, boxes, colour, texture, pairs = region_statistics(
         labels, n_regions, prepared["colour_bin"], prepared["texture_bin"], COLOUR_BINS, TEXTURE_BINS

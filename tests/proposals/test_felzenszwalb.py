@@ -171,6 +171,12 @@ def test_greyscale_uint16_and_float_images_segment_like_their_uint8_version(rng)
     np.testing.assert_array_equal(felzenszwalb(grey8.astype(np.uint16) * 257, scale=30, min_size=0), expected)
 
 
+@pytest.mark.parametrize("min_size", [10**3, 10**20], ids=["above-pixel-count", "above-int64"])
+def test_min_size_above_the_pixel_count_gives_one_segment(rng, min_size):
+    image = rng.integers(0, 256, size=(6, 7, 3), dtype=np.uint8)
+    assert felzenszwalb(image, scale=1, min_size=min_size).max() == 0
+
+
 def test_bool_image_segments_like_its_uint8_version_true_is_255():
     mask = np.zeros((24, 24), bool)
     mask[6:18, 4:14] = True

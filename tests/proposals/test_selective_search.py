@@ -250,6 +250,11 @@ def test_strategy_rejects_bad_fields(fields):
         Strategy(*fields)
 
 
+def test_strategy_with_k_above_int64_gives_the_whole_image():
+    image = np.random.default_rng(0).integers(0, 256, size=(5, 6, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(selective_search(image, strategies=Strategy("hsv", 1e20, "CTSF")), [[0, 0, 6, 5]])
+
+
 def test_one_strategy_may_be_given_without_a_sequence():
     image = np.zeros((6, 6, 3), np.uint8)
     strategy = Strategy("hsv", 50, "CTSF")
