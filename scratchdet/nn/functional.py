@@ -368,8 +368,13 @@ def _check_linear(x, w, b):
 
 
 def flatten_forward(x):
-    """(N, C, H, W) (or any (N, ...)) -> (N, C*H*W), C order. A reshape: same on every backend."""
-    return x.reshape(x.shape[0], x.size // x.shape[0])
+    """(N, C, H, W) (or any (N, ...)) -> (N, C*H*W), C order. A reshape: same on every backend.
+
+    The feature count is the product of the trailing sizes, so an empty batch (N = 0) works too."""
+    features = 1
+    for size in x.shape[1:]:
+        features *= size
+    return x.reshape(x.shape[0], features)
 
 
 def flatten_backward(dy, input_shape):

@@ -82,6 +82,14 @@ def test_backward_before_forward_is_a_clear_error(layer):
         layer.backward(np.ones((1, 1, 2, 2), np.float32))
 
 
+def test_empty_batch_runs_forward_and_backward_through_every_layer():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, rng=0), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 3, rng=0))
+    y = net.forward(np.zeros((0, 1, 4, 4), np.float32))
+    assert y.shape == (0, 3)
+    assert net.backward(np.zeros_like(y)).shape == (0, 1, 4, 4)
+    assert not net[0].grads["weight"].any() and net[4].grads["bias"].shape == (3,)
+
+
 def test_conv2d_accepts_a_square_kernel_pair():
     assert nn.Conv2d(1, 2, (3, 3), rng=0).params["weight"].shape == (2, 1, 3, 3)
 
