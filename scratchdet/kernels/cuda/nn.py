@@ -41,6 +41,8 @@ round_half_away = cuda.jit(device=True)(shared.round_half_away)
 roi_bin_start = cuda.jit(device=True)(shared.roi_bin_start)
 roi_bin_end = cuda.jit(device=True)(shared.roi_bin_end)
 dropout_uniform = cuda.jit(device=True)(shared.dropout_uniform)
+window_max = cuda.jit(device=True)(shared.window_max)
+window_argmax = cuda.jit(device=True)(shared.window_argmax)
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -192,32 +194,7 @@ def maxpool2d_forward_kernel(x, kernel_size, stride, y):
     c = (e // (out_h * out_w)) % channels
     oy = (e // out_w) % out_h
     ox = e % out_w
-    y0 = oy * stride
-    x0 = ox * stride
-    best = x[n, c, y0, x0]
-    for i in range(kernel_size):
-        for j in range(kernel_size):
-            v = x[n, c, y0 + i, x0 + j]
-            if v > best:
-                best = v
-    y[n, c, oy, ox] = best
-
-
-@cuda.jit(device=True)
-def window_argmax(x, n, c, y0, x0, kernel_size):
-    """Flat index (row * W + column) of the first maximum of a pooling window, scanning row by row."""
-    width = x.shape[3]
-    best_y = y0
-    best_x = x0
-    best = x[n, c, y0, x0]
-    for i in range(kernel_size):
-        for j in range(kernel_size):
-            v = x[n, c, y0 + i, x0 + j]
-            if v > best:
-                best = v
-                best_y = y0 + i
-                best_x = x0 + j
-    return best_y * width + best_x
+    y[n, c, oy, ox] = window_max(x, n, c, oy * stride, ox * stride, kernel_size)
 
 
 @cuda.jit(cache=True)
@@ -244,7 +221,8 @@ def maxpool2d_backward_kernel(dy, x, kernel_size, stride, dx):
     total = 0.0
     for oy in range(oy_lo, oy_hi + 1):
         for ox in range(ox_lo, ox_hi + 1):
-            if window_argmax(x, n, c, oy * stride, ox * stride, kernel_size) == y * width + xx:
+            best_y, best_x = window_argmax(x, n, c, oy * stride, ox * stride, kernel_size)
+            if best_y == y and best_x == xx:
                 total += dy[n, c, oy, ox]
     dx[n, c, y, xx] = total
 

@@ -1,9 +1,10 @@
 """Scalar logic of the conv-net kernels, shared by the CPU and the CUDA kernels.
 
-Each function works on plain numbers and calls no other Python function, so that it compiles both as a
-`numba.njit` function (`scratchdet.kernels.cpu.nn`) and as a `numba.cuda.jit(device=True)` device
-function (`scratchdet.kernels.cuda.nn`): the two backends cannot disagree on the smooth-L1 kink, on
-how a RoI is rounded onto the feature map, or on which units dropout keeps.
+Each function works on plain numbers (or reads one window of an array) and calls no other Python
+function, so that it compiles both as a `numba.njit` function (`scratchdet.kernels.cpu.nn`) and as a
+`numba.cuda.jit(device=True)` device function (`scratchdet.kernels.cuda.nn`): the two backends cannot
+disagree on the smooth-L1 kink, on a max-pooling window's maximum and which input wins it, on how a RoI is rounded onto
+the feature map, or on which units dropout keeps.
 """
 
 import math
@@ -42,6 +43,42 @@ def round_half_away(v):
     if v >= 0.0:
         return math.floor(v + 0.5)
     return -math.floor(-v + 0.5)
+
+
+def window_max(x, n, c, y0, x0, kernel_size):
+    """The maximum of one max-pooling window of x (N, C, H, W): the value `window_argmax` points at.
+
+    The window is ``x[n, c, y0:y0 + kernel_size, x0:x0 + kernel_size]``. Kept apart from
+    `window_argmax` because a plain running maximum compiles to faster code (max pooling forward +
+    backward, 64x64x32x32: 4.4 ms against 5.5 ms with the forward going through `window_argmax`).
+    """
+    best = x[n, c, y0, x0]
+    for i in range(kernel_size):
+        for j in range(kernel_size):
+            v = x[n, c, y0 + i, x0 + j]
+            if v > best:
+                best = v
+    return best
+
+
+def window_argmax(x, n, c, y0, x0, kernel_size):
+    """(row, column) of the maximum of one max-pooling window of x (N, C, H, W).
+
+    The window is ``x[n, c, y0:y0 + kernel_size, x0:x0 + kernel_size]``, scanned row by row; on ties
+    the first maximum wins, as in PyTorch. The forward pass reads the window's value there, the
+    backward pass routes the window's gradient there.
+    """
+    best_y = y0
+    best_x = x0
+    best = x[n, c, y0, x0]
+    for i in range(kernel_size):
+        for j in range(kernel_size):
+            v = x[n, c, y0 + i, x0 + j]
+            if v > best:
+                best = v
+                best_y = y0 + i
+                best_x = x0 + j
+    return best_y, best_x
 
 
 def roi_bin_start(bin_index, bin_size, roi_start, limit):
