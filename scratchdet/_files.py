@@ -7,12 +7,28 @@ import contextlib
 import os
 import tempfile
 
+from scratchdet.errors import FileMissingError
+
 
 def _default_mode():
     """The permission bits a plain `open(path, "w")` would give: 0o666 less the umask."""
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def require_file(path, expected):
+    """Return `path` as a str if it names an existing regular file, else raise FileMissingError.
+
+    `expected` says what the file should be, for the message: ``"a JSON file"`` gives
+    ``"gt: is a directory, expected a JSON file"`` or ``"gt: no such file"``.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise FileMissingError(f"{path}: is a directory, expected {expected}")
+    if not os.path.isfile(path):
+        raise FileMissingError(f"{path}: no such file")
+    return path
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scratchdet._files import atomic_write
+from scratchdet._files import atomic_write, require_file
 from scratchdet.errors import DataFormatError, FileMissingError
 
 __all__ = [
@@ -99,11 +99,7 @@ def load_json(path):
     Returns the decoded object. Malformed JSON is reported with its line and column; a directory,
     an unreadable file or JSON nested too deeply for Python's parser raise a one-line error too.
     """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise FileMissingError(f"{path}: is a directory, expected a JSON file")
-    if not os.path.isfile(path):
-        raise FileMissingError(f"{path}: no such file")
+    path = require_file(path, "a JSON file")
     try:
         with open(path, encoding="utf-8-sig") as f:
             return json.load(f)

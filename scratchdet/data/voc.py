@@ -6,9 +6,9 @@ per box with ``<name>``, ``<bndbox>`` (xmin, ymin, xmax, ymax: inclusive 1-based
 ``<difficult>`` and ``<truncated>``.
 """
 
-import os
 import xml.etree.ElementTree as ElementTree
 
+from scratchdet._files import require_file
 from scratchdet.errors import DataFormatError, FileMissingError, InvalidArgumentError
 
 __all__ = ["VOC_CLASSES", "read_voc_xml", "voc_to_coco"]
@@ -34,11 +34,7 @@ def read_voc_xml(path):
     Raises FileMissingError for a missing file and DataFormatError, naming the file and the field,
     for malformed XML, a missing or non-numeric field, or a box with xmax < xmin or ymax < ymin.
     """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise FileMissingError(f"{path}: is a directory, expected an XML file")
-    if not os.path.isfile(path):
-        raise FileMissingError(f"{path}: no such file")
+    path = require_file(path, "an XML file")
     try:
         root = ElementTree.parse(path).getroot()
     except ElementTree.ParseError as error:
