@@ -72,9 +72,13 @@ class Layer:
 
     # -- the interface every layer implements -------------------------------------------------------
     def forward(self, x):
+        """Return the layer's output for input `x` (a NumPy or CUDA device array; shapes in each
+        layer's docstring) and keep what `backward` needs."""
         raise NotImplementedError
 
     def backward(self, dy):
+        """Given dL/dy (shaped like the last `forward` output), fill `grads` and return dL/dx
+        (shaped like the last `forward` input)."""
         raise NotImplementedError
 
     def config(self):
