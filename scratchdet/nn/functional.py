@@ -16,6 +16,7 @@ import numpy as np
 
 from scratchdet.backend import is_cuda_array
 from scratchdet.errors import InvalidArgumentError
+from scratchdet.kernels.cpu import conv_gemm
 from scratchdet.kernels.cpu import nn as cpu
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -125,6 +126,8 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     if is_cuda_array(x):
         return _cuda().conv2d_forward(x, w, b, stride, padding)
     x, w, b, stride, padding = _check_conv(x, w, b, stride, padding)
+    if _register_tiled(x, w, stride, padding):
+        return _correlate_tiled(x, w, b, padding, padding)
     n_images, channels, height, width = x.shape
     filters, _, kh, kw = w.shape
     out_h = conv2d_output_size(height, kh, stride, padding)
@@ -180,6 +183,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     dy = _check_float("dy", dy, ndim=4, dtype=x.dtype)
     if dy.shape != (n_images, filters, out_h, out_w):
         raise InvalidArgumentError(f"dy must have shape {(n_images, filters, out_h, out_w)}, got {dy.shape}")
+    if _register_tiled(x, w, stride, padding):
+        return _conv2d_backward_tiled(dy, x, w, padding)
     w_mat = w.reshape(filters, channels * kh * kw)  # (K, C*kh*kw)
     dw_t = np.zeros((channels * kh * kw, filters), dtype=x.dtype)  # (C*kh*kw, K), dW transposed
     db = np.zeros(filters)  # (K,) float64 sums, cast to x's dtype on return
@@ -213,6 +218,58 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
             dx[start:stop] = dxpad[:, :, padding : padding + height, padding : padding + width]
     dw = np.ascontiguousarray(dw_t.T).reshape(w.shape)  # (K, C, kh, kw)
     return dx, dw, db.astype(x.dtype)
+
+
+# Layers with fewer input channels than this stay on im2col + OpenBLAS: for an RGB input (C = 3) the input
+# gradient fills a 6-row register tile half and the forward's reduction is only 27 long; measured slower
+# on bench_nn.py's C = 3 shapes (and mixing the two routes in one layer makes OpenBLAS's and Numba's
+# threads compete for the cores: 1.2-2x slower still).
+TILED_MIN_CHANNELS = 16
+
+
+def _register_tiled(x, w, stride, padding):
+    """Whether this convolution goes through `scratchdet.kernels.cpu.conv_gemm` rather than im2col +
+    OpenBLAS: float32, stride 1, padding smaller than the kernel, at least TILED_MIN_CHANNELS input channels."""
+    kh, kw = w.shape[2:]
+    return x.dtype == np.float32 and stride == 1 and padding < min(kh, kw) and x.shape[1] >= TILED_MIN_CHANNELS
+
+
+def _flat_padded(images, pad_h, pad_w, kw):
+    """(N, C, H, W) images as (N, C*Hp*Wp + slack) rows: each image zero-padded by pad_h / pad_w pixels,
+    flattened, then followed by the zeros that a tile reading past the last row needs."""
+    n_images, channels, height, width = images.shape
+    padded_h, padded_w = height + 2 * pad_h, width + 2 * pad_w
+    flat = np.zeros((n_images, channels * padded_h * padded_w + conv_gemm.slack(kw)), dtype=images.dtype)
+    planes = flat[:, : channels * padded_h * padded_w].reshape(n_images, channels, padded_h, padded_w)
+    planes[:, :, pad_h : pad_h + height, pad_w : pad_w + width] = images
+    return flat, padded_h, padded_w
+
+
+def _correlate_tiled(x, w, b, pad_h, pad_w):
+    """`conv2d_forward` at stride 1 by the register-tiled kernel (see `conv_gemm.correlate`)."""
+    n_images, channels, height, width = x.shape
+    filters, _, kh, kw = w.shape
+    images, padded_h, padded_w = _flat_padded(x, pad_h, pad_w, kw)
+    panels = np.empty(((filters + conv_gemm.MR - 1) // conv_gemm.MR, channels * kh * kw, conv_gemm.MR), dtype=x.dtype)
+    conv_gemm.pack_panels(w.reshape(filters, channels * kh * kw), panels)
+    y = np.empty((n_images, filters, padded_h - kh + 1, padded_w - kw + 1), dtype=x.dtype)
+    conv_gemm.correlate(images, padded_h, padded_w, panels, b, kh, kw, y)
+    return y
+
+
+def _conv2d_backward_tiled(dy, x, w, padding):
+    """`conv2d_backward` at stride 1 by the register-tiled kernels: the input gradient is the correlation
+    of dy, zero-padded by kernel - 1 - padding, with the flipped filters whose channel axes are swapped
+    (conv_gemm's module docstring, observation 2); the filter and bias gradients come from one pass."""
+    channels = x.shape[1]
+    filters, _, kh, kw = w.shape
+    flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, K, kh, kw)
+    dx = _correlate_tiled(dy, flipped, np.zeros(channels, dtype=x.dtype), kh - 1 - padding, kw - 1 - padding)
+    images, padded_h, padded_w = _flat_padded(x, padding, padding, kw)
+    dw_t = np.empty((channels * kh * kw, filters), dtype=x.dtype)  # (C*kh*kw, K), dW transposed
+    db = np.empty(filters)  # float64 sums
+    conv_gemm.filter_gradient(images, padded_h, padded_w, dy, kh, kw, dw_t, db)
+    return dx, np.ascontiguousarray(dw_t.T).reshape(w.shape), db.astype(x.dtype)
 
 
 def _check_conv(x, w, b, stride, padding):

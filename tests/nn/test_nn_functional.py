@@ -48,6 +48,66 @@ def test_col2im_is_the_adjoint_of_im2col(kernel, stride, rng):
     assert cols[(ch * kh + i) * kw + j, (n * out_h + oy) * out_w + ox] == xpad[n, ch, oy * stride + i, ox * stride + j]
 
 
+# float32, stride 1, >= 16 input channels: the register-tiled route (kernels/cpu/conv_gemm.py). Shapes pick
+# its edges: filters not a multiple of the 6-row tile, one and two 64-filter panels, rows shorter than a
+# tile, rectangular kernels, padding 0 .. kernel - 1, a reduction longer than one pass (C*kh*kw > 1024 in
+# the forward, K*kh*kw > 1024 in the input gradient), several row blocks per image, a single image.
+TILED_CASES = [
+    ((1, 16, 5, 7), (1, 16, 3, 3), 1),
+    ((2, 17, 9, 4), (7, 17, 3, 3), 0),
+    ((3, 16, 1, 1), (5, 16, 1, 1), 0),
+    ((2, 20, 11, 13), (65, 20, 5, 3), 2),
+    ((1, 16, 40, 3), (130, 16, 3, 5), 1),
+    ((2, 130, 6, 6), (120, 130, 3, 3), 1),
+    ((1, 16, 70, 45), (9, 16, 3, 3), 1),
+    ((9, 16, 8, 8), (3, 16, 4, 4), 3),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, padding", TILED_CASES)
+def test_register_tiled_conv2d_matches_the_im2col_route(x_shape, w_shape, padding, rng):
+    """The tiled float32 kernels give the float64 im2col route's output and all three gradients."""
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    x32, w32, b32 = (a.astype(np.float32) for a in (x, w, b))
+    assert F._register_tiled(x32, w32, 1, padding) and not F._register_tiled(x, w, 1, padding)
+    y = F.conv2d_forward(x32, w32, b32, stride=1, padding=padding)
+    dy = rng.standard_normal(y.shape)
+    grads = F.conv2d_backward(dy.astype(np.float32), x32, w32, stride=1, padding=padding)
+    expected = (F.conv2d_forward(x, w, b, stride=1, padding=padding), *F.conv2d_backward(dy, x, w, stride=1, padding=padding))
+    for name, got, want in zip(("y", "dx", "dw", "db"), (y, *grads), expected):
+        assert got.dtype == np.float32 and got.shape == want.shape, name
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=name)
+
+
+def test_register_tiled_filter_gradient_is_the_same_on_any_number_of_threads(rng):
+    """The filter gradient's sum is split by shape, not by thread, so 1 and 2 threads give the same bits."""
+    import numba
+
+    x = rng.standard_normal((5, 16, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((70, 16, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((5, 70, 9, 11)).astype(np.float32)
+    threads = numba.get_num_threads()
+    results = []
+    try:
+        for n in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(n)
+            results.append(F.conv2d_backward(dy, x, w, stride=1, padding=1))
+    finally:
+        numba.set_num_threads(threads)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
+def test_register_tiled_route_is_only_taken_where_it_applies():
+    x = np.zeros((1, 16, 8, 8), np.float32)
+    w = np.zeros((4, 16, 3, 3), np.float32)
+    assert F._register_tiled(x, w, 1, 1)
+    assert not F._register_tiled(x, w, 2, 1)  # stride 2: im2col
+    assert not F._register_tiled(x, w, 1, 3)  # padding >= kernel: the input gradient's padding would be negative
+    assert not F._register_tiled(x[:, :3], w[:, :3], 1, 1)  # an RGB input
+    assert not F._register_tiled(x.astype(np.float64), w.astype(np.float64), 1, 1)
+
+
 def test_conv2d_output_size_formula():
     assert F.conv2d_output_size(32, 3, stride=1, padding=1) == 32
     assert F.conv2d_output_size(7, 3, stride=2, padding=0) == 3
