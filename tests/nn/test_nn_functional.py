@@ -61,6 +61,8 @@ TILED_CASES = [
     ((2, 130, 6, 6), (120, 130, 3, 3), 1),
     ((1, 16, 70, 45), (9, 16, 3, 3), 1),
     ((9, 16, 8, 8), (3, 16, 4, 4), 3),
+    ((2, 16, 16, 16), (70, 16, 3, 3), 1),  # a 16-wide map: tiled by 16-pixel runs, 4 rows per tile
+    ((1, 16, 12, 12), (5, 16, 11, 11), 5),  # 12-wide: runs that end past the row (4 columns computed, dropped)
 ]
 
 
@@ -77,6 +79,16 @@ def test_register_tiled_conv2d_matches_the_im2col_route(x_shape, w_shape, paddin
     for name, got, want in zip(("y", "dx", "dw", "db"), (y, *grads), expected):
         assert got.dtype == np.float32 and got.shape == want.shape, name
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=name)
+
+
+def test_register_tiled_conv2d_picks_runs_for_narrow_maps_only():
+    """Full-width rows compute kw - 1 padding columns per row; narrow maps take 16-pixel runs instead."""
+    from scratchdet.kernels.cpu import conv_gemm
+
+    assert conv_gemm.use_segments(16, 16, 18)  # 16 x 16, 3 x 3: runs need 4 tiles per 16 rows, full rows 5
+    assert conv_gemm.use_segments(12, 12, 22)  # 12 x 12 output of an 11 x 11 kernel
+    assert not conv_gemm.use_segments(32, 32, 34)  # 8 of 9 tiles: not worth the slower kernel
+    assert not conv_gemm.use_segments(38, 50, 52)  # runs would waste 14 of every 64 columns
 
 
 def test_register_tiled_filter_gradient_is_the_same_on_any_number_of_threads(rng):
