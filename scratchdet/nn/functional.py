@@ -268,7 +268,10 @@ def _conv2d_backward_tiled(dy, x, w, padding):
     images, padded_h, padded_w = _flat_padded(x, padding, padding, kw)
     dw_t = np.empty((channels * kh * kw, filters), dtype=x.dtype)  # (C*kh*kw, K), dW transposed
     db = np.empty(filters)  # float64 sums
-    conv_gemm.filter_gradient(images, padded_h, padded_w, dy, kh, kw, dw_t, db)
+    if conv_gemm.few_filters(filters):
+        conv_gemm.filter_gradient_few_filters(images, padded_h, padded_w, dy, kh, kw, dw_t, db)
+    else:
+        conv_gemm.filter_gradient(images, padded_h, padded_w, dy, kh, kw, dw_t, db)
     return dx, np.ascontiguousarray(dw_t.T).reshape(w.shape), db.astype(x.dtype)
 
 
