@@ -6,13 +6,23 @@ one forward and one backward (all gradients) and prints ours / torch (the ratio,
 slower) and, for convolutions, the GFLOP/s reached: 3 matrix products of 2*N*K*C*kh*kw*H'*W' flops
 each (forward, input gradient, filter gradient), to set beside the machine's single-precision GEMM peak.
 
-Convolution is matrix products in OpenBLAS (NumPy's) against oneDNN (PyTorch's), so its numbers depend
-on which OpenBLAS kernels run. This machine's environment sets OPENBLAS_CORETYPE=Haswell and
+Our float32 convolutions with 16 or more input channels (the 2nd and 3rd shapes) run the register-tiled
+kernels of `scratchdet/kernels/cpu/conv_gemm.py`, written here; the RGB-input shapes run im2col + matrix
+products in OpenBLAS (NumPy's), so their numbers depend on which OpenBLAS kernels run. PyTorch runs
+oneDNN's. This machine's environment sets OPENBLAS_CORETYPE=Haswell and
 OPENBLAS_L2_SIZE (for old OpenBLAS builds); the current NumPy's OpenBLAS would otherwise pick its
-AVX-512 (SkylakeX) kernels. `test_conv2d_openblas_settings` therefore measures each shape twice, in
+AVX-512 (SkylakeX) kernels. `test_conv2d_openblas_settings` therefore measures each shape in
 subprocesses: with the environment as set, and with both variables unset for that command alone, and
 labels every line with the kernel OpenBLAS reports (`openblas_get_corename`; threadpoolctl, which
 would report it too, is not installed here). Tests and CI always keep the variables as set.
+
+Memory: each call allocates its outputs (and we our padded copies), tens of MB per call on these shapes.
+glibc serves such blocks with fresh mmap'd pages, and touching a fresh page costs a page fault, until
+it has seen a block of that size freed (its mmap threshold then rises, up to 32 MB). Which calls pay
+depends on what the process allocated before, for both libraries alike: measured, the same torch call
+took 21 or 35 ms in two processes. `test_conv2d_openblas_settings` therefore also runs each shape with
+a warm heap (MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ set high for that command: every block
+comes from the heap and stays there), which times the arithmetic alone and repeats to a few percent.
 
 Two timings are printed for the convolutions. "alternating": one call of ours, one of torch, and so on
 (the shared `compare_with_peer` helper); each library then starts with its worker threads asleep, or
@@ -146,20 +156,28 @@ def measure_conv(shape):
     return {"openblas_core": openblas_core(), "flops": flops, "alternating": alternating, "back_to_back": back_to_back}
 
 
-@pytest.mark.parametrize("setting", ["as set", "unset"])
+WARM_HEAP = {"MALLOC_MMAP_THRESHOLD_": str(2**31), "MALLOC_TRIM_THRESHOLD_": str(2**32)}
+
+
+@pytest.mark.parametrize("setting", ["as set", "unset", "warm heap"])
 @pytest.mark.parametrize("shape", CONV_SHAPES, ids=_conv_label)
 def test_conv2d_openblas_settings(shape, setting):
-    """Each shape in a fresh process: OpenBLAS variables as set here, or both unset for that command alone."""
+    """Each shape in a fresh process: OpenBLAS variables as set here, or both unset for that command alone,
+    or as set with a warm heap (no page faults; see the module docstring)."""
     env = dict(os.environ)
     if setting == "unset":
         for name in OPENBLAS_VARIABLES:
             env.pop(name, None)
+    if setting == "warm heap":
+        env.update(WARM_HEAP)
     repo = pathlib.Path(__file__).resolve().parents[1]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, __file__, "conv", json.dumps(shape)], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     measured = json.loads(result.stdout.strip().splitlines()[-1])
-    label = ", ".join(f"{name}={os.environ.get(name, '(not set)')}" for name in OPENBLAS_VARIABLES) if setting == "as set" else "both OpenBLAS variables unset"
+    label = ", ".join(f"{name}={os.environ.get(name, '(not set)')}" for name in OPENBLAS_VARIABLES) if setting != "unset" else "both OpenBLAS variables unset"
+    if setting == "warm heap":
+        label += "; warm heap"
     print(f"\nconv {_conv_label(shape)}, OpenBLAS kernels {measured['openblas_core']} ({label}):")
     for timing in ("alternating", "back_to_back"):
         ours_s, torch_s = measured[timing]["ours"], measured[timing]["torch"]

@@ -220,18 +220,21 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     return dx, dw, db.astype(x.dtype)
 
 
-# Layers with fewer input channels than this stay on im2col + OpenBLAS: for an RGB input (C = 3) the input
-# gradient fills a 6-row register tile half and the forward's reduction is only 27 long; measured slower
-# on bench_nn.py's C = 3 shapes (and mixing the two routes in one layer makes OpenBLAS's and Numba's
-# threads compete for the cores: 1.2-2x slower still).
-TILED_MIN_CHANNELS = 16
-
-
 def _register_tiled(x, w, stride, padding):
-    """Whether this convolution goes through `scratchdet.kernels.cpu.conv_gemm` rather than im2col +
-    OpenBLAS: float32, stride 1, padding smaller than the kernel, at least TILED_MIN_CHANNELS input channels."""
+    """Whether this convolution goes through the register-tiled kernels of `scratchdet.kernels.cpu.conv_gemm`
+    (float32, stride 1, padding smaller than the kernel) rather than im2col + OpenBLAS. Measured faster on
+    every bench_nn.py shape, and a net whose layers all run there never hands the cores between Numba's
+    and OpenBLAS's threads (each pool spins a while after its work; measured 1.2x slower per layer pair)."""
     kh, kw = w.shape[2:]
-    return x.dtype == np.float32 and stride == 1 and padding < min(kh, kw) and x.shape[1] >= TILED_MIN_CHANNELS
+    return x.dtype == np.float32 and stride == 1 and padding < min(kh, kw)
+
+
+def _input_gradient_by_scatter(channels, filters):
+    """Whether the input gradient goes through `conv_gemm.input_gradient_few_channels` (W^T @ dy, then
+    col2im) rather than a correlation with the flipped filters: when the channels fill less than one
+    6-row tile there, and there are at least 32 filters for its tiles to sum over (measured: C = 3 with
+    32 filters 15 % faster, with 16 filters 25 % slower, C = 8 slower)."""
+    return channels < conv_gemm.MR and filters >= 32
 
 
 def _flat_padded(images, pad_h, pad_w, kw):
@@ -263,8 +266,15 @@ def _conv2d_backward_tiled(dy, x, w, padding):
     (conv_gemm's module docstring, observation 2); the filter and bias gradients come from one pass."""
     channels = x.shape[1]
     filters, _, kh, kw = w.shape
-    flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, K, kh, kw)
-    dx = _correlate_tiled(dy, flipped, np.zeros(channels, dtype=x.dtype), kh - 1 - padding, kw - 1 - padding)
+    if _input_gradient_by_scatter(channels, filters):
+        dx = np.empty_like(x)
+        w_t = w.reshape(filters, channels * kh * kw).T  # (C*kh*kw, K)
+        panels = np.empty(((channels * kh * kw + conv_gemm.MR - 1) // conv_gemm.MR, filters, conv_gemm.MR), dtype=x.dtype)
+        conv_gemm.pack_panels(w_t, panels)
+        conv_gemm.input_gradient_few_channels(dy, panels, kh, kw, padding, dx)
+    else:
+        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, K, kh, kw)
+        dx = _correlate_tiled(dy, flipped, np.zeros(channels, dtype=x.dtype), kh - 1 - padding, kw - 1 - padding)
     images, padded_h, padded_w = _flat_padded(x, padding, padding, kw)
     dw_t = np.empty((channels * kh * kw, filters), dtype=x.dtype)  # (C*kh*kw, K), dW transposed
     db = np.empty(filters)  # float64 sums

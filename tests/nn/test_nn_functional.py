@@ -48,10 +48,11 @@ def test_col2im_is_the_adjoint_of_im2col(kernel, stride, rng):
     assert cols[(ch * kh + i) * kw + j, (n * out_h + oy) * out_w + ox] == xpad[n, ch, oy * stride + i, ox * stride + j]
 
 
-# float32, stride 1, >= 16 input channels: the register-tiled route (kernels/cpu/conv_gemm.py). Shapes pick
-# its edges: filters not a multiple of the 6-row tile, one and two 64-filter panels, rows shorter than a
-# tile, rectangular kernels, padding 0 .. kernel - 1, a reduction longer than one pass (C*kh*kw > 1024 in
-# the forward, K*kh*kw > 1024 in the input gradient), several row blocks per image, a single image.
+# float32, stride 1: the register-tiled route (kernels/cpu/conv_gemm.py). Shapes pick its edges: filters
+# not a multiple of the 6-row tile, one and two 64-filter panels, fewer than 64 filters (dot-product
+# tiles), rows shorter than a tile, rectangular kernels, padding 0 .. kernel - 1, a reduction longer than
+# one pass (C*kh*kw > 1024 in the forward, K*kh*kw > 1024 in the input gradient), several row blocks per
+# image, a single image, and both ways to the input gradient.
 TILED_CASES = [
     ((1, 16, 5, 7), (1, 16, 3, 3), 1),
     ((2, 17, 9, 4), (7, 17, 3, 3), 0),
@@ -63,6 +64,9 @@ TILED_CASES = [
     ((9, 16, 8, 8), (3, 16, 4, 4), 3),
     ((2, 16, 16, 16), (70, 16, 3, 3), 1),  # a 16-wide map: tiled by 16-pixel runs, 4 rows per tile
     ((1, 16, 12, 12), (5, 16, 11, 11), 5),  # 12-wide: runs that end past the row (4 columns computed, dropped)
+    ((3, 3, 9, 21), (32, 3, 3, 3), 1),  # RGB, 32 filters: input gradient by W^T @ dy and col2im
+    ((2, 2, 11, 13), (65, 2, 5, 3), 2),  # the same with a rectangular kernel and a partial last pixel tile
+    ((2, 3, 7, 5), (16, 3, 3, 3), 1),  # RGB, 16 filters: input gradient by correlation
 ]
 
 
@@ -116,8 +120,14 @@ def test_register_tiled_route_is_only_taken_where_it_applies():
     assert F._register_tiled(x, w, 1, 1)
     assert not F._register_tiled(x, w, 2, 1)  # stride 2: im2col
     assert not F._register_tiled(x, w, 1, 3)  # padding >= kernel: the input gradient's padding would be negative
-    assert not F._register_tiled(x[:, :3], w[:, :3], 1, 1)  # an RGB input
     assert not F._register_tiled(x.astype(np.float64), w.astype(np.float64), 1, 1)
+    assert F._register_tiled(x[:, :3], w[:, :3], 1, 1)  # an RGB input too
+    # and within it, the input gradient by scatter for RGB layers with >= 32 filters, by correlation otherwise
+    assert F._input_gradient_by_scatter(3, 32) and not F._input_gradient_by_scatter(3, 16) and not F._input_gradient_by_scatter(16, 64)
+    # the filter gradient by dot-product tiles where 64-filter panels would be mostly empty
+    from scratchdet.kernels.cpu import conv_gemm
+
+    assert conv_gemm.few_filters(16) and conv_gemm.few_filters(96) and not conv_gemm.few_filters(64) and not conv_gemm.few_filters(128)
 
 
 def test_conv2d_output_size_formula():

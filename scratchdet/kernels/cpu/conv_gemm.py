@@ -27,8 +27,11 @@ the compiler turns into registers; measured 263 GFLOP/s on one Zen 5 core, its p
 loop accumulating into a heap array runs at 8. Numba only vectorises it well as a separate (not
 inlined) function: inlined into the parallel loop, it ran at half that speed.
 
-Only float32 at stride 1 comes here (the layer shapes where it beats im2col + OpenBLAS; `functional`
-picks); float64 keeps the im2col route, whose OpenBLAS dgemm is faster than a 6 x 64 double tile.
+Where a 6 x 64 tile would be mostly zeros, the shapes pick a variant: narrow maps tile four 16-pixel
+runs (`tile_times_segments`), layers with few filters sum their filter gradient with the vector lanes
+along the pixels (`dot_tile`), and RGB-like inputs get their input gradient as W^T @ dy followed by
+col2im (`input_gradient_few_channels`). `scratchdet.nn.functional` sends float32 stride-1 convolutions
+here; float64 keeps the im2col route, whose OpenBLAS dgemm beats a 6 x 64 tile of doubles.
 """
 
 import llvmlite.ir as llvm_ir
@@ -37,6 +40,8 @@ import numpy as np
 from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from scratchdet.kernels.cpu.nn import col2im
 
 MR = 6  # rows of the register tile
 NR = 64  # columns of the register tile: 4 AVX-512 vectors of float32
@@ -380,6 +385,43 @@ def correlate(images, padded_h, padded_w, panels, bias, kh, kw, y):
             for r in range(n_rows):
                 for ox in range(out_w):
                     y[n, k, first_row + r, ox] = block[k, r * pitch + ox] + bias[k]
+
+
+@numba.njit(cache=True, parallel=True)
+def input_gradient_few_channels(dy, panels, kh, kw, padding, dx):
+    """dx for layers with few input channels (stride 1): the columns' gradient W^T @ dy[n] by register
+    tiles, then col2im (`scratchdet.kernels.cpu.nn.col2im`) adds each entry onto the pixel it came from.
+
+    `correlate` would need dy copied with a zero border, and 6-row tiles of which an RGB input fills 3;
+    here the tile rows are the C*kh*kw = 27 taps and dy is read in place, NR pixels per tile. The
+    images are shared among the threads (col2im of one image adds across its row blocks).
+
+    Args:
+        dy: (N, K, H', W') float32; panels: `pack_panels` of the (C*kh*kw, K) matrix W^T.
+        kh, kw, padding: as in the forward. dx: (N, C, H, W) float32 output.
+    """
+    n_images, filters, out_h, out_w = dy.shape
+    _, channels, height, width = dx.shape
+    n_panels = panels.shape[0]
+    pixels = out_h * out_w
+    tiles = (pixels + NR - 1) // NR
+    length = channels * kh * kw
+    row_offsets = np.arange(filters) * pixels  # row k of dy[n] as a flat (K*H'*W') array
+    for n in prange(n_images):
+        flat_dy = dy[n].reshape(filters * pixels)
+        last = np.zeros(filters * NR, dtype=dy.dtype)  # the last, partial tile's pixels (the rest zero)
+        for k in range(filters):
+            for p in range((tiles - 1) * NR, pixels):
+                last[k * NR + p - (tiles - 1) * NR] = flat_dy[k * pixels + p]
+        last_offsets = np.arange(filters) * NR
+        cols = np.zeros((n_panels * MR, tiles * NR), dtype=dy.dtype)  # (C*kh*kw rounded up, pixels rounded up)
+        for q in range(n_panels):
+            for t in range(tiles - 1):
+                tile_times_rows(filters, panels[q], flat_dy, row_offsets, t * NR, cols, q * MR, t * NR)
+            tile_times_rows(filters, panels[q], last, last_offsets, 0, cols, q * MR, (tiles - 1) * NR)
+        dxpad = np.empty((1, channels, height + 2 * padding, width + 2 * padding), dtype=dx.dtype)
+        col2im(cols[:length, :pixels], kh, kw, 1, dxpad)
+        dx[n] = dxpad[0, :, padding : padding + height, padding : padding + width]
 
 
 # ---------------------------------------------------------------------------------------------------
