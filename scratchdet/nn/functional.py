@@ -242,9 +242,8 @@ def _flat_padded(images, pad_h, pad_w, kw):
     flattened, then followed by the zeros that a tile reading past the last row needs."""
     n_images, channels, height, width = images.shape
     padded_h, padded_w = height + 2 * pad_h, width + 2 * pad_w
-    flat = np.zeros((n_images, channels * padded_h * padded_w + conv_gemm.slack(kw)), dtype=images.dtype)
-    planes = flat[:, : channels * padded_h * padded_w].reshape(n_images, channels, padded_h, padded_w)
-    planes[:, :, pad_h : pad_h + height, pad_w : pad_w + width] = images
+    flat = np.empty((n_images, channels * padded_h * padded_w + conv_gemm.slack(kw)), dtype=images.dtype)
+    conv_gemm.pad_flat(images, pad_h, pad_w, flat)
     return flat, padded_h, padded_w
 
 

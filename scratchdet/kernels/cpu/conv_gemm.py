@@ -306,6 +306,35 @@ def row_blocks(out_h, padded_w):
     return (out_h + blocks - 1) // blocks, blocks
 
 
+@numba.njit(cache=True, parallel=True)
+def pad_flat(images, pad_h, pad_w, flat):
+    """flat[n] = images[n] zero-padded by pad_h rows and pad_w columns on each side, flattened, then zeros:
+    every element written once (a zero-filled buffer and a copy would write the interior twice).
+
+    Args:
+        images: (N, C, H, W) float; flat: (N, C*Hp*Wp + extra) output, Hp = H + 2*pad_h, Wp = W + 2*pad_w.
+    """
+    n_images, channels, height, width = images.shape
+    padded_h, padded_w = height + 2 * pad_h, width + 2 * pad_w
+    for plane in prange(n_images * channels):
+        n, c = plane // channels, plane % channels
+        first = c * padded_h * padded_w
+        for y in range(padded_h):
+            row = first + y * padded_w
+            if y < pad_h or y >= pad_h + height:
+                for x in range(padded_w):
+                    flat[n, row + x] = 0.0
+            else:
+                for x in range(pad_w):
+                    flat[n, row + x] = 0.0
+                    flat[n, row + pad_w + width + x] = 0.0
+                for x in range(width):
+                    flat[n, row + pad_w + x] = images[n, c, y - pad_h, x]
+    for n in prange(n_images):
+        for i in range(channels * padded_h * padded_w, flat.shape[1]):
+            flat[n, i] = 0.0
+
+
 def slack(kw):
     """Zeros to leave after each flat padded image: a tile's last columns read up to NR + kw past its end."""
     return NR + kw
