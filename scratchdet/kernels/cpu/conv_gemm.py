@@ -23,7 +23,7 @@ Goto and van de Geijn 2008, "Anatomy of high-performance matrix multiplication")
 The micro-kernel keeps an MR x NR = 6 x 64 tile of the product in registers: each step of the
 reduction loads 64 values of one operand (4 AVX-512 vectors) and 6 of the other, and does 384
 multiply-adds (24 vector FMAs) on them. The tile lives in a stack array with constant indices, which
-the compiler turns into registers; measured 263 GFLOP/s on one Zen 5 core, its peak, where the same
+the compiler turns into registers; measured 263-267 GFLOP/s on one Zen 5 core, where the same
 loop accumulating into a heap array runs at 8. Numba only vectorises it well as a separate (not
 inlined) function: inlined into the parallel loop, it ran at half that speed.
 
