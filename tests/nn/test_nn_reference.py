@@ -31,8 +31,13 @@ def close(ours, theirs, what, rtol=RTOL, atol=ATOL):
 CONV_META, CONV = load("conv")
 
 
+@pytest.mark.parametrize("route", ["as-chosen", "im2col"])
 @pytest.mark.parametrize("case", range(len(CONV_META["cases"])), ids=lambda i: "-".join(f"{k}{v}" for k, v in CONV_META["cases"][i].items()))
-def test_conv2d_matches_frozen_pytorch(case):
+def test_conv2d_matches_frozen_pytorch(case, route, monkeypatch):
+    """Every case as `functional` routes it (float32 stride 1: the register-tiled kernels), and every case
+    through im2col + OpenBLAS, the route float64 and strided convolutions take."""
+    if route == "im2col":
+        monkeypatch.setattr(F, "_register_tiled", lambda *args: False)
     spec = CONV_META["cases"][case]
     x, w, b, dy = (CONV[f"{case}/{k}"] for k in ("x", "w", "b", "dy"))
     y = F.conv2d_forward(x, w, b, stride=spec["stride"], padding=spec["padding"])
@@ -50,6 +55,7 @@ def test_conv2d_in_small_image_groups_matches_frozen_pytorch(monkeypatch, images
     image, and into groups of 3 + 1 (the last group uses only part of the buffers)."""
     case = 7  # N = 4, C = 8, 16 x 16, 3 x 3 filters, stride 1, padding 1: 8*9*16*16 columns per image
     monkeypatch.setattr(F, "COLUMN_BUFFER_BYTES", images_per_group * 8 * 9 * 16 * 16 * 4)
+    monkeypatch.setattr(F, "_register_tiled", lambda *args: False)  # float32 stride 1 would skip im2col
     x, w, b, dy = (CONV[f"{case}/{k}"] for k in ("x", "w", "b", "dy"))
     close(F.conv2d_forward(x, w, b, stride=1, padding=1), CONV[f"{case}/y"], "y")
     dx, dw, db = F.conv2d_backward(dy, x, w, stride=1, padding=1)
@@ -175,6 +181,33 @@ def test_conv2d_and_maxpool_match_live_pytorch_on_random_shapes():
         yt.backward(torch.tensor(dy, dtype=torch.float64))
         np.testing.assert_array_equal(F.maxpool2d_forward(x, size, pool_stride), yt.detach().numpy().astype(np.float32))
         close(F.maxpool2d_backward(dy, x, size, pool_stride), pt.grad.numpy(), f"maxpool dx, {shape} k {size} s {pool_stride}")
+
+
+def test_register_tiled_conv2d_matches_live_pytorch_on_random_layer_shapes():
+    """Float32 stride-1 layers of conv-net size (the register-tiled route and all its variants: narrow and
+    wide maps, few and many filters, RGB-like inputs) against PyTorch in float64, fresh shapes every run."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng()
+    for _ in range(4):
+        n, c, k = int(rng.integers(1, 4)), int(rng.choice([1, 3, int(rng.integers(4, 40))])), int(rng.integers(1, 140))
+        kh, kw = (int(v) for v in rng.integers(1, 6, size=2))
+        padding = int(rng.integers(0, min(kh, kw)))
+        h, w = kh + int(rng.integers(0, 40)), kw + int(rng.integers(0, 40))
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        weight = (rng.standard_normal((k, c, kh, kw)) / np.sqrt(c * kh * kw)).astype(np.float32)
+        bias = rng.standard_normal(k).astype(np.float32)
+        assert F._register_tiled(x, weight, 1, padding)
+        xt, wt, bt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, weight, bias))
+        yt = torch.nn.functional.conv2d(xt, wt, bt, stride=1, padding=padding)
+        dy = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
+        yt.backward(torch.tensor(dy, dtype=torch.float64))
+        shape = f"x {x.shape} w {weight.shape} padding {padding}"
+        close(F.conv2d_forward(x, weight, bias, stride=1, padding=padding), yt.detach().numpy(), f"y, {shape}")
+        dx, dw, db = F.conv2d_backward(dy, x, weight, stride=1, padding=padding)
+        scale = np.abs(wt.grad.numpy()).max()
+        close(dx, xt.grad.numpy(), f"dx, {shape}")
+        close(dw, wt.grad.numpy(), f"dw, {shape}", atol=1e-5 * max(1.0, scale))
+        close(db, bt.grad.numpy(), f"db, {shape}", atol=1e-5 * max(1.0, np.abs(bt.grad.numpy()).max()))
 
 
 def test_losses_match_live_pytorch_on_random_inputs():
