@@ -21,6 +21,14 @@ def test_sum_rows_and_sum_axis0(rng, gpu, host, rows):
     np.testing.assert_allclose(host(reduce.sum_axis0(gpu(a))), a.sum(axis=0), rtol=1e-5)
 
 
+@pytest.mark.parametrize(("rows", "length"), [(1, 1), (9, 31), (17, 100), (3, reduce.SHORT_ROW + 1)])
+def test_sum_rows_short_and_long_rows(rng, gpu, host, rows, length):
+    """Rows up to SHORT_ROW long take 32 threads each (8 rows per block, the last block partly idle);
+    longer rows a block each."""
+    a = rng.standard_normal((rows, length))
+    np.testing.assert_allclose(host(reduce.sum_rows(gpu(a))), a.sum(axis=1), rtol=1e-12)
+
+
 @pytest.mark.parametrize(("n", "threads"), [(1, 32), (32, 32), (33, 64), (200, 256), (10_000, 256)])
 def test_reduce_threads_is_a_power_of_two_covering_n(n, threads):
     assert reduce.reduce_threads(n) == threads

@@ -83,6 +83,48 @@ def swap_filter_axes_kernel(w, w_swapped):
     w_swapped[c, k, i, j] = w[k, c, i, j]
 
 
+# The input gradient of a layer with at most this many channels (an RGB input) runs
+# `input_grad_few_channels_kernel` rather than the implicit GEMM, whose 3-row products leave most of a
+# tile idle: measured on an H200 (benchmarks/GPU_RESULTS.md, run 2), 2.06 of the 3.6 ms backward of
+# the 256x3x64x64 -> 32 layer.
+FEW_CHANNELS = 4
+
+
+@cuda.jit(cache=True)
+def input_grad_few_channels_kernel(dy, w, stride, padding, dx):
+    """dx[n, c, y, x] = sum over k, i, j of w[k, c, i, j] * dy[n, k, oy, ox], for the taps with
+    oy*stride + i - padding = y and ox*stride + j - padding = x inside the output: the adjoint of the
+    convolution's sum, gathered per input pixel. One thread per input pixel (n, y, x) keeps the sums of
+    all C <= FEW_CHANNELS channels; the threads of a warp read neighbouring pixels of each dy plane.
+    """
+    n_images, channels, height, width = dx.shape
+    filters, _, kh, kw = w.shape
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    e = cuda.grid(1)
+    if e >= n_images * height * width:
+        return
+    n = e // (height * width)
+    y = (e // width) % height
+    x = e % width
+    acc = cuda.local.array(FEW_CHANNELS, numba.float64)
+    for c in range(FEW_CHANNELS):
+        acc[c] = 0.0
+    for k in range(filters):
+        for i in range(kh):
+            ty = y + padding - i
+            if ty < 0 or ty % stride != 0 or ty // stride >= out_h:
+                continue
+            for j in range(kw):
+                tx = x + padding - j
+                if tx < 0 or tx % stride != 0 or tx // stride >= out_w:
+                    continue
+                g = dy[n, k, ty // stride, tx // stride]
+                for c in range(channels):
+                    acc[c] += w[k, c, i, j] * g
+    for c in range(channels):
+        dx[n, c, y, x] = acc[c]
+
+
 def _check_conv(x, w, b, stride, padding):
     _check("x", x, ndim=4)
     _check("w", w, ndim=4, dtype=x.dtype)
@@ -136,7 +178,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
         db = sum over n, pixels of dY;   dW = sum_n dY[n] @ cols[n]^T;   dX[n] = W~ @ dcols[n]
 
     as implicit GEMMs (`scratchdet.kernels.cuda.conv_gemm`): cols[n] is read from x, dcols[n] (the
-    adjoint of im2col applied to dY) from dY, W~[c, (k, i, j)] = W[k, c, i, j]. dW is summed over
+    adjoint of im2col applied to dY) from dY, W~[c, (k, i, j)] = W[k, c, i, j]; for at most
+    FEW_CHANNELS input channels, dX by `input_grad_few_channels_kernel` instead. dW is summed over
     the images in a fixed order (one product per image, then a column sum), so it is the same on
     every run.
 
@@ -167,9 +210,12 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     )
     dw = reduce.sum_axis0(dw_per_image).reshape(w.shape)  # (K, C, kh, kw)
     # 3. input: dX[n] (C, HW) = W~ (C, K*kh*kw) @ dcols[n] (K*kh*kw, HW), dcols read from dY
+    dx = empty(x.shape, x.dtype)
+    if channels <= FEW_CHANNELS:
+        input_grad_few_channels_kernel[launch_1d(n_images * height * width)](dy, w, stride, padding, dx)
+        return dx, dw, db
     w_swapped = scratch("w_swapped", (channels, filters, kh, kw), x.dtype)
     swap_filter_axes_kernel[launch_1d(w.size)](w, w_swapped)
-    dx = empty(x.shape, x.dtype)
     conv_gemm_launch(
         INPUT_GRAD, w_swapped, dy, dx, channels, height * width, filters * kh * kw,
         a_strides=(0, filters * kh * kw), c_strides=(channels * height * width, height * width),
@@ -783,6 +829,7 @@ def compile_signatures():
         name = str(ft)
         out += [
             (f"swap_filter_axes_{name}", swap_filter_axes_kernel, (a4, a4)),
+            (f"input_grad_few_channels_{name}", input_grad_few_channels_kernel, (a4, a4, int64, int64, a4)),
             (f"maxpool2d_forward_{name}", maxpool2d_forward_kernel, (a4, int64, int64, a4)),
             (f"maxpool2d_backward_{name}", maxpool2d_backward_kernel, (a4, a4, int64, int64, a4)),
             (f"relu_forward_{name}", relu_forward_kernel, (a1, a1)),

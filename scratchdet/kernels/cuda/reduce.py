@@ -72,6 +72,39 @@ def sum_rows_kernel(a, out):
         out[r] = total
 
 
+# Rows of at most this many elements are summed by 32 threads each (`sum_short_rows_kernel`): a
+# 256-thread block per row would spend most of its time in the 8 halving steps (the bias gradient
+# of a conv layer, a row of H'*W' values per image and filter: measured a fixed ~0.47 ms on an H200,
+# benchmarks/GPU_RESULTS.md run 2).
+SHORT_ROW = 4096
+ROW_THREADS = 32
+
+
+@cuda.jit(cache=True)
+def sum_short_rows_kernel(a, out):
+    """out[r] = sum_j a[r, j] with ROW_THREADS threads per row, THREADS // ROW_THREADS rows per block:
+    each thread sums the row's elements lane, lane + 32, ... (neighbouring threads read neighbouring
+    elements), then each group halves 5 times in shared memory, in a fixed order."""
+    scratch = cuda.shared.array(THREADS, numba.float64)
+    t = cuda.threadIdx.x
+    lane = t % ROW_THREADS
+    r = cuda.blockIdx.x * (cuda.blockDim.x // ROW_THREADS) + t // ROW_THREADS
+    total = 0.0
+    if r < a.shape[0]:
+        for j in range(lane, a.shape[1], ROW_THREADS):
+            total += a[r, j]
+    scratch[t] = total
+    cuda.syncthreads()
+    half = ROW_THREADS // 2
+    while half > 0:
+        if lane < half:
+            scratch[t] += scratch[t + half]
+        cuda.syncthreads()
+        half //= 2
+    if lane == 0 and r < a.shape[0]:
+        out[r] = scratch[t]
+
+
 @cuda.jit(cache=True)
 def sum_axis0_kernel(a, out):
     """out[j] = sum_b a[b, j]: one thread per column, summing down the rows in a fixed order (a is (B, L)).
@@ -116,8 +149,12 @@ def sum_rows(a, dtype=None, out=None):
     written into `out` when given)."""
     if out is None:
         out = empty((a.shape[0],), dtype or a.dtype)
-    if a.shape[0]:
-        sum_rows_kernel[a.shape[0], reduce_threads(a.shape[1])](a, out)
+    rows, length = a.shape
+    if rows and length <= SHORT_ROW:
+        per_block = THREADS // ROW_THREADS
+        sum_short_rows_kernel[(rows + per_block - 1) // per_block, THREADS](a, out)
+    elif rows:
+        sum_rows_kernel[rows, reduce_threads(length)](a, out)
     return out
 
 
@@ -136,6 +173,8 @@ def compile_signatures():
         ("sum_partials_f32", sum_partials_kernel, (f32[::1], f64[::1])),
         ("sum_partials_f64", sum_partials_kernel, (f64[::1], f64[::1])),
         ("sum_rows_f32", sum_rows_kernel, (f32[:, ::1], f32[::1])),
+        ("sum_short_rows_f32", sum_short_rows_kernel, (f32[:, ::1], f32[::1])),
+        ("sum_short_rows_f64", sum_short_rows_kernel, (f64[:, ::1], f64[::1])),
         ("sum_axis0_f32", sum_axis0_kernel, (f32[:, ::1], f32[::1])),
         ("sum_axis0_f64", sum_axis0_kernel, (f64[:, ::1], f64[::1])),
     ]
