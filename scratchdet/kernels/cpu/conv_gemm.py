@@ -51,11 +51,11 @@ DOT_FILTERS = NR // LANES  # filters per `dot_tile`
 ROW_BLOCK = 1024  # at most this many output columns (whole padded-width rows) per work item
 REDUCTION_BLOCK = 1024  # at most this many reduction steps per pass over a tile
 FILTER_GRAD_PIXELS = 1024  # output pixels per block of the filter gradient (measured: 64-256 slower, 512-2048 alike)
-WEIGHT_GRAD_CHUNKS = 8  # the filter gradient is summed in this many fixed parts (same result on any thread count)
+FILTER_GRAD_CHUNKS = 8  # the filter gradient is summed in this many fixed parts (same result on any thread count)
 
 
 # ---------------------------------------------------------------------------------------------------
-# The register tile and the two micro-kernels
+# The register tile and the micro-kernels
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -494,7 +494,7 @@ def filter_gradient(images, padded_h, padded_w, dy, kh, kw, dw_t, db):
     rows_per_item = max(1, FILTER_GRAD_PIXELS // out_w)
     items_per_image = (out_h + rows_per_item - 1) // rows_per_item
     n_items = n_images * items_per_image
-    n_chunks = max(1, min(n_items, WEIGHT_GRAD_CHUNKS // filter_panels))  # at least 8 units when there are 8 items
+    n_chunks = max(1, min(n_items, FILTER_GRAD_CHUNKS // filter_panels))  # at least 8 units when there are 8 items
     per_chunk = (n_items + n_chunks - 1) // n_chunks
     partial = np.zeros((n_chunks, n_panels * MR, filter_panels * NR), dtype=dw_t.dtype)
     partial_db = np.zeros((n_chunks, filter_panels * NR))
@@ -536,7 +536,7 @@ def few_filters(filters):
 def filter_gradient_few_filters(images, padded_h, padded_w, dy, kh, kw, dw_t, db):
     """`filter_gradient` computed by `dot_tile`s (6 taps x 4 filters, vector lanes along the pixels), for
     layers with few filters (see `few_filters`). dy is read in place. The sum over (image, block of rows)
-    items is split into WEIGHT_GRAD_CHUNKS fixed chunks, added in order at the end (same result on any
+    items is split into FILTER_GRAD_CHUNKS fixed chunks, added in order at the end (same result on any
     number of threads). Arguments as in `filter_gradient`.
     """
     n_images, filters, out_h, out_w = dy.shape
@@ -548,7 +548,7 @@ def filter_gradient_few_filters(images, padded_h, padded_w, dy, kh, kw, dw_t, db
     rows_per_item = max(1, FILTER_GRAD_PIXELS // out_w)
     items_per_image = (out_h + rows_per_item - 1) // rows_per_item
     n_items = n_images * items_per_image
-    n_chunks = max(1, min(n_items, WEIGHT_GRAD_CHUNKS))
+    n_chunks = max(1, min(n_items, FILTER_GRAD_CHUNKS))
     per_chunk = (n_items + n_chunks - 1) // n_chunks
     partial = np.zeros((n_chunks, n_panels * MR, groups * DOT_FILTERS), dtype=dw_t.dtype)
     partial_db = np.zeros((n_chunks, filters))
