@@ -39,6 +39,8 @@ def run(np, nn, F):
     w16 = rng.standard_normal((7, 16, 3, 2)).astype(np.float32)
     y16 = F.conv2d_forward(x16, w16, np.ones(7, np.float32), stride=1, padding=1)
     dx16, dw16, db16 = F.conv2d_backward(np.cos(y16), x16, w16, stride=1, padding=1)
+    w64 = rng.standard_normal((64, 16, 3, 3)).astype(np.float32)  # 64 filters: the filter gradient by 64-wide tiles
+    dx64, dw64, db64 = F.conv2d_backward(np.ones((1, 64, 3, 3), np.float32), x16[:1, :, :, :3].copy(), w64, stride=1, padding=1)
     x_narrow = rng.standard_normal((1, 16, 16, 16)).astype(np.float32)  # a 16-wide map: tiled by 16-pixel runs
     y_narrow = F.conv2d_forward(x_narrow, rng.standard_normal((2, 16, 3, 3)).astype(np.float32), np.ones(2, np.float32), stride=1, padding=1)
     pooled = F.maxpool2d_forward(x, 2, 1)
@@ -58,7 +60,7 @@ def run(np, nn, F):
     F.sgd_update(p, g, v, lr=0.1, momentum=0.9, weight_decay=0.01)
     m2, v2, p2 = np.zeros_like(x), np.zeros_like(x), x.copy()
     F.adam_update(p2, g, m2, v2, step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
-    return dict(y=y, dx=dx, dw=dw, db=db, y1=y1, dx1=dx1, dw1=dw1, db1=db1, y16=y16, dx16=dx16, dw16=dw16, db16=db16, y_narrow=y_narrow, pooled=pooled, dpool=dpool, roi=roi, droi=droi, relu=relu, drelu=drelu, drop=drop, mask=mask, ddrop=ddrop, l2=np.array(l2), dl2=dl2,
+    return dict(y=y, dx=dx, dw=dw, db=db, y1=y1, dx1=dx1, dw1=dw1, db1=db1, y16=y16, dx16=dx16, dw16=dw16, db16=db16, y_narrow=y_narrow, dx64=dx64, dw64=dw64, db64=db64, pooled=pooled, dpool=dpool, roi=roi, droi=droi, relu=relu, drelu=drelu, drop=drop, mask=mask, ddrop=ddrop, l2=np.array(l2), dl2=dl2,
                 ce=np.array(ce), dce=dce, sl1=np.array(sl1), dsl1=dsl1, mt=np.array(mt), dcls=dcls, dbox=dbox, sgd=p, adam=p2)
 '''
 

@@ -51,6 +51,7 @@ DOT_FILTERS = NR // LANES  # filters per `dot_tile`
 ROW_BLOCK = 1024  # at most this many output columns (whole padded-width rows) per work item
 REDUCTION_BLOCK = 1024  # at most this many reduction steps per pass over a tile
 FILTER_GRAD_PIXELS = 1024  # output pixels per block of the filter gradient (measured: 64-256 slower, 512-2048 alike)
+DOT_PIXELS = 4096  # output pixels per block of `filter_gradient_few_filters` (measured: 1024-2048 slower)
 FILTER_GRAD_CHUNKS = 8  # the filter gradient is summed in this many fixed parts (same result on any thread count)
 
 
@@ -142,126 +143,163 @@ def tile_times_segments(steps, a_panel, image, row_offsets, starts, out, top, le
 
 
 @numba.njit(cache=True, fastmath=True)
-def rows_times_tile(n_rows, width, pitch, image, row_offsets, column, b_panel, out, top, left):
-    """out[top : top + MR, left : left + NR] += A @ b_panel, where A's row i is the n_rows x width pixels
-    image[row_offsets[i] + column + r*pitch + x] (r < n_rows, x < width) in that order: the reduction runs
-    over the valid output pixels of a block of rows only, none of the padding columns between them.
+def rows_times_tile(steps, pixels, image, row_offsets, column, b_panel, out, top, left):
+    """out[top : top + MR, left : left + NR] += A @ b_panel, where A's row i is image[row_offsets[i] + column + pixels[s]]
+    for s < steps: the reduction runs over the valid output pixels of a block of rows only, none of the
+    padding columns between them.
+
+    One loop over a table of pixel offsets, not a loop over rows around a loop over pixels: with two
+    loops the compiler stores the 24 accumulators to memory and reloads them at every row (measured
+    12 % slower on 16-pixel rows).
 
     Args:
-        n_rows, width: the block's rows and their valid width; pitch: the image's padded width.
+        steps: reduction length; pixels: (>= steps,) uint64 offsets of the block's pixels from `column`
+            (unsigned: the compiler then adds no test for negative indices).
         image: 1-D flat padded image; row_offsets: (MR,) int64; column: where the block's first row starts.
-        b_panel: (>= n_rows*width, NR) packed right operand. out, top, left: as in `tile_times_rows`.
+        b_panel: (>= steps, NR) packed right operand. out, top, left: as in `tile_times_rows`.
     """
     acc = new_tile(image)
     for i in range(MR):
         for j in range(NR):
             acc[i, j] = 0.0
-    for r in range(n_rows):
-        start = column + r * pitch
-        a0 = image[row_offsets[0] + start :]
-        a1 = image[row_offsets[1] + start :]
-        a2 = image[row_offsets[2] + start :]
-        a3 = image[row_offsets[3] + start :]
-        a4 = image[row_offsets[4] + start :]
-        a5 = image[row_offsets[5] + start :]
-        b_rows = b_panel[r * width :]
-        for p in range(width):
-            x0, x1, x2, x3, x4, x5 = a0[p], a1[p], a2[p], a3[p], a4[p], a5[p]
-            for j in range(NR):
-                b = b_rows[p, j]
-                acc[0, j] += x0 * b
-                acc[1, j] += x1 * b
-                acc[2, j] += x2 * b
-                acc[3, j] += x3 * b
-                acc[4, j] += x4 * b
-                acc[5, j] += x5 * b
+    a0 = image[row_offsets[0] + column :]
+    a1 = image[row_offsets[1] + column :]
+    a2 = image[row_offsets[2] + column :]
+    a3 = image[row_offsets[3] + column :]
+    a4 = image[row_offsets[4] + column :]
+    a5 = image[row_offsets[5] + column :]
+    for s in range(steps):
+        q = pixels[s]
+        x0, x1, x2, x3, x4, x5 = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q]
+        for j in range(NR):
+            b = b_panel[s, j]
+            acc[0, j] += x0 * b
+            acc[1, j] += x1 * b
+            acc[2, j] += x2 * b
+            acc[3, j] += x3 * b
+            acc[4, j] += x4 * b
+            acc[5, j] += x5 * b
     for i in range(MR):
         for j in range(NR):
             out[top + i, left + j] += acc[i, j]
 
 
+@numba.njit(cache=True)
+def pixel_offsets(n_rows, width, pitch):
+    """offsets[r*width + x] = r*pitch + x: the valid pixels of n_rows rows of a padded image, as uint64."""
+    offsets = np.empty(n_rows * width, dtype=np.uint64)
+    for r in range(n_rows):
+        for x in range(width):
+            offsets[r * width + x] = r * pitch + x
+    return offsets
+
+
 @numba.njit(cache=True, fastmath=True)
-def dot_tile(n_rows, width, pitch, image, row_offsets, column, dy_image, first_filter, first_row, out, top, left):
-    """out[top + i, left + f] += sum over a block of output pixels of image tap i (pixel) * dy[first_filter + f] (pixel),
+def dot_tile(runs, run_pixels, run_dy, singles, single_pixels, single_dy, image, row_offsets, column, dy_image, first_filter, dy_column, out, top, left):
+    """out[top + i, left + f] += sum over a block of output pixels of image tap i (pixel) * dy_rows[f] (pixel),
     for MR = 6 taps and DOT_FILTERS = 4 filters: the filter gradient for layers with few filters.
 
     `rows_times_tile` spreads 64 filters across a register tile, so with 16 filters 3/4 of its work is
     zeros. This tile runs the 16 vector lanes along the pixels instead: 24 accumulators, one per (tap,
     filter) pair, each adding 16 pixels' products per step, summed across the lanes at the end (measured
-    228 GFLOP/s on one Zen 5 core). The last width % 16 pixels of each row go into a second tile one
-    at a time (kept apart so that the first one's indices stay constants the compiler can keep in registers).
+    228 GFLOP/s on one Zen 5 core). As in `rows_times_tile`, one loop walks a table of the block's
+    16-pixel runs (a loop per row would store and reload the accumulators at every row); the pixels
+    after a row's last whole run are added one by one into a second tile.
 
     Args:
-        n_rows, width, pitch, image, row_offsets, column: as in `rows_times_tile` (the block's rows).
-        dy_image: (K, H', W') float32, one image's output gradient; first_filter: the tile's first filter
-            (filters past K repeat the last one; the caller ignores their columns of `out`).
-        first_row: the block's first output row. out, top, left: where the (MR, DOT_FILTERS) sums go.
+        runs: how many 16-pixel runs; run_pixels, run_dy: (>= runs,) uint64, where each starts in the image
+            (from `column`) and in dy's flattened planes (from `dy_column`). singles, single_pixels,
+            single_dy: the same for the single pixels. See `dot_offsets`.
+        image: 1-D flat padded image; row_offsets: (MR,) int64 tap offsets; column: the block's first pixel.
+        dy_image: (K, H'*W') float32, one image's dy planes, flattened; first_filter: the tile's first
+            filter (filters past K repeat the last one; the caller ignores their columns of `out`).
+        out, top, left: where the (MR, DOT_FILTERS) sums go.
     """
     acc = new_tile(image)  # acc[i, f*LANES + lane]
-    rest = new_tile(image)  # rest[i, f]: the pixels after the last whole vector of a row
+    rest = new_tile(image)  # rest[i, f]: the single pixels
     for i in range(MR):
         for j in range(NR):
             acc[i, j] = 0.0
             rest[i, j] = 0.0
+    x0 = image[row_offsets[0] + column :]
+    x1 = image[row_offsets[1] + column :]
+    x2 = image[row_offsets[2] + column :]
+    x3 = image[row_offsets[3] + column :]
+    x4 = image[row_offsets[4] + column :]
+    x5 = image[row_offsets[5] + column :]
     last = dy_image.shape[0] - 1
-    vector_end = width - width % LANES
-    for r in range(n_rows):
-        start = column + r * pitch
-        x0 = image[row_offsets[0] + start :]
-        x1 = image[row_offsets[1] + start :]
-        x2 = image[row_offsets[2] + start :]
-        x3 = image[row_offsets[3] + start :]
-        x4 = image[row_offsets[4] + start :]
-        x5 = image[row_offsets[5] + start :]
-        d0 = dy_image[first_filter, first_row + r]
-        d1 = dy_image[min(first_filter + 1, last), first_row + r]
-        d2 = dy_image[min(first_filter + 2, last), first_row + r]
-        d3 = dy_image[min(first_filter + 3, last), first_row + r]
-        for v in range(0, vector_end, LANES):
-            for lane in range(LANES):
-                p = v + lane
-                a0, a1, a2, a3, a4, a5 = x0[p], x1[p], x2[p], x3[p], x4[p], x5[p]
-                b = d0[p]
-                acc[0, lane] += a0 * b
-                acc[1, lane] += a1 * b
-                acc[2, lane] += a2 * b
-                acc[3, lane] += a3 * b
-                acc[4, lane] += a4 * b
-                acc[5, lane] += a5 * b
-                b = d1[p]
-                acc[0, LANES + lane] += a0 * b
-                acc[1, LANES + lane] += a1 * b
-                acc[2, LANES + lane] += a2 * b
-                acc[3, LANES + lane] += a3 * b
-                acc[4, LANES + lane] += a4 * b
-                acc[5, LANES + lane] += a5 * b
-                b = d2[p]
-                acc[0, 2 * LANES + lane] += a0 * b
-                acc[1, 2 * LANES + lane] += a1 * b
-                acc[2, 2 * LANES + lane] += a2 * b
-                acc[3, 2 * LANES + lane] += a3 * b
-                acc[4, 2 * LANES + lane] += a4 * b
-                acc[5, 2 * LANES + lane] += a5 * b
-                b = d3[p]
-                acc[0, 3 * LANES + lane] += a0 * b
-                acc[1, 3 * LANES + lane] += a1 * b
-                acc[2, 3 * LANES + lane] += a2 * b
-                acc[3, 3 * LANES + lane] += a3 * b
-                acc[4, 3 * LANES + lane] += a4 * b
-                acc[5, 3 * LANES + lane] += a5 * b
-        for p in range(vector_end, width):
-            for i in range(MR):
-                a = image[row_offsets[i] + start + p]
-                rest[i, 0] += a * d0[p]
-                rest[i, 1] += a * d1[p]
-                rest[i, 2] += a * d2[p]
-                rest[i, 3] += a * d3[p]
+    d0 = dy_image[first_filter, dy_column:]
+    d1 = dy_image[min(first_filter + 1, last), dy_column:]
+    d2 = dy_image[min(first_filter + 2, last), dy_column:]
+    d3 = dy_image[min(first_filter + 3, last), dy_column:]
+    for s in range(runs):
+        q, dq = run_pixels[s], run_dy[s]
+        for lane in range(LANES):
+            u = numba.uint64(lane)
+            a0, a1, a2, a3, a4, a5 = x0[q + u], x1[q + u], x2[q + u], x3[q + u], x4[q + u], x5[q + u]
+            b = d0[dq + u]
+            acc[0, lane] += a0 * b
+            acc[1, lane] += a1 * b
+            acc[2, lane] += a2 * b
+            acc[3, lane] += a3 * b
+            acc[4, lane] += a4 * b
+            acc[5, lane] += a5 * b
+            b = d1[dq + u]
+            acc[0, LANES + lane] += a0 * b
+            acc[1, LANES + lane] += a1 * b
+            acc[2, LANES + lane] += a2 * b
+            acc[3, LANES + lane] += a3 * b
+            acc[4, LANES + lane] += a4 * b
+            acc[5, LANES + lane] += a5 * b
+            b = d2[dq + u]
+            acc[0, 2 * LANES + lane] += a0 * b
+            acc[1, 2 * LANES + lane] += a1 * b
+            acc[2, 2 * LANES + lane] += a2 * b
+            acc[3, 2 * LANES + lane] += a3 * b
+            acc[4, 2 * LANES + lane] += a4 * b
+            acc[5, 2 * LANES + lane] += a5 * b
+            b = d3[dq + u]
+            acc[0, 3 * LANES + lane] += a0 * b
+            acc[1, 3 * LANES + lane] += a1 * b
+            acc[2, 3 * LANES + lane] += a2 * b
+            acc[3, 3 * LANES + lane] += a3 * b
+            acc[4, 3 * LANES + lane] += a4 * b
+            acc[5, 3 * LANES + lane] += a5 * b
+    for s in range(singles):
+        q, dq = single_pixels[s], single_dy[s]
+        taps = (x0[q], x1[q], x2[q], x3[q], x4[q], x5[q])
+        for i in range(MR):
+            rest[i, 0] += taps[i] * d0[dq]
+            rest[i, 1] += taps[i] * d1[dq]
+            rest[i, 2] += taps[i] * d2[dq]
+            rest[i, 3] += taps[i] * d3[dq]
     for i in range(MR):
         for f in range(DOT_FILTERS):
             total = rest[i, f]
             for lane in range(LANES):
                 total += acc[i, f * LANES + lane]
             out[top + i, left + f] += total
+
+
+@numba.njit(cache=True)
+def dot_offsets(n_rows, width, pitch):
+    """The tables of `dot_tile` for up to n_rows rows of `width` valid pixels, `pitch` apart in the image
+    (`width` apart in dy), row by row, so that a block of fewer rows uses their first entries: the
+    16-pixel runs (width // 16 per row) and the pixels after them (width % 16 per row).
+    Returns (run_pixels, run_dy, single_pixels, single_dy), uint64."""
+    runs, singles = width // LANES, width % LANES
+    run_pixels = np.empty(n_rows * runs, dtype=np.uint64)
+    run_dy = np.empty(n_rows * runs, dtype=np.uint64)
+    single_pixels = np.empty(n_rows * singles, dtype=np.uint64)
+    single_dy = np.empty(n_rows * singles, dtype=np.uint64)
+    for r in range(n_rows):
+        for v in range(runs):
+            run_pixels[r * runs + v] = r * pitch + v * LANES
+            run_dy[r * runs + v] = r * width + v * LANES
+        for x in range(singles):
+            single_pixels[r * singles + x] = r * pitch + runs * LANES + x
+            single_dy[r * singles + x] = r * width + runs * LANES + x
+    return run_pixels, run_dy, single_pixels, single_dy
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -495,6 +533,7 @@ def filter_gradient(images, padded_h, padded_w, dy, kh, kw, dw_t, db):
     items_per_image = (out_h + rows_per_item - 1) // rows_per_item
     n_items = n_images * items_per_image
     n_chunks = max(1, min(n_items, FILTER_GRAD_CHUNKS // filter_panels))  # at least 8 units when there are 8 items
+    pixels = pixel_offsets(rows_per_item, out_w, padded_w)
     per_chunk = (n_items + n_chunks - 1) // n_chunks
     partial = np.zeros((n_chunks, n_panels * MR, filter_panels * NR), dtype=dw_t.dtype)
     partial_db = np.zeros((n_chunks, filter_panels * NR))
@@ -514,7 +553,7 @@ def filter_gradient(images, padded_h, padded_w, dy, kh, kw, dw_t, db):
                         plane_sum += value
                 partial_db[chunk, q * NR + j] += plane_sum
             for p in range(n_panels):
-                rows_times_tile(n_rows, out_w, padded_w, images[n], offsets[p * MR : (p + 1) * MR], first_row * padded_w,
+                rows_times_tile(n_rows * out_w, pixels, images[n], offsets[p * MR : (p + 1) * MR], first_row * padded_w,
                                 dy_panel, partial[chunk], p * MR, q * NR)
     dw_t[...] = 0
     db[...] = 0
@@ -545,13 +584,15 @@ def filter_gradient_few_filters(images, padded_h, padded_w, dy, kh, kw, dw_t, db
     n_panels = (length + MR - 1) // MR
     offsets = tap_offsets(channels, kh, kw, padded_h, padded_w, n_panels * MR)
     groups = (filters + DOT_FILTERS - 1) // DOT_FILTERS
-    rows_per_item = max(1, FILTER_GRAD_PIXELS // out_w)
+    rows_per_item = max(1, DOT_PIXELS // out_w)
     items_per_image = (out_h + rows_per_item - 1) // rows_per_item
     n_items = n_images * items_per_image
     n_chunks = max(1, min(n_items, FILTER_GRAD_CHUNKS))
     per_chunk = (n_items + n_chunks - 1) // n_chunks
     partial = np.zeros((n_chunks, n_panels * MR, groups * DOT_FILTERS), dtype=dw_t.dtype)
     partial_db = np.zeros((n_chunks, filters))
+    runs, singles = out_w // LANES, out_w % LANES
+    run_pixels, run_dy, single_pixels, single_dy = dot_offsets(rows_per_item, out_w, padded_w)
     for chunk in prange(n_chunks):
         for item in range(chunk * per_chunk, min(n_items, (chunk + 1) * per_chunk)):
             n = item // items_per_image
@@ -559,10 +600,12 @@ def filter_gradient_few_filters(images, padded_h, padded_w, dy, kh, kw, dw_t, db
             n_rows = min(rows_per_item, out_h - first_row)
             for k in range(filters):
                 partial_db[chunk, k] += block_sum(dy[n, k, first_row : first_row + n_rows])
+            dy_image = dy[n].reshape(filters, out_h * out_w)
             for g in range(groups):  # a group's 4 filters' dy rows stay in the L1 cache across the tap panels
                 for p in range(n_panels):
-                    dot_tile(n_rows, out_w, padded_w, images[n], offsets[p * MR : (p + 1) * MR], first_row * padded_w,
-                             dy[n], g * DOT_FILTERS, first_row, partial[chunk], p * MR, g * DOT_FILTERS)
+                    dot_tile(n_rows * runs, run_pixels, run_dy, n_rows * singles, single_pixels, single_dy, images[n],
+                             offsets[p * MR : (p + 1) * MR], first_row * padded_w, dy_image, g * DOT_FILTERS,
+                             first_row * out_w, partial[chunk], p * MR, g * DOT_FILTERS)
     dw_t[...] = 0
     db[...] = 0
     for chunk in range(n_chunks):
