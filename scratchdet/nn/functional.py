@@ -12,6 +12,7 @@ device array runs the kernels of the same name in `scratchdet.kernels.cuda.nn` (
 
 import numbers
 
+import numba
 import numpy as np
 
 from scratchdet.backend import is_cuda_array
@@ -255,7 +256,7 @@ def _correlate_tiled(x, w, b, pad_h, pad_w):
     panels = np.empty(((filters + conv_gemm.MR - 1) // conv_gemm.MR, channels * kh * kw, conv_gemm.MR), dtype=x.dtype)
     conv_gemm.pack_panels(w.reshape(filters, channels * kh * kw), panels)
     y = np.empty((n_images, filters, padded_h - kh + 1, padded_w - kw + 1), dtype=x.dtype)
-    conv_gemm.correlate(images, padded_h, padded_w, panels, b, kh, kw, y)
+    conv_gemm.correlate(images, padded_h, padded_w, panels, b, kh, kw, y, numba.get_num_threads())
     return y
 
 
@@ -270,7 +271,7 @@ def _conv2d_backward_tiled(dy, x, w, padding):
         w_t = w.reshape(filters, channels * kh * kw).T  # (C*kh*kw, K)
         panels = np.empty(((channels * kh * kw + conv_gemm.MR - 1) // conv_gemm.MR, filters, conv_gemm.MR), dtype=x.dtype)
         conv_gemm.pack_panels(w_t, panels)
-        conv_gemm.input_gradient_few_channels(dy, panels, kh, kw, padding, dx)
+        conv_gemm.input_gradient_few_channels(dy, panels, kh, kw, padding, dx, numba.get_num_threads())
     else:
         flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, K, kh, kw)
         dx = _correlate_tiled(dy, flipped, np.zeros(channels, dtype=x.dtype), kh - 1 - padding, kw - 1 - padding)

@@ -400,7 +400,7 @@ def use_segments(out_h, out_w, padded_w):
 
 
 @numba.njit(cache=True, parallel=True)
-def correlate(images, padded_h, padded_w, panels, bias, kh, kw, y):
+def correlate(images, padded_h, padded_w, panels, bias, kh, kw, y, workers):
     """y[n, k, oy, ox] = bias[k] + sum_{c, i, j} w[k, c, i, j] * xpad[n, c, oy + i, ox + j] (stride 1).
 
     Work items are (image, block of whole output rows), shared among the threads. Each computes its block
@@ -414,6 +414,8 @@ def correlate(images, padded_h, padded_w, panels, bias, kh, kw, y):
         padded_h, padded_w: Hp, Wp. panels: `pack_panels` of the (K, C*kh*kw) filter matrix.
         bias: (K,) float32; kh, kw: kernel size.
         y: (N, K, Hp - kh + 1, Wp - kw + 1) float32 output.
+        workers: how many parallel workers share the items (`numba.get_num_threads()`); each has one
+            scratch block, allocated once (a block per item would be a fresh allocation every time).
     """
     n_images, filters, out_h, out_w = y.shape
     n_panels, length, _ = panels.shape
@@ -425,37 +427,43 @@ def correlate(images, padded_h, padded_w, panels, bias, kh, kw, y):
     segmented = use_segments(out_h, out_w, padded_w)
     runs_per_row = (out_w + SEGMENT - 1) // SEGMENT
     pitch = runs_per_row * SEGMENT if segmented else padded_w  # scratch columns per output row
-    for item in prange(n_images * items_per_image):
-        n = item // items_per_image
-        first_row = (item % items_per_image) * rows_per_item
-        n_rows = min(rows_per_item, out_h - first_row)
-        first_column = first_row * padded_w
-        if segmented:
-            tiles_across = (n_rows * runs_per_row + 3) // 4
-            starts = np.full(tiles_across * 4, first_column, dtype=np.int64)  # runs past the block read row 0
-            for run in range(n_rows * runs_per_row):
-                starts[run] = first_column + (run // runs_per_row) * padded_w + (run % runs_per_row) * SEGMENT
-        else:
-            tiles_across = (n_rows * padded_w + NR - 1) // NR
-            starts = np.empty(0, dtype=np.int64)
-        block = np.zeros((n_panels * MR, tiles_across * NR), dtype=y.dtype)  # (K rounded up, n_rows * pitch)
-        image = images[n]
-        for start in range(0, length, pass_length):
-            steps = min(pass_length, length - start)
-            for q in range(n_panels):
-                for t in range(tiles_across):
-                    if segmented:
-                        tile_times_segments(steps, panels[q, start:], image, offsets[start:], starts[4 * t : 4 * t + 4], block, q * MR, t * NR)
-                    else:
-                        tile_times_rows(steps, panels[q, start:], image, offsets[start:], first_column + t * NR, block, q * MR, t * NR)
-        for k in range(filters):
-            for r in range(n_rows):
-                for ox in range(out_w):
-                    y[n, k, first_row + r, ox] = block[k, r * pitch + ox] + bias[k]
+    most_tiles = (rows_per_item * runs_per_row + 3) // 4 if segmented else (rows_per_item * padded_w + NR - 1) // NR
+    blocks = np.empty((workers, n_panels * MR, most_tiles * NR), dtype=y.dtype)
+    n_items = n_images * items_per_image
+    per_worker = (n_items + workers - 1) // workers
+    for worker in prange(workers):
+        for item in range(worker * per_worker, min(n_items, (worker + 1) * per_worker)):
+            n = item // items_per_image
+            first_row = (item % items_per_image) * rows_per_item
+            n_rows = min(rows_per_item, out_h - first_row)
+            first_column = first_row * padded_w
+            if segmented:
+                tiles_across = (n_rows * runs_per_row + 3) // 4
+                starts = np.full(tiles_across * 4, first_column, dtype=np.int64)  # runs past the block read row 0
+                for run in range(n_rows * runs_per_row):
+                    starts[run] = first_column + (run // runs_per_row) * padded_w + (run % runs_per_row) * SEGMENT
+            else:
+                tiles_across = (n_rows * padded_w + NR - 1) // NR
+                starts = np.empty(0, dtype=np.int64)
+            block = blocks[worker]  # (K rounded up, n_rows * pitch rounded up)
+            block[...] = 0.0
+            image = images[n]
+            for start in range(0, length, pass_length):
+                steps = min(pass_length, length - start)
+                for q in range(n_panels):
+                    for t in range(tiles_across):
+                        if segmented:
+                            tile_times_segments(steps, panels[q, start:], image, offsets[start:], starts[4 * t : 4 * t + 4], block, q * MR, t * NR)
+                        else:
+                            tile_times_rows(steps, panels[q, start:], image, offsets[start:], first_column + t * NR, block, q * MR, t * NR)
+            for k in range(filters):
+                for r in range(n_rows):
+                    for ox in range(out_w):
+                        y[n, k, first_row + r, ox] = block[k, r * pitch + ox] + bias[k]
 
 
 @numba.njit(cache=True, parallel=True)
-def input_gradient_few_channels(dy, panels, kh, kw, padding, dx):
+def input_gradient_few_channels(dy, panels, kh, kw, padding, dx, workers):
     """dx for layers with few input channels (stride 1): the columns' gradient W^T @ dy[n] by register
     tiles, then col2im (`scratchdet.kernels.cpu.nn.col2im`) adds each entry onto the pixel it came from.
 
@@ -466,6 +474,7 @@ def input_gradient_few_channels(dy, panels, kh, kw, padding, dx):
     Args:
         dy: (N, K, H', W') float32; panels: `pack_panels` of the (C*kh*kw, K) matrix W^T.
         kh, kw, padding: as in the forward. dx: (N, C, H, W) float32 output.
+        workers: parallel workers sharing the images, each with its scratch allocated once (see `correlate`).
     """
     n_images, filters, out_h, out_w = dy.shape
     _, channels, height, width = dx.shape
@@ -474,21 +483,28 @@ def input_gradient_few_channels(dy, panels, kh, kw, padding, dx):
     tiles = (pixels + NR - 1) // NR
     length = channels * kh * kw
     row_offsets = np.arange(filters) * pixels  # row k of dy[n] as a flat (K*H'*W') array
-    for n in prange(n_images):
-        flat_dy = dy[n].reshape(filters * pixels)
-        last = np.zeros(filters * NR, dtype=dy.dtype)  # the last, partial tile's pixels (the rest zero)
-        for k in range(filters):
-            for p in range((tiles - 1) * NR, pixels):
-                last[k * NR + p - (tiles - 1) * NR] = flat_dy[k * pixels + p]
-        last_offsets = np.arange(filters) * NR
-        cols = np.zeros((n_panels * MR, tiles * NR), dtype=dy.dtype)  # (C*kh*kw rounded up, pixels rounded up)
-        for q in range(n_panels):
-            for t in range(tiles - 1):
-                tile_times_rows(filters, panels[q], flat_dy, row_offsets, t * NR, cols, q * MR, t * NR)
-            tile_times_rows(filters, panels[q], last, last_offsets, 0, cols, q * MR, (tiles - 1) * NR)
-        dxpad = np.empty((1, channels, height + 2 * padding, width + 2 * padding), dtype=dx.dtype)
-        col2im(cols[:length, :pixels], kh, kw, 1, dxpad)
-        dx[n] = dxpad[0, :, padding : padding + height, padding : padding + width]
+    # each worker's scratch: the columns' gradient (C*kh*kw rounded up, pixels rounded up) and the padded
+    # image it is added onto
+    all_cols = np.empty((workers, n_panels * MR, tiles * NR), dtype=dy.dtype)
+    all_dxpad = np.empty((workers, 1, channels, height + 2 * padding, width + 2 * padding), dtype=dx.dtype)
+    last_offsets = np.arange(filters) * NR
+    per_worker = (n_images + workers - 1) // workers
+    for worker in prange(workers):
+        for n in range(worker * per_worker, min(n_images, (worker + 1) * per_worker)):
+            flat_dy = dy[n].reshape(filters * pixels)
+            last = np.zeros(filters * NR, dtype=dy.dtype)  # the last, partial tile's pixels (the rest zero)
+            for k in range(filters):
+                for p in range((tiles - 1) * NR, pixels):
+                    last[k * NR + p - (tiles - 1) * NR] = flat_dy[k * pixels + p]
+            cols = all_cols[worker]
+            cols[...] = 0.0
+            for q in range(n_panels):
+                for t in range(tiles - 1):
+                    tile_times_rows(filters, panels[q], flat_dy, row_offsets, t * NR, cols, q * MR, t * NR)
+                tile_times_rows(filters, panels[q], last, last_offsets, 0, cols, q * MR, (tiles - 1) * NR)
+            dxpad = all_dxpad[worker]
+            col2im(cols[:length, :pixels], kh, kw, 1, dxpad)
+            dx[n] = dxpad[0, :, padding : padding + height, padding : padding + width]
 
 
 # ---------------------------------------------------------------------------------------------------
