@@ -185,6 +185,34 @@ def test_conv2d_openblas_settings(shape, setting):
               f"ours {measured['flops'] / ours_s / 1e9:.0f} GFLOP/s, torch {measured['flops'] / torch_s / 1e9:.0f} GFLOP/s")
 
 
+@pytest.mark.parametrize("shape", CONV_SHAPES, ids=_conv_label)
+def test_conv2d_products(shape):
+    """The three products of a layer one by one, back-to-back: forward, input gradient (torch:
+    `torch.nn.grad.conv2d_input`), filter and bias gradients (`conv2d_weight` plus dY's sum), to show
+    where the time goes. Ours includes the zero-padded copies each product makes."""
+    n, c, h, w, k = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, h, w), dtype=np.float32)
+    weight = rng.standard_normal((k, c, 3, 3), dtype=np.float32) * np.float32(np.sqrt(2.0 / (c * 9)))
+    bias = np.zeros(k, dtype=np.float32)
+    dy = rng.standard_normal((n, k, h, w), dtype=np.float32)
+    xt, wt, dyt = torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(dy)
+    ours = {  # the pieces conv2d_forward / conv2d_backward are made of (for these float32 stride-1 layers)
+        "forward": lambda: F.conv2d_forward(x, weight, bias, stride=1, padding=1),
+        "input gradient": lambda: F._input_gradient_tiled(dy, x.shape, weight, 1),
+        "filter gradient": lambda: F._filter_gradient_tiled(dy, x, weight, 1),
+    }
+    theirs = {
+        "forward": lambda: torch.nn.functional.conv2d(xt, wt, None, padding=1),
+        "input gradient": lambda: torch.nn.grad.conv2d_input(xt.shape, wt, dyt, padding=1),
+        "filter gradient": lambda: (torch.nn.grad.conv2d_weight(xt, wt.shape, dyt, padding=1), dyt.sum((0, 2, 3))),
+    }
+    print(f"\nconv {_conv_label(shape)}, products (back-to-back):")
+    for name in ours:
+        ours_s, torch_s = _back_to_back(ours[name]), _back_to_back(theirs[name])
+        print(f"  {name:15s} ours {ours_s * 1e3:6.2f} ms, torch {torch_s * 1e3:6.2f} ms, ratio {ours_s / torch_s:.2f}")
+
+
 def test_maxpool2d_forward_backward(compare_with_peer, benchmark):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 64, 32, 32), dtype=np.float32)

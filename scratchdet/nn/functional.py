@@ -261,20 +261,29 @@ def _correlate_tiled(x, w, b, pad_h, pad_w):
 
 
 def _conv2d_backward_tiled(dy, x, w, padding):
-    """`conv2d_backward` at stride 1 by the register-tiled kernels: the input gradient is the correlation
-    of dy, zero-padded by kernel - 1 - padding, with the flipped filters whose channel axes are swapped
-    (conv_gemm's module docstring, observation 2); the filter and bias gradients come from one pass."""
-    channels = x.shape[1]
-    filters, _, kh, kw = w.shape
+    """`conv2d_backward` at stride 1 by the register-tiled kernels."""
+    dw, db = _filter_gradient_tiled(dy, x, w, padding)
+    return _input_gradient_tiled(dy, x.shape, w, padding), dw, db
+
+
+def _input_gradient_tiled(dy, x_shape, w, padding):
+    """dx: the correlation of dy, zero-padded by kernel - 1 - padding, with the flipped filters whose channel
+    axes are swapped (conv_gemm's module docstring, observation 2); for RGB-like layers W^T @ dy and col2im."""
+    filters, channels, kh, kw = w.shape
     if _input_gradient_by_scatter(channels, filters):
-        dx = np.empty_like(x)
+        dx = np.empty(x_shape, dtype=dy.dtype)
         w_t = w.reshape(filters, channels * kh * kw).T  # (C*kh*kw, K)
-        panels = np.empty(((channels * kh * kw + conv_gemm.MR - 1) // conv_gemm.MR, filters, conv_gemm.MR), dtype=x.dtype)
+        panels = np.empty(((channels * kh * kw + conv_gemm.MR - 1) // conv_gemm.MR, filters, conv_gemm.MR), dtype=dy.dtype)
         conv_gemm.pack_panels(w_t, panels)
         conv_gemm.input_gradient_few_channels(dy, panels, kh, kw, padding, dx, numba.get_num_threads())
-    else:
-        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, K, kh, kw)
-        dx = _correlate_tiled(dy, flipped, np.zeros(channels, dtype=x.dtype), kh - 1 - padding, kw - 1 - padding)
+        return dx
+    flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, K, kh, kw)
+    return _correlate_tiled(dy, flipped, np.zeros(channels, dtype=dy.dtype), kh - 1 - padding, kw - 1 - padding)
+
+
+def _filter_gradient_tiled(dy, x, w, padding):
+    """(dw, db) in one pass over x's padded copy and dy."""
+    filters, channels, kh, kw = w.shape
     images, padded_h, padded_w = _flat_padded(x, padding, padding, kw)
     dw_t = np.empty((channels * kh * kw, filters), dtype=x.dtype)  # (C*kh*kw, K), dW transposed
     db = np.empty(filters)  # float64 sums
@@ -282,7 +291,7 @@ def _conv2d_backward_tiled(dy, x, w, padding):
         conv_gemm.filter_gradient_few_filters(images, padded_h, padded_w, dy, kh, kw, dw_t, db)
     else:
         conv_gemm.filter_gradient(images, padded_h, padded_w, dy, kh, kw, dw_t, db)
-    return dx, np.ascontiguousarray(dw_t.T).reshape(w.shape), db.astype(x.dtype)
+    return np.ascontiguousarray(dw_t.T).reshape(w.shape), db.astype(x.dtype)
 
 
 def _check_conv(x, w, b, stride, padding):
