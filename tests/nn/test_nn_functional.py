@@ -64,6 +64,7 @@ TILED_CASES = [
     ((9, 16, 8, 8), (3, 16, 4, 4), 3),
     ((2, 16, 16, 16), (70, 16, 3, 3), 1),  # a 16-wide map: tiled by 16-pixel runs, 4 rows per tile
     ((1, 16, 12, 12), (5, 16, 11, 11), 5),  # 12-wide: runs that end past the row (4 columns computed, dropped)
+    ((1, 16, 4, 13), (70, 16, 1, 1), 0),  # 1x1, one pass: 13-pixel runs stored straight into y
     ((3, 3, 9, 21), (32, 3, 3, 3), 1),  # RGB, 32 filters: input gradient by W^T @ dy and col2im
     ((2, 2, 11, 13), (65, 2, 5, 3), 2),  # the same with a rectangular kernel and a partial last pixel tile
     ((2, 3, 7, 5), (16, 3, 3, 3), 1),  # RGB, 16 filters: input gradient by correlation
@@ -91,8 +92,10 @@ def test_register_tiled_conv2d_picks_runs_for_narrow_maps_only():
 
     assert conv_gemm.use_segments(16, 16, 18)  # 16 x 16, 3 x 3: runs need 4 tiles per 16 rows, full rows 5
     assert conv_gemm.use_segments(12, 12, 22)  # 12 x 12 output of an 11 x 11 kernel
-    assert not conv_gemm.use_segments(32, 32, 34)  # 8 of 9 tiles: not worth the slower kernel
-    assert not conv_gemm.use_segments(38, 50, 52)  # runs would waste 14 of every 64 columns
+    assert conv_gemm.use_segments(4, 13, 13, one_pass=True)  # a 1x1 layer on 4 x 13: one run per row
+    assert not conv_gemm.use_segments(32, 32, 34)  # 8 of 9 tiles: not worth the slower kernel ...
+    assert conv_gemm.use_segments(32, 32, 34, one_pass=True)  # ... unless the runs go straight into y
+    assert not conv_gemm.use_segments(38, 50, 52, one_pass=True)  # runs would waste 14 of every 64 columns
 
 
 def test_register_tiled_filter_gradient_is_the_same_on_any_number_of_threads(rng):

@@ -143,6 +143,47 @@ def tile_times_segments(steps, a_panel, image, row_offsets, starts, out, top, le
 
 
 @numba.njit(cache=True, fastmath=True)
+def tile_times_segments_to_output(steps, a_panel, image, row_offsets, starts, out, out_starts, out_lengths, first_filter, bias):
+    """`tile_times_segments`, stored straight into the output with the bias: filter first_filter + i, run m
+    goes to out[first_filter + i, out_starts[m] :][:out_lengths[m]] (a run that ends past its row stores
+    only its out_lengths[m] valid pixels; rows past the last filter are dropped). For a convolution done
+    in one pass over its reduction, this skips a scratch block and the copy out of it.
+
+    Args:
+        out: (K, H'*W') float32, one image's output planes, flattened; out_starts, out_lengths: (4,) int64.
+        first_filter: the filter of the tile's first row; bias: (K,) float32. Others as in `tile_times_segments`.
+    """
+    acc = new_tile(image)
+    for i in range(MR):
+        for j in range(NR):
+            acc[i, j] = 0.0
+    s0, s1, s2, s3 = starts[0], starts[1], starts[2], starts[3]
+    for p in range(steps):
+        offset = row_offsets[p]
+        b0 = image[offset + s0 :]
+        b1 = image[offset + s1 :]
+        b2 = image[offset + s2 :]
+        b3 = image[offset + s3 :]
+        for i in range(MR):
+            a = a_panel[p, i]
+            for j in range(SEGMENT):
+                acc[i, j] += a * b0[j]
+                acc[i, SEGMENT + j] += a * b1[j]
+                acc[i, 2 * SEGMENT + j] += a * b2[j]
+                acc[i, 3 * SEGMENT + j] += a * b3[j]
+    for i in range(min(MR, out.shape[0] - first_filter)):
+        k = first_filter + i
+        for m in range(4):
+            run = out[k, out_starts[m] :]
+            if out_lengths[m] == SEGMENT:
+                for j in range(SEGMENT):
+                    run[j] = acc[i, m * SEGMENT + j] + bias[k]
+            else:
+                for j in range(out_lengths[m]):
+                    run[j] = acc[i, m * SEGMENT + j] + bias[k]
+
+
+@numba.njit(cache=True, fastmath=True)
 def rows_times_tile(steps, pixels, image, row_offsets, column, b_panel, out, top, left):
     """out[top : top + MR, left : left + NR] += A @ b_panel, where A's row i is image[row_offsets[i] + column + pixels[s]]
     for s < steps: the reduction runs over the valid output pixels of a block of rows only, none of the
@@ -384,7 +425,7 @@ def slack(kw):
 
 
 @numba.njit(cache=True)
-def use_segments(out_h, out_w, padded_w):
+def use_segments(out_h, out_w, padded_w, one_pass=False):
     """Whether `correlate` should tile an image's output rows as 16-pixel runs rather than full-width rows.
 
     Full-width tiles also compute the kw - 1 padding columns of every row, and the last tile of a block is
@@ -396,7 +437,7 @@ def use_segments(out_h, out_w, padded_w):
     rows, _ = row_blocks(out_h, padded_w)
     full_width_tiles = (rows * padded_w + NR - 1) // NR
     run_tiles = (rows * ((out_w + SEGMENT - 1) // SEGMENT) + 3) // 4
-    return run_tiles * 100 <= full_width_tiles * 88
+    return run_tiles * 100 <= full_width_tiles * (100 if one_pass else 88)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -424,7 +465,7 @@ def correlate(images, padded_h, padded_w, panels, bias, kh, kw, y, workers):
     passes = (length + REDUCTION_BLOCK - 1) // REDUCTION_BLOCK
     pass_length = (length + passes - 1) // passes  # equal passes: no short last one
     rows_per_item, items_per_image = row_blocks(out_h, padded_w)
-    segmented = use_segments(out_h, out_w, padded_w)
+    segmented = use_segments(out_h, out_w, padded_w, passes == 1)
     runs_per_row = (out_w + SEGMENT - 1) // SEGMENT
     pitch = runs_per_row * SEGMENT if segmented else padded_w  # scratch columns per output row
     most_tiles = (rows_per_item * runs_per_row + 3) // 4 if segmented else (rows_per_item * padded_w + NR - 1) // NR
@@ -434,32 +475,44 @@ def correlate(images, padded_h, padded_w, panels, bias, kh, kw, y, workers):
     for worker in prange(workers):
         for item in range(worker * per_worker, min(n_items, (worker + 1) * per_worker)):
             n = item // items_per_image
+            image = images[n]
             first_row = (item % items_per_image) * rows_per_item
             n_rows = min(rows_per_item, out_h - first_row)
             first_column = first_row * padded_w
             if segmented:
                 tiles_across = (n_rows * runs_per_row + 3) // 4
                 starts = np.full(tiles_across * 4, first_column, dtype=np.int64)  # runs past the block read row 0
+                out_starts = np.zeros(tiles_across * 4, dtype=np.int64)  # where each run goes in y[n, k]
+                out_lengths = np.zeros(tiles_across * 4, dtype=np.int64)  # and its valid pixels (0: no run)
                 for run in range(n_rows * runs_per_row):
-                    starts[run] = first_column + (run // runs_per_row) * padded_w + (run % runs_per_row) * SEGMENT
+                    row, x = run // runs_per_row, (run % runs_per_row) * SEGMENT
+                    starts[run] = first_column + row * padded_w + x
+                    out_starts[run] = (first_row + row) * out_w + x
+                    out_lengths[run] = min(SEGMENT, out_w - x)
             else:
                 tiles_across = (n_rows * padded_w + NR - 1) // NR
-                starts = np.empty(0, dtype=np.int64)
-            block = blocks[worker]  # (K rounded up, n_rows * pitch rounded up)
-            block[...] = 0.0
-            image = images[n]
-            for start in range(0, length, pass_length):
-                steps = min(pass_length, length - start)
+                starts = out_starts = out_lengths = np.empty(0, dtype=np.int64)
+            if segmented and passes == 1:  # each tile straight into y, with the bias
+                output = y[n].reshape(filters, out_h * out_w)
                 for q in range(n_panels):
                     for t in range(tiles_across):
-                        if segmented:
-                            tile_times_segments(steps, panels[q, start:], image, offsets[start:], starts[4 * t : 4 * t + 4], block, q * MR, t * NR)
-                        else:
-                            tile_times_rows(steps, panels[q, start:], image, offsets[start:], first_column + t * NR, block, q * MR, t * NR)
-            for k in range(filters):
-                for r in range(n_rows):
-                    for ox in range(out_w):
-                        y[n, k, first_row + r, ox] = block[k, r * pitch + ox] + bias[k]
+                        tile_times_segments_to_output(length, panels[q], image, offsets, starts[4 * t : 4 * t + 4], output,
+                                                      out_starts[4 * t : 4 * t + 4], out_lengths[4 * t : 4 * t + 4], q * MR, bias)
+            else:  # tiles added up in a scratch block over the passes, then its valid columns copied out
+                block = blocks[worker]  # (K rounded up, n_rows * pitch rounded up)
+                block[...] = 0.0
+                for start in range(0, length, pass_length):
+                    steps = min(pass_length, length - start)
+                    for q in range(n_panels):
+                        for t in range(tiles_across):
+                            if segmented:
+                                tile_times_segments(steps, panels[q, start:], image, offsets[start:], starts[4 * t : 4 * t + 4], block, q * MR, t * NR)
+                            else:
+                                tile_times_rows(steps, panels[q, start:], image, offsets[start:], first_column + t * NR, block, q * MR, t * NR)
+                for k in range(filters):
+                    for r in range(n_rows):
+                        for ox in range(out_w):
+                            y[n, k, first_row + r, ox] = block[k, r * pitch + ox] + bias[k]
 
 
 @numba.njit(cache=True, parallel=True)
