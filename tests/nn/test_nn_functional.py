@@ -51,7 +51,7 @@ def test_col2im_is_the_adjoint_of_im2col(kernel, stride, rng):
 # float32, stride 1: the register-tiled route (kernels/cpu/conv_gemm.py). Shapes pick its edges: filters
 # not a multiple of the 6-row tile, one and two 64-filter panels, fewer than 64 filters (dot-product
 # tiles), rows shorter than a tile, rectangular kernels, padding 0 .. kernel - 1, a reduction longer than
-# one pass (C*kh*kw > 1024 in the forward, K*kh*kw > 1024 in the input gradient), several row blocks per
+# one pass (C*kh*kw > 2048 in the forward, K*kh*kw > 2048 in the input gradient), several row blocks per
 # image, a single image, and both ways to the input gradient.
 TILED_CASES = [
     ((1, 16, 5, 7), (1, 16, 3, 3), 1),
@@ -60,6 +60,8 @@ TILED_CASES = [
     ((2, 20, 11, 13), (65, 20, 5, 3), 2),
     ((1, 16, 40, 3), (130, 16, 3, 5), 1),
     ((2, 130, 6, 6), (120, 130, 3, 3), 1),
+    ((1, 230, 16, 16), (7, 230, 3, 3), 1),  # forward reduction 2070 > REDUCTION_BLOCK: two passes of 16-pixel runs
+    ((1, 16, 5, 7), (230, 16, 3, 3), 1),  # input gradient reduction 2070: two passes, full-width rows
     ((1, 16, 70, 45), (9, 16, 3, 3), 1),
     ((9, 16, 8, 8), (3, 16, 4, 4), 3),
     ((2, 16, 16, 16), (70, 16, 3, 3), 1),  # a 16-wide map: tiled by 16-pixel runs, 4 rows per tile
