@@ -252,11 +252,10 @@ def _correlate_tiled(x, w, b, pad_h, pad_w):
     """`conv2d_forward` at stride 1 by the register-tiled kernel (see `conv_gemm.correlate`)."""
     n_images, channels, height, width = x.shape
     filters, _, kh, kw = w.shape
-    images, padded_h, padded_w = _flat_padded(x, pad_h, pad_w, kw)
     panels = np.empty(((filters + conv_gemm.MR - 1) // conv_gemm.MR, channels * kh * kw, conv_gemm.MR), dtype=x.dtype)
     conv_gemm.pack_panels(w.reshape(filters, channels * kh * kw), panels)
-    y = np.empty((n_images, filters, padded_h - kh + 1, padded_w - kw + 1), dtype=x.dtype)
-    conv_gemm.correlate(images, padded_h, padded_w, panels, b, kh, kw, y, numba.get_num_threads())
+    y = np.empty((n_images, filters, height + 2 * pad_h - kh + 1, width + 2 * pad_w - kw + 1), dtype=x.dtype)
+    conv_gemm.correlate(x, pad_h, pad_w, panels, b, kh, kw, y, numba.get_num_threads())
     return y
 
 

@@ -446,55 +446,81 @@ def use_segments(out_h, out_w, padded_w, one_pass=False):
     return run_tiles * 100 <= full_width_tiles * (100 if one_pass else 88)
 
 
-@numba.njit(cache=True, parallel=True)
-def correlate(images, padded_h, padded_w, panels, bias, kh, kw, y, workers):
-    """y[n, k, oy, ox] = bias[k] + sum_{c, i, j} w[k, c, i, j] * xpad[n, c, oy + i, ox + j] (stride 1).
+@numba.njit(cache=True)
+def fill_slab(x, first_row, pad_h, pad_w, slab_h, slab):
+    """slab[c*slab_h*Wp + r*Wp + col] = the zero-padded image x (C, H, W) at padded row first_row + r and
+    padded column col, for r < slab_h: the rows one block of outputs reads, with their zero border,
+    in the flat layout of observation 1 (module docstring). Entries after the C planes are zeroed too."""
+    channels, height, width = x.shape
+    padded_w = width + 2 * pad_w
+    for c in range(channels):
+        for r in range(slab_h):
+            row = slab[(c * slab_h + r) * padded_w : (c * slab_h + r + 1) * padded_w]
+            source = first_row + r - pad_h
+            if source < 0 or source >= height:
+                row[:] = 0.0
+            else:
+                row[:pad_w] = 0.0
+                row[pad_w : pad_w + width] = x[c, source]
+                row[pad_w + width :] = 0.0
+    slab[channels * slab_h * padded_w :] = 0.0
 
-    Work items are (image, block of whole output rows), shared among the threads. Each computes its block
-    as MR x NR tiles, either over full-width rows (`tile_times_rows`, observation 1 of the module
-    docstring) or, for narrow maps, over four 16-pixel runs per tile (`tile_times_segments`; see
-    `use_segments`), into a scratch block with `pitch` columns per output row, whose W' valid columns
-    are then copied out with the bias.
+
+@numba.njit(cache=True, parallel=True)
+def correlate(x, pad_h, pad_w, panels, bias, kh, kw, y, workers):
+    """y[n, k, oy, ox] = bias[k] + sum_{c, i, j} w[k, c, i, j] * xpad[n, c, oy + i, ox + j] (stride 1), with xpad
+    x zero-padded by pad_h rows and pad_w columns on each side.
+
+    Work items are (image, block of whole output rows), shared among the workers. Each copies the rows
+    its block reads into a zero-padded slab (`fill_slab`, small enough for the L2 cache: no padded copy
+    of the whole batch is written to memory and read back) and computes its block as MR x NR tiles,
+    either over full-width rows (`tile_times_rows`, observation 1 of the module docstring) or, for
+    narrow maps, over four 16-pixel runs per tile (`tile_times_segments`; see `use_segments`). With one
+    pass over the reduction, run tiles go straight into y (`tile_times_segments_to_output`); otherwise
+    the tiles add up in a scratch block with `pitch` columns per output row, whose W' valid columns are
+    then copied out with the bias.
 
     Args:
-        images: (N, C*Hp*Wp + slack(kw)) float32, each row a zero-padded image flattened, then zeros.
-        padded_h, padded_w: Hp, Wp. panels: `pack_panels` of the (K, C*kh*kw) filter matrix.
-        bias: (K,) float32; kh, kw: kernel size.
-        y: (N, K, Hp - kh + 1, Wp - kw + 1) float32 output.
-        workers: how many parallel workers share the items (`numba.get_num_threads()`); each has one
-            scratch block, allocated once (a block per item would be a fresh allocation every time).
+        x: (N, C, H, W) float32; pad_h, pad_w: the zero border. panels: `pack_panels` of the (K, C*kh*kw)
+            filter matrix. bias: (K,) float32; kh, kw: kernel size.
+        y: (N, K, H + 2*pad_h - kh + 1, W + 2*pad_w - kw + 1) float32 output.
+        workers: how many parallel workers share the items (`numba.get_num_threads()`); each has its slab
+            and scratch block, allocated once (per item, they would be fresh allocations every time).
     """
     n_images, filters, out_h, out_w = y.shape
     n_panels, length, _ = panels.shape
     channels = length // (kh * kw)
-    offsets = tap_offsets(channels, kh, kw, padded_h, padded_w, length)
+    padded_w = x.shape[3] + 2 * pad_w
     passes = (length + REDUCTION_BLOCK - 1) // REDUCTION_BLOCK
     pass_length = (length + passes - 1) // passes  # equal passes: no short last one
     rows_per_item, items_per_image = row_blocks(out_h, padded_w)
+    slab_h = rows_per_item + kh - 1  # padded rows a block of output rows reads
+    offsets = tap_offsets(channels, kh, kw, slab_h, padded_w, length)
     segmented = use_segments(out_h, out_w, padded_w, passes == 1)
     runs_per_row = (out_w + SEGMENT - 1) // SEGMENT
     pitch = runs_per_row * SEGMENT if segmented else padded_w  # scratch columns per output row
     most_tiles = (rows_per_item * runs_per_row + 3) // 4 if segmented else (rows_per_item * padded_w + NR - 1) // NR
     blocks = np.empty((workers, n_panels * MR, most_tiles * NR), dtype=y.dtype)
+    slabs = np.empty((workers, channels * slab_h * padded_w + NR + kw), dtype=y.dtype)  # + what tiles read past the end
     n_items = n_images * items_per_image
     per_worker = (n_items + workers - 1) // workers
     for worker in prange(workers):
         for item in range(worker * per_worker, min(n_items, (worker + 1) * per_worker)):
             n = item // items_per_image
-            image = images[n]
             first_row = (item % items_per_image) * rows_per_item
             n_rows = min(rows_per_item, out_h - first_row)
-            first_column = first_row * padded_w
+            image = slabs[worker]
+            fill_slab(x[n], first_row, pad_h, pad_w, slab_h, image)
             if segmented:
                 tiles_across = (n_rows * runs_per_row + 3) // 4
-                starts = np.full(tiles_across * 4, first_column, dtype=np.int64)  # runs past the block read row 0
+                starts = np.zeros(tiles_across * 4, dtype=np.int64)  # runs past the block read row 0
                 out_starts = np.zeros(tiles_across * 4, dtype=np.int64)  # where each run goes in y[n, k]
                 out_lengths = np.zeros(tiles_across * 4, dtype=np.int64)  # and its valid pixels (0: no run)
                 for run in range(n_rows * runs_per_row):
-                    row, x = run // runs_per_row, (run % runs_per_row) * SEGMENT
-                    starts[run] = first_column + row * padded_w + x
-                    out_starts[run] = (first_row + row) * out_w + x
-                    out_lengths[run] = min(SEGMENT, out_w - x)
+                    row, col = run // runs_per_row, (run % runs_per_row) * SEGMENT
+                    starts[run] = row * padded_w + col
+                    out_starts[run] = (first_row + row) * out_w + col
+                    out_lengths[run] = min(SEGMENT, out_w - col)
             else:
                 tiles_across = (n_rows * padded_w + NR - 1) // NR
                 starts = out_starts = out_lengths = np.empty(0, dtype=np.int64)
@@ -514,7 +540,7 @@ def correlate(images, padded_h, padded_w, panels, bias, kh, kw, y, workers):
                             if segmented:
                                 tile_times_segments(steps, panels[q, start:], image, offsets[start:], starts[4 * t : 4 * t + 4], block, q * MR, t * NR)
                             else:
-                                tile_times_rows(steps, panels[q, start:], image, offsets[start:], first_column + t * NR, block, q * MR, t * NR)
+                                tile_times_rows(steps, panels[q, start:], image, offsets[start:], t * NR, block, q * MR, t * NR)
                 for k in range(filters):
                     for r in range(n_rows):
                         for ox in range(out_w):
