@@ -238,16 +238,6 @@ def _input_gradient_by_scatter(channels, filters):
     return channels < conv_gemm.MR and filters >= 32
 
 
-def _flat_padded(images, pad_h, pad_w, kw):
-    """(N, C, H, W) images as (N, C*Hp*Wp + slack) rows: each image zero-padded by pad_h / pad_w pixels,
-    flattened, then followed by the zeros that a tile reading past the last row needs."""
-    n_images, channels, height, width = images.shape
-    padded_h, padded_w = height + 2 * pad_h, width + 2 * pad_w
-    flat = np.empty((n_images, channels * padded_h * padded_w + conv_gemm.slack(kw)), dtype=images.dtype)
-    conv_gemm.pad_flat(images, pad_h, pad_w, flat)
-    return flat, padded_h, padded_w
-
-
 def _correlate_tiled(x, w, b, pad_h, pad_w):
     """`conv2d_forward` at stride 1 by the register-tiled kernel (see `conv_gemm.correlate`)."""
     n_images, channels, height, width = x.shape
@@ -283,13 +273,12 @@ def _input_gradient_tiled(dy, x_shape, w, padding):
 def _filter_gradient_tiled(dy, x, w, padding):
     """(dw, db) in one pass over x's padded copy and dy."""
     filters, channels, kh, kw = w.shape
-    images, padded_h, padded_w = _flat_padded(x, padding, padding, kw)
     dw_t = np.empty((channels * kh * kw, filters), dtype=x.dtype)  # (C*kh*kw, K), dW transposed
     db = np.empty(filters)  # float64 sums
     if conv_gemm.few_filters(filters):
-        conv_gemm.filter_gradient_few_filters(images, padded_h, padded_w, dy, kh, kw, dw_t, db)
+        conv_gemm.filter_gradient_few_filters(x, padding, padding, dy, kh, kw, dw_t, db)
     else:
-        conv_gemm.filter_gradient(images, padded_h, padded_w, dy, kh, kw, dw_t, db)
+        conv_gemm.filter_gradient(x, padding, padding, dy, kh, kw, dw_t, db)
     return np.ascontiguousarray(dw_t.T).reshape(w.shape), db.astype(x.dtype)
 
 

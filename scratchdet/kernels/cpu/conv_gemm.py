@@ -391,40 +391,6 @@ def row_blocks(out_h, padded_w):
     return (out_h + blocks - 1) // blocks, blocks
 
 
-@numba.njit(cache=True, parallel=True)
-def pad_flat(images, pad_h, pad_w, flat):
-    """flat[n] = images[n] zero-padded by pad_h rows and pad_w columns on each side, flattened, then zeros:
-    every element written once (a zero-filled buffer and a copy would write the interior twice).
-
-    Args:
-        images: (N, C, H, W) float; flat: (N, C*Hp*Wp + extra) output, Hp = H + 2*pad_h, Wp = W + 2*pad_w.
-    """
-    n_images, channels, height, width = images.shape
-    padded_h, padded_w = height + 2 * pad_h, width + 2 * pad_w
-    for plane in prange(n_images * channels):
-        n, c = plane // channels, plane % channels
-        first = c * padded_h * padded_w
-        for y in range(padded_h):
-            row = first + y * padded_w
-            if y < pad_h or y >= pad_h + height:
-                for x in range(padded_w):
-                    flat[n, row + x] = 0.0
-            else:
-                for x in range(pad_w):
-                    flat[n, row + x] = 0.0
-                    flat[n, row + pad_w + width + x] = 0.0
-                for x in range(width):
-                    flat[n, row + pad_w + x] = images[n, c, y - pad_h, x]
-    for n in prange(n_images):
-        for i in range(channels * padded_h * padded_w, flat.shape[1]):
-            flat[n, i] = 0.0
-
-
-def slack(kw):
-    """Zeros to leave after each flat padded image: a tile's last columns read up to NR + kw past its end."""
-    return NR + kw
-
-
 # ---------------------------------------------------------------------------------------------------
 # The forward product (also the input gradient)
 # ---------------------------------------------------------------------------------------------------
@@ -610,27 +576,31 @@ def block_sum(rows):
 
 
 @numba.njit(cache=True, parallel=True)
-def filter_gradient(images, padded_h, padded_w, dy, kh, kw, dw_t, db):
+def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
     """dw_t[(c, i, j), k] = sum_{n, oy, ox} dy[n, k, oy, ox] * xpad[n, c, oy + i, ox + j] and
     db[k] = sum_{n, oy, ox} dy[n, k, oy, ox] (stride 1).
 
     The work is split two ways: by NR-filter panel (each its own columns of dw_t), and, when there are
     few panels, the sum over (image, block of rows) items into a fixed number of chunks whose partial
     sums are added in order at the end. Both splits depend only on the shapes, so the result is the same
-    on any number of threads. Each item lays its dy rows out as a (pixels, NR) panel (zero past the last
-    filter); the image rows are read in place (`rows_times_tile`).
+    on any number of threads. Each item copies the image rows it reads into a zero-padded slab
+    (`fill_slab`) and lays its dy rows out as a (pixels, NR) panel (zero past the last filter); the slab's
+    rows are read in place (`rows_times_tile`).
 
     Args:
-        images: as in `correlate`. dy: (N, K, Hp - kh + 1, Wp - kw + 1) float32.
+        x: (N, C, H, W) float32; pad_h, pad_w: its zero border, as in `correlate`.
+        dy: (N, K, H + 2*pad_h - kh + 1, W + 2*pad_w - kw + 1) float32.
         dw_t: (C*kh*kw, K) float32 output, overwritten. db: (K,) float64 output, overwritten.
     """
     n_images, filters, out_h, out_w = dy.shape
     length = dw_t.shape[0]
     channels = length // (kh * kw)
     n_panels = (length + MR - 1) // MR
-    offsets = tap_offsets(channels, kh, kw, padded_h, padded_w, n_panels * MR)
+    padded_w = x.shape[3] + 2 * pad_w
     filter_panels = (filters + NR - 1) // NR
-    rows_per_item = max(1, FILTER_GRAD_PIXELS // out_w)
+    rows_per_item = min(out_h, max(1, FILTER_GRAD_PIXELS // out_w))
+    slab_h = rows_per_item + kh - 1
+    offsets = tap_offsets(channels, kh, kw, slab_h, padded_w, n_panels * MR)
     items_per_image = (out_h + rows_per_item - 1) // rows_per_item
     n_items = n_images * items_per_image
     n_chunks = max(1, min(n_items, FILTER_GRAD_CHUNKS // filter_panels))  # at least 8 units when there are 8 items
@@ -641,10 +611,12 @@ def filter_gradient(images, padded_h, padded_w, dy, kh, kw, dw_t, db):
     for unit in prange(n_chunks * filter_panels):
         chunk, q = unit // filter_panels, unit % filter_panels
         dy_panel = np.zeros((rows_per_item * out_w, NR), dtype=dw_t.dtype)  # (the block's pixels, NR filters)
+        slab = np.empty(channels * slab_h * padded_w, dtype=dw_t.dtype)
         for item in range(chunk * per_chunk, min(n_items, (chunk + 1) * per_chunk)):
             n = item // items_per_image
             first_row = (item % items_per_image) * rows_per_item
             n_rows = min(rows_per_item, out_h - first_row)
+            fill_slab(x[n], first_row, pad_h, pad_w, slab_h, slab)
             for j in range(min(NR, filters - q * NR)):
                 plane_sum = 0.0  # float64, in order: hidden behind the scattered stores of the copy
                 for r in range(n_rows):
@@ -654,8 +626,7 @@ def filter_gradient(images, padded_h, padded_w, dy, kh, kw, dw_t, db):
                         plane_sum += value
                 partial_db[chunk, q * NR + j] += plane_sum
             for p in range(n_panels):
-                rows_times_tile(n_rows * out_w, pixels, images[n], offsets[p * MR : (p + 1) * MR], first_row * padded_w,
-                                dy_panel, partial[chunk], p * MR, q * NR)
+                rows_times_tile(n_rows * out_w, pixels, slab, offsets[p * MR : (p + 1) * MR], 0, dy_panel, partial[chunk], p * MR, q * NR)
     dw_t[...] = 0
     db[...] = 0
     for chunk in range(n_chunks):
@@ -673,7 +644,7 @@ def few_filters(filters):
 
 
 @numba.njit(cache=True, parallel=True)
-def filter_gradient_few_filters(images, padded_h, padded_w, dy, kh, kw, dw_t, db):
+def filter_gradient_few_filters(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
     """`filter_gradient` computed by `dot_tile`s (6 taps x 4 filters, vector lanes along the pixels), for
     layers with few filters (see `few_filters`). dy is read in place. The sum over (image, block of rows)
     items is split into FILTER_GRAD_CHUNKS fixed chunks, added in order at the end (same result on any
@@ -683,9 +654,11 @@ def filter_gradient_few_filters(images, padded_h, padded_w, dy, kh, kw, dw_t, db
     length = dw_t.shape[0]
     channels = length // (kh * kw)
     n_panels = (length + MR - 1) // MR
-    offsets = tap_offsets(channels, kh, kw, padded_h, padded_w, n_panels * MR)
+    padded_w = x.shape[3] + 2 * pad_w
     groups = (filters + DOT_FILTERS - 1) // DOT_FILTERS
-    rows_per_item = max(1, DOT_PIXELS // out_w)
+    rows_per_item = min(out_h, max(1, DOT_PIXELS // out_w))
+    slab_h = rows_per_item + kh - 1
+    offsets = tap_offsets(channels, kh, kw, slab_h, padded_w, n_panels * MR)
     items_per_image = (out_h + rows_per_item - 1) // rows_per_item
     n_items = n_images * items_per_image
     n_chunks = max(1, min(n_items, FILTER_GRAD_CHUNKS))
@@ -695,18 +668,20 @@ def filter_gradient_few_filters(images, padded_h, padded_w, dy, kh, kw, dw_t, db
     runs, singles = out_w // LANES, out_w % LANES
     run_pixels, run_dy, single_pixels, single_dy = dot_offsets(rows_per_item, out_w, padded_w)
     for chunk in prange(n_chunks):
+        slab = np.empty(channels * slab_h * padded_w, dtype=dw_t.dtype)
         for item in range(chunk * per_chunk, min(n_items, (chunk + 1) * per_chunk)):
             n = item // items_per_image
             first_row = (item % items_per_image) * rows_per_item
             n_rows = min(rows_per_item, out_h - first_row)
+            fill_slab(x[n], first_row, pad_h, pad_w, slab_h, slab)
             for k in range(filters):
                 partial_db[chunk, k] += block_sum(dy[n, k, first_row : first_row + n_rows])
             dy_image = dy[n].reshape(filters, out_h * out_w)
             for g in range(groups):  # a group's 4 filters' dy rows stay in the L1 cache across the tap panels
                 for p in range(n_panels):
-                    dot_tile(n_rows * runs, run_pixels, run_dy, n_rows * singles, single_pixels, single_dy, images[n],
-                             offsets[p * MR : (p + 1) * MR], first_row * padded_w, dy_image, g * DOT_FILTERS,
-                             first_row * out_w, partial[chunk], p * MR, g * DOT_FILTERS)
+                    dot_tile(n_rows * runs, run_pixels, run_dy, n_rows * singles, single_pixels, single_dy, slab,
+                             offsets[p * MR : (p + 1) * MR], 0, dy_image, g * DOT_FILTERS, first_row * out_w,
+                             partial[chunk], p * MR, g * DOT_FILTERS)
     dw_t[...] = 0
     db[...] = 0
     for chunk in range(n_chunks):
