@@ -110,16 +110,11 @@ def tile_times_rows(steps, a_panel, image, row_offsets, column, out, top, left):
             out[top + i, left + j] += acc[i, j]
 
 
-@numba.njit(cache=True, fastmath=True)
-def tile_times_segments(steps, a_panel, image, row_offsets, starts, out, top, left):
-    """As `tile_times_rows`, but row p of B is four runs of SEGMENT values, image[row_offsets[p] + starts[m] :]
-    for m = 0..3, side by side: a tile that covers up to four output rows of a narrow image (see `correlate`).
-
-    Args:
-        starts: (4,) int64, where each run starts in the image, relative to row_offsets[p]. Others as in
-            `tile_times_rows`.
-    """
-    acc = new_tile(image)
+@numba.njit(fastmath=True, inline="always")
+def accumulate_segments(steps, a_panel, image, row_offsets, starts, acc):
+    """acc (MR, NR) = a_panel^T @ B, where row p of B is four runs of SEGMENT values, image[row_offsets[p] +
+    starts[m] :] for m = 0..3, side by side: the product of `tile_times_segments` and
+    `tile_times_segments_to_output` (inlined into both, so that acc stays in registers)."""
     for i in range(MR):
         for j in range(NR):
             acc[i, j] = 0.0
@@ -140,6 +135,19 @@ def tile_times_segments(steps, a_panel, image, row_offsets, starts, out, top, le
                 acc[i, SEGMENT + j] += a * image[b1 + u]
                 acc[i, 2 * SEGMENT + j] += a * image[b2 + u]
                 acc[i, 3 * SEGMENT + j] += a * image[b3 + u]
+
+
+@numba.njit(cache=True, fastmath=True)
+def tile_times_segments(steps, a_panel, image, row_offsets, starts, out, top, left):
+    """As `tile_times_rows`, but row p of B is four runs of SEGMENT values, image[row_offsets[p] + starts[m] :]
+    for m = 0..3, side by side: a tile that covers up to four output rows of a narrow image (see `correlate`).
+
+    Args:
+        starts: (4,) int64, where each run starts in the image, relative to row_offsets[p]. Others as in
+            `tile_times_rows`.
+    """
+    acc = new_tile(image)
+    accumulate_segments(steps, a_panel, image, row_offsets, starts, acc)
     for i in range(MR):
         for j in range(NR):
             out[top + i, left + j] += acc[i, j]
@@ -157,26 +165,7 @@ def tile_times_segments_to_output(steps, a_panel, image, row_offsets, starts, ou
         first_filter: the filter of the tile's first row; bias: (K,) float32. Others as in `tile_times_segments`.
     """
     acc = new_tile(image)
-    for i in range(MR):
-        for j in range(NR):
-            acc[i, j] = 0.0
-    # unsigned offsets: the compiler then adds no test for negative indices (a slice per run and step,
-    # as in `tile_times_rows`, costs 4 bounds computations a step: measured 9 % slower)
-    s0, s1, s2, s3 = numba.uint64(starts[0]), numba.uint64(starts[1]), numba.uint64(starts[2]), numba.uint64(starts[3])
-    for p in range(steps):
-        offset = numba.uint64(row_offsets[p])
-        b0 = offset + s0
-        b1 = offset + s1
-        b2 = offset + s2
-        b3 = offset + s3
-        for i in range(MR):
-            a = a_panel[p, i]
-            for j in range(SEGMENT):
-                u = numba.uint64(j)
-                acc[i, j] += a * image[b0 + u]
-                acc[i, SEGMENT + j] += a * image[b1 + u]
-                acc[i, 2 * SEGMENT + j] += a * image[b2 + u]
-                acc[i, 3 * SEGMENT + j] += a * image[b3 + u]
+    accumulate_segments(steps, a_panel, image, row_offsets, starts, acc)
     for i in range(min(MR, out.shape[0] - first_filter)):
         k = first_filter + i
         for m in range(4):
