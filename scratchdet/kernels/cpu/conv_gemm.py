@@ -401,6 +401,14 @@ def use_segments(out_h, out_w, padded_w, one_pass=False):
     return run_tiles * 100 <= full_width_tiles * (100 if one_pass else 88)
 
 
+@numba.njit(cache=True, inline="always")
+def item_rows(item, items_per_image, rows_per_item, out_h):
+    """Work item -> (image, its block's first output row, rows in the block): items run through the
+    blocks of image 0, then image 1, ...; the last block of an image may be shorter."""
+    first_row = (item % items_per_image) * rows_per_item
+    return item // items_per_image, first_row, min(rows_per_item, out_h - first_row)
+
+
 @numba.njit(cache=True)
 def fill_slab(x, first_row, pad_h, pad_w, slab_h, slab):
     """slab[c*slab_h*Wp + r*Wp + col] = the zero-padded image x (C, H, W) at padded row first_row + r and
@@ -461,9 +469,7 @@ def correlate(x, pad_h, pad_w, panels, bias, kh, kw, y, workers):
     per_worker = (n_items + workers - 1) // workers
     for worker in prange(workers):
         for item in range(worker * per_worker, min(n_items, (worker + 1) * per_worker)):
-            n = item // items_per_image
-            first_row = (item % items_per_image) * rows_per_item
-            n_rows = min(rows_per_item, out_h - first_row)
+            n, first_row, n_rows = item_rows(item, items_per_image, rows_per_item, out_h)
             image = slabs[worker]
             fill_slab(x[n], first_row, pad_h, pad_w, slab_h, image)
             if segmented:
@@ -587,10 +593,7 @@ def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
     n_panels = (length + MR - 1) // MR
     padded_w = x.shape[3] + 2 * pad_w
     filter_panels = (filters + NR - 1) // NR
-    rows_per_item = min(out_h, max(1, FILTER_GRAD_PIXELS // out_w))
-    slab_h = rows_per_item + kh - 1
-    offsets = tap_offsets(channels, kh, kw, slab_h, padded_w, n_panels * MR)
-    items_per_image = (out_h + rows_per_item - 1) // rows_per_item
+    rows_per_item, items_per_image, slab_h, offsets = pixel_blocks(out_h, out_w, FILTER_GRAD_PIXELS, channels, kh, kw, padded_w, n_panels * MR)
     n_items = n_images * items_per_image
     n_chunks = max(1, min(n_items, FILTER_GRAD_CHUNKS // filter_panels))  # at least 8 units when there are 8 items
     pixels = pixel_offsets(rows_per_item, out_w, padded_w)
@@ -602,9 +605,7 @@ def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
         dy_panel = np.zeros((rows_per_item * out_w, NR), dtype=dw_t.dtype)  # (the block's pixels, NR filters)
         slab = np.empty(channels * slab_h * padded_w, dtype=dw_t.dtype)
         for item in range(chunk * per_chunk, min(n_items, (chunk + 1) * per_chunk)):
-            n = item // items_per_image
-            first_row = (item % items_per_image) * rows_per_item
-            n_rows = min(rows_per_item, out_h - first_row)
+            n, first_row, n_rows = item_rows(item, items_per_image, rows_per_item, out_h)
             fill_slab(x[n], first_row, pad_h, pad_w, slab_h, slab)
             for j in range(min(NR, filters - q * NR)):
                 plane_sum = 0.0  # float64, in order: hidden behind the scattered stores of the copy
@@ -616,9 +617,26 @@ def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
                 partial_db[chunk, q * NR + j] += plane_sum
             for p in range(n_panels):
                 rows_times_tile(n_rows * out_w, pixels, slab, offsets[p * MR : (p + 1) * MR], 0, dy_panel, partial[chunk], p * MR, q * NR)
+    add_chunks(partial, partial_db, dw_t, db)
+
+
+@numba.njit(cache=True)
+def pixel_blocks(out_h, out_w, block_pixels, channels, kh, kw, padded_w, taps):
+    """The work items of a filter gradient: blocks of whole output rows of about `block_pixels` pixels.
+    Returns (rows per block, blocks per image, slab rows, tap offsets in the slab: `taps` entries)."""
+    rows = min(out_h, max(1, block_pixels // out_w))
+    slab_h = rows + kh - 1
+    return rows, (out_h + rows - 1) // rows, slab_h, tap_offsets(channels, kh, kw, slab_h, padded_w, taps)
+
+
+@numba.njit(cache=True)
+def add_chunks(partial, partial_db, dw_t, db):
+    """dw_t = sum over chunks of partial[chunk] (its first rows and columns), db likewise, chunk by chunk
+    in order: the filter gradients' fixed split, added up the same way on any number of threads."""
+    length, filters = dw_t.shape
     dw_t[...] = 0
     db[...] = 0
-    for chunk in range(n_chunks):
+    for chunk in range(partial.shape[0]):
         for row in range(length):
             for k in range(filters):
                 dw_t[row, k] += partial[chunk, row, k]
@@ -645,10 +663,7 @@ def filter_gradient_few_filters(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
     n_panels = (length + MR - 1) // MR
     padded_w = x.shape[3] + 2 * pad_w
     groups = (filters + DOT_FILTERS - 1) // DOT_FILTERS
-    rows_per_item = min(out_h, max(1, DOT_PIXELS // out_w))
-    slab_h = rows_per_item + kh - 1
-    offsets = tap_offsets(channels, kh, kw, slab_h, padded_w, n_panels * MR)
-    items_per_image = (out_h + rows_per_item - 1) // rows_per_item
+    rows_per_item, items_per_image, slab_h, offsets = pixel_blocks(out_h, out_w, DOT_PIXELS, channels, kh, kw, padded_w, n_panels * MR)
     n_items = n_images * items_per_image
     n_chunks = max(1, min(n_items, FILTER_GRAD_CHUNKS))
     per_chunk = (n_items + n_chunks - 1) // n_chunks
@@ -659,9 +674,7 @@ def filter_gradient_few_filters(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
     for chunk in prange(n_chunks):
         slab = np.empty(channels * slab_h * padded_w, dtype=dw_t.dtype)
         for item in range(chunk * per_chunk, min(n_items, (chunk + 1) * per_chunk)):
-            n = item // items_per_image
-            first_row = (item % items_per_image) * rows_per_item
-            n_rows = min(rows_per_item, out_h - first_row)
+            n, first_row, n_rows = item_rows(item, items_per_image, rows_per_item, out_h)
             fill_slab(x[n], first_row, pad_h, pad_w, slab_h, slab)
             for k in range(filters):
                 partial_db[chunk, k] += block_sum(dy[n, k, first_row : first_row + n_rows])
@@ -671,11 +684,4 @@ def filter_gradient_few_filters(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
                     dot_tile(n_rows * runs, run_pixels, run_dy, n_rows * singles, single_pixels, single_dy, slab,
                              offsets[p * MR : (p + 1) * MR], 0, dy_image, g * DOT_FILTERS, first_row * out_w,
                              partial[chunk], p * MR, g * DOT_FILTERS)
-    dw_t[...] = 0
-    db[...] = 0
-    for chunk in range(n_chunks):
-        for row in range(length):
-            for k in range(filters):
-                dw_t[row, k] += partial[chunk, row, k]
-        for k in range(filters):
-            db[k] += partial_db[chunk, k]
+    add_chunks(partial, partial_db, dw_t, db)
