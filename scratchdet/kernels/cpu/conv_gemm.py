@@ -14,7 +14,8 @@ Goto and van de Geijn 2008, "Anatomy of high-performance matrix multiplication")
 1. *Full-width rows.* Let the image be zero-padded and flattened, `xf[c*Hp*Wp + y*Wp + x]`, and number
    the output pixels with the padded width, `col = oy*Wp + ox` (the `kw - 1` columns with ox >= W' are
    computed and thrown away). Then row (c, i, j) of the column matrix is `xf` shifted by
-   `c*Hp*Wp + i*Wp + j`: a contiguous stretch of memory, read in place.
+   `c*Hp*Wp + i*Wp + j`: a contiguous stretch of memory, read in place. The kernels lay out only the
+   rows one block of outputs reads ("slabs", `fill_slab`), each small enough to stay in the L2 cache.
 2. *The input gradient is a forward pass.* For stride 1, `dx` is the correlation of `dy`, zero-padded
    by `kh - 1 - padding`, with the filters flipped in space and their two channel axes swapped:
    `Wf[c, k, i, j] = W[k, c, kh-1-i, kw-1-j]` (the transposed convolution of Dumoulin and Visin 2016,
@@ -25,7 +26,9 @@ reduction loads 64 values of one operand (4 AVX-512 vectors) and 6 of the other,
 multiply-adds (24 vector FMAs) on them. The tile lives in a stack array with constant indices, which
 the compiler turns into registers; measured 263-267 GFLOP/s on one Zen 5 core, where the same
 loop accumulating into a heap array runs at 8. Numba only vectorises it well as a separate (not
-inlined) function: inlined into the parallel loop, it ran at half that speed.
+inlined) function: inlined into the parallel loop, it ran at half that speed. Each micro-kernel is one
+loop over the reduction: around a nested loop the compiler stores and reloads the tile every time the
+inner loop ends (see `rows_times_tile`).
 
 Where a 6 x 64 tile would be mostly zeros, the shapes pick a variant: narrow maps tile four 16-pixel
 runs (`tile_times_segments`), layers with few filters sum their filter gradient with the vector lanes
