@@ -230,12 +230,17 @@ def _register_tiled(x, w, stride, padding):
     return x.dtype == np.float32 and stride == 1 and padding < min(kh, kw)
 
 
-def _input_gradient_by_scatter(channels, filters):
+def _input_gradient_by_scatter(x_shape, filters, kernel):
     """Whether the input gradient goes through `conv_gemm.input_gradient_few_channels` (W^T @ dy, then
     col2im) rather than a correlation with the flipped filters: when the channels fill less than one
-    6-row tile there, and there are at least 32 filters for its tiles to sum over (measured: C = 3 with
-    32 filters 15 % faster, with 16 filters 25 % slower, C = 8 slower)."""
-    return channels < conv_gemm.MR and filters >= 32
+    6-row tile there, there are at least 32 filters for its tiles to sum over, and each worker's column
+    gradient of one image (C*kh*kw x H*W) fits the L2 cache (1 MB); the images are shared among the
+    workers, so a single image would run on one thread. Measured: C = 3, 64 x 64 images, 32 filters
+    15 % faster; 16 filters 25 % slower, C = 8 slower; one 600 x 1000 image (65 MB of columns) 3x slower.
+    (The choice depends on the shapes only, never on the thread count, so results do not either.)"""
+    n_images, channels, height, width = x_shape
+    column_bytes = channels * kernel[0] * kernel[1] * height * width * 4
+    return channels < conv_gemm.MR and filters >= 32 and column_bytes <= 2**20 and n_images >= 2
 
 
 def _correlate_tiled(x, w, b, pad_h, pad_w):
@@ -259,7 +264,7 @@ def _input_gradient_tiled(dy, x_shape, w, padding):
     """dx: the correlation of dy, zero-padded by kernel - 1 - padding, with the flipped filters whose channel
     axes are swapped (conv_gemm's module docstring, observation 2); for RGB-like layers W^T @ dy and col2im."""
     filters, channels, kh, kw = w.shape
-    if _input_gradient_by_scatter(channels, filters):
+    if _input_gradient_by_scatter(x_shape, filters, (kh, kw)):
         dx = np.empty(x_shape, dtype=dy.dtype)
         w_t = w.reshape(filters, channels * kh * kw).T  # (C*kh*kw, K)
         panels = np.empty(((channels * kh * kw + conv_gemm.MR - 1) // conv_gemm.MR, filters, conv_gemm.MR), dtype=dy.dtype)

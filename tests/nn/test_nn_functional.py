@@ -128,7 +128,10 @@ def test_register_tiled_route_is_only_taken_where_it_applies():
     assert not F._register_tiled(x.astype(np.float64), w.astype(np.float64), 1, 1)
     assert F._register_tiled(x[:, :3], w[:, :3], 1, 1)  # an RGB input too
     # and within it, the input gradient by scatter for RGB layers with >= 32 filters, by correlation otherwise
-    assert F._input_gradient_by_scatter(3, 32) and not F._input_gradient_by_scatter(3, 16) and not F._input_gradient_by_scatter(16, 64)
+    assert F._input_gradient_by_scatter((64, 3, 64, 64), 32, (3, 3))
+    assert not F._input_gradient_by_scatter((64, 3, 64, 64), 16, (3, 3))  # too few filters to sum over
+    assert not F._input_gradient_by_scatter((64, 16, 64, 64), 64, (3, 3))  # channels fill a tile
+    assert not F._input_gradient_by_scatter((1, 3, 600, 1000), 64, (3, 3))  # one big image: 65 MB of columns
     # the filter gradient by dot-product tiles where 64-filter panels would be mostly empty
     from scratchdet.kernels.cpu import conv_gemm
 
