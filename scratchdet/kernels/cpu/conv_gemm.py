@@ -460,7 +460,7 @@ def correlate(x, pad_h, pad_w, panels, bias, kh, kw, y, workers):
     passes = (length + REDUCTION_BLOCK - 1) // REDUCTION_BLOCK
     pass_length = (length + passes - 1) // passes  # equal passes: no short last one
     rows_per_item, items_per_image = row_blocks(out_h, padded_w)
-    if n_images * items_per_image < 4 * workers:  # few items (one large image): as many per worker
+    if 0 < n_images * items_per_image < 4 * workers:  # few items (one large image): as many per worker
         wanted = ((n_images * items_per_image + workers - 1) // workers * workers + n_images - 1) // n_images
         rows_per_item = (out_h + wanted - 1) // wanted
         items_per_image = (out_h + rows_per_item - 1) // rows_per_item
