@@ -100,13 +100,15 @@ def test_register_tiled_conv2d_picks_runs_for_narrow_maps_only():
     assert not conv_gemm.use_segments(38, 50, 52, one_pass=True)  # runs would waste 14 of every 64 columns
 
 
-def test_register_tiled_filter_gradient_is_the_same_on_any_number_of_threads(rng):
-    """The filter gradient's sum is split by shape, not by thread, so 1 and 2 threads give the same bits."""
+@pytest.mark.parametrize("filters", [70, 128], ids=["dot-tiles", "64-filter-panels"])
+def test_register_tiled_conv2d_is_the_same_on_any_number_of_threads(rng, filters):
+    """Every split is by shape, not by thread (the filter gradient's chunks above all), so 1 and 2
+    threads give the same bits, for both filter-gradient kernels."""
     import numba
 
     x = rng.standard_normal((5, 16, 9, 11)).astype(np.float32)
-    w = rng.standard_normal((70, 16, 3, 3)).astype(np.float32)
-    dy = rng.standard_normal((5, 70, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((filters, 16, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((5, filters, 9, 11)).astype(np.float32)
     threads = numba.get_num_threads()
     results = []
     try:
