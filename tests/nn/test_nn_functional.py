@@ -59,7 +59,8 @@ TILED_CASES = [
     ((3, 16, 1, 1), (5, 16, 1, 1), 0),
     ((2, 20, 11, 13), (65, 20, 5, 3), 2),
     ((1, 16, 40, 3), (130, 16, 3, 5), 1),
-    ((2, 130, 6, 6), (120, 130, 3, 3), 1),
+    ((2, 130, 6, 6), (120, 130, 3, 3), 1),  # filter gradient: 2 images, a unit per (chunk, 64-filter panel)
+    ((9, 16, 5, 5), (128, 16, 3, 3), 1),  # 9 images: a unit per chunk, both filter panels in it
     ((1, 230, 16, 16), (7, 230, 3, 3), 1),  # forward reduction 2070 > REDUCTION_BLOCK: two passes of 16-pixel runs
     ((1, 16, 5, 7), (230, 16, 3, 3), 1),  # input gradient reduction 2070: two passes, full-width rows
     ((1, 16, 70, 45), (9, 16, 3, 3), 1),
@@ -106,9 +107,9 @@ def test_register_tiled_conv2d_is_the_same_on_any_number_of_threads(rng, filters
     threads give the same bits, for both filter-gradient kernels."""
     import numba
 
-    x = rng.standard_normal((5, 16, 9, 11)).astype(np.float32)
+    x = rng.standard_normal((9, 16, 9, 11)).astype(np.float32)
     w = rng.standard_normal((filters, 16, 3, 3)).astype(np.float32)
-    dy = rng.standard_normal((5, filters, 9, 11)).astype(np.float32)
+    dy = rng.standard_normal((9, filters, 9, 11)).astype(np.float32)
     threads = numba.get_num_threads()
     results = []
     try:
