@@ -246,12 +246,19 @@ def _input_gradient_by_scatter(x_shape, filters, kernel):
     return channels < conv_gemm.MR and filters >= 32 and column_bytes <= 2**20 and n_images >= 2
 
 
+def _panels(matrix):
+    """`conv_gemm.pack_panels` of a (M, L) matrix into a new (ceil(M / MR), L, MR) array."""
+    rows, length = matrix.shape
+    panels = np.empty(((rows + conv_gemm.MR - 1) // conv_gemm.MR, length, conv_gemm.MR), dtype=matrix.dtype)
+    conv_gemm.pack_panels(matrix, panels)
+    return panels
+
+
 def _correlate_tiled(x, w, b, pad_h, pad_w):
     """`conv2d_forward` at stride 1 by the register-tiled kernel (see `conv_gemm.correlate`)."""
     n_images, channels, height, width = x.shape
     filters, _, kh, kw = w.shape
-    panels = np.empty(((filters + conv_gemm.MR - 1) // conv_gemm.MR, channels * kh * kw, conv_gemm.MR), dtype=x.dtype)
-    conv_gemm.pack_panels(w.reshape(filters, channels * kh * kw), panels)
+    panels = _panels(w.reshape(filters, channels * kh * kw))
     y = np.empty((n_images, filters, height + 2 * pad_h - kh + 1, width + 2 * pad_w - kw + 1), dtype=x.dtype)
     conv_gemm.correlate(x, pad_h, pad_w, panels, b, kh, kw, y, numba.get_num_threads())
     return y
@@ -269,9 +276,7 @@ def _input_gradient_tiled(dy, x_shape, w, padding):
     filters, channels, kh, kw = w.shape
     if _input_gradient_by_scatter(x_shape, filters, (kh, kw)):
         dx = np.empty(x_shape, dtype=dy.dtype)
-        w_t = w.reshape(filters, channels * kh * kw).T  # (C*kh*kw, K)
-        panels = np.empty(((channels * kh * kw + conv_gemm.MR - 1) // conv_gemm.MR, filters, conv_gemm.MR), dtype=dy.dtype)
-        conv_gemm.pack_panels(w_t, panels)
+        panels = _panels(w.reshape(filters, channels * kh * kw).T)  # of W^T (C*kh*kw, K)
         conv_gemm.input_gradient_few_channels(dy, panels, kh, kw, padding, dx, numba.get_num_threads())
         return dx
     flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, K, kh, kw)

@@ -107,13 +107,15 @@ def test_register_tiled_conv2d_is_the_same_on_any_number_of_threads(rng, filters
     threads give the same bits, for both filter-gradient kernels."""
     import numba
 
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here: nothing to compare")
     x = rng.standard_normal((9, 16, 9, 11)).astype(np.float32)
     w = rng.standard_normal((filters, 16, 3, 3)).astype(np.float32)
     dy = rng.standard_normal((9, filters, 9, 11)).astype(np.float32)
     threads = numba.get_num_threads()
     results = []
     try:
-        for n in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        for n in (1, 2):
             numba.set_num_threads(n)
             results.append(F.conv2d_backward(dy, x, w, stride=1, padding=1))
     finally:

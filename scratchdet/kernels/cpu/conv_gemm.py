@@ -376,7 +376,8 @@ def pack_panels(matrix, panels):
 @numba.njit(cache=True)
 def tap_offsets(channels, kh, kw, padded_h, padded_w, count):
     """offsets[(c*kh + i)*kw + j] = c*Hp*Wp + i*Wp + j: where row (c, i, j) of the column matrix starts
-    in the flat padded image (observation 1 of the module docstring). Entries past C*kh*kw are 0.
+    in a flat padded image (observation 1 of the module docstring) whose planes have Hp = padded_h rows
+    of Wp = padded_w: the kernels pass a slab's rows (`fill_slab`) as padded_h. Entries past C*kh*kw are 0.
     Returns: (count,) int64, count >= C*kh*kw."""
     offsets = np.zeros(count, dtype=np.int64)
     for c in range(channels):
@@ -549,12 +550,13 @@ def input_gradient_few_channels(dy, panels, kh, kw, padding, dx, workers):
     # image it is added onto
     all_cols = np.empty((workers, n_panels * MR, tiles * NR), dtype=dy.dtype)
     all_dxpad = np.empty((workers, 1, channels, height + 2 * padding, width + 2 * padding), dtype=dx.dtype)
+    all_last = np.zeros((workers, filters * NR), dtype=dy.dtype)  # the last, partial tile's pixels (the rest zero)
     last_offsets = np.arange(filters) * NR
     per_worker = (n_images + workers - 1) // workers
     for worker in prange(workers):
+        last = all_last[worker]
         for n in range(worker * per_worker, min(n_images, (worker + 1) * per_worker)):
             flat_dy = dy[n].reshape(filters * pixels)
-            last = np.zeros(filters * NR, dtype=dy.dtype)  # the last, partial tile's pixels (the rest zero)
             for k in range(filters):
                 for p in range((tiles - 1) * NR, pixels):
                     last[k * NR + p - (tiles - 1) * NR] = flat_dy[k * pixels + p]
