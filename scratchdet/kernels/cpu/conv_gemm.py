@@ -431,17 +431,32 @@ def fill_slab(x, first_row, pad_h, pad_w, slab_h, slab):
     in the flat layout of observation 1 (module docstring). Entries after the C planes are zeroed too."""
     channels, height, width = x.shape
     padded_w = width + 2 * pad_w
+    whole = width // LANES * LANES
+    # Element loops, the image copied a vector (LANES values, a loop of constant length) at a time:
+    # measured 10-15 % faster on the bench_nn.py convolutions than a slice assignment per row, and
+    # 5-8 % faster than a plain element loop (left to the compiler, 16- and 32-wide rows never reached
+    # its vector loop).
     for c in range(channels):
         for r in range(slab_h):
-            row = slab[(c * slab_h + r) * padded_w : (c * slab_h + r + 1) * padded_w]
+            row = slab[(c * slab_h + r) * padded_w :]
             source = first_row + r - pad_h
             if source < 0 or source >= height:
-                row[:] = 0.0
+                for t in range(padded_w):
+                    row[t] = 0.0
             else:
-                row[:pad_w] = 0.0
-                row[pad_w : pad_w + width] = x[c, source]
-                row[pad_w + width :] = 0.0
-    slab[channels * slab_h * padded_w :] = 0.0
+                line = x[c, source]
+                for t in range(pad_w):
+                    row[t] = 0.0
+                target = row[pad_w:]
+                for start in range(0, whole, LANES):
+                    for t in range(start, start + LANES):
+                        target[t] = line[t]
+                for t in range(whole, width):
+                    target[t] = line[t]
+                for t in range(pad_w + width, padded_w):
+                    row[t] = 0.0
+    for t in range(channels * slab_h * padded_w, slab.shape[0]):
+        slab[t] = 0.0
 
 
 @numba.njit(cache=True, parallel=True)
