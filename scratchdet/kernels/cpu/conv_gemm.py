@@ -88,6 +88,17 @@ else:
         return numba.carray(_stack_tile_pointer(like), (MR, NR))
 
 
+@numba.njit(fastmath=True, inline="always")
+def add_tile(acc, out, top, left):
+    """out[top : top + MR, left : left + NR] += acc, through a view of each row. Indexed as out[top + i, left + j]
+    instead, with `left` a variable, the micro-kernels ran 15 % slower (measured: 425 against 495 GFLOP/s on
+    two cores, the same kernel with left a constant 0)."""
+    for i in range(MR):
+        row = out[top + i, left:]
+        for j in range(NR):
+            row[j] += acc[i, j]
+
+
 @numba.njit(cache=True, fastmath=True)
 def tile_times_rows(steps, a_panel, image, row_offsets, column, out, top, left):
     """out[top : top + MR, left : left + NR] += a_panel^T @ B, where row p of B is image[row_offsets[p] + column :][:NR].
@@ -108,9 +119,7 @@ def tile_times_rows(steps, a_panel, image, row_offsets, column, out, top, left):
             a = a_panel[p, i]
             for j in range(NR):
                 acc[i, j] += a * b_row[j]
-    for i in range(MR):
-        for j in range(NR):
-            out[top + i, left + j] += acc[i, j]
+    add_tile(acc, out, top, left)
 
 
 @numba.njit(fastmath=True, inline="always")
@@ -151,9 +160,7 @@ def tile_times_segments(steps, a_panel, image, row_offsets, starts, out, top, le
     """
     acc = new_tile(image)
     accumulate_segments(steps, a_panel, image, row_offsets, starts, acc)
-    for i in range(MR):
-        for j in range(NR):
-            out[top + i, left + j] += acc[i, j]
+    add_tile(acc, out, top, left)
 
 
 @numba.njit(fastmath=True, inline="always")
@@ -229,9 +236,7 @@ def rows_times_tile(steps, pixels, image, row_offsets, column, b_panel, out, top
             acc[3, j] += x3 * b
             acc[4, j] += x4 * b
             acc[5, j] += x5 * b
-    for i in range(MR):
-        for j in range(NR):
-            out[top + i, left + j] += acc[i, j]
+    add_tile(acc, out, top, left)
 
 
 @numba.njit(cache=True)
@@ -324,11 +329,12 @@ def dot_tile(runs, run_pixels, run_dy, singles, single_pixels, single_dy, image,
             rest[i, 2] += taps[i] * d2[dq]
             rest[i, 3] += taps[i] * d3[dq]
     for i in range(MR):
+        row = out[top + i, left:]  # a row view: see `add_tile`
         for f in range(DOT_FILTERS):
             total = rest[i, f]
             for lane in range(LANES):
                 total += acc[i, f * LANES + lane]
-            out[top + i, left + f] += total
+            row[f] += total
 
 
 @numba.njit(cache=True)
