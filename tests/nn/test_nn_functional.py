@@ -66,6 +66,8 @@ TILED_CASES = [
     ((1, 16, 70, 45), (9, 16, 3, 3), 1),
     ((9, 16, 8, 8), (3, 16, 4, 4), 3),
     ((2, 16, 16, 16), (70, 16, 3, 3), 1),  # a 16-wide map: tiled by 16-pixel runs, 4 rows per tile
+    ((2, 16, 5, 32), (13, 16, 3, 3), 1),  # 32-wide: 64-pixel tiles stored whole, then a block's partial last tile and filter
+    ((1, 8, 3, 48), (6, 8, 3, 3), 1),  # 48-wide, one whole filter panel: two whole tiles and a 16-pixel one
     ((1, 16, 12, 12), (5, 16, 11, 11), 5),  # 12-wide: runs that end past the row (4 columns computed, dropped)
     ((1, 16, 4, 13), (70, 16, 1, 1), 0),  # 1x1, one pass: 13-pixel runs stored straight into y
     ((3, 3, 9, 21), (32, 3, 3, 3), 1),  # RGB, 32 filters: input gradient by W^T @ dy and col2im

@@ -41,8 +41,8 @@ def run(np, nn, F):
     dx16, dw16, db16 = F.conv2d_backward(np.cos(y16), x16, w16, stride=1, padding=1)
     w64 = rng.standard_normal((64, 16, 3, 3)).astype(np.float32)  # 64 filters: the filter gradient by 64-wide tiles
     dx64, dw64, db64 = F.conv2d_backward(np.ones((1, 64, 3, 3), np.float32), x16[:1, :, :, :3].copy(), w64, stride=1, padding=1)
-    x_narrow = rng.standard_normal((1, 16, 16, 16)).astype(np.float32)  # a 16-wide map: tiled by 16-pixel runs
-    y_narrow = F.conv2d_forward(x_narrow, rng.standard_normal((2, 16, 3, 3)).astype(np.float32), np.ones(2, np.float32), stride=1, padding=1)
+    x_narrow = rng.standard_normal((1, 16, 16, 16)).astype(np.float32)  # a 16-wide map, 16-pixel runs: 6 filters stored as whole tiles, 2 run by run
+    y_narrow = F.conv2d_forward(x_narrow, rng.standard_normal((8, 16, 3, 3)).astype(np.float32), np.ones(8, np.float32), stride=1, padding=1)
     pooled = F.maxpool2d_forward(x, 2, 1)
     dpool = F.maxpool2d_backward(np.ones_like(pooled), x, 2, 1)
     rois = np.array([[0, 0, 0, 7, 9], [1, 2, 1, 5, 3]], dtype=np.float64)
