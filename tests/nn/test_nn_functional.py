@@ -73,6 +73,7 @@ TILED_CASES = [
     ((3, 3, 9, 21), (32, 3, 3, 3), 1),  # RGB, 32 filters: input gradient by W^T @ dy and col2im
     ((2, 2, 11, 13), (65, 2, 5, 3), 2),  # the same with a rectangular kernel and a partial last pixel tile
     ((2, 3, 7, 5), (16, 3, 3, 3), 1),  # RGB, 16 filters: input gradient by correlation
+    ((2, 16, 6, 20), (5, 16, 3, 3), 1),  # few filters, 20-wide: filter gradient by dot tiles, 4 single pixels a row
 ]
 
 
@@ -142,7 +143,10 @@ def test_register_tiled_route_is_only_taken_where_it_applies():
     # the filter gradient by dot-product tiles where 64-filter panels would be mostly empty
     from scratchdet.kernels.cpu import conv_gemm
 
-    assert conv_gemm.few_filters(16) and conv_gemm.few_filters(96) and not conv_gemm.few_filters(64) and not conv_gemm.few_filters(128)
+    assert conv_gemm.few_filters(16, 32) and conv_gemm.few_filters(96, 32) and conv_gemm.few_filters(8, 50)
+    assert not conv_gemm.few_filters(64, 32) and not conv_gemm.few_filters(128, 32)
+    # but not on maps narrower than a vector, whose pixels it would add one at a time
+    assert not conv_gemm.few_filters(100, 7) and not conv_gemm.few_filters(16, 12)
 
 
 def test_conv2d_output_size_formula():

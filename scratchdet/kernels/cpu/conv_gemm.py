@@ -126,7 +126,7 @@ def tile_times_rows(steps, a_panel, image, row_offsets, column, out, top, left):
 def accumulate_segments(steps, a_panel, image, row_offsets, starts, acc):
     """acc (MR, NR) = a_panel^T @ B, where row p of B is four runs of SEGMENT values, image[row_offsets[p] +
     starts[m] :] for m = 0..3, side by side: the product of `tile_times_segments` and
-    `tile_times_segments_to_output` (inlined into both, so that acc stays in registers)."""
+    `tile_times_segments_store` (inlined into both, so that acc stays in registers)."""
     for i in range(MR):
         for j in range(NR):
             acc[i, j] = 0.0
@@ -167,15 +167,17 @@ def tile_times_segments(steps, a_panel, image, row_offsets, starts, out, top, le
 def tile_times_segments_store(steps, a_panel, image, row_offsets, starts, out, top, left, bias):
     """out[top + i, left + j] = (the `tile_times_segments` product)[i, j] + bias[top + i]: a tile whose four runs
     are 64 consecutive output pixels (W' a multiple of SEGMENT, the tile inside its block) and whose MR rows
-    are all filters, stored straight into y with the bias.
+    are all filters, stored straight into y with the bias. Other tiles are stored into a scratch tile
+    and their valid runs copied out (`store_runs`).
 
-    The general `tile_times_segments_to_output` stores runs of any length, and for that the compiler
-    keeps the tile in memory, not registers (2.5x slower per tile on a 27-step reduction, 7 % on a
-    576-step one, measured); here every index is a constant or a row view, as in `add_tile`.
+    Every index of the tile is a constant or goes through a row view, as in `add_tile`: storing runs of
+    any length from the tile, the compiler kept the tile in memory instead of registers (2.5x slower per
+    tile on a 27-step reduction, 7 % on a 576-step one, measured).
 
     Args:
-        out: (K, H'*W') float32, one image's output planes; top: the tile's first filter (top + MR <= K);
-            left: its first pixel in the planes. bias: (K,) float32. Others as in `tile_times_segments`.
+        out: (rows, pixels) float32, e.g. one image's output planes, flattened; top + MR <= rows;
+            left: the tile's first pixel. bias: float32, bias[top : top + MR] used. Others as in
+            `tile_times_segments`.
     """
     acc = new_tile(image)
     accumulate_segments(steps, a_panel, image, row_offsets, starts, acc)
@@ -186,40 +188,32 @@ def tile_times_segments_store(steps, a_panel, image, row_offsets, starts, out, t
             row[j] = acc[i, j] + b
 
 
-@numba.njit(fastmath=True, inline="always")
-def segments_tile_to_output(steps, a_panel, image, row_offsets, starts, out, out_starts, out_lengths, first_filter, bias):
-    """One tile of `tile_times_segments_to_output` (inlined into its loop)."""
-    acc = new_tile(image)
-    accumulate_segments(steps, a_panel, image, row_offsets, starts, acc)
-    for i in range(min(MR, out.shape[0] - first_filter)):
-        k = first_filter + i
-        for m in range(4):
-            run = out[k, out_starts[m] :]
-            if out_lengths[m] == SEGMENT:
-                for j in range(SEGMENT):
-                    run[j] = acc[i, m * SEGMENT + j] + bias[k]
-            else:
-                for j in range(out_lengths[m]):
-                    run[j] = acc[i, m * SEGMENT + j] + bias[k]
-
-
 @numba.njit(cache=True, fastmath=True)
-def tile_times_segments_to_output(steps, a_panel, image, row_offsets, starts, out, out_starts, out_lengths, first_filter, bias):
-    """A row of `tile_times_segments` tiles stored straight into the output with the bias: for tile t,
-    filter first_filter + i and run m = 0..3, run 4t + m goes to out[first_filter + i, out_starts[4t + m] :]
-    [:out_lengths[4t + m]] (a run that ends past its row stores only its valid pixels; rows past the last
-    filter are dropped). For a convolution done in one pass over its reduction, this skips a scratch
-    block and the copy out of it; one call for all the tiles of a block (a call per tile cost 5-17 %
-    on the bench_nn.py forwards, most on the RGB layers' 27-step reductions).
+def store_runs(tile, out, rows, first_filter, out_starts, out_lengths):
+    """Run m = 0..3 of the tile's row i goes to out[first_filter + i, out_starts[m] :][:out_lengths[m]], for i < rows:
+    a `tile_times_segments_store` tile that is partial (a run that ends past its row keeps only its valid
+    pixels; rows past the last filter are dropped).
+
+    A whole run is copied through a stack buffer, all loads then all stores, which the compiler does as
+    one vector each without proving that tile and out do not overlap (element by element it copied one
+    value at a time).
 
     Args:
-        starts, out_starts, out_lengths: (4 * tiles,) int64; out: (K, H'*W') float32, one image's output
-            planes, flattened; first_filter: the filter of the tiles' first row; bias: (K,) float32.
-            Others as in `tile_times_segments`.
+        tile: (MR, NR) float32; out: (K, H'*W') float32, one image's output planes; rows: valid tile rows;
+            first_filter: the filter of the tile's row 0; out_starts, out_lengths: (4,) int64.
     """
-    for t in range(starts.shape[0] // 4):
-        segments_tile_to_output(steps, a_panel, image, row_offsets, starts[4 * t : 4 * t + 4], out,
-                                out_starts[4 * t : 4 * t + 4], out_lengths[4 * t : 4 * t + 4], first_filter, bias)
+    buffer = new_tile(tile)
+    for i in range(rows):
+        for m in range(4):
+            run = out[first_filter + i, out_starts[m] :]
+            if out_lengths[m] == SEGMENT:
+                for j in range(SEGMENT):
+                    buffer[0, j] = tile[i, m * SEGMENT + j]
+                for j in range(SEGMENT):
+                    run[j] = buffer[0, j]
+            else:
+                for j in range(out_lengths[m]):
+                    run[j] = tile[i, m * SEGMENT + j]
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -502,8 +496,8 @@ def correlate(x, pad_h, pad_w, panels, bias, kh, kw, y, workers):
     of the whole batch is written to memory and read back) and computes its block as MR x NR tiles,
     either over full-width rows (`tile_times_rows`, observation 1 of the module docstring) or, for
     narrow maps, over four 16-pixel runs per tile (`tile_times_segments`; see `use_segments`). With one
-    pass over the reduction, run tiles go straight into y (`tile_times_segments_store`, or
-    `tile_times_segments_to_output` for partial ones); otherwise the tiles add up in a scratch block
+    pass over the reduction, run tiles go straight into y (`tile_times_segments_store`; partial ones
+    through a scratch tile, `store_runs`); otherwise the tiles add up in a scratch block
     with `pitch` columns per output row, whose W' valid columns are then copied out with the bias.
 
     Args:
@@ -532,6 +526,9 @@ def correlate(x, pad_h, pad_w, panels, bias, kh, kw, y, workers):
     most_tiles = (rows_per_item * runs_per_row + 3) // 4 if segmented else (rows_per_item * padded_w + NR - 1) // NR
     blocks = np.empty((workers, n_panels * MR, most_tiles * NR), dtype=y.dtype)
     slabs = np.empty((workers, channels * slab_h * padded_w + NR + kw), dtype=y.dtype)  # + what tiles read past the end
+    stages = np.empty((workers, MR, NR), dtype=y.dtype)
+    padded_bias = np.zeros(n_panels * MR, dtype=y.dtype)
+    padded_bias[:filters] = bias
     n_items = n_images * items_per_image
     per_worker = (n_items + workers - 1) // workers
     for worker in prange(workers):
@@ -556,15 +553,17 @@ def correlate(x, pad_h, pad_w, panels, bias, kh, kw, y, workers):
                 output = y[n].reshape(filters, out_h * out_w)
                 # tiles of 64 consecutive pixels and MR filters by the faster kernel, the others (a block's
                 # last tile, the last filters, any tile when W' is not a multiple of SEGMENT) in one call
-                plain_tiles = n_rows * out_w // NR if out_w % SEGMENT == 0 else 0
+                plain_tiles = n_rows * out_w // NR if out_w % SEGMENT == 0 else 0  # 64 consecutive pixels each
                 for q in range(n_panels):
-                    first = plain_tiles if (q + 1) * MR <= filters else 0
-                    for t in range(first):
-                        tile_times_segments_store(length, panels[q], image, offsets, starts[4 * t : 4 * t + 4], output, q * MR,
-                                                  first_row * out_w + t * NR, bias)
-                    if first < tiles_across:
-                        tile_times_segments_to_output(length, panels[q], image, offsets, starts[4 * first :], output,
-                                                      out_starts[4 * first :], out_lengths[4 * first :], q * MR, bias)
+                    rows = min(MR, filters - q * MR)
+                    for t in range(tiles_across):
+                        if rows == MR and t < plain_tiles:
+                            tile_times_segments_store(length, panels[q], image, offsets, starts[4 * t : 4 * t + 4], output,
+                                                      q * MR, first_row * out_w + t * NR, bias)
+                        else:  # a partial tile: into the worker's scratch tile, its valid runs then copied out
+                            tile_times_segments_store(length, panels[q], image, offsets, starts[4 * t : 4 * t + 4], stages[worker],
+                                                      0, 0, padded_bias[q * MR :])
+                            store_runs(stages[worker], output, rows, q * MR, out_starts[4 * t : 4 * t + 4], out_lengths[4 * t : 4 * t + 4])
             else:  # tiles added up in a scratch block over the passes, then its valid columns copied out
                 block = blocks[worker]  # (K rounded up, n_rows * pitch rounded up)
                 block[...] = 0.0
@@ -730,10 +729,15 @@ def add_chunks(partial, partial_db, dw_t, db):
             db[k] += partial_db[chunk, k]
 
 
-def few_filters(filters):
-    """Whether `filter_gradient_few_filters` costs less than `filter_gradient` for this many filters: the
-    latter rounds the filters up to 64s, the former to 4s at 228 instead of 263 GFLOP/s per core."""
-    return -(-filters // DOT_FILTERS) * DOT_FILTERS * 263 < -(-filters // NR) * NR * 228
+def few_filters(filters, out_w):
+    """Whether `filter_gradient_few_filters` costs less than `filter_gradient` for this many filters and
+    output width W'. The latter rounds the filters up to 64s (263 GFLOP/s per core, measured); the former
+    rounds them up to 4s (228 GFLOP/s) but adds the pixels after a row's last 16-pixel run one at a time,
+    about 16x slower per pixel: on 7 x 7 maps with 100 filters it took 33 ms where the 64-filter tiles
+    took 2.3 (measured), so narrow maps go to the tiles."""
+    runs, singles = divmod(out_w, LANES)
+    dot_cost = -(-filters // DOT_FILTERS) * DOT_FILTERS * (runs + singles) * LANES / out_w / 228
+    return dot_cost < -(-filters // NR) * NR / 263
 
 
 @numba.njit(cache=True, parallel=True)
