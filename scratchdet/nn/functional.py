@@ -246,21 +246,25 @@ def _input_gradient_by_scatter(x_shape, filters, kernel):
     return channels < conv_gemm.MR and filters >= 32 and column_bytes <= 2**20 and n_images >= 2
 
 
-def _panels(matrix):
-    """`conv_gemm.pack_panels` of a (M, L) matrix into a new (ceil(M / MR), L, MR) array."""
+def _panels(matrix, width=conv_gemm.MR):
+    """`conv_gemm.pack_panels` of a (M, L) matrix into a new (ceil(M / width), L, width) array."""
     rows, length = matrix.shape
-    panels = np.empty(((rows + conv_gemm.MR - 1) // conv_gemm.MR, length, conv_gemm.MR), dtype=matrix.dtype)
+    panels = np.empty(((rows + width - 1) // width, length, width), dtype=matrix.dtype)
     conv_gemm.pack_panels(matrix, panels)
     return panels
 
 
 def _correlate_tiled(x, w, b, pad_h, pad_w):
-    """`conv2d_forward` at stride 1 by the register-tiled kernel (see `conv_gemm.correlate`)."""
+    """`conv2d_forward` at stride 1 by the register-tiled kernels: `conv_gemm.correlate`, or for small maps
+    `conv_gemm.correlate_pixel_tiles` (see `conv_gemm.use_pixel_tiles`)."""
     n_images, channels, height, width = x.shape
     filters, _, kh, kw = w.shape
-    panels = _panels(w.reshape(filters, channels * kh * kw))
     y = np.empty((n_images, filters, height + 2 * pad_h - kh + 1, width + 2 * pad_w - kw + 1), dtype=x.dtype)
-    conv_gemm.correlate(x, pad_h, pad_w, panels, b, kh, kw, y, numba.get_num_threads())
+    matrix = w.reshape(filters, channels * kh * kw)
+    if conv_gemm.use_pixel_tiles(y.shape[2], y.shape[3], width + 2 * pad_w, filters):
+        conv_gemm.correlate_pixel_tiles(x, pad_h, pad_w, _panels(matrix, conv_gemm.NR), b, kh, kw, y, numba.get_num_threads())
+    else:
+        conv_gemm.correlate(x, pad_h, pad_w, _panels(matrix), b, kh, kw, y, numba.get_num_threads())
     return y
 
 

@@ -74,6 +74,7 @@ TILED_CASES = [
     ((2, 2, 11, 13), (65, 2, 5, 3), 2),  # the same with a rectangular kernel and a partial last pixel tile
     ((2, 3, 7, 5), (16, 3, 3, 3), 1),  # RGB, 16 filters: input gradient by correlation
     ((2, 16, 6, 20), (5, 16, 3, 3), 1),  # few filters, 20-wide: filter gradient by dot tiles, 4 single pixels a row
+    ((1, 8, 20, 6), (600, 8, 3, 3), 1),  # a small map, many filters: 6-pixel x 64-filter tiles, two items (17 and 3 rows)
 ]
 
 
