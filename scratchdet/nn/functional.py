@@ -292,7 +292,7 @@ def _filter_gradient_tiled(dy, x, w, padding):
     filters, channels, kh, kw = w.shape
     dw_t = np.empty((channels * kh * kw, filters), dtype=x.dtype)  # (C*kh*kw, K), dW transposed
     db = np.empty(filters)  # float64 sums
-    if conv_gemm.few_filters(filters, dy.shape[3]):
+    if conv_gemm.few_filters(filters, dy.shape[2], dy.shape[3]):
         conv_gemm.filter_gradient_few_filters(x, padding, padding, dy, kh, kw, dw_t, db)
     else:
         conv_gemm.filter_gradient(x, padding, padding, dy, kh, kw, dw_t, db)

@@ -267,7 +267,7 @@ def pixel_offsets(n_rows, width, pitch):
 
 
 @numba.njit(cache=True, fastmath=True)
-def dot_tile(runs, run_pixels, run_dy, singles, single_pixels, single_dy, image, row_offsets, column, dy_image, first_filter, dy_column, out, top, left):
+def dot_tile(runs, run_pixels, run_dy, image, row_offsets, column, dy_image, first_filter, dy_column, out, top, left):
     """out[top + i, left + f] += sum over a block of output pixels of image tap i (pixel) * dy_rows[f] (pixel),
     for MR = 6 taps and DOT_FILTERS = 4 filters: the filter gradient for layers with few filters.
 
@@ -275,24 +275,22 @@ def dot_tile(runs, run_pixels, run_dy, singles, single_pixels, single_dy, image,
     zeros. This tile runs the 16 vector lanes along the pixels instead: 24 accumulators, one per (tap,
     filter) pair, each adding 16 pixels' products per step, summed across the lanes at the end (measured
     228 GFLOP/s on one Zen 5 core). As in `rows_times_tile`, one loop walks a table of the block's
-    16-pixel runs (a loop per row would store and reload the accumulators at every row); the pixels
-    after a row's last whole run are added one by one into a second tile.
+    16-pixel runs (a loop per row would store and reload the accumulators at every row). A row whose
+    width is not a multiple of 16 ends in a run that reaches past it: the caller's dy is zero there
+    (see `filter_gradient_few_filters`).
 
     Args:
         runs: how many 16-pixel runs; run_pixels, run_dy: (>= runs,) uint64, where each starts in the image
-            (from `column`) and in dy's flattened planes (from `dy_column`). singles, single_pixels,
-            single_dy: the same for the single pixels. See `dot_offsets`.
+            (from `column`) and in dy_image's rows (from `dy_column`). See `dot_offsets`.
         image: 1-D flat padded image; row_offsets: (MR,) int64 tap offsets; column: the block's first pixel.
-        dy_image: (K, H'*W') float32, one image's dy planes, flattened; first_filter: the tile's first
+        dy_image: (K, pixels) float32, dy's planes, flattened; first_filter: the tile's first
             filter (filters past K repeat the last one; the caller ignores their columns of `out`).
         out, top, left: where the (MR, DOT_FILTERS) sums go.
     """
     acc = new_tile(image)  # acc[i, f*LANES + lane]
-    rest = new_tile(image)  # rest[i, f]: the single pixels
     for i in range(MR):
         for j in range(NR):
             acc[i, j] = 0.0
-            rest[i, j] = 0.0
     x0 = image[row_offsets[0] + column :]
     x1 = image[row_offsets[1] + column :]
     x2 = image[row_offsets[2] + column :]
@@ -337,42 +335,28 @@ def dot_tile(runs, run_pixels, run_dy, singles, single_pixels, single_dy, image,
             acc[3, 3 * LANES + lane] += a3 * b
             acc[4, 3 * LANES + lane] += a4 * b
             acc[5, 3 * LANES + lane] += a5 * b
-    for s in range(singles):
-        q, dq = single_pixels[s], single_dy[s]
-        taps = (x0[q], x1[q], x2[q], x3[q], x4[q], x5[q])
-        for i in range(MR):
-            rest[i, 0] += taps[i] * d0[dq]
-            rest[i, 1] += taps[i] * d1[dq]
-            rest[i, 2] += taps[i] * d2[dq]
-            rest[i, 3] += taps[i] * d3[dq]
     for i in range(MR):
         row = out[top + i, left:]  # a row view: see `add_tile`
         for f in range(DOT_FILTERS):
-            total = rest[i, f]
+            total = 0.0
             for lane in range(LANES):
                 total += acc[i, f * LANES + lane]
             row[f] += total
 
 
 @numba.njit(cache=True)
-def dot_offsets(n_rows, width, pitch):
+def dot_offsets(n_rows, width, pitch, dy_pitch):
     """The tables of `dot_tile` for up to n_rows rows of `width` valid pixels, `pitch` apart in the image
-    (`width` apart in dy), row by row, so that a block of fewer rows uses their first entries: the
-    16-pixel runs (width // 16 per row) and the pixels after them (width % 16 per row).
-    Returns (run_pixels, run_dy, single_pixels, single_dy), uint64."""
-    runs, singles = width // LANES, width % LANES
+    and `dy_pitch` apart in dy, row by row, so that a block of fewer rows uses their first entries: the
+    ceil(width / 16) runs of 16 pixels of each row. Returns (run_pixels, run_dy), uint64."""
+    runs = (width + LANES - 1) // LANES
     run_pixels = np.empty(n_rows * runs, dtype=np.uint64)
     run_dy = np.empty(n_rows * runs, dtype=np.uint64)
-    single_pixels = np.empty(n_rows * singles, dtype=np.uint64)
-    single_dy = np.empty(n_rows * singles, dtype=np.uint64)
     for r in range(n_rows):
         for v in range(runs):
             run_pixels[r * runs + v] = r * pitch + v * LANES
-            run_dy[r * runs + v] = r * width + v * LANES
-        for x in range(singles):
-            single_pixels[r * singles + x] = r * pitch + runs * LANES + x
-            single_dy[r * singles + x] = r * width + runs * LANES + x
-    return run_pixels, run_dy, single_pixels, single_dy
+            run_dy[r * runs + v] = r * dy_pitch + v * LANES
+    return run_pixels, run_dy
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -450,42 +434,46 @@ def item_rows(item, items_per_image, rows_per_item, out_h):
     return item // items_per_image, first_row, min(rows_per_item, out_h - first_row)
 
 
-@numba.njit(cache=True)
-def fill_slab(x, first_row, pad_h, pad_w, slab_h, slab):
-    """slab[c*slab_h*Wp + r*Wp + col] = the zero-padded image x (C, H, W) at padded row first_row + r and
-    padded column col, for r < slab_h: the rows one block of outputs reads, with their zero border,
-    in the flat layout of observation 1 (module docstring). Entries after the C planes are zeroed too."""
-    channels, height, width = x.shape
-    padded_w = width + 2 * pad_w
+@numba.njit(inline="always")
+def copy_row(source, target, buffer):
+    """target[:len(source)] = source, a vector (LANES values) at a time through the stack tile `buffer`
+    (`new_tile`): all the loads, then all the stores, which the compiler can do as one vector each without
+    proving that the two arrays do not overlap. Measured on the bench_nn.py convolutions' slab copies:
+    a slice assignment per row was 10-15 % slower, a plain element loop 5-8 % (16- and 32-wide rows never
+    reached the compiler's vector loop), this copy without the buffer up to 20 % on the RGB layers."""
+    width = source.shape[0]
     whole = width // LANES * LANES
-    # Element loops, the image copied a vector (LANES values) at a time through a stack buffer: all the
-    # loads, then all the stores, which the compiler may then do as one vector each without proving that
-    # x and slab do not overlap. Measured on the bench_nn.py convolutions: a slice assignment per row
-    # was 10-15 % slower, a plain element loop 5-8 % (16- and 32-wide rows never reached its vector
-    # loop), this copy without the buffer up to 20 % on the RGB layers' input gradients.
+    for start in range(0, whole, LANES):
+        for t in range(LANES):
+            buffer[0, t] = source[start + t]
+        for t in range(LANES):
+            target[start + t] = buffer[0, t]
+    for t in range(whole, width):
+        target[t] = source[t]
+
+
+@numba.njit(cache=True)
+def fill_slab(x, first_row, pad_h, pad_w, slab_h, slab, pitch):
+    """slab[c*slab_h*pitch + r*pitch + col] = the zero-padded image x (C, H, W) at padded row first_row + r and
+    padded column col, for r < slab_h: the rows one block of outputs reads, with their zero border,
+    in the flat layout of observation 1 (module docstring). Rows are `pitch` >= W + 2*pad_w apart, zero
+    past the image's right border; entries after the C planes are zeroed too."""
+    channels, height, width = x.shape
     buffer = new_tile(slab)
     for c in range(channels):
         for r in range(slab_h):
-            row = slab[(c * slab_h + r) * padded_w :]
+            row = slab[(c * slab_h + r) * pitch :]
             source = first_row + r - pad_h
             if source < 0 or source >= height:
-                for t in range(padded_w):
+                for t in range(pitch):
                     row[t] = 0.0
             else:
-                line = x[c, source]
                 for t in range(pad_w):
                     row[t] = 0.0
-                target = row[pad_w:]
-                for start in range(0, whole, LANES):
-                    for t in range(LANES):
-                        buffer[0, t] = line[start + t]
-                    for t in range(LANES):
-                        target[start + t] = buffer[0, t]
-                for t in range(whole, width):
-                    target[t] = line[t]
-                for t in range(pad_w + width, padded_w):
+                copy_row(x[c, source], row[pad_w:], buffer)
+                for t in range(pad_w + width, pitch):
                     row[t] = 0.0
-    for t in range(channels * slab_h * padded_w, slab.shape[0]):
+    for t in range(channels * slab_h * pitch, slab.shape[0]):
         slab[t] = 0.0
 
 
@@ -538,7 +526,7 @@ def correlate(x, pad_h, pad_w, panels, bias, kh, kw, y, workers):
         for item in range(worker * per_worker, min(n_items, (worker + 1) * per_worker)):
             n, first_row, n_rows = item_rows(item, items_per_image, rows_per_item, out_h)
             image = slabs[worker]
-            fill_slab(x[n], first_row, pad_h, pad_w, slab_h, image)
+            fill_slab(x[n], first_row, pad_h, pad_w, slab_h, image, padded_w)
             if segmented:
                 tiles_across = (n_rows * runs_per_row + 3) // 4
                 starts = np.zeros(tiles_across * 4, dtype=np.int64)  # runs past the block read row 0
@@ -644,7 +632,7 @@ def correlate_pixel_tiles(x, pad_h, pad_w, filter_panels, bias, kh, kw, y, worke
         image, block = slabs[worker], scratch[worker]
         for item in range(worker * per_worker, min(n_items, (worker + 1) * per_worker)):
             n, first_row, n_rows = item_rows(item, items_per_image, rows_per_item, out_h)
-            fill_slab(x[n], first_row, pad_h, pad_w, slab_h, image)
+            fill_slab(x[n], first_row, pad_h, pad_w, slab_h, image, padded_w)
             pixels = n_rows * out_w
             item_groups = (pixels + MR - 1) // MR  # the last one's rows past `pixels` read rows of the slab, unused
             block[...] = 0.0
@@ -769,7 +757,7 @@ def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
         slab = np.empty(channels * slab_h * padded_w, dtype=dw_t.dtype)
         for item in range(chunk * per_chunk, min(n_items, (chunk + 1) * per_chunk)):
             n, first_row, n_rows = item_rows(item, items_per_image, rows_per_item, out_h)
-            fill_slab(x[n], first_row, pad_h, pad_w, slab_h, slab)
+            fill_slab(x[n], first_row, pad_h, pad_w, slab_h, slab, padded_w)
             for k in range(first_panel * NR, min(filters, last_panel * NR)):
                 q, j = k // NR - first_panel, k % NR
                 plane_sum = 0.0  # float64, in order: hidden behind the scattered stores of the copy
@@ -810,49 +798,64 @@ def add_chunks(partial, partial_db, dw_t, db):
             db[k] += partial_db[chunk, k]
 
 
-def few_filters(filters, out_w):
+def few_filters(filters, out_h, out_w):
     """Whether `filter_gradient_few_filters` costs less than `filter_gradient` for this many filters and
-    output width W'. The latter rounds the filters up to 64s (263 GFLOP/s per core, measured); the former
-    rounds them up to 4s (228 GFLOP/s) but adds the pixels after a row's last 16-pixel run one at a time,
-    about 16x slower per pixel: on 7 x 7 maps with 100 filters it took 33 ms where the 64-filter tiles
-    took 2.3 (measured), so narrow maps go to the tiles."""
-    runs, singles = divmod(out_w, LANES)
-    dot_cost = -(-filters // DOT_FILTERS) * DOT_FILTERS * (runs + singles) * LANES / out_w / 228
+    output size. The latter rounds the filters up to 64s (263 GFLOP/s per core, measured); the former
+    rounds them up to 4s (228 GFLOP/s on long blocks) and each row's pixels up to whole 16-pixel runs,
+    and each of its tiles ends in 24 sums across the vector lanes, which cost about as much as 48 runs
+    (measured: 14 x 14 maps, 48 filters, 14 runs a tile, ran at 89 GFLOP/s, and 2.7x slower than the
+    64-filter tiles)."""
+    rows = min(out_h, max(1, DOT_PIXELS // out_w))  # per tile
+    runs = rows * -(-out_w // LANES)
+    dot_cost = -(-filters // DOT_FILTERS) * DOT_FILTERS * (runs + 48) * LANES / (rows * out_w) / 228
     return dot_cost < -(-filters // NR) * NR / 263
 
 
 @numba.njit(cache=True, parallel=True)
 def filter_gradient_few_filters(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
     """`filter_gradient` computed by `dot_tile`s (6 taps x 4 filters, vector lanes along the pixels), for
-    layers with few filters (see `few_filters`). dy is read in place. The sum over (image, block of rows)
-    items is split into FILTER_GRAD_CHUNKS fixed chunks, added in order at the end (same result on any
-    number of threads). Arguments as in `filter_gradient`.
+    layers with few filters (see `few_filters`). The sum over (image, block of rows) items is split into
+    FILTER_GRAD_CHUNKS fixed chunks, added in order at the end (same result on any number of threads).
+
+    Each row is covered by whole 16-pixel runs. When W' is a multiple of 16, dy is read in place;
+    otherwise each item copies its dy rows into a block whose rows are zero past W' (the last run's extra
+    lanes then add nothing), and the slab's rows are wide enough (`pitch`) that those lanes read its zero
+    border. Arguments as in `filter_gradient`.
     """
     n_images, filters, out_h, out_w = dy.shape
     length = dw_t.shape[0]
     channels = length // (kh * kw)
     n_panels = (length + MR - 1) // MR
-    padded_w = x.shape[3] + 2 * pad_w
     groups = (filters + DOT_FILTERS - 1) // DOT_FILTERS
-    rows_per_item, items_per_image, slab_h, offsets = pixel_blocks(out_h, out_w, DOT_PIXELS, channels, kh, kw, padded_w, n_panels * MR)
+    dy_pitch = (out_w + LANES - 1) // LANES * LANES
+    in_place = dy_pitch == out_w
+    pitch = max(x.shape[3] + 2 * pad_w, dy_pitch + kw - 1)  # slab row pitch: a run's taps stay in its row
+    rows_per_item, items_per_image, slab_h, offsets = pixel_blocks(out_h, out_w, DOT_PIXELS, channels, kh, kw, pitch, n_panels * MR)
     n_items = n_images * items_per_image
     n_chunks = max(1, min(n_items, FILTER_GRAD_CHUNKS))
     per_chunk = (n_items + n_chunks - 1) // n_chunks
     partial = np.zeros((n_chunks, n_panels * MR, groups * DOT_FILTERS), dtype=dw_t.dtype)
     partial_db = np.zeros((n_chunks, filters))
-    runs, singles = out_w // LANES, out_w % LANES
-    run_pixels, run_dy, single_pixels, single_dy = dot_offsets(rows_per_item, out_w, padded_w)
+    runs = dy_pitch // LANES
+    run_pixels, run_dy = dot_offsets(rows_per_item, out_w, pitch, dy_pitch)
     for chunk in prange(n_chunks):
-        slab = np.empty(channels * slab_h * padded_w, dtype=dw_t.dtype)
+        slab = np.empty(channels * slab_h * pitch, dtype=dw_t.dtype)
+        dy_block = np.zeros((0 if in_place else filters, rows_per_item * dy_pitch), dtype=dw_t.dtype)  # zero past W'
+        buffer = new_tile(slab)
         for item in range(chunk * per_chunk, min(n_items, (chunk + 1) * per_chunk)):
             n, first_row, n_rows = item_rows(item, items_per_image, rows_per_item, out_h)
-            fill_slab(x[n], first_row, pad_h, pad_w, slab_h, slab)
+            fill_slab(x[n], first_row, pad_h, pad_w, slab_h, slab, pitch)
             for k in range(filters):
                 partial_db[chunk, k] += block_sum(dy[n, k, first_row : first_row + n_rows])
-            dy_image = dy[n].reshape(filters, out_h * out_w)
+            if in_place:
+                dy_image, dy_column = dy[n].reshape(filters, out_h * out_w), first_row * out_w
+            else:
+                for k in range(filters):
+                    for r in range(n_rows):
+                        copy_row(dy[n, k, first_row + r], dy_block[k, r * dy_pitch :], buffer)
+                dy_image, dy_column = dy_block, 0
             for g in range(groups):  # a group's 4 filters' dy rows stay in the L1 cache across the tap panels
                 for p in range(n_panels):
-                    dot_tile(n_rows * runs, run_pixels, run_dy, n_rows * singles, single_pixels, single_dy, slab,
-                             offsets[p * MR : (p + 1) * MR], 0, dy_image, g * DOT_FILTERS, first_row * out_w,
-                             partial[chunk], p * MR, g * DOT_FILTERS)
+                    dot_tile(n_rows * runs, run_pixels, run_dy, slab, offsets[p * MR : (p + 1) * MR], 0, dy_image,
+                             g * DOT_FILTERS, dy_column, partial[chunk], p * MR, g * DOT_FILTERS)
     add_chunks(partial, partial_db, dw_t, db)
