@@ -6,15 +6,17 @@ one forward and one backward (all gradients) and prints ours / torch (the ratio,
 slower) and, for convolutions, the GFLOP/s reached: 3 matrix products of 2*N*K*C*kh*kw*H'*W' flops
 each (forward, input gradient, filter gradient), to set beside the machine's single-precision GEMM peak.
 
-Our float32 convolutions with 16 or more input channels (the 2nd and 3rd shapes) run the register-tiled
-kernels of `scratchdet/kernels/cpu/conv_gemm.py`, written here; the RGB-input shapes run im2col + matrix
-products in OpenBLAS (NumPy's), so their numbers depend on which OpenBLAS kernels run. PyTorch runs
-oneDNN's. This machine's environment sets OPENBLAS_CORETYPE=Haswell and
-OPENBLAS_L2_SIZE (for old OpenBLAS builds); the current NumPy's OpenBLAS would otherwise pick its
-AVX-512 (SkylakeX) kernels. `test_conv2d_openblas_settings` therefore measures each shape in
-subprocesses: with the environment as set, and with both variables unset for that command alone, and
-labels every line with the kernel OpenBLAS reports (`openblas_get_corename`; threadpoolctl, which
-would report it too, is not installed here). Tests and CI always keep the variables as set.
+All four shapes run our register-tiled kernels (`scratchdet/kernels/cpu/conv_gemm.py`, no OpenBLAS);
+PyTorch runs oneDNN's. OpenBLAS still matters to the rest of a network (linear layers, float64), and
+this machine's environment sets OPENBLAS_CORETYPE=Haswell and OPENBLAS_L2_SIZE (for old OpenBLAS
+builds); the current NumPy's OpenBLAS would otherwise pick its AVX-512 (SkylakeX) kernels.
+`test_conv2d_openblas_settings` therefore measures each shape in subprocesses: with the environment as
+set, and with both variables unset for that command alone, and labels every line with the kernel
+OpenBLAS reports (`openblas_get_corename`; threadpoolctl, which would report it too, is not installed
+here). Tests and CI always keep the variables as set.
+
+`test_conv2d_other_shapes` times layers off the goal's list (small maps, 1x1 and 5x5 filters, one
+large image, few filters) the same way, to show where the kernels' choices stand elsewhere.
 
 Memory: each call allocates its outputs (and we our padded copies), tens of MB per call on these shapes.
 glibc serves such blocks with fresh mmap'd pages, and touching a fresh page costs a page fault, until
@@ -211,6 +213,43 @@ def test_conv2d_products(shape):
     for name in ours:
         ours_s, torch_s = _back_to_back(ours[name]), _back_to_back(theirs[name])
         print(f"  {name:15s} ours {ours_s * 1e3:6.2f} ms, torch {torch_s * 1e3:6.2f} ms, ratio {ours_s / torch_s:.2f}")
+
+
+# (N, C, H, W, K, kernel, padding): small maps as after 2-4 poolings, 1x1 and 5x5 filters, detector-sized
+# single images, few filters on wide and narrow maps
+OTHER_SHAPES = [
+    (128, 64, 8, 8, 128, 3, 1), (128, 128, 4, 4, 128, 3, 1), (64, 128, 7, 7, 100, 3, 1), (32, 64, 13, 13, 192, 3, 1),
+    (64, 256, 14, 14, 64, 1, 0), (16, 32, 56, 56, 32, 5, 2), (128, 20, 12, 12, 50, 5, 0), (1, 64, 150, 250, 64, 3, 1),
+    (1, 256, 38, 63, 512, 3, 1), (8, 16, 45, 61, 24, 3, 1), (256, 32, 8, 8, 32, 3, 0), (64, 64, 28, 28, 32, 3, 1),
+]
+
+
+@pytest.mark.parametrize("shape", OTHER_SHAPES, ids=lambda s: "x".join(map(str, s[:4])) + f"-{s[4]}-k{s[5]}p{s[6]}")
+def test_conv2d_other_shapes(shape):
+    """Forward + backward of layers off the goal's list, back-to-back, in this process, checked against torch."""
+    n, c, h, w, k, size, padding = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, h, w), dtype=np.float32)
+    weight = rng.standard_normal((k, c, size, size), dtype=np.float32) * np.float32(np.sqrt(2.0 / (c * size * size)))
+    bias = np.zeros(k, dtype=np.float32)
+    dy = rng.standard_normal((n, k, h + 2 * padding - size + 1, w + 2 * padding - size + 1), dtype=np.float32)
+    xt, wt, bt, dyt = _torch_leaf(x), _torch_leaf(weight), _torch_leaf(bias), torch.from_numpy(dy)
+
+    def ours():
+        return F.conv2d_forward(x, weight, bias, stride=1, padding=padding), F.conv2d_backward(dy, x, weight, stride=1, padding=padding)
+
+    def theirs():
+        xt.grad = wt.grad = bt.grad = None
+        torch.nn.functional.conv2d(xt, wt, bt, padding=padding).backward(dyt)
+
+    _, (dx, dw, _) = ours()
+    theirs()
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=1e-3, atol=1e-2)
+    ours_s, torch_s = _back_to_back(ours), _back_to_back(theirs)
+    flops = 3 * 2 * n * k * c * size * size * dy.shape[2] * dy.shape[3]
+    print(f"\nconv {n}x{c}x{h}x{w}-{k} {size}x{size} pad {padding}: ours {ours_s * 1e3:.2f} ms, torch {torch_s * 1e3:.2f} ms, "
+          f"ratio {ours_s / torch_s:.2f}, ours {flops / ours_s / 1e9:.0f} GFLOP/s, torch {flops / torch_s / 1e9:.0f} GFLOP/s")
 
 
 def test_maxpool2d_forward_backward(compare_with_peer, benchmark):
