@@ -747,7 +747,6 @@ def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
         n_chunks, groups = max(1, min(n_items, FILTER_GRAD_CHUNKS // filter_panels)), filter_panels
     per_group = (filter_panels + groups - 1) // groups
     pixels = pixel_offsets(rows_per_item, out_w, padded_w)
-    per_chunk = (n_items + n_chunks - 1) // n_chunks
     partial = np.zeros((n_chunks, n_panels * MR, filter_panels * NR), dtype=dw_t.dtype)
     partial_db = np.zeros((n_chunks, filter_panels * NR))
     for unit in prange(n_chunks * groups):
@@ -755,7 +754,7 @@ def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
         first_panel, last_panel = group * per_group, min(filter_panels, (group + 1) * per_group)
         dy_panels = np.zeros((per_group, rows_per_item * out_w, NR), dtype=dw_t.dtype)  # (panel, pixels, NR filters)
         slab = np.empty(channels * slab_h * padded_w, dtype=dw_t.dtype)
-        for item in range(chunk * per_chunk, min(n_items, (chunk + 1) * per_chunk)):
+        for item in range(chunk * n_items // n_chunks, (chunk + 1) * n_items // n_chunks):  # sizes differ by <= 1
             n, first_row, n_rows = item_rows(item, items_per_image, rows_per_item, out_h)
             fill_slab(x[n], first_row, pad_h, pad_w, slab_h, slab, padded_w)
             for k in range(first_panel * NR, min(filters, last_panel * NR)):
@@ -833,7 +832,6 @@ def filter_gradient_few_filters(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
     rows_per_item, items_per_image, slab_h, offsets = pixel_blocks(out_h, out_w, DOT_PIXELS, channels, kh, kw, pitch, n_panels * MR)
     n_items = n_images * items_per_image
     n_chunks = max(1, min(n_items, FILTER_GRAD_CHUNKS))
-    per_chunk = (n_items + n_chunks - 1) // n_chunks
     partial = np.zeros((n_chunks, n_panels * MR, groups * DOT_FILTERS), dtype=dw_t.dtype)
     partial_db = np.zeros((n_chunks, filters))
     runs = dy_pitch // LANES
@@ -842,7 +840,7 @@ def filter_gradient_few_filters(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
         slab = np.empty(channels * slab_h * pitch, dtype=dw_t.dtype)
         dy_block = np.zeros((0 if in_place else filters, rows_per_item * dy_pitch), dtype=dw_t.dtype)  # zero past W'
         buffer = new_tile(slab)
-        for item in range(chunk * per_chunk, min(n_items, (chunk + 1) * per_chunk)):
+        for item in range(chunk * n_items // n_chunks, (chunk + 1) * n_items // n_chunks):  # sizes differ by <= 1
             n, first_row, n_rows = item_rows(item, items_per_image, rows_per_item, out_h)
             fill_slab(x[n], first_row, pad_h, pad_w, slab_h, slab, pitch)
             for k in range(filters):
