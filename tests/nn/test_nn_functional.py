@@ -61,8 +61,8 @@ TILED_CASES = [
     ((1, 16, 40, 3), (130, 16, 3, 5), 1),
     ((2, 130, 6, 6), (120, 130, 3, 3), 1),  # filter gradient: 2 images, a unit per (chunk, 64-filter panel)
     ((9, 16, 5, 5), (128, 16, 3, 3), 1),  # 9 images: a unit per chunk, both filter panels in it
-    ((1, 230, 16, 16), (7, 230, 3, 3), 1),  # forward reduction 2070 > REDUCTION_BLOCK: two passes of 16-pixel runs
-    ((1, 16, 5, 7), (230, 16, 3, 3), 1),  # input gradient reduction 2070: two passes, full-width rows
+    ((1, 168, 16, 16), (7, 168, 7, 7), 3),  # forward reduction 8232 > REDUCTION_BLOCK: two passes of 16-pixel runs
+    ((1, 8, 5, 7), (168, 8, 7, 7), 3),  # input gradient reduction 8232: two passes, full-width rows
     ((1, 16, 70, 45), (9, 16, 3, 3), 1),
     ((9, 16, 8, 8), (3, 16, 4, 4), 3),
     ((2, 16, 16, 16), (70, 16, 3, 3), 1),  # a 16-wide map: tiled by 16-pixel runs, 4 rows per tile
