@@ -75,6 +75,8 @@ TILED_CASES = [
     ((2, 3, 7, 5), (16, 3, 3, 3), 1),  # RGB, 16 filters: input gradient by correlation
     ((2, 16, 6, 20), (5, 16, 3, 3), 1),  # few filters, 20-wide: filter gradient by dot tiles, 4 single pixels a row
     ((1, 8, 20, 6), (600, 8, 3, 3), 1),  # a small map, many filters: 6-pixel x 64-filter tiles, two items (17 and 3 rows)
+    ((2, 40, 5, 6), (70, 40, 1, 1), 0),  # 1x1: 6-pixel tiles reading x in place (no zero border to add)
+    ((1, 8, 22, 9), (600, 8, 3, 3), 0),  # the same unpadded, two items (14 and 6 rows), the first ending in a partial tile
 ]
 
 

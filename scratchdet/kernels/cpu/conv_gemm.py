@@ -621,29 +621,40 @@ def correlate_pixel_tiles(x, pad_h, pad_w, filter_panels, bias, kh, kw, y, worke
     rows_per_item = max(1, min(out_h, PIXEL_TILE_SCRATCH // (n_panels * NR) // out_w))
     items_per_image = (out_h + rows_per_item - 1) // rows_per_item
     slab_h = rows_per_item + kh - 1
-    taps = tap_offsets(channels, kh, kw, slab_h, padded_w, length).astype(np.uint64)
+    # without a zero border (padding 0: a 1x1 layer, an unpadded one) the kernel reads x in place, each
+    # plane H rows apart; a copy of it would cost about as much as a 1x1 layer's products (measured)
+    in_place = pad_h == 0 and pad_w == 0
+    taps = tap_offsets(channels, kh, kw, x.shape[2] if in_place else slab_h, padded_w, length).astype(np.uint64)
     groups = (rows_per_item * out_w + MR - 1) // MR
     positions = np.zeros(groups * MR, dtype=np.int64)  # pixel s of a block: where its window starts in the slab
     for s in range(rows_per_item * out_w):
         positions[s] = s // out_w * padded_w + s % out_w
     scratch = np.empty((workers, groups * MR, n_panels * NR), dtype=y.dtype)
-    slabs = np.empty((workers, channels * slab_h * padded_w), dtype=y.dtype)
+    slabs = np.empty((workers, 0 if in_place else channels * slab_h * padded_w), dtype=y.dtype)
+    last_group = np.zeros((workers, MR), dtype=np.int64)
     n_items = n_images * items_per_image
     per_worker = (n_items + workers - 1) // workers
     for worker in prange(workers):
-        image, block = slabs[worker], scratch[worker]
+        block, edge = scratch[worker], last_group[worker]
         for item in range(worker * per_worker, min(n_items, (worker + 1) * per_worker)):
             n, first_row, n_rows = item_rows(item, items_per_image, rows_per_item, out_h)
-            fill_slab(x[n], first_row, pad_h, pad_w, slab_h, image, padded_w)
+            if in_place:
+                image, column = x[n].reshape(x.shape[1] * x.shape[2] * x.shape[3]), first_row * padded_w
+            else:
+                image, column = slabs[worker], 0
+                fill_slab(x[n], first_row, pad_h, pad_w, slab_h, image, padded_w)
             pixels = n_rows * out_w
-            item_groups = (pixels + MR - 1) // MR  # the last one's rows past `pixels` read rows of the slab, unused
+            item_groups = (pixels + MR - 1) // MR
+            for i in range(MR):  # the last group's rows past `pixels` repeat the block's first pixel (not stored)
+                s = (item_groups - 1) * MR + i
+                edge[i] = positions[s] if s < pixels else 0
             block[...] = 0.0
             for start in range(0, length, pass_length):
                 steps = min(pass_length, length - start)
                 for q in range(n_panels):
                     for g in range(item_groups):
-                        rows_times_tile(steps, taps[start:], image, positions[g * MR : (g + 1) * MR], 0, filter_panels[q, start:],
-                                        block, g * MR, q * NR)
+                        rows = edge if g == item_groups - 1 else positions[g * MR : (g + 1) * MR]
+                        rows_times_tile(steps, taps[start:], image, rows, column, filter_panels[q, start:], block, g * MR, q * NR)
             output = y[n].reshape(filters, out_h * out_w)[:, first_row * out_w :]
             for k in range(filters):
                 b = bias[k]
