@@ -77,6 +77,7 @@ TILED_CASES = [
     ((1, 8, 20, 6), (600, 8, 3, 3), 1),  # a small map, many filters: 6-pixel x 64-filter tiles, two items (17 and 3 rows)
     ((2, 40, 5, 6), (70, 40, 1, 1), 0),  # 1x1: 6-pixel tiles reading x in place (no zero border to add)
     ((1, 8, 22, 9), (600, 8, 3, 3), 0),  # the same unpadded, two items (14 and 6 rows), the first ending in a partial tile
+    ((9, 6, 7, 7), (70, 6, 3, 3), 0),  # unpadded, 9 images: the filter gradient reads x in place, a unit per chunk
 ]
 
 

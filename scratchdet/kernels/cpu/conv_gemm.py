@@ -760,16 +760,23 @@ def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
         n_chunks, groups = max(1, min(n_items, FILTER_GRAD_CHUNKS // filter_panels)), filter_panels
     per_group = (filter_panels + groups - 1) // groups
     pixels = pixel_offsets(rows_per_item, out_w, padded_w)
+    in_place = pad_h == 0 and pad_w == 0  # no zero border: x read in place, as in `correlate_pixel_tiles`
+    if in_place:
+        offsets = tap_offsets(channels, kh, kw, x.shape[2], padded_w, n_panels * MR)
     partial = np.zeros((n_chunks, n_panels * MR, filter_panels * NR), dtype=dw_t.dtype)
     partial_db = np.zeros((n_chunks, filter_panels * NR))
     for unit in prange(n_chunks * groups):
         chunk, group = unit // groups, unit % groups
         first_panel, last_panel = group * per_group, min(filter_panels, (group + 1) * per_group)
         dy_panels = np.zeros((per_group, rows_per_item * out_w, NR), dtype=dw_t.dtype)  # (panel, pixels, NR filters)
-        slab = np.empty(channels * slab_h * padded_w, dtype=dw_t.dtype)
+        slab = np.empty(0 if in_place else channels * slab_h * padded_w, dtype=dw_t.dtype)
         for item in range(chunk * n_items // n_chunks, (chunk + 1) * n_items // n_chunks):  # sizes differ by <= 1
             n, first_row, n_rows = item_rows(item, items_per_image, rows_per_item, out_h)
-            fill_slab(x[n], first_row, pad_h, pad_w, slab_h, slab, padded_w)
+            if in_place:
+                image, column = x[n].reshape(x.shape[1] * x.shape[2] * x.shape[3]), first_row * padded_w
+            else:
+                image, column = slab, 0
+                fill_slab(x[n], first_row, pad_h, pad_w, slab_h, slab, padded_w)
             for k in range(first_panel * NR, min(filters, last_panel * NR)):
                 q, j = k // NR - first_panel, k % NR
                 plane_sum = 0.0  # float64, in order: hidden behind the scattered stores of the copy
@@ -781,7 +788,7 @@ def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
                 partial_db[chunk, k] += plane_sum
             for p in range(n_panels):  # a panel's 6 image rows stay in the L1 cache across the filter panels
                 for q in range(last_panel - first_panel):
-                    rows_times_tile(n_rows * out_w, pixels, slab, offsets[p * MR : (p + 1) * MR], 0, dy_panels[q], partial[chunk],
+                    rows_times_tile(n_rows * out_w, pixels, image, offsets[p * MR : (p + 1) * MR], column, dy_panels[q], partial[chunk],
                                     p * MR, (first_panel + q) * NR)
     add_chunks(partial, partial_db, dw_t, db)
 
