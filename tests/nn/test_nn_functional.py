@@ -96,6 +96,17 @@ def test_register_tiled_conv2d_matches_the_im2col_route(x_shape, w_shape, paddin
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=name)
 
 
+def test_register_tiled_conv2d_picks_pixel_tiles_for_small_maps_only():
+    """6-pixel x 64-filter tiles where 64-pixel tiles would be mostly empty, and not elsewhere."""
+    from scratchdet.kernels.cpu import conv_gemm
+
+    assert conv_gemm.use_pixel_tiles(4, 4, 6, 128)  # 16 of 64 columns of a row tile
+    assert conv_gemm.use_pixel_tiles(8, 8, 10, 128) and conv_gemm.use_pixel_tiles(13, 13, 15, 192)
+    assert not conv_gemm.use_pixel_tiles(16, 16, 18, 128)  # 4 full tiles of runs per image: row tiles
+    assert not conv_gemm.use_pixel_tiles(32, 32, 34, 64) and not conv_gemm.use_pixel_tiles(600, 1000, 1002, 64)
+    assert not conv_gemm.use_pixel_tiles(8, 8, 10, 3)  # 3 filters would fill 3 of a pixel tile's 64 columns
+
+
 def test_register_tiled_conv2d_picks_runs_for_narrow_maps_only():
     """Full-width rows compute kw - 1 padding columns per row; narrow maps take 16-pixel runs instead."""
     from scratchdet.kernels.cpu import conv_gemm

@@ -28,13 +28,17 @@ the compiler turns into registers; measured 263-267 GFLOP/s on one Zen 5 core, w
 loop accumulating into a heap array runs at 8. Numba only vectorises it well as a separate (not
 inlined) function: inlined into the parallel loop, it ran at half that speed. Each micro-kernel is one
 loop over the reduction: around a nested loop the compiler stores and reloads the tile every time the
-inner loop ends (see `rows_times_tile`).
+inner loop ends (see `rows_times_tile`). And every access to the tile after that loop has a constant
+index or goes through a row view (`add_tile`): with a variable column index the compiler kept the tile
+in memory (15 % slower on long reductions, 2.5x on short ones, measured).
 
 Where a 6 x 64 tile would be mostly zeros, the shapes pick a variant: narrow maps tile four 16-pixel
-runs (`tile_times_segments`), layers with few filters sum their filter gradient with the vector lanes
-along the pixels (`dot_tile`), and RGB-like inputs get their input gradient as W^T @ dy followed by
-col2im (`input_gradient_few_channels`). `scratchdet.nn.functional` sends float32 stride-1 convolutions
-here; float64 keeps the im2col route, whose OpenBLAS dgemm beats a 6 x 64 tile of doubles.
+runs (`tile_times_segments`), small maps tile 6 pixels x 64 filters (`correlate_pixel_tiles`), layers
+with few filters sum their filter gradient with the vector lanes along the pixels (`dot_tile`), and
+RGB-like inputs get their input gradient as W^T @ dy followed by col2im (`input_gradient_few_channels`).
+Layers without padding read x in place where the kernels' reads stay inside it. `scratchdet.nn.functional`
+sends float32 stride-1 convolutions here; float64 keeps the im2col route, whose OpenBLAS dgemm beats a
+6 x 64 tile of doubles.
 """
 
 import llvmlite.ir as llvm_ir
@@ -55,6 +59,8 @@ ROW_BLOCK = 1024  # at most this many output columns (whole padded-width rows) p
 REDUCTION_BLOCK = 8192  # at most this many reduction steps per pass over a tile (one pass up to 910 channels, 3 x 3;
 # measured: 2048, two or three passes through a scratch block, made 256- and 512-channel layers on one 38 x 63
 # map 10-14 % slower)
+PIXEL_TILE_PASS = 1024  # reduction steps per pass of `correlate_pixel_tiles`: a 64-filter panel's 256 KB stay in L2
+PIXEL_TILE_SCRATCH = 65536  # at most this many (pixel, filter) sums per work item of `correlate_pixel_tiles` (256 KB)
 FILTER_GRAD_PIXELS = 1024  # output pixels per block of the filter gradient (measured: 64-256 slower, 512-2048 alike)
 DOT_PIXELS = 4096  # output pixels per block of `filter_gradient_few_filters` (measured: 1024-2048 slower)
 FILTER_GRAD_CHUNKS = 8  # the filter gradient is summed in this many fixed parts (same result on any thread count)
@@ -544,8 +550,8 @@ def correlate(x, pad_h, pad_w, panels, bias, kh, kw, y, workers):
                 starts = out_starts = out_lengths = np.empty(0, dtype=np.int64)
             if segmented and passes == 1:  # each tile straight into y, with the bias
                 output = y[n].reshape(filters, out_h * out_w)
-                # tiles of 64 consecutive pixels and MR filters by the faster kernel, the others (a block's
-                # last tile, the last filters, any tile when W' is not a multiple of SEGMENT) in one call
+                # tiles of 64 consecutive pixels and MR filters go straight into y; the others (a block's last
+                # tile, the last filters, any tile when W' is not a multiple of SEGMENT) through a scratch tile
                 plain_tiles = n_rows * out_w // NR if out_w % SEGMENT == 0 else 0  # 64 consecutive pixels each
                 for q in range(n_panels):
                     rows = min(MR, filters - q * MR)
@@ -572,10 +578,6 @@ def correlate(x, pad_h, pad_w, panels, bias, kh, kw, y, workers):
                     for r in range(n_rows):
                         for ox in range(out_w):
                             y[n, k, first_row + r, ox] = block[k, r * pitch + ox] + bias[k]
-
-
-PIXEL_TILE_PASS = 1024  # reduction steps per pass of `correlate_pixel_tiles`: a 64-filter panel's 256 KB stay in L2
-PIXEL_TILE_SCRATCH = 65536  # at most this many (pixel, filter) sums per work item of `correlate_pixel_tiles` (256 KB)
 
 
 @numba.njit(cache=True)
