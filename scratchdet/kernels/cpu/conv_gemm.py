@@ -654,6 +654,29 @@ def use_pixel_tiles(out_h, out_w, padded_w, filters):
     return pixel_tiles * 115 < row_tiles * 100
 
 
+@numba.njit(cache=True)
+def store_transposed(block, pixels, bias, out, first_pixel, plane):
+    """out[k*plane + first_pixel + s] = block[s, k] + bias[k] for s < pixels and k < len(bias): a pixel-tile block
+    (pixels, filters rounded up) stored into y's planes, 16 x 16 blocks at a time (`transpose_block`) after
+    the bias is added along the block's rows. Args: block (>= pixels, >= K) float32; out: y[n] flattened."""
+    filters, width = bias.shape[0], block.shape[1]
+    for s in range(pixels):
+        row = block[s]
+        for k in range(filters):
+            row[k] += bias[k]
+    source = block.reshape(block.shape[0] * width)
+    whole_pixels, whole_filters = pixels // LANES * LANES, filters // LANES * LANES
+    for k0 in range(0, whole_filters, LANES):
+        for s0 in range(0, whole_pixels, LANES):
+            transpose_block(source, s0 * width + k0, width, out, k0 * plane + first_pixel + s0, plane)
+        for k in range(k0, k0 + LANES):
+            for s in range(whole_pixels, pixels):
+                out[k * plane + first_pixel + s] = block[s, k]
+    for k in range(whole_filters, filters):
+        for s in range(pixels):
+            out[k * plane + first_pixel + s] = block[s, k]
+
+
 @numba.njit(cache=True, parallel=True)
 def correlate_pixel_tiles(x, pad_h, pad_w, filter_panels, bias, kh, kw, y, workers):
     """`correlate` with the roles of pixels and filters swapped: each tile is MR = 6 output pixels x NR = 64
@@ -713,12 +736,7 @@ def correlate_pixel_tiles(x, pad_h, pad_w, filter_panels, bias, kh, kw, y, worke
                     for g in range(item_groups):
                         rows = edge if g == item_groups - 1 else positions[g * MR : (g + 1) * MR]
                         rows_times_tile(steps, taps[start:], image, rows, column, filter_panels[q, start:], block, g * MR, q * NR)
-            output = y[n].reshape(filters, out_h * out_w)[:, first_row * out_w :]
-            for k in range(filters):
-                b = bias[k]
-                plane = output[k]
-                for s in range(pixels):
-                    plane[s] = block[s, k] + b
+            store_transposed(block, pixels, bias, y[n].reshape(filters * out_h * out_w), first_row * out_w, out_h * out_w)
 
 
 @numba.njit(cache=True, parallel=True)
