@@ -152,6 +152,21 @@ else:
         return types.void(source, source_start, source_pitch, target, target_start, target_pitch), codegen
 
 
+@numba.njit(inline="always")
+def zero_tile(acc):
+    """acc (MR, NR) = 0, element by element with constant indices (see `add_tile`)."""
+    for i in range(MR):
+        for j in range(NR):
+            acc[i, j] = 0.0
+
+
+@numba.njit(inline="always")
+def tap_rows(image, row_offsets, column):
+    """The MR = 6 rows of a tile's left operand that the kernels read in place: image[row_offsets[i] + column :]."""
+    return (image[row_offsets[0] + column :], image[row_offsets[1] + column :], image[row_offsets[2] + column :],
+            image[row_offsets[3] + column :], image[row_offsets[4] + column :], image[row_offsets[5] + column :])
+
+
 @numba.njit(fastmath=True, inline="always")
 def add_tile(acc, out, top, left):
     """out[top : top + MR, left : left + NR] += acc, through a view of each row. Indexed as out[top + i, left + j]
@@ -174,9 +189,7 @@ def tile_times_rows(steps, a_panel, image, row_offsets, column, out, top, left):
             and adds the tile with vector instructions); top, left: where the tile goes.
     """
     acc = new_tile(image)
-    for i in range(MR):
-        for j in range(NR):
-            acc[i, j] = 0.0
+    zero_tile(acc)
     for p in range(steps):
         b_row = image[row_offsets[p] + column :]  # a slice, so the index j below is known >= 0
         for i in range(MR):
@@ -191,9 +204,7 @@ def accumulate_segments(steps, a_panel, image, row_offsets, starts, acc):
     """acc (MR, NR) = a_panel^T @ B, where row p of B is four runs of SEGMENT values, image[row_offsets[p] +
     starts[m] :] for m = 0..3, side by side: the product of `tile_times_segments` and
     `tile_times_segments_store` (inlined into both, so that acc stays in registers)."""
-    for i in range(MR):
-        for j in range(NR):
-            acc[i, j] = 0.0
+    zero_tile(acc)
     # unsigned offsets: the compiler then adds no test for negative indices (a slice per run and step,
     # as in `tile_times_rows`, costs 4 bounds computations a step: measured 9 % slower)
     s0, s1, s2, s3 = numba.uint64(starts[0]), numba.uint64(starts[1]), numba.uint64(starts[2]), numba.uint64(starts[3])
@@ -297,15 +308,8 @@ def rows_times_tile(steps, pixels, image, row_offsets, column, b_panel, out, top
         b_panel: (>= steps, NR) packed right operand. out, top, left: as in `tile_times_rows`.
     """
     acc = new_tile(image)
-    for i in range(MR):
-        for j in range(NR):
-            acc[i, j] = 0.0
-    a0 = image[row_offsets[0] + column :]
-    a1 = image[row_offsets[1] + column :]
-    a2 = image[row_offsets[2] + column :]
-    a3 = image[row_offsets[3] + column :]
-    a4 = image[row_offsets[4] + column :]
-    a5 = image[row_offsets[5] + column :]
+    zero_tile(acc)
+    a0, a1, a2, a3, a4, a5 = tap_rows(image, row_offsets, column)
     for s in range(steps):
         q = pixels[s]
         x0, x1, x2, x3, x4, x5 = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q]
@@ -352,15 +356,8 @@ def dot_tile(runs, run_pixels, run_dy, image, row_offsets, column, dy_image, fir
         out, top, left: where the (MR, DOT_FILTERS) sums go.
     """
     acc = new_tile(image)  # acc[i, f*LANES + lane]
-    for i in range(MR):
-        for j in range(NR):
-            acc[i, j] = 0.0
-    x0 = image[row_offsets[0] + column :]
-    x1 = image[row_offsets[1] + column :]
-    x2 = image[row_offsets[2] + column :]
-    x3 = image[row_offsets[3] + column :]
-    x4 = image[row_offsets[4] + column :]
-    x5 = image[row_offsets[5] + column :]
+    zero_tile(acc)
+    x0, x1, x2, x3, x4, x5 = tap_rows(image, row_offsets, column)
     last = dy_image.shape[0] - 1
     d0 = dy_image[first_filter, dy_column:]
     d1 = dy_image[min(first_filter + 1, last), dy_column:]
@@ -855,7 +852,7 @@ def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
     n_panels = (length + MR - 1) // MR
     padded_w = x.shape[3] + 2 * pad_w
     filter_panels = (filters + NR - 1) // NR
-    rows_per_item, items_per_image, slab_h, offsets = pixel_blocks(out_h, out_w, FILTER_GRAD_PIXELS, channels, kh, kw, padded_w, n_panels * MR)
+    rows_per_item, items_per_image, slab_h = pixel_blocks(out_h, out_w, FILTER_GRAD_PIXELS, kh)
     n_items = n_images * items_per_image
     if n_items >= FILTER_GRAD_CHUNKS:  # a unit of work per chunk, all the filter panels in it
         n_chunks, groups = FILTER_GRAD_CHUNKS, 1
@@ -864,8 +861,7 @@ def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
     per_group = (filter_panels + groups - 1) // groups
     pixels = pixel_offsets(rows_per_item, out_w, padded_w)
     in_place = pad_h == 0 and pad_w == 0  # no zero border: x read in place, as in `correlate_pixel_tiles`
-    if in_place:
-        offsets = tap_offsets(channels, kh, kw, x.shape[2], padded_w, n_panels * MR)
+    offsets = tap_offsets(channels, kh, kw, x.shape[2] if in_place else slab_h, padded_w, n_panels * MR)
     partial = np.zeros((n_chunks, n_panels * MR, filter_panels * NR), dtype=dw_t.dtype)
     partial_db = np.zeros((n_chunks, filter_panels * NR))
     for unit in prange(n_chunks * groups):
@@ -893,12 +889,11 @@ def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
 
 
 @numba.njit(cache=True)
-def pixel_blocks(out_h, out_w, block_pixels, channels, kh, kw, padded_w, taps):
+def pixel_blocks(out_h, out_w, block_pixels, kh):
     """The work items of a filter gradient: blocks of whole output rows of about `block_pixels` pixels.
-    Returns (rows per block, blocks per image, slab rows, tap offsets in the slab: `taps` entries)."""
+    Returns (rows per block, blocks per image, slab rows)."""
     rows = min(out_h, max(1, block_pixels // out_w))
-    slab_h = rows + kh - 1
-    return rows, (out_h + rows - 1) // rows, slab_h, tap_offsets(channels, kh, kw, slab_h, padded_w, taps)
+    return rows, (out_h + rows - 1) // rows, rows + kh - 1
 
 
 @numba.njit(cache=True)
@@ -948,7 +943,8 @@ def filter_gradient_few_filters(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
     dy_pitch = (out_w + LANES - 1) // LANES * LANES
     in_place = dy_pitch == out_w
     pitch = max(x.shape[3] + 2 * pad_w, dy_pitch + kw - 1)  # slab row pitch: a run's taps stay in its row
-    rows_per_item, items_per_image, slab_h, offsets = pixel_blocks(out_h, out_w, DOT_PIXELS, channels, kh, kw, pitch, n_panels * MR)
+    rows_per_item, items_per_image, slab_h = pixel_blocks(out_h, out_w, DOT_PIXELS, kh)
+    offsets = tap_offsets(channels, kh, kw, slab_h, pitch, n_panels * MR)
     n_items = n_images * items_per_image
     n_chunks = max(1, min(n_items, FILTER_GRAD_CHUNKS))
     partial = np.zeros((n_chunks, n_panels * MR, groups * DOT_FILTERS), dtype=dw_t.dtype)
