@@ -501,7 +501,8 @@ def copy_row(source, target, buffer):
     (`new_tile`): all the loads, then all the stores, which the compiler can do as one vector each without
     proving that the two arrays do not overlap. Measured on the bench_nn.py convolutions' slab copies:
     a slice assignment per row was 10-15 % slower, a plain element loop 5-8 % (16- and 32-wide rows never
-    reached the compiler's vector loop), this copy without the buffer up to 20 % on the RGB layers."""
+    reached the compiler's vector loop), this copy without the buffer up to 20 % on the RGB layers.
+    Args: source (W,) and target (>= W,), 1-D float32 views; buffer: a `new_tile`."""
     width = source.shape[0]
     whole = width // LANES * LANES
     for start in range(0, whole, LANES):
