@@ -17,7 +17,7 @@ import numpy as np
 
 from scratchdet.backend import is_cuda_array
 from scratchdet.errors import InvalidArgumentError
-from scratchdet.kernels.cpu import conv_gemm
+from scratchdet.kernels.cpu import conv_gemm, winograd
 from scratchdet.kernels.cpu import nn as cpu
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -255,11 +255,17 @@ def _panels(matrix, width=conv_gemm.MR):
 
 
 def _correlate_tiled(x, w, b, pad_h, pad_w):
-    """`conv2d_forward` at stride 1 by the register-tiled kernels: `conv_gemm.correlate`, or for small maps
-    `conv_gemm.correlate_pixel_tiles` (see `conv_gemm.use_pixel_tiles`)."""
+    """`conv2d_forward` at stride 1 by the register-tiled kernels: 3 x 3 layers with many channels and filters
+    by Winograd's F(2 x 2, 3 x 3) (`winograd.winograd_correlate`, see `winograd.use_winograd`), others by
+    `conv_gemm.correlate`, or for small maps `conv_gemm.correlate_pixel_tiles` (`conv_gemm.use_pixel_tiles`)."""
     n_images, channels, height, width = x.shape
     filters, _, kh, kw = w.shape
     y = np.empty((n_images, filters, height + 2 * pad_h - kh + 1, width + 2 * pad_w - kw + 1), dtype=x.dtype)
+    if winograd.use_winograd(channels, filters, (kh, kw)):
+        panels = np.empty((winograd.TAPS, (filters + conv_gemm.NR - 1) // conv_gemm.NR, channels, conv_gemm.NR), dtype=x.dtype)
+        winograd.transform_filters(w, panels)
+        winograd.winograd_correlate(x, pad_h, pad_w, panels, b, y, numba.get_num_threads())
+        return y
     matrix = w.reshape(filters, channels * kh * kw)
     if conv_gemm.use_pixel_tiles(y.shape[2], y.shape[3], width + 2 * pad_w, filters):
         conv_gemm.correlate_pixel_tiles(x, pad_h, pad_w, _panels(matrix, conv_gemm.NR), b, kh, kw, y, numba.get_num_threads())

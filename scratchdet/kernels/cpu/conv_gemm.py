@@ -178,6 +178,20 @@ def add_tile(acc, out, top, left):
             row[j] += acc[i, j]
 
 
+@numba.njit(fastmath=True, inline="always")
+def store_tile(acc, out, top, left, column_bias):
+    """out[top : top + MR, left : left + NR] = acc + column_bias[:NR] (added to every row), through a view of each
+    row (see `add_tile`). The bias is first copied to the stack: read from its array, the compiler could not
+    prove it apart from out and stored the tile one value at a time (measured 40 % slower on 64-step reductions)."""
+    bias = new_tile(acc)
+    for j in range(NR):
+        bias[0, j] = column_bias[j]
+    for i in range(MR):
+        row = out[top + i, left:]
+        for j in range(NR):
+            row[j] = acc[i, j] + bias[0, j]
+
+
 @numba.njit(cache=True, fastmath=True)
 def tile_times_rows(steps, a_panel, image, row_offsets, column, out, top, left):
     """out[top : top + MR, left : left + NR] += a_panel^T @ B, where row p of B is image[row_offsets[p] + column :][:NR].
@@ -292,7 +306,7 @@ def store_runs(tile, out, rows, first_filter, out_starts, out_lengths):
 
 
 @numba.njit(cache=True, fastmath=True)
-def rows_times_tile(steps, pixels, image, row_offsets, column, b_panel, out, top, left):
+def rows_times_tile(steps, pixels, image, row_offsets, column, b_panel, out, top, left, column_bias=None):
     """out[top : top + MR, left : left + NR] += A @ b_panel, where A's row i is image[row_offsets[i] + column + pixels[s]]
     for s < steps: the reduction runs over the valid output pixels of a block of rows only, none of the
     padding columns between them.
@@ -306,6 +320,7 @@ def rows_times_tile(steps, pixels, image, row_offsets, column, b_panel, out, top
             (unsigned: the compiler then adds no test for negative indices).
         image: 1-D flat padded image; row_offsets: (MR,) int64; column: where the block's first row starts.
         b_panel: (>= steps, NR) packed right operand. out, top, left: as in `tile_times_rows`.
+        column_bias: None adds the product to out; else out = the product + column_bias[:NR] (each row).
     """
     acc = new_tile(image)
     zero_tile(acc)
@@ -321,7 +336,10 @@ def rows_times_tile(steps, pixels, image, row_offsets, column, b_panel, out, top
             acc[3, j] += x3 * b
             acc[4, j] += x4 * b
             acc[5, j] += x5 * b
-    add_tile(acc, out, top, left)
+    if column_bias is None:
+        add_tile(acc, out, top, left)
+    else:
+        store_tile(acc, out, top, left, column_bias)
 
 
 @numba.njit(cache=True)

@@ -1,0 +1,85 @@
+"""Winograd's F(2 x 2, 3 x 3) convolution (kernels/cpu/winograd.py) against the float64 im2col route."""
+
+import numba
+import numpy as np
+import pytest
+
+from scratchdet.kernels.cpu import conv_gemm, winograd
+from scratchdet.nn import functional as F
+
+# Shapes pick the kernel's edges: odd output heights and widths (tiles past y's border), padding 0 .. 2,
+# channels not a multiple of the 16-lane vectors, filters not a multiple of a 64-filter panel, several
+# small images per work item with a partial last item, bands of tile rows with a partial last band,
+# rows wider than a work item (one tile row per item), a 1 x 1 image.
+CASES = [
+    ((2, 5, 7, 9), 7, 1),
+    ((3, 16, 16, 16), 13, 1),
+    ((1, 8, 1, 1), 3, 1),
+    ((2, 4, 5, 6), 9, 0),
+    ((2, 3, 11, 4), 2, 2),
+    ((70, 8, 4, 4), 12, 1),  # 4 tiles per image, 16 images per item: 5 items, the last with 6
+    ((2, 20, 27, 19), 70, 1),  # 14 x 10 tiles: bands of 6 tile rows, the last of 2
+    ((1, 17, 9, 150), 130, 1),  # 75 tiles a row, more than an item: an item per tile row; 3 filter panels
+    ((1, 33, 12, 13), 65, 0),
+]
+
+
+def winograd_forward(x, w, b, padding):
+    panels = np.empty((winograd.TAPS, (w.shape[0] + conv_gemm.NR - 1) // conv_gemm.NR, w.shape[1], conv_gemm.NR), np.float32)
+    winograd.transform_filters(w, panels)
+    n, _, h, width = x.shape
+    y = np.empty((n, w.shape[0], h + 2 * padding - 2, width + 2 * padding - 2), np.float32)
+    winograd.winograd_correlate(x, padding, padding, panels, b, y, numba.get_num_threads())
+    return y
+
+
+@pytest.mark.parametrize("x_shape, filters, padding", CASES)
+def test_winograd_correlation_matches_the_direct_product(x_shape, filters, padding, rng):
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal((filters, x_shape[1], 3, 3))
+    b = rng.standard_normal(filters)
+    want = F.conv2d_forward(x, w, b, stride=1, padding=padding)  # float64, im2col
+    got = winograd_forward(*(a.astype(np.float32) for a in (x, w, b)), padding)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_filter_transform_is_g_times_filter_times_g_transposed(rng):
+    """panels[xi, k // 64, c, k % 64] = (G g G^T)[xi], zero for the filters that pad the last panel."""
+    w = rng.standard_normal((70, 3, 3, 3)).astype(np.float32)
+    panels = np.full((16, 2, 3, 64), np.nan, np.float32)
+    winograd.transform_filters(w, panels)
+    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    u = np.einsum("ip,kcpq,jq->ijkc", g, w.astype(np.float64), g).reshape(16, 70, 3)
+    got = panels.transpose(0, 1, 3, 2).reshape(16, 128, 3)
+    np.testing.assert_allclose(got[:, :70], u, rtol=1e-6, atol=1e-6)
+    assert not got[:, 70:].any()
+
+
+def test_layers_with_many_channels_and_filters_take_winograd(rng):
+    assert winograd.use_winograd(64, 128, (3, 3)) and winograd.use_winograd(256, 512, (3, 3))
+    assert not winograd.use_winograd(32, 64, (3, 3))  # measured: no faster than the direct products
+    assert not winograd.use_winograd(64, 32, (3, 3))  # half of every 64-filter tile empty
+    assert not winograd.use_winograd(64, 64, (5, 5)) and not winograd.use_winograd(64, 64, (3, 1))
+    # and conv2d_forward sends such a layer there: the same bits as calling it directly
+    x = rng.standard_normal((2, 64, 6, 5)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    np.testing.assert_array_equal(F.conv2d_forward(x, w, b, stride=1, padding=1), winograd_forward(x, w, b, 1))
+
+
+def test_winograd_gives_the_same_bits_on_any_number_of_threads(rng):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here: nothing to compare")
+    x = rng.standard_normal((5, 64, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((70, 64, 3, 3)).astype(np.float32)
+    b = np.zeros(70, np.float32)
+    threads = numba.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            numba.set_num_threads(n)
+            results.append(winograd_forward(x, w, b, 1))
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(*results)
