@@ -294,11 +294,15 @@ def _input_gradient_tiled(dy, x_shape, w, padding):
 
 
 def _filter_gradient_tiled(dy, x, w, padding):
-    """(dw, db) in one pass over x (zero-padded a block of rows at a time) and dy."""
+    """(dw, db) in one pass over x (zero-padded a block of rows at a time) and dy: by Winograd's F(3 x 3, 2 x 2)
+    for 3 x 3 layers with many channels and filters (`winograd.use_winograd_filter_gradient`), else by
+    conv_gemm's direct products."""
     filters, channels, kh, kw = w.shape
     dw_t = np.empty((channels * kh * kw, filters), dtype=x.dtype)  # (C*kh*kw, K), dW transposed
     db = np.empty(filters)  # float64 sums
-    if conv_gemm.few_filters(filters, dy.shape[2], dy.shape[3]):
+    if winograd.use_winograd_filter_gradient(channels, filters, (kh, kw)):
+        winograd.winograd_filter_gradient(x, padding, padding, dy, dw_t, db)
+    elif conv_gemm.few_filters(filters, dy.shape[2], dy.shape[3]):
         conv_gemm.filter_gradient_few_filters(x, padding, padding, dy, kh, kw, dw_t, db)
     else:
         conv_gemm.filter_gradient(x, padding, padding, dy, kh, kw, dw_t, db)

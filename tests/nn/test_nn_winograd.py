@@ -44,6 +44,25 @@ def test_winograd_correlation_matches_the_direct_product(x_shape, filters, paddi
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
+def winograd_filter_gradient(x, dy, padding):
+    channels, filters = x.shape[1], dy.shape[1]
+    dw_t, db = np.empty((channels * 9, filters), np.float32), np.empty(filters)
+    winograd.winograd_filter_gradient(x, padding, padding, dy, dw_t, db)
+    return dw_t.T.reshape(filters, channels, 3, 3), db
+
+
+# and the filter gradient's two kinds of units: a (chunk, filter panel) pair (one item), a chunk (six items in four chunks)
+@pytest.mark.parametrize("x_shape, filters, padding", CASES + [((9, 6, 4, 4), 130, 1), ((6, 8, 24, 24), 20, 1)])
+def test_winograd_filter_gradient_matches_the_direct_sums(x_shape, filters, padding, rng):
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal((filters, x_shape[1], 3, 3))
+    dy = rng.standard_normal((x_shape[0], filters, x_shape[2] + 2 * padding - 2, x_shape[3] + 2 * padding - 2))
+    _, want_dw, want_db = F.conv2d_backward(dy, x, w, stride=1, padding=padding)  # float64, im2col
+    dw, db = winograd_filter_gradient(x.astype(np.float32), dy.astype(np.float32), padding)
+    np.testing.assert_allclose(dw, want_dw, rtol=1e-4, atol=1e-5 * np.abs(want_dw).max())
+    np.testing.assert_allclose(db, want_db, rtol=1e-6, atol=1e-6 * np.abs(want_db).max())
+
+
 def test_filter_transform_is_g_times_filter_times_g_transposed(rng):
     """panels[xi, k // 64, c, k % 64] = (G g G^T)[xi], zero for the filters that pad the last panel."""
     w = rng.standard_normal((70, 3, 3, 3)).astype(np.float32)
@@ -61,11 +80,19 @@ def test_layers_with_many_channels_and_filters_take_winograd(rng):
     assert not winograd.use_winograd(32, 64, (3, 3))  # measured: no faster than the direct products
     assert not winograd.use_winograd(64, 32, (3, 3))  # half of every 64-filter tile empty
     assert not winograd.use_winograd(64, 64, (5, 5)) and not winograd.use_winograd(64, 64, (3, 1))
+    assert winograd.use_winograd_filter_gradient(64, 128, (3, 3)) and winograd.use_winograd_filter_gradient(256, 256, (3, 3))
+    assert not winograd.use_winograd_filter_gradient(256, 512, (3, 3))  # measured slower than the direct sums
+    assert not winograd.use_winograd_filter_gradient(32, 64, (3, 3))
     # and conv2d_forward sends such a layer there: the same bits as calling it directly
     x = rng.standard_normal((2, 64, 6, 5)).astype(np.float32)
     w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
     b = rng.standard_normal(64).astype(np.float32)
     np.testing.assert_array_equal(F.conv2d_forward(x, w, b, stride=1, padding=1), winograd_forward(x, w, b, 1))
+    dy = rng.standard_normal((2, 64, 6, 5)).astype(np.float32)
+    _, dw, db = F.conv2d_backward(dy, x, w, stride=1, padding=1)
+    want_dw, want_db = winograd_filter_gradient(x, dy, 1)
+    np.testing.assert_array_equal(dw, want_dw)
+    np.testing.assert_array_equal(db, want_db.astype(np.float32))
 
 
 def test_winograd_gives_the_same_bits_on_any_number_of_threads(rng):
@@ -75,11 +102,14 @@ def test_winograd_gives_the_same_bits_on_any_number_of_threads(rng):
     w = rng.standard_normal((70, 64, 3, 3)).astype(np.float32)
     b = np.zeros(70, np.float32)
     threads = numba.get_num_threads()
+    dy = rng.standard_normal((5, 70, 9, 7)).astype(np.float32)
+    many = rng.standard_normal((6, 8, 24, 24)).astype(np.float32), rng.standard_normal((6, 20, 24, 24)).astype(np.float32)  # 4 chunks
     try:
         results = []
         for n in (1, 2):
             numba.set_num_threads(n)
-            results.append(winograd_forward(x, w, b, 1))
+            results.append((winograd_forward(x, w, b, 1), *winograd_filter_gradient(x, dy, 1), *winograd_filter_gradient(*many, 1)))
     finally:
         numba.set_num_threads(threads)
-    np.testing.assert_array_equal(*results)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)

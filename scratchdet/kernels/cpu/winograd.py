@@ -31,12 +31,17 @@ import numpy as np
 from numba import prange, types
 from numba.extending import intrinsic
 
-from scratchdet.kernels.cpu.conv_gemm import LANES, MR, NR, rows_times_tile, store_transposed, transpose_block
+from scratchdet.kernels.cpu.conv_gemm import LANES, MR, NR, block_sum, rows_times_tile, store_transposed, transpose_block
 
 TILES_PER_ITEM = 64  # output tiles (2 x 2 pixels each) per work item: one micro-kernel tile (NR columns) of M
+GRADIENT_ITEM_BYTES = 2 << 20  # the filter gradient's transformed tiles per work item (V and a panel's A dy A^T) ...
+GRADIENT_TILES = (64, 256)  # ... in tiles, at least and at most: each micro-kernel tile sums over them
+GRADIENT_CHUNKS = 4  # the filter gradient is summed in this many fixed parts (see conv_gemm.FILTER_GRAD_CHUNKS) ...
+GRADIENT_PARTIALS_BYTES = 32 << 20  # ... or fewer, where there are fewer items or their partial sums would take more than this
 TAPS = 16  # positions xi of the 4 x 4 input tile: the number of matrix products
 MIN_CHANNELS = 64  # `use_winograd`: at least this many input channels (the products' reduction) ...
 MIN_FILTERS = 64  # ... and filters (a tile's 64 columns)
+MAX_GRADIENT_PAIRS = 256 * 256  # `use_winograd_filter_gradient`: at most this many (channel, filter) pairs
 B_T = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))  # the input transform, V = B^T d B
 A_T = ((1, 1, 1, 0), (0, 1, -1, -1))  # the output transform, Y = A^T M A
 
@@ -44,8 +49,8 @@ A_T = ((1, 1, 1, 0), (0, 1, -1, -1))  # the output transform, Y = A^T M A
 def _combine(builder, coefficients, values):
     """sum_q coefficients[q] * values[q] for coefficients in {-1, 0, 1}, as LLVM vector additions."""
     terms = [(c, v) for c, v in zip(coefficients, values) if c]
-    terms.sort(key=lambda term: -term[0])  # start from a +1 term (every row of B^T and A^T has one)
-    total = terms[0][1]
+    terms.sort(key=lambda term: -term[0])  # start from a +1 term where there is one
+    total = terms[0][1] if terms[0][0] > 0 else builder.fneg(terms[0][1])
     for c, value in terms[1:]:
         total = builder.fadd(total, value) if c > 0 else builder.fsub(total, value)
     return total
@@ -53,17 +58,18 @@ def _combine(builder, coefficients, values):
 
 def _sandwich(matrix):
     """An intrinsic sandwich(source, s_start, s_row, s_col, target, t_start, t_row, t_col) that computes
-    Z = L D L^T, L = `matrix` (n x 4) of -1, 0, 1, for 16 lanes at once (LANES channels or filters): D[p][q] is
-    the vector source[s_start + p*s_row + q*s_col :][:16], Z[i][j] goes to target[t_start + i*t_row + j*t_col :].
+    Z = L D L^T, L = `matrix` (n x m) of -1, 0, 1, for 16 lanes at once (LANES channels or filters): D[p][q]
+    (p, q < m) is the vector source[s_start + p*s_row + q*s_col :][:16], Z[i][j] (i, j < n) goes to
+    target[t_start + i*t_row + j*t_col :].
     Written as vector code directly: as Numba loops over the lanes, the compiler either proved no two of
     the 16 inputs and n*n outputs apart (one lane at a time) or gave each its own loop (measured 3-6x slower
     than this). Both arrays 1-D float32; no bounds are checked. Under NUMBA_DISABLE_JIT, plain NumPy."""
-    size = len(matrix)
+    size, inner = len(matrix), len(matrix[0])
     if numba.config.DISABLE_JIT:
         left = np.array(matrix, dtype=np.float64)
 
         def sandwich(source, s_start, s_row, s_col, target, t_start, t_row, t_col):
-            d = np.array([[source[s_start + p * s_row + q * s_col :][:LANES] for q in range(4)] for p in range(4)])
+            d = np.array([[source[s_start + p * s_row + q * s_col :][:LANES] for q in range(inner)] for p in range(inner)])
             z = np.einsum("ip,pql,jq->ijl", left, d, left)
             for i in range(size):
                 for j in range(size):
@@ -85,8 +91,8 @@ def _sandwich(matrix):
                 offset = builder.add(first, builder.add(builder.mul(step_i, llvm_ir.Constant(index, i)), builder.mul(step_j, llvm_ir.Constant(index, j))))
                 return builder.bitcast(builder.gep(data, [offset]), vector.as_pointer())
 
-            d = [[builder.load(at(source_data, start, row, p, col, q), align=4) for q in range(4)] for p in range(4)]
-            rows = [[_combine(builder, matrix[i], [d[p][q] for p in range(4)]) for q in range(4)] for i in range(size)]  # L D
+            d = [[builder.load(at(source_data, start, row, p, col, q), align=4) for q in range(inner)] for p in range(inner)]
+            rows = [[_combine(builder, matrix[i], [d[p][q] for p in range(inner)]) for q in range(inner)] for i in range(size)]  # L D
             for i in range(size):
                 for j in range(size):
                     builder.store(_combine(builder, matrix[j], rows[i]), at(target_data, out_start, out_row, i, out_col, j), align=4)
@@ -99,6 +105,7 @@ def _sandwich(matrix):
 
 transform_tile = _sandwich(B_T)  # 4 x 4 inputs -> the 16 entries of B^T d B
 untransform_tile = _sandwich(A_T)  # the 16 entries of M -> 2 x 2 outputs, A^T M A
+transform_gradient_tile = _sandwich(tuple(zip(*A_T)))  # 2 x 2 output gradients g -> the 16 entries of A g A^T
 
 
 def use_winograd(channels, filters, kernel_size):
@@ -109,6 +116,15 @@ def use_winograd(channels, filters, kernel_size):
     maps 0.66x its time, 256 -> 512 on 38 x 63 0.63x, 128 -> 100 on 7 x 7 0.75x; but 32 -> 64 on 32 x 32
     about the same, and 32 -> 32 on 56 x 56 1.2x."""
     return tuple(kernel_size) == (3, 3) and channels >= MIN_CHANNELS and filters >= MIN_FILTERS
+
+
+def use_winograd_filter_gradient(channels, filters, kernel_size):
+    """Whether the filter gradient should go through `winograd_filter_gradient`: where the forward does, and
+    for at most MAX_GRADIENT_PAIRS (channel, filter) pairs, whose 16 partial sums per chunk are added to
+    once per work item. Measured against the direct route (2 cores): 0.6-0.7x its time on 64 -> 128
+    channels (16 x 16 maps), 128 -> 256 (56 x 56, 75 x 125), 256 -> 256 (28 x 28), 0.8x on 256 -> 256 on
+    8 x 8 maps; but 1.2x on 256 -> 512 on one 38 x 63 map."""
+    return use_winograd(channels, filters, kernel_size) and channels * filters <= MAX_GRADIENT_PAIRS
 
 
 @numba.njit(cache=True, parallel=True)
@@ -149,15 +165,16 @@ def transform_filters(w, panels):
 
 
 @numba.njit(cache=True)
-def fill_channels_last(x, first_row, pad_h, pad_w, slab_h, padded_w, slab, depth):
-    """slab[(r*padded_w + col)*depth + c] = x (C, H, W) zero-padded by pad_h rows and pad_w columns, at padded row
-    first_row + r and column col, for r < slab_h, col < padded_w and c < depth (zero past x's border and
-    for c >= C): the rows a work item reads, channels last and rounded up to whole vectors (depth a multiple
-    of LANES), so that the transforms run along the channels. 16 x 16 blocks of (channels, columns) are
-    transposed in registers (`conv_gemm.transpose_block`), the rest by element."""
-    channels, height, width = x.shape
+def fill_channels_last(x, first_channel, first_row, pad_h, pad_w, slab_h, padded_w, slab, depth):
+    """slab[(r*padded_w + col)*depth + c] = x (C, H, W) zero-padded by pad_h rows and pad_w columns, at channel
+    first_channel + c, padded row first_row + r and column col, for r < slab_h, col < padded_w and c < depth
+    (zero past x's border and its last channel): the rows a work item reads, channels last and rounded up
+    to whole vectors (depth a multiple of LANES), so that the transforms run along the channels. 16 x 16
+    blocks of (channels, columns) are transposed in registers (`conv_gemm.transpose_block`), the rest by element."""
+    _, height, width = x.shape
     plane = height * width
-    source = x.reshape(channels * plane)
+    channels = min(depth, x.shape[0] - first_channel)
+    source = x.reshape(x.shape[0] * plane)[first_channel * plane :]
     whole_c, whole_w = channels // LANES * LANES, width // LANES * LANES
     for r in range(slab_h):
         row = slab[r * padded_w * depth : (r + 1) * padded_w * depth]
@@ -176,6 +193,48 @@ def fill_channels_last(x, first_row, pad_h, pad_w, slab_h, padded_w, slab, depth
             for c in range(whole_c if w < whole_w else 0, channels):
                 pixel[c] = source[c * plane + y * width + w]
             pixel[channels:] = 0.0
+
+
+@numba.njit(cache=True)
+def tile_items(n_images, out_h, out_w, tiles_per_item):
+    """How the output tiles (2 x 2 pixels) of a batch split into work items of at most `tiles_per_item` (or one
+    tile row): a band of tile rows of one image per item, or several whole small images, as even as whole
+    rows and images allow (42, 42, 42 and 2 images would leave one worker half the work of the other).
+    Returns (images per item, tile rows per item, items per image, items, most tiles in an item)."""
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    per_image = tiles_h * tiles_w
+    if per_image >= tiles_per_item:
+        most_rows = max(1, tiles_per_item // tiles_w)
+        items_per_image = (tiles_h + most_rows - 1) // most_rows
+        rows_per_item = (tiles_h + items_per_image - 1) // items_per_image
+        return 1, rows_per_item, items_per_image, n_images * items_per_image, rows_per_item * tiles_w
+    most_images = tiles_per_item // per_image
+    n_items = (n_images + most_images - 1) // most_images
+    images_per_item = (n_images + n_items - 1) // n_items
+    return images_per_item, tiles_h, 1, (n_images + images_per_item - 1) // images_per_item, images_per_item * per_image
+
+
+@numba.njit(cache=True, inline="always")
+def item_span(item, n_images, images_per_item, rows_per_item, items_per_image, tiles_h):
+    """Work item -> (first image, last image + 1, first tile row, tile rows) (see `tile_items`)."""
+    first_image = item // items_per_image * images_per_item
+    first_tile_row = item % items_per_image * rows_per_item
+    return first_image, min(n_images, first_image + images_per_item), first_tile_row, min(rows_per_item, tiles_h - first_tile_row)
+
+
+@numba.njit(cache=True)
+def input_tiles(x, pad_h, pad_w, first_tile_row, tile_rows, tiles_w, slab_h, slab, depth, v, v_plane, first_tile):
+    """V[xi] (tiles, depth) of an image's tile rows first_tile_row .. + tile_rows: row t = first_tile + r*tiles_w + tx
+    of plane xi (v[xi*v_plane + t*depth :]) holds B^T d B at xi for the channels of the tile's 4 x 4 input d.
+    x: (C, H, W) one image; slab: scratch for its rows (`fill_channels_last`, padded width 2*tiles_w + 2)."""
+    padded_w = 2 * tiles_w + 2
+    fill_channels_last(x, 0, 2 * first_tile_row, pad_h, pad_w, slab_h, padded_w, slab, depth)
+    for r in range(tile_rows):
+        for tx in range(tiles_w):
+            corner = (2 * r * padded_w + 2 * tx) * depth
+            t = first_tile + r * tiles_w + tx
+            for c0 in range(0, depth, LANES):
+                transform_tile(slab, corner + c0, padded_w * depth, depth, v, t * depth + c0, 4 * v_plane, v_plane)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -201,25 +260,16 @@ def winograd_correlate(x, pad_h, pad_w, panels, bias, y, workers):
     width = n_panels * NR  # a tile's filters in M and a pixel's in the output block
     tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
     per_image = tiles_h * tiles_w
-    if per_image >= TILES_PER_ITEM:  # a band of tile rows of one image per item
-        images_per_item, rows_per_item = 1, max(1, TILES_PER_ITEM // tiles_w)
-        items_per_image = (tiles_h + rows_per_item - 1) // rows_per_item
-        n_items = n_images * items_per_image
-        tiles = rows_per_item * tiles_w
-    else:  # whole images per item
-        images_per_item, rows_per_item, items_per_image = TILES_PER_ITEM // per_image, tiles_h, 1
-        n_items = (n_images + images_per_item - 1) // images_per_item
-        tiles = images_per_item * per_image
+    images_per_item, rows_per_item, items_per_image, n_items, tiles = tile_items(n_images, out_h, out_w, TILES_PER_ITEM)
     groups = (tiles + MR - 1) // MR
-    padded_w = 2 * tiles_w + 2  # slab columns: the tiles' 4 x 4 windows, zero past x's padded width
-    slab_h = 2 * rows_per_item + 2
+    slab_h = 2 * rows_per_item + 2  # the slab's rows: the tiles' 4 x 4 windows (`input_tiles`)
     block_w = 2 * tiles_w  # output block pixels per row: whole tiles (compacted to W' when W' is odd)
     # V and M hold 16 planes each, NR values (4 cache lines) more than they use apart, so that their starts
     # do not fall on the same L1 cache set (planes a multiple of 4 KB apart would)
     v_plane, m_plane = groups * MR * depth + NR, groups * MR * width + NR
     steps = np.arange(channels).astype(np.uint64)  # the reduction: channel c of a tile's row of V[xi]
     no_bias = np.zeros(NR, dtype=y.dtype)  # the products are stored, not added (the bias comes with the transposed store)
-    slabs = np.empty((workers, slab_h * padded_w * depth), dtype=y.dtype)
+    slabs = np.empty((workers, slab_h * (2 * tiles_w + 2) * depth), dtype=y.dtype)
     vs = np.zeros((workers, TAPS * v_plane), dtype=y.dtype)  # rows past an item's tiles stay finite
     ms = np.empty((workers, TAPS * m_plane), dtype=y.dtype)
     blocks = np.empty((workers, 2 * rows_per_item * block_w * width), dtype=y.dtype)
@@ -228,21 +278,12 @@ def winograd_correlate(x, pad_h, pad_w, panels, bias, y, workers):
     for worker in prange(workers):
         slab, v, m, block, offsets = slabs[worker], vs[worker], ms[worker], blocks[worker], tile_offsets[worker]
         for item in range(worker * per_worker, min(n_items, (worker + 1) * per_worker)):
-            first_image = item // items_per_image * images_per_item
-            last_image = min(n_images, first_image + images_per_item)
-            first_tile_row = item % items_per_image * rows_per_item
-            tile_rows = min(rows_per_item, tiles_h - first_tile_row)
+            first_image, last_image, first_tile_row, tile_rows = item_span(item, n_images, images_per_item, rows_per_item, items_per_image, tiles_h)
             item_tiles = (last_image - first_image) * tile_rows * tiles_w
             for t in range(groups * MR):  # where each tile's row of V[xi] starts (the last group's spare rows: tile 0)
                 offsets[t] = t * depth if t < item_tiles else 0
             for n in range(first_image, last_image):
-                fill_channels_last(x[n], 2 * first_tile_row, pad_h, pad_w, slab_h, padded_w, slab, depth)
-                for r in range(tile_rows):
-                    for tx in range(tiles_w):
-                        corner = (2 * r * padded_w + 2 * tx) * depth
-                        t = (n - first_image) * per_image + r * tiles_w + tx
-                        for c0 in range(0, depth, LANES):
-                            transform_tile(slab, corner + c0, padded_w * depth, depth, v, t * depth + c0, 4 * v_plane, v_plane)
+                input_tiles(x[n], pad_h, pad_w, first_tile_row, tile_rows, tiles_w, slab_h, slab, depth, v, v_plane, (n - first_image) * per_image)
             for xi in range(TAPS):
                 v_xi = v[xi * v_plane : (xi + 1) * v_plane]
                 m_xi = m[xi * m_plane : xi * m_plane + groups * MR * width].reshape(groups * MR, width)
@@ -263,3 +304,116 @@ def winograd_correlate(x, pad_h, pad_w, panels, bias, y, workers):
                         block[p * width : (p + 1) * width] = block[source : source + width]
                 store_transposed(block[: pixels * width].reshape(pixels, width), pixels, bias,
                                  y[n].reshape(filters * out_h * out_w), 2 * first_tile_row * out_w, out_h * out_w)
+
+
+@numba.njit(cache=True, parallel=True)
+def winograd_filter_gradient(x, pad_h, pad_w, dy, dw_t, db):
+    """dW[k, c, i, j] = sum_{n, oy, ox} dy[n, k, oy, ox] * xpad[n, c, oy + i, ox + j] for 3 x 3 filters (stride 1), and
+    db[k] = sum of dy[:, k], by F(3 x 3, 2 x 2), the transpose of the forward's algorithm (Lavin and Gray 2016,
+    section 4): over the 2 x 2 output tile g = dy[n, k, 2ty : 2ty + 2, 2tx : 2tx + 2] and the 4 x 4 input d it
+    read, the 3 x 3 sums are
+
+        sum_{a, b} g[a, b] d[i + a, j + b] = (G^T [ (A g A^T) * (B^T d B) ] G)[i, j]
+
+    with the forward's A, B, G; summed over all tiles, the 16 elementwise products are 16 matrix products
+    M[xi] (C, K) = V[xi]^T (C, tiles) @ DY[xi] (tiles, K), each reducing over every tile of the batch
+    (long reductions: the micro-kernel's best case), and dW = G^T M G once at the end.
+
+    Work items (about GRADIENT_TILES tiles each) are split into fixed chunks, whose partial sums are added in
+    order at the end: the result is the same on any number of threads. A unit of work is a chunk, or with
+    fewer chunks than GRADIENT_CHUNKS (one large image, or many channels and filters) a (chunk, 64-filter
+    panel) pair, so that every worker has work (each then transforms its items' V: about a tenth of a
+    panel's products). Measured with 2 workers, 8 chunks took 1.5x longer than 4 on 128x128x4x4 -> 128
+    (their partial sums: 1 MB each). Per item: V as in the
+    forward (`input_tiles`); per panel, DY of its filters (`transform_gradient_tile`, dy's tile rows
+    channels last) and the products added by `conv_gemm.rows_times_tile` (tiles of 6 channels x 64
+    filters) into the chunk's partial sums.
+
+    Args:
+        x: (N, C, H, W) float32; pad_h, pad_w: the forward's zero border. dy: (N, K, H', W') float32 with
+            H' = H + 2*pad_h - 2, W' = W + 2*pad_w - 2.
+        dw_t: (C*9, K) float32 output, dW transposed (row (c*3 + i)*3 + j); db: (K,) float64 output.
+    """
+    n_images, filters, out_h, out_w = dy.shape
+    channels = x.shape[1]
+    depth = (channels + LANES - 1) // LANES * LANES
+    n_panels = (filters + NR - 1) // NR
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    per_image = tiles_h * tiles_w
+    # items of GRADIENT_ITEM_BYTES, but at least GRADIENT_CHUNKS of them where that leaves GRADIENT_TILES[0] tiles each
+    wanted = GRADIENT_ITEM_BYTES // (TAPS * 4 * (depth + NR))
+    wanted = min(max(wanted, GRADIENT_TILES[0]), GRADIENT_TILES[1])
+    images_per_item, rows_per_item, items_per_image, n_items, tiles = tile_items(n_images, out_h, out_w, wanted)
+    rows6 = (channels + MR - 1) // MR * MR
+    n_chunks = max(1, min(GRADIENT_CHUNKS, n_items, GRADIENT_PARTIALS_BYTES // (TAPS * rows6 * n_panels * NR * 4)))
+    groups = 1 if n_chunks == GRADIENT_CHUNKS else n_panels  # a unit per chunk, or per (chunk, filter panel)
+    panels_per_unit = n_panels // groups
+    slab_h = 2 * rows_per_item + 2
+    v_plane, g_plane = tiles * depth + NR, tiles * NR + NR  # planes apart by more than they use (see the forward)
+    steps = (np.arange(tiles) * depth).astype(np.uint64)  # the reduction: tile t's row of V[xi]
+    channel_rows = np.zeros(rows6, dtype=np.int64)  # channel c's column of V[xi] (the last group's spare rows: channel 0)
+    channel_rows[:channels] = np.arange(channels)
+    partial = np.zeros((n_chunks, TAPS, rows6, n_panels * NR), dtype=np.float32)
+    partial_db = np.zeros((n_chunks, n_panels * NR))
+    units = n_chunks * groups
+    slabs = np.empty((units, slab_h * (2 * tiles_w + 2) * depth), dtype=np.float32)
+    dy_slabs = np.empty((units, 2 * rows_per_item * 2 * tiles_w * NR), dtype=np.float32)
+    vs = np.empty((units, TAPS * v_plane), dtype=np.float32)
+    gs = np.empty((units, TAPS * g_plane), dtype=np.float32)
+    for unit in prange(units):
+        chunk, first_panel = unit // groups, unit % groups * panels_per_unit
+        slab, dy_slab, v, g = slabs[unit], dy_slabs[unit], vs[unit], gs[unit]
+        for item in range(chunk * n_items // n_chunks, (chunk + 1) * n_items // n_chunks):  # sizes differ by <= 1
+            first_image, last_image, first_tile_row, tile_rows = item_span(item, n_images, images_per_item, rows_per_item, items_per_image, tiles_h)
+            first_row, n_rows = 2 * first_tile_row, min(2 * tile_rows, out_h - 2 * first_tile_row)
+            item_tiles = (last_image - first_image) * tile_rows * tiles_w
+            for n in range(first_image, last_image):
+                input_tiles(x[n], pad_h, pad_w, first_tile_row, tile_rows, tiles_w, slab_h, slab, depth, v, v_plane, (n - first_image) * per_image)
+            for q in range(first_panel, first_panel + panels_per_unit):
+                for n in range(first_image, last_image):
+                    # the panel's filters of dy's rows, channels last, zero past its border (odd H' or W') and last filter
+                    fill_channels_last(dy[n], q * NR, first_row, 0, 0, 2 * tile_rows, 2 * tiles_w, dy_slab, NR)
+                    for r in range(tile_rows):
+                        for tx in range(tiles_w):
+                            corner = (2 * r * 2 * tiles_w + 2 * tx) * NR
+                            t = (n - first_image) * per_image + r * tiles_w + tx
+                            for k0 in range(0, NR, LANES):
+                                transform_gradient_tile(dy_slab, corner + k0, 2 * tiles_w * NR, NR, g, t * NR + k0, 4 * g_plane, g_plane)
+                    for k in range(q * NR, min(filters, (q + 1) * NR)):
+                        partial_db[chunk, k] += block_sum(dy[n, k, first_row : first_row + n_rows])
+                for xi in range(TAPS):
+                    v_xi = v[xi * v_plane : (xi + 1) * v_plane]
+                    g_panel = g[xi * g_plane : xi * g_plane + tiles * NR].reshape(tiles, NR)
+                    for c0 in range(0, rows6, MR):
+                        rows_times_tile(item_tiles, steps, v_xi, channel_rows[c0 : c0 + MR], 0, g_panel, partial[chunk, xi], c0, q * NR)
+    untransform_filter_gradient(partial, partial_db, channels, dw_t, db)
+
+
+@numba.njit(cache=True, parallel=True)
+def untransform_filter_gradient(partial, partial_db, channels, dw_t, db):
+    """dw_t[(c*3 + i)*3 + j, k] = (G^T M G)[i, j], M[p, q] = sum over chunks of partial[chunk, 4p + q, c, k] (added
+    chunk by chunk in order), G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]]; db likewise."""
+    filters = dw_t.shape[1]
+    db[...] = 0.0
+    for chunk in range(partial_db.shape[0]):
+        for k in range(filters):
+            db[k] += partial_db[chunk, k]
+    for c in prange(channels):
+        m = np.empty(TAPS, dtype=np.float32)
+        gm = np.empty((3, 4), dtype=np.float32)  # G^T M
+        for k in range(filters):
+            for xi in range(TAPS):
+                m[xi] = partial[0, xi, c, k]
+            for chunk in range(1, partial.shape[0]):
+                for xi in range(TAPS):
+                    m[xi] += partial[chunk, xi, c, k]
+            for q in range(4):
+                m0, m1, m2, m3 = m[q], m[4 + q], m[8 + q], m[12 + q]
+                gm[0, q] = m0 + 0.5 * (m1 + m2)
+                gm[1, q] = 0.5 * (m1 - m2)
+                gm[2, q] = 0.5 * (m1 + m2) + m3
+            for i in range(3):  # (G^T M) G
+                row = (c * 3 + i) * 3
+                dw_t[row, k] = gm[i, 0] + 0.5 * (gm[i, 1] + gm[i, 2])
+                dw_t[row + 1, k] = 0.5 * (gm[i, 1] - gm[i, 2])
+                dw_t[row + 2, k] = 0.5 * (gm[i, 1] + gm[i, 2]) + gm[i, 3]
