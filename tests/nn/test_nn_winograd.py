@@ -76,13 +76,14 @@ def test_filter_transform_is_g_times_filter_times_g_transposed(rng):
 
 
 def test_layers_with_many_channels_and_filters_take_winograd(rng):
-    assert winograd.use_winograd(64, 128, (3, 3)) and winograd.use_winograd(256, 512, (3, 3))
-    assert not winograd.use_winograd(32, 64, (3, 3))  # measured: no faster than the direct products
-    assert not winograd.use_winograd(64, 32, (3, 3))  # half of every 64-filter tile empty
+    assert winograd.use_winograd(64, 128, (3, 3)) and winograd.use_winograd(256, 512, (3, 3)) and winograd.use_winograd(32, 64, (3, 3))
+    assert not winograd.use_winograd(64, 32, (3, 3))  # half of every 64-filter tile empty: measured slower
+    assert not winograd.use_winograd(16, 64, (3, 3))  # a 16-step reduction per tile: measured slower
     assert not winograd.use_winograd(64, 64, (5, 5)) and not winograd.use_winograd(64, 64, (3, 1))
     assert winograd.use_winograd_filter_gradient(64, 128, (3, 3)) and winograd.use_winograd_filter_gradient(256, 256, (3, 3))
+    assert winograd.use_winograd_filter_gradient(32, 32, (3, 3))  # reducing over all tiles, 32 filters still pay
     assert not winograd.use_winograd_filter_gradient(256, 512, (3, 3))  # measured slower than the direct sums
-    assert not winograd.use_winograd_filter_gradient(32, 64, (3, 3))
+    assert not winograd.use_winograd_filter_gradient(16, 24, (3, 3)) and not winograd.use_winograd_filter_gradient(64, 64, (1, 1))
     # and conv2d_forward sends such a layer there: the same bits as calling it directly
     x = rng.standard_normal((2, 64, 6, 5)).astype(np.float32)
     w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)

@@ -39,9 +39,10 @@ GRADIENT_TILES = (64, 256)  # ... in tiles, at least and at most: each micro-ker
 GRADIENT_CHUNKS = 4  # the filter gradient is summed in this many fixed parts (see conv_gemm.FILTER_GRAD_CHUNKS) ...
 GRADIENT_PARTIALS_BYTES = 32 << 20  # ... or fewer, where there are fewer items or their partial sums would take more than this
 TAPS = 16  # positions xi of the 4 x 4 input tile: the number of matrix products
-MIN_CHANNELS = 64  # `use_winograd`: at least this many input channels (the products' reduction) ...
-MIN_FILTERS = 64  # ... and filters (a tile's 64 columns)
-MAX_GRADIENT_PAIRS = 256 * 256  # `use_winograd_filter_gradient`: at most this many (channel, filter) pairs
+MIN_CHANNELS = 32  # `use_winograd`, `use_winograd_filter_gradient`: at least this many input channels (the products' reduction) ...
+MIN_FILTERS = 48  # ... and filters for the correlation (a tile is 64 filters wide) ...
+MIN_GRADIENT_FILTERS = 32  # ... and for the filter gradient (whose tiles reduce over all the tiles of the batch) ...
+MAX_GRADIENT_PAIRS = 256 * 256  # ... where at most this many (channel, filter) pairs
 B_T = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))  # the input transform, V = B^T d B
 A_T = ((1, 1, 1, 0), (0, 1, -1, -1))  # the output transform, Y = A^T M A
 
@@ -109,22 +110,26 @@ transform_gradient_tile = _sandwich(tuple(zip(*A_T)))  # 2 x 2 output gradients 
 
 
 def use_winograd(channels, filters, kernel_size):
-    """Whether a stride-1 float32 correlation should go through `winograd_correlate` rather than conv_gemm's
-    direct products: 3 x 3 filters, and enough channels and filters that its short products (a reduction
-    over the C channels only, 64 filters a tile) and its transforms do not eat the 2.25x fewer
-    multiply-adds. Measured against the direct route (2 cores, forward): 64 -> 128 channels on 16 x 16
-    maps 0.66x its time, 256 -> 512 on 38 x 63 0.63x, 128 -> 100 on 7 x 7 0.75x; but 32 -> 64 on 32 x 32
-    about the same, and 32 -> 32 on 56 x 56 1.2x."""
+    """Whether a stride-1 float32 correlation (a forward or an input gradient) should go through
+    `winograd_correlate` rather than conv_gemm's direct products: 3 x 3 filters, and enough channels and
+    filters that its short products (a reduction over the C channels alone, 64 filters a tile) and its
+    transforms do not eat the 2.25x fewer multiply-adds. Measured against the direct route (2 cores,
+    channels -> filters of the correlation): 64 -> 128 on 16 x 16 maps 0.6x its time, 256 -> 512 on
+    38 x 63 0.6x, 32 -> 64 on 32 x 32 0.75x, 48 -> 48 on 16 x 16 0.9x; but 64 -> 32 on 32 x 32 1.1x,
+    32 -> 32 on 56 x 56 1.07x (on 8 x 8 maps 0.6x), 16 -> 16 2.5x."""
     return tuple(kernel_size) == (3, 3) and channels >= MIN_CHANNELS and filters >= MIN_FILTERS
 
 
 def use_winograd_filter_gradient(channels, filters, kernel_size):
-    """Whether the filter gradient should go through `winograd_filter_gradient`: where the forward does, and
-    for at most MAX_GRADIENT_PAIRS (channel, filter) pairs, whose 16 partial sums per chunk are added to
-    once per work item. Measured against the direct route (2 cores): 0.6-0.7x its time on 64 -> 128
-    channels (16 x 16 maps), 128 -> 256 (56 x 56, 75 x 125), 256 -> 256 (28 x 28), 0.8x on 256 -> 256 on
-    8 x 8 maps; but 1.2x on 256 -> 512 on one 38 x 63 map."""
-    return use_winograd(channels, filters, kernel_size) and channels * filters <= MAX_GRADIENT_PAIRS
+    """Whether the filter gradient should go through `winograd_filter_gradient`: 3 x 3 filters, and as many
+    channels as `use_winograd` asks and fewer filters (its tiles reduce over every tile of the batch), up to
+    MAX_GRADIENT_PAIRS (channel, filter) pairs, whose 16 partial sums per chunk are added to once per work
+    item. Measured against the direct route (2 cores): 0.6-0.7x its time on 64 -> 128 channels (16 x 16
+    maps), 128 -> 256 (56 x 56, 75 x 125), 256 -> 256 (28 x 28), 32 -> 32 (56 x 56), 64 -> 32 (28 x 28),
+    0.8x on 256 -> 256 on 8 x 8 maps and 32 -> 64 on 32 x 32; but 1.2x on 256 -> 512 on one 38 x 63 map,
+    1.25x on 16 -> 24 (45 x 61)."""
+    return (tuple(kernel_size) == (3, 3) and channels >= MIN_CHANNELS and filters >= MIN_GRADIENT_FILTERS
+            and channels * filters <= MAX_GRADIENT_PAIRS)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -288,8 +293,7 @@ def winograd_correlate(x, pad_h, pad_w, panels, bias, y, workers):
                 v_xi = v[xi * v_plane : (xi + 1) * v_plane]
                 m_xi = m[xi * m_plane : xi * m_plane + groups * MR * width].reshape(groups * MR, width)
                 for q in range(n_panels):
-                    for g in range((item_tiles + MR - 1) // MR):
-                        rows_times_tile(channels, steps, v_xi, offsets[g * MR : (g + 1) * MR], 0, panels[xi, q], m_xi, g * MR, q * NR, no_bias)
+                    rows_times_tile(channels, steps, v_xi, offsets, 0, panels[xi, q], m_xi, 0, q * NR, no_bias, (item_tiles + MR - 1) // MR)
             for n in range(first_image, last_image):
                 for r in range(tile_rows):
                     for tx in range(tiles_w):
@@ -384,8 +388,7 @@ def winograd_filter_gradient(x, pad_h, pad_w, dy, dw_t, db):
                 for xi in range(TAPS):
                     v_xi = v[xi * v_plane : (xi + 1) * v_plane]
                     g_panel = g[xi * g_plane : xi * g_plane + tiles * NR].reshape(tiles, NR)
-                    for c0 in range(0, rows6, MR):
-                        rows_times_tile(item_tiles, steps, v_xi, channel_rows[c0 : c0 + MR], 0, g_panel, partial[chunk, xi], c0, q * NR)
+                    rows_times_tile(item_tiles, steps, v_xi, channel_rows, 0, g_panel, partial[chunk, xi], 0, q * NR, None, rows6 // MR)
     untransform_filter_gradient(partial, partial_db, channels, dw_t, db)
 
 
