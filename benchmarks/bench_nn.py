@@ -5,9 +5,12 @@ Run: `python -m pytest benchmarks/bench_nn.py -s`. Both libraries get 2 threads
 one forward and one backward (all gradients) and prints ours / torch (the ratio, <= 1 means we are no
 slower) and, for convolutions, the GFLOP/s reached: 3 matrix products of 2*N*K*C*kh*kw*H'*W' flops
 each (forward, input gradient, filter gradient), to set beside the machine's single-precision GEMM peak.
+These count the direct product's flops: layers that take Winograd's algorithm (2.25x fewer
+multiply-adds) can pass the peak.
 
-All four shapes run our register-tiled kernels (`scratchdet/kernels/cpu/conv_gemm.py`, no OpenBLAS);
-PyTorch runs oneDNN's. OpenBLAS still matters to the rest of a network (linear layers, float64), and
+All four shapes run our register-tiled kernels (`scratchdet/kernels/cpu/conv_gemm.py`, no OpenBLAS), the
+3x3 layers with at least 32 channels by Winograd's F(2x2, 3x3) on the same tile
+(`scratchdet/kernels/cpu/winograd.py`); PyTorch runs oneDNN's. OpenBLAS still matters to the rest of a network (linear layers, float64), and
 this machine's environment sets OPENBLAS_CORETYPE=Haswell and OPENBLAS_L2_SIZE (for old OpenBLAS
 builds); the current NumPy's OpenBLAS would otherwise pick its AVX-512 (SkylakeX) kernels.
 `test_conv2d_openblas_settings` therefore measures each shape in subprocesses: with the environment as

@@ -115,7 +115,8 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     computed as im2col + one matrix product per group of images,
     Y (K, n*H'*W') = W (K, C*kh*kw) @ cols (C*kh*kw, n*H'*W'), then reordered into NCHW with the bias.
     float32 at stride 1 computes the same product by the register-tiled kernels of
-    `scratchdet.kernels.cpu.conv_gemm`, which never write the columns out (faster: `_register_tiled`).
+    `scratchdet.kernels.cpu.conv_gemm`, which never write the columns out, and 3 x 3 layers with enough
+    channels and filters by Winograd's F(2 x 2, 3 x 3) (`scratchdet.kernels.cpu.winograd`; faster: `_register_tiled`).
 
     Args:
         x: (N, C, H, W) float32/float64 input.
@@ -167,7 +168,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     The columns are recomputed from x a group of images at a time (nothing is kept from the forward),
     and the gradient with respect to the columns is written over them once dW has used them: one
     column buffer of about `COLUMN_BUFFER_BYTES`, freed on return. float32 at stride 1 goes through
-    `scratchdet.kernels.cpu.conv_gemm` instead (no column buffer; `_register_tiled`).
+    `scratchdet.kernels.cpu.conv_gemm` and `scratchdet.kernels.cpu.winograd` instead (no column buffer;
+    `_register_tiled`).
 
     Args:
         dy: (N, K, H', W') gradient of the loss with respect to y.

@@ -37,8 +37,9 @@ runs (`tile_times_segments`), small maps tile 6 pixels x 64 filters (`correlate_
 with few filters sum their filter gradient with the vector lanes along the pixels (`dot_tile`), and
 RGB-like inputs get their input gradient as W^T @ dy followed by col2im (`input_gradient_few_channels`).
 Layers without padding read x in place where the kernels' reads stay inside it. `scratchdet.nn.functional`
-sends float32 stride-1 convolutions here; float64 keeps the im2col route, whose OpenBLAS dgemm beats a
-6 x 64 tile of doubles.
+sends float32 stride-1 convolutions here, except 3 x 3 layers with enough channels and filters, which
+take Winograd's algorithm (`scratchdet.kernels.cpu.winograd`, built on `rows_times_tile`); float64 keeps
+the im2col route, whose OpenBLAS dgemm beats a 6 x 64 tile of doubles.
 """
 
 import llvmlite.ir as llvm_ir

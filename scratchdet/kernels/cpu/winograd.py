@@ -1,27 +1,34 @@
-"""3 x 3 convolutions (stride 1, float32) by Winograd's minimal filtering F(2 x 2, 3 x 3).
+"""3 x 3 convolutions (stride 1, float32) by Winograd's minimal filtering: F(2 x 2, 3 x 3) and its transpose.
 
-Lavin and Gray 2016, "Fast algorithms for convolutional neural networks", section 4.1 (after Winograd
+Lavin and Gray 2016, "Fast algorithms for convolutional neural networks", section 4 (after Winograd
 1980): a 2 x 2 block of outputs of a 3 x 3 correlation of one channel, computed directly, takes 36
 multiplications; computed as
 
     Y (2, 2) = A^T [ (G g G^T) * (B^T d B) ] A        (* elementwise: 16 multiplications)
 
-from the 4 x 4 input tile d it reads and the 3 x 3 filter g, it takes 16, and the transforms are only
-additions (and halvings, done once per filter). Summed over the channels, the 16 elementwise products
-become 16 independent matrix products, one per position xi of the 4 x 4 tile:
+from the 4 x 4 input tile d it reads and the 3 x 3 filter g, it takes 16; the transforms are additions
+(and halvings, done once per filter). Summed over the channels, the 16 elementwise products become 16
+independent matrix products, one per position xi of the 4 x 4 tile:
 
-    M[xi] (K, tiles) = U[xi] (K, C) @ V[xi] (C, tiles),   U = G g G^T per (k, c),   V = B^T d B per (c, tile)
+    M[xi] (tiles, K) = V[xi] (tiles, C) @ U[xi]^T (C, K),   U = G g G^T per (k, c),   V = B^T d B per (tile, c)
 
-2.25x fewer multiply-adds than the direct product, computed by the same register-tiled micro-kernel
-(`conv_gemm.tile_times_rows`): the 6 x 64 tile runs over 64 output tiles at a time. The transforms are
-additions over whole rows, which the compiler turns into vector code.
+2.25x fewer multiply-adds than the direct product, computed by conv_gemm's register tile
+(`conv_gemm.rows_times_tile`: 6 output tiles x 64 filters, reducing over the channels). The input
+gradient is a correlation too (conv_gemm's module docstring, observation 2) and runs through the same
+code; the filter gradient uses the transposed algorithm, F(3 x 3, 2 x 2) (`winograd_filter_gradient`).
 
-A work item is a block of output tiles (`TILES_PER_ITEM`, one micro-kernel tile wide): a few whole
-images when they are small, else a band of tile rows of one image. Its rows of x go into a zero-padded
-slab (`conv_gemm.fill_slab`), are transformed into V, multiplied into M, and M is transformed back into y.
-The intermediate sums are rounded differently from the direct product's (measured: relative error about
-1e-6 in float32, as the direct route's); the input gradient, a correlation too (see conv_gemm's module
-docstring, observation 2), runs through the same code.
+Layout. A work item is a block of output tiles: a few whole images when they are small, else a band of
+tile rows of one image. Its rows of x are copied channels last (`fill_channels_last`, by 16 x 16
+register transposes), so that a tile's transform runs along the channels, 16 at a time: the two
+transforms are written as vector code directly (`_sandwich`, LLVM IR through llvmlite, as
+`conv_gemm.transpose_block`), since loops over the lanes left the compiler unable to prove the 16
+inputs and 16 outputs apart (3-6x slower, measured). M's blocks are then turned back into 2 x 2 pixels
+(`untransform_tile`) and stored into y by the transposed store of the pixel tiles (`conv_gemm.store_transposed`).
+
+Which layers: `use_winograd` and `use_winograd_filter_gradient`, from measurements (their docstrings);
+few channels (a short reduction per tile) or few filters (a part-empty 64-filter tile) stay with the
+direct products. The intermediate sums are rounded differently from the direct product's: measured
+relative errors of 1e-7 to 6e-7 of the largest output against float64, as for the direct route.
 """
 
 
