@@ -47,7 +47,7 @@ def test_winograd_correlation_matches_the_direct_product(x_shape, filters, paddi
 def winograd_filter_gradient(x, dy, padding):
     channels, filters = x.shape[1], dy.shape[1]
     dw_t, db = np.empty((channels * 9, filters), np.float32), np.empty(filters)
-    winograd.winograd_filter_gradient(x, padding, padding, dy, dw_t, db)
+    winograd.winograd_filter_gradient(x, padding, padding, dy, dw_t, db, numba.get_num_threads())
     return dw_t.T.reshape(filters, channels, 3, 3), db
 
 

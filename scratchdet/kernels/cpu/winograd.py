@@ -318,7 +318,7 @@ def winograd_correlate(x, pad_h, pad_w, panels, bias, y, workers):
 
 
 @numba.njit(cache=True, parallel=True)
-def winograd_filter_gradient(x, pad_h, pad_w, dy, dw_t, db):
+def winograd_filter_gradient(x, pad_h, pad_w, dy, dw_t, db, workers):
     """dW[k, c, i, j] = sum_{n, oy, ox} dy[n, k, oy, ox] * xpad[n, c, oy + i, ox + j] for 3 x 3 filters (stride 1), and
     db[k] = sum of dy[:, k], by F(3 x 3, 2 x 2), the transpose of the forward's algorithm (Lavin and Gray 2016,
     section 4): over the 2 x 2 output tile g = dy[n, k, 2ty : 2ty + 2, 2tx : 2tx + 2] and the 4 x 4 input d it
@@ -344,6 +344,8 @@ def winograd_filter_gradient(x, pad_h, pad_w, dy, dw_t, db):
         x: (N, C, H, W) float32; pad_h, pad_w: the forward's zero border. dy: (N, K, H', W') float32 with
             H' = H + 2*pad_h - 2, W' = W + 2*pad_w - 2.
         dw_t: (C*9, K) float32 output, dW transposed (row (c*3 + i)*3 + j); db: (K,) float64 output.
+        workers: parallel workers sharing the units in order, each with its scratch allocated once (per
+            unit, one large image's 16 (chunk, panel) units would take 16 copies).
     """
     n_images, filters, out_h, out_w = dy.shape
     channels = x.shape[1]
@@ -367,35 +369,37 @@ def winograd_filter_gradient(x, pad_h, pad_w, dy, dw_t, db):
     partial = np.zeros((n_chunks, TAPS, rows6, n_panels * NR), dtype=np.float32)
     partial_db = np.zeros((n_chunks, n_panels * NR))
     units = n_chunks * groups
-    slabs = np.empty((units, slab_h * (2 * tiles_w + 2) * depth), dtype=np.float32)
-    dy_slabs = np.empty((units, 2 * rows_per_item * 2 * tiles_w * NR), dtype=np.float32)
-    vs = np.empty((units, TAPS * v_plane), dtype=np.float32)
-    gs = np.empty((units, TAPS * g_plane), dtype=np.float32)
-    for unit in prange(units):
-        chunk, first_panel = unit // groups, unit % groups * panels_per_unit
-        slab, dy_slab, v, g = slabs[unit], dy_slabs[unit], vs[unit], gs[unit]
-        for item in range(chunk * n_items // n_chunks, (chunk + 1) * n_items // n_chunks):  # sizes differ by <= 1
-            first_image, last_image, first_tile_row, tile_rows = item_span(item, n_images, images_per_item, rows_per_item, items_per_image, tiles_h)
-            first_row, n_rows = 2 * first_tile_row, min(2 * tile_rows, out_h - 2 * first_tile_row)
-            item_tiles = (last_image - first_image) * tile_rows * tiles_w
-            for n in range(first_image, last_image):
-                input_tiles(x[n], pad_h, pad_w, first_tile_row, tile_rows, tiles_w, slab_h, slab, depth, v, v_plane, (n - first_image) * per_image)
-            for q in range(first_panel, first_panel + panels_per_unit):
+    slabs = np.empty((workers, slab_h * (2 * tiles_w + 2) * depth), dtype=np.float32)
+    dy_slabs = np.empty((workers, 2 * rows_per_item * 2 * tiles_w * NR), dtype=np.float32)
+    vs = np.empty((workers, TAPS * v_plane), dtype=np.float32)
+    gs = np.empty((workers, TAPS * g_plane), dtype=np.float32)
+    per_worker = (units + workers - 1) // workers
+    for worker in prange(workers):
+        slab, dy_slab, v, g = slabs[worker], dy_slabs[worker], vs[worker], gs[worker]
+        for unit in range(worker * per_worker, min(units, (worker + 1) * per_worker)):
+            chunk, first_panel = unit // groups, unit % groups * panels_per_unit
+            for item in range(chunk * n_items // n_chunks, (chunk + 1) * n_items // n_chunks):  # sizes differ by <= 1
+                first_image, last_image, first_tile_row, tile_rows = item_span(item, n_images, images_per_item, rows_per_item, items_per_image, tiles_h)
+                first_row, n_rows = 2 * first_tile_row, min(2 * tile_rows, out_h - 2 * first_tile_row)
+                item_tiles = (last_image - first_image) * tile_rows * tiles_w
                 for n in range(first_image, last_image):
-                    # the panel's filters of dy's rows, channels last, zero past its border (odd H' or W') and last filter
-                    fill_channels_last(dy[n], q * NR, first_row, 0, 0, 2 * tile_rows, 2 * tiles_w, dy_slab, NR)
-                    for r in range(tile_rows):
-                        for tx in range(tiles_w):
-                            corner = (2 * r * 2 * tiles_w + 2 * tx) * NR
-                            t = (n - first_image) * per_image + r * tiles_w + tx
-                            for k0 in range(0, NR, LANES):
-                                transform_gradient_tile(dy_slab, corner + k0, 2 * tiles_w * NR, NR, g, t * NR + k0, 4 * g_plane, g_plane)
-                    for k in range(q * NR, min(filters, (q + 1) * NR)):
-                        partial_db[chunk, k] += block_sum(dy[n, k, first_row : first_row + n_rows])
-                for xi in range(TAPS):
-                    v_xi = v[xi * v_plane : (xi + 1) * v_plane]
-                    g_panel = g[xi * g_plane : xi * g_plane + tiles * NR].reshape(tiles, NR)
-                    rows_times_tile(item_tiles, steps, v_xi, channel_rows, 0, g_panel, partial[chunk, xi], 0, q * NR, None, rows6 // MR)
+                    input_tiles(x[n], pad_h, pad_w, first_tile_row, tile_rows, tiles_w, slab_h, slab, depth, v, v_plane, (n - first_image) * per_image)
+                for q in range(first_panel, first_panel + panels_per_unit):
+                    for n in range(first_image, last_image):
+                        # the panel's filters of dy's rows, channels last, zero past its border (odd H' or W') and last filter
+                        fill_channels_last(dy[n], q * NR, first_row, 0, 0, 2 * tile_rows, 2 * tiles_w, dy_slab, NR)
+                        for r in range(tile_rows):
+                            for tx in range(tiles_w):
+                                corner = (2 * r * 2 * tiles_w + 2 * tx) * NR
+                                t = (n - first_image) * per_image + r * tiles_w + tx
+                                for k0 in range(0, NR, LANES):
+                                    transform_gradient_tile(dy_slab, corner + k0, 2 * tiles_w * NR, NR, g, t * NR + k0, 4 * g_plane, g_plane)
+                        for k in range(q * NR, min(filters, (q + 1) * NR)):
+                            partial_db[chunk, k] += block_sum(dy[n, k, first_row : first_row + n_rows])
+                    for xi in range(TAPS):
+                        v_xi = v[xi * v_plane : (xi + 1) * v_plane]
+                        g_panel = g[xi * g_plane : xi * g_plane + tiles * NR].reshape(tiles, NR)
+                        rows_times_tile(item_tiles, steps, v_xi, channel_rows, 0, g_panel, partial[chunk, xi], 0, q * NR, None, rows6 // MR)
     untransform_filter_gradient(partial, partial_db, channels, dw_t, db)
 
 
