@@ -264,7 +264,10 @@ def _correlate_tiled(x, w, b, pad_h, pad_w):
     filters, _, kh, kw = w.shape
     y = np.empty((n_images, filters, height + 2 * pad_h - kh + 1, width + 2 * pad_w - kw + 1), dtype=x.dtype)
     if winograd.use_winograd(channels, filters, (kh, kw)):
-        panels = np.empty((winograd.TAPS, (filters + conv_gemm.NR - 1) // conv_gemm.NR, channels, conv_gemm.NR), dtype=x.dtype)
+        if filters <= conv_gemm.HALF:  # the reduction folded in two, side by side in one tile (`transform_filters`)
+            panels = np.empty((winograd.TAPS, 1, (channels + 1) // 2, conv_gemm.NR), dtype=x.dtype)
+        else:
+            panels = np.empty((winograd.TAPS, (filters + conv_gemm.NR - 1) // conv_gemm.NR, channels, conv_gemm.NR), dtype=x.dtype)
         winograd.transform_filters(w, panels)
         winograd.winograd_correlate(x, pad_h, pad_w, panels, b, y, numba.get_num_threads())
         return y

@@ -50,6 +50,7 @@ def run(np, nn, F):
     w_wino = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
     y_wino = F.conv2d_forward(x_wino, w_wino, np.ones(64, np.float32), stride=1, padding=1)
     dx_wino, dw_wino, db_wino = F.conv2d_backward(np.cos(y_wino), x_wino, w_wino, stride=1, padding=1)
+    y_fold = F.conv2d_forward(x_wino, w_wino[:32].copy(), np.ones(32, np.float32), stride=1, padding=1)  # 32 filters: folded products
     pooled = F.maxpool2d_forward(x, 2, 1)
     dpool = F.maxpool2d_backward(np.ones_like(pooled), x, 2, 1)
     rois = np.array([[0, 0, 0, 7, 9], [1, 2, 1, 5, 3]], dtype=np.float64)
@@ -67,7 +68,7 @@ def run(np, nn, F):
     F.sgd_update(p, g, v, lr=0.1, momentum=0.9, weight_decay=0.01)
     m2, v2, p2 = np.zeros_like(x), np.zeros_like(x), x.copy()
     F.adam_update(p2, g, m2, v2, step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
-    return dict(y=y, dx=dx, dw=dw, db=db, y1=y1, dx1=dx1, dw1=dw1, db1=db1, y16=y16, dx16=dx16, dw16=dw16, db16=db16, y_narrow=y_narrow, y_small=y_small, y_small0=y_small0, dw_blocks=dw_blocks, y_wino=y_wino, dx_wino=dx_wino, dw_wino=dw_wino, db_wino=db_wino, dx64=dx64, dw64=dw64, db64=db64, pooled=pooled, dpool=dpool, roi=roi, droi=droi, relu=relu, drelu=drelu, drop=drop, mask=mask, ddrop=ddrop, l2=np.array(l2), dl2=dl2,
+    return dict(y=y, dx=dx, dw=dw, db=db, y1=y1, dx1=dx1, dw1=dw1, db1=db1, y16=y16, dx16=dx16, dw16=dw16, db16=db16, y_narrow=y_narrow, y_small=y_small, y_small0=y_small0, dw_blocks=dw_blocks, y_wino=y_wino, y_fold=y_fold, dx_wino=dx_wino, dw_wino=dw_wino, db_wino=db_wino, dx64=dx64, dw64=dw64, db64=db64, pooled=pooled, dpool=dpool, roi=roi, droi=droi, relu=relu, drelu=drelu, drop=drop, mask=mask, ddrop=ddrop, l2=np.array(l2), dl2=dl2,
                 ce=np.array(ce), dce=dce, sl1=np.array(sl1), dsl1=dsl1, mt=np.array(mt), dcls=dcls, dbox=dbox, sgd=p, adam=p2)
 '''
 

@@ -21,11 +21,16 @@ CASES = [
     ((2, 20, 27, 19), 70, 1),  # 14 x 10 tiles: bands of 6 tile rows, the last of 2
     ((1, 17, 9, 150), 130, 1),  # 75 tiles a row, more than an item: an item per tile row; 3 filter panels
     ((1, 33, 12, 13), 65, 0),
+    ((2, 33, 6, 10), 32, 1),  # 32 filters, folded products, an odd number of channels (the second half one short)
 ]
 
 
 def winograd_forward(x, w, b, padding):
-    panels = np.empty((winograd.TAPS, (w.shape[0] + conv_gemm.NR - 1) // conv_gemm.NR, w.shape[1], conv_gemm.NR), np.float32)
+    filters, channels = w.shape[:2]
+    if filters <= conv_gemm.HALF:  # folded panels (`winograd.transform_filters`)
+        panels = np.empty((winograd.TAPS, 1, (channels + 1) // 2, conv_gemm.NR), np.float32)
+    else:
+        panels = np.empty((winograd.TAPS, (filters + conv_gemm.NR - 1) // conv_gemm.NR, channels, conv_gemm.NR), np.float32)
     winograd.transform_filters(w, panels)
     n, _, h, width = x.shape
     y = np.empty((n, w.shape[0], h + 2 * padding - 2, width + 2 * padding - 2), np.float32)
@@ -77,7 +82,8 @@ def test_filter_transform_is_g_times_filter_times_g_transposed(rng):
 
 def test_layers_with_many_channels_and_filters_take_winograd(rng):
     assert winograd.use_winograd(64, 128, (3, 3)) and winograd.use_winograd(256, 512, (3, 3)) and winograd.use_winograd(32, 64, (3, 3))
-    assert not winograd.use_winograd(64, 32, (3, 3))  # half of every 64-filter tile empty: measured slower
+    assert winograd.use_winograd(64, 32, (3, 3))  # 32 filters: the reduction folded into both halves of a tile
+    assert not winograd.use_winograd(32, 32, (3, 3)) and not winograd.use_winograd(64, 24, (3, 3))  # measured slower
     assert not winograd.use_winograd(16, 64, (3, 3))  # a 16-step reduction per tile: measured slower
     assert not winograd.use_winograd(64, 64, (5, 5)) and not winograd.use_winograd(64, 64, (3, 1))
     assert winograd.use_winograd_filter_gradient(64, 128, (3, 3)) and winograd.use_winograd_filter_gradient(256, 256, (3, 3))

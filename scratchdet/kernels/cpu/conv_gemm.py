@@ -53,6 +53,7 @@ from scratchdet.kernels.cpu.nn import col2im
 
 MR = 6  # rows of the register tile
 NR = 64  # columns of the register tile: 4 AVX-512 vectors of float32
+HALF = NR // 2  # columns of a product that `rows_times_folded_tile` computes
 SEGMENT = NR // 4  # a tile of `tile_times_segments` is four runs of this many output pixels
 LANES = 16  # float32 lanes of an AVX-512 vector
 DOT_FILTERS = NR // LANES  # filters per `dot_tile`
@@ -345,6 +346,59 @@ def rows_times_tile(steps, pixels, image, row_offsets, column, b_panel, out, top
             add_tile(acc, out, top + g * MR, left)
         else:
             store_tile(acc, out, top + g * MR, left, column_bias)
+
+
+@numba.njit(cache=True, fastmath=True)
+def rows_times_folded_tile(steps, fold, pixels, image, row_offsets, column, b_panel, out, top, left, column_bias=None, tiles=1):
+    """`rows_times_tile` for products only HALF = NR / 2 columns wide (32 filters): the reduction folded in two.
+    Row s of b_panel holds the right operand's rows s (columns 0 .. HALF - 1) and s + `fold` steps (columns
+    HALF ..), A's two steps are image[... + pixels[s]] and image[... + pixels[s] + fold_offset]: the tile's two
+    halves sum the two halves of the reduction, added together at the end. A plain tile would leave half
+    of its columns empty (each of the 24 multiply-adds a step would do half the work).
+
+    Args:
+        steps: steps of each half; fold: uint64 offset in `image` of the second half's A operand from the first's.
+        out[top + i, left : left + HALF] += (or = ... + column_bias[:HALF] for column_bias not None) the product.
+        Others as in `rows_times_tile`.
+    """
+    for g in range(tiles):
+        acc = new_tile(image)
+        zero_tile(acc)
+        a0, a1, a2, a3, a4, a5 = tap_rows(image, row_offsets[g * MR :], column)
+        for s in range(steps):
+            q = pixels[s]
+            x0, x1, x2, x3, x4, x5 = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q]
+            for j in range(HALF):
+                b = b_panel[s, j]
+                acc[0, j] += x0 * b
+                acc[1, j] += x1 * b
+                acc[2, j] += x2 * b
+                acc[3, j] += x3 * b
+                acc[4, j] += x4 * b
+                acc[5, j] += x5 * b
+            q += fold  # the second half: its six values loaded after the first half's are used (all twelve at once
+            x0, x1, x2, x3, x4, x5 = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q]  # ran out of registers)
+            for j in range(HALF):
+                b = b_panel[s, HALF + j]
+                acc[0, HALF + j] += x0 * b
+                acc[1, HALF + j] += x1 * b
+                acc[2, HALF + j] += x2 * b
+                acc[3, HALF + j] += x3 * b
+                acc[4, HALF + j] += x4 * b
+                acc[5, HALF + j] += x5 * b
+        if column_bias is None:  # the two halves added, through row views (see `add_tile`)
+            for i in range(MR):
+                row = out[top + g * MR + i, left:]
+                for j in range(HALF):
+                    row[j] += acc[i, j] + acc[i, HALF + j]
+        else:
+            bias = new_tile(acc)  # on the stack, as in `store_tile`
+            for j in range(HALF):
+                bias[0, j] = column_bias[j]
+            for i in range(MR):
+                row = out[top + g * MR + i, left:]
+                for j in range(HALF):
+                    row[j] = acc[i, j] + acc[i, HALF + j] + bias[0, j]
 
 
 @numba.njit(cache=True)

@@ -38,7 +38,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import intrinsic
 
-from scratchdet.kernels.cpu.conv_gemm import LANES, MR, NR, block_sum, rows_times_tile, store_transposed, transpose_block
+from scratchdet.kernels.cpu.conv_gemm import HALF, LANES, MR, NR, block_sum, rows_times_folded_tile, rows_times_tile, store_transposed, transpose_block
 
 TILES_PER_ITEM = 64  # output tiles (2 x 2 pixels each) per work item: one micro-kernel tile (NR columns) of M
 GRADIENT_ITEM_BYTES = 2 << 20  # the filter gradient's transformed tiles per work item (V and a panel's A dy A^T) ...
@@ -48,6 +48,7 @@ GRADIENT_PARTIALS_BYTES = 32 << 20  # ... or fewer, where there are fewer items 
 TAPS = 16  # positions xi of the 4 x 4 input tile: the number of matrix products
 MIN_CHANNELS = 32  # `use_winograd`, `use_winograd_filter_gradient`: at least this many input channels (the products' reduction) ...
 MIN_FILTERS = 48  # ... and filters for the correlation (a tile is 64 filters wide) ...
+MIN_FOLDED_CHANNELS = 64  # ... or, for a layer with exactly HALF = 32 filters (folded products), this many channels ...
 MIN_GRADIENT_FILTERS = 32  # ... and for the filter gradient (whose tiles reduce over all the tiles of the batch) ...
 MAX_GRADIENT_PAIRS = 256 * 256  # ... where at most this many (channel, filter) pairs
 B_T = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))  # the input transform, V = B^T d B
@@ -122,9 +123,12 @@ def use_winograd(channels, filters, kernel_size):
     filters that its short products (a reduction over the C channels alone, 64 filters a tile) and its
     transforms do not eat the 2.25x fewer multiply-adds. Measured against the direct route (2 cores,
     channels -> filters of the correlation): 64 -> 128 on 16 x 16 maps 0.6x its time, 256 -> 512 on
-    38 x 63 0.6x, 32 -> 64 on 32 x 32 0.75x, 48 -> 48 on 16 x 16 0.9x; but 64 -> 32 on 32 x 32 1.1x,
-    32 -> 32 on 56 x 56 1.07x (on 8 x 8 maps 0.6x), 16 -> 16 2.5x."""
-    return tuple(kernel_size) == (3, 3) and channels >= MIN_CHANNELS and filters >= MIN_FILTERS
+    38 x 63 0.6x, 32 -> 64 on 32 x 32 0.75x, 48 -> 48 on 16 x 16 0.9x; 32 filters by folded products
+    (`conv_gemm.rows_times_folded_tile`): 64 -> 32 on 28 x 28 0.82x, 128 -> 32 on 14 x 14 0.7x, but 32 -> 32
+    on 56 x 56 1.08x and on 16 x 16 1.2x (on 8 x 8 maps 0.6x), 64 -> 24 on 28 x 28 1.4x; 16 -> 16 2.5x."""
+    if tuple(kernel_size) != (3, 3):
+        return False
+    return (channels >= MIN_CHANNELS and filters >= MIN_FILTERS) or (channels >= MIN_FOLDED_CHANNELS and filters == HALF)
 
 
 def use_winograd_filter_gradient(channels, filters, kernel_size):
@@ -146,18 +150,26 @@ def transform_filters(w, panels):
         G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]],
 
     written as `conv_gemm.pack_panels` of each U[xi] (K, C) into NR-row panels: panels[xi, k // NR, c, k % NR]
-    = U[4i + j] at (i, j) (zero for k >= K), the layout `winograd_correlate` reads.
+    = U[4i + j] at (i, j) (zero for k >= K), the layout `winograd_correlate` reads; or, for at most HALF
+    filters and panels of shape (16, 1, ceil(C / 2), NR), folded for `conv_gemm.rows_times_folded_tile`:
+    channel c < ceil(C / 2) in row c, columns 0 .. HALF - 1, channel c >= ceil(C / 2) in row c - ceil(C / 2),
+    columns HALF ...
 
-    Args: w: (K, C, 3, 3) float32; panels: (16, ceil(K / NR), C, NR) float32 output."""
+    Args: w: (K, C, 3, 3) float32; panels: float32 output, (16, ceil(K / NR), C, NR) or (16, 1, ceil(C / 2), NR)."""
     filters, channels = w.shape[0], w.shape[1]
-    n_panels = panels.shape[1]
+    n_panels, rows = panels.shape[1], panels.shape[2]
+    folded = rows < channels
+    if folded:
+        panels[...] = 0.0
     for q in prange(n_panels):
         for c in range(channels):
-            for kk in range(NR):
+            row, first = (c % rows, c // rows * HALF) if folded else (c, 0)
+            for kk in range(HALF if folded else NR):
                 k = q * NR + kk
+                column = first + kk
                 if k >= filters:
                     for xi in range(TAPS):
-                        panels[xi, q, c, kk] = 0.0
+                        panels[xi, q, row, column] = 0.0
                     continue
                 g = w[k, c]
                 for i in range(4):  # row i of G g, then its product with G^T
@@ -170,10 +182,10 @@ def transform_filters(w, panels):
                         r0 = 0.5 * (g[0, 0] + sign * g[1, 0] + g[2, 0])
                         r1 = 0.5 * (g[0, 1] + sign * g[1, 1] + g[2, 1])
                         r2 = 0.5 * (g[0, 2] + sign * g[1, 2] + g[2, 2])
-                    panels[4 * i, q, c, kk] = r0
-                    panels[4 * i + 1, q, c, kk] = 0.5 * (r0 + r1 + r2)
-                    panels[4 * i + 2, q, c, kk] = 0.5 * (r0 - r1 + r2)
-                    panels[4 * i + 3, q, c, kk] = r2
+                    panels[4 * i, q, row, column] = r0
+                    panels[4 * i + 1, q, row, column] = 0.5 * (r0 + r1 + r2)
+                    panels[4 * i + 2, q, row, column] = 0.5 * (r0 - r1 + r2)
+                    panels[4 * i + 3, q, row, column] = r2
 
 
 @numba.njit(cache=True)
@@ -260,14 +272,16 @@ def winograd_correlate(x, pad_h, pad_w, panels, bias, y, workers):
     into a (pixels, K) block (`untransform_tile`), stored transposed into y with the bias.
 
     Args:
-        x: (N, C, H, W) float32. panels: (16, ceil(K / NR), C, NR), `conv_gemm.pack_panels` of each
-            U[xi] (K, C) of `transform_filters` into NR-row panels. bias: (K,) float32.
+        x: (N, C, H, W) float32. panels: `transform_filters`' U: (16, ceil(K / NR), C, NR), or for K <= HALF
+            folded, (16, 1, ceil(C / 2), NR) (computed by `conv_gemm.rows_times_folded_tile`). bias: (K,) float32.
         y: (N, K, H + 2*pad_h - 2, W + 2*pad_w - 2) float32 output.
         workers: parallel workers sharing the items, each with its scratch allocated once.
     """
     n_images, filters, out_h, out_w = y.shape
     channels = x.shape[1]
     n_panels = panels.shape[1]
+    folded = panels.shape[2] < channels  # (see `transform_filters`)
+    half = panels.shape[2]
     depth = (channels + LANES - 1) // LANES * LANES  # a tile's channels in the slab and in V, whole vectors
     width = n_panels * NR  # a tile's filters in M and a pixel's in the output block
     tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
@@ -299,14 +313,17 @@ def winograd_correlate(x, pad_h, pad_w, panels, bias, y, workers):
             for xi in range(TAPS):
                 v_xi = v[xi * v_plane : (xi + 1) * v_plane]
                 m_xi = m[xi * m_plane : xi * m_plane + groups * MR * width].reshape(groups * MR, width)
-                for q in range(n_panels):
-                    rows_times_tile(channels, steps, v_xi, offsets, 0, panels[xi, q], m_xi, 0, q * NR, no_bias, (item_tiles + MR - 1) // MR)
+                if folded:  # 32 filters or fewer: the channels' two halves side by side in one tile
+                    rows_times_folded_tile(half, numba.uint64(half), steps, v_xi, offsets, 0, panels[xi, 0], m_xi, 0, 0, no_bias, (item_tiles + MR - 1) // MR)
+                else:
+                    for q in range(n_panels):
+                        rows_times_tile(channels, steps, v_xi, offsets, 0, panels[xi, q], m_xi, 0, q * NR, no_bias, (item_tiles + MR - 1) // MR)
             for n in range(first_image, last_image):
                 for r in range(tile_rows):
                     for tx in range(tiles_w):
                         t = (n - first_image) * per_image + r * tiles_w + tx
                         corner = (2 * r * block_w + 2 * tx) * width
-                        for k0 in range(0, width, LANES):
+                        for k0 in range(0, (filters + LANES - 1) // LANES * LANES, LANES):
                             untransform_tile(m, t * width + k0, 4 * m_plane, m_plane, block, corner + k0, block_w * width, width)
                 pixels = min(out_h - 2 * first_tile_row, 2 * tile_rows) * out_w
                 if block_w != out_w:  # odd W': drop each row's last column, moving the rows together
