@@ -355,7 +355,8 @@ def winograd_filter_gradient(x, pad_h, pad_w, dy, dw_t, db, workers):
     (their partial sums: 1 MB each). Per item: V as in the
     forward (`input_tiles`); per panel, DY of its filters (`transform_gradient_tile`, dy's tile rows
     channels last) and the products added by `conv_gemm.rows_times_tile` (tiles of 6 channels x 64
-    filters) into the chunk's partial sums.
+    filters) into the chunk's partial sums; with 32 filters or fewer, by `conv_gemm.rows_times_folded_tile`,
+    the item's tiles folded in two (the first half's DY in a row's first 32 columns, the second's beside it).
 
     Args:
         x: (N, C, H, W) float32; pad_h, pad_w: the forward's zero border. dy: (N, K, H', W') float32 with
@@ -387,9 +388,11 @@ def winograd_filter_gradient(x, pad_h, pad_w, dy, dw_t, db, workers):
     partial_db = np.zeros((n_chunks, n_panels * NR))
     units = n_chunks * groups
     slabs = np.empty((workers, slab_h * (2 * tiles_w + 2) * depth), dtype=np.float32)
-    dy_slabs = np.empty((workers, 2 * rows_per_item * 2 * tiles_w * NR), dtype=np.float32)
-    vs = np.empty((workers, TAPS * v_plane), dtype=np.float32)
+    dy_slabs = np.empty((workers, 2 * rows_per_item * 2 * tiles_w * NR), dtype=np.float32)  # (NR: HALF when folded)
+    vs = np.zeros((workers, TAPS * v_plane), dtype=np.float32)  # zeros: a folded product's spare step reads a row past the item's tiles
     gs = np.empty((workers, TAPS * g_plane), dtype=np.float32)
+    folded = filters <= HALF  # tiles t and t + ceil(tiles / 2) side by side in a row of DY (`conv_gemm.rows_times_folded_tile`)
+    dy_depth = HALF if folded else NR
     per_worker = (units + workers - 1) // workers
     for worker in prange(workers):
         slab, dy_slab, v, g = slabs[worker], dy_slabs[worker], vs[worker], gs[worker]
@@ -399,24 +402,32 @@ def winograd_filter_gradient(x, pad_h, pad_w, dy, dw_t, db, workers):
                 first_image, last_image, first_tile_row, tile_rows = item_span(item, n_images, images_per_item, rows_per_item, items_per_image, tiles_h)
                 first_row, n_rows = 2 * first_tile_row, min(2 * tile_rows, out_h - 2 * first_tile_row)
                 item_tiles = (last_image - first_image) * tile_rows * tiles_w
+                fold = (item_tiles + 1) // 2 if folded else item_tiles  # DY's rows
                 for n in range(first_image, last_image):
                     input_tiles(x[n], pad_h, pad_w, first_tile_row, tile_rows, tiles_w, slab_h, slab, depth, v, v_plane, (n - first_image) * per_image)
                 for q in range(first_panel, first_panel + panels_per_unit):
                     for n in range(first_image, last_image):
                         # the panel's filters of dy's rows, channels last, zero past its border (odd H' or W') and last filter
-                        fill_channels_last(dy[n], q * NR, first_row, 0, 0, 2 * tile_rows, 2 * tiles_w, dy_slab, NR)
+                        fill_channels_last(dy[n], q * NR, first_row, 0, 0, 2 * tile_rows, 2 * tiles_w, dy_slab, dy_depth)
                         for r in range(tile_rows):
                             for tx in range(tiles_w):
-                                corner = (2 * r * 2 * tiles_w + 2 * tx) * NR
+                                corner = (2 * r * 2 * tiles_w + 2 * tx) * dy_depth
                                 t = (n - first_image) * per_image + r * tiles_w + tx
-                                for k0 in range(0, NR, LANES):
-                                    transform_gradient_tile(dy_slab, corner + k0, 2 * tiles_w * NR, NR, g, t * NR + k0, 4 * g_plane, g_plane)
+                                where = t * NR if t < fold else (t - fold) * NR + HALF  # (t >= fold only when folded)
+                                for k0 in range(0, dy_depth, LANES):
+                                    transform_gradient_tile(dy_slab, corner + k0, 2 * tiles_w * dy_depth, dy_depth, g, where + k0, 4 * g_plane, g_plane)
                         for k in range(q * NR, min(filters, (q + 1) * NR)):
                             partial_db[chunk, k] += block_sum(dy[n, k, first_row : first_row + n_rows])
+                    if folded and item_tiles % 2:  # the last row's second half: no tile
+                        for xi in range(TAPS):
+                            g[xi * g_plane + (fold - 1) * NR + HALF : xi * g_plane + fold * NR] = 0.0
                     for xi in range(TAPS):
                         v_xi = v[xi * v_plane : (xi + 1) * v_plane]
                         g_panel = g[xi * g_plane : xi * g_plane + tiles * NR].reshape(tiles, NR)
-                        rows_times_tile(item_tiles, steps, v_xi, channel_rows, 0, g_panel, partial[chunk, xi], 0, q * NR, None, rows6 // MR)
+                        if folded:
+                            rows_times_folded_tile(fold, numba.uint64(fold * depth), steps, v_xi, channel_rows, 0, g_panel, partial[chunk, xi], 0, 0, None, rows6 // MR)
+                        else:
+                            rows_times_tile(item_tiles, steps, v_xi, channel_rows, 0, g_panel, partial[chunk, xi], 0, q * NR, None, rows6 // MR)
     untransform_filter_gradient(partial, partial_db, channels, dw_t, db)
 
 
