@@ -56,8 +56,9 @@ def winograd_filter_gradient(x, dy, padding):
     return dw_t.T.reshape(filters, channels, 3, 3), db
 
 
-# and the filter gradient's two kinds of units: a (chunk, filter panel) pair (one item), a chunk (six items in four chunks)
-@pytest.mark.parametrize("x_shape, filters, padding", CASES + [((9, 6, 4, 4), 130, 1), ((6, 8, 24, 24), 20, 1)])
+# and the filter gradient's two kinds of units: a (chunk, filter panel) pair (one item), a chunk (six items in four
+# chunks), with folded products (<= 32 filters) and without
+@pytest.mark.parametrize("x_shape, filters, padding", CASES + [((9, 6, 4, 4), 130, 1), ((6, 8, 24, 24), 20, 1), ((6, 8, 24, 24), 70, 1)])
 def test_winograd_filter_gradient_matches_the_direct_sums(x_shape, filters, padding, rng):
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal((filters, x_shape[1], 3, 3))

@@ -136,9 +136,9 @@ def use_winograd_filter_gradient(channels, filters, kernel_size):
     channels as `use_winograd` asks and fewer filters (its tiles reduce over every tile of the batch), up to
     MAX_GRADIENT_PAIRS (channel, filter) pairs, whose 16 partial sums per chunk are added to once per work
     item. Measured against the direct route (2 cores): 0.6-0.7x its time on 64 -> 128 channels (16 x 16
-    maps), 128 -> 256 (56 x 56, 75 x 125), 256 -> 256 (28 x 28), 32 -> 32 (56 x 56), 64 -> 32 (28 x 28),
-    0.8x on 256 -> 256 on 8 x 8 maps and 32 -> 64 on 32 x 32; but 1.2x on 256 -> 512 on one 38 x 63 map,
-    1.25x on 16 -> 24 (45 x 61)."""
+    maps), 128 -> 256 (56 x 56, 75 x 125), 256 -> 256 (28 x 28), 0.8x on 256 -> 256 on 8 x 8 maps and
+    32 -> 64 on 32 x 32; with 32 filters (folded products) 0.5x on 64 -> 32 (28 x 28) and 32 -> 32
+    (56 x 56, 16 x 16); but 1.2x on 256 -> 512 on one 38 x 63 map, 1.25x on 16 -> 24 (45 x 61)."""
     return (tuple(kernel_size) == (3, 3) and channels >= MIN_CHANNELS and filters >= MIN_GRADIENT_FILTERS
             and channels * filters <= MAX_GRADIENT_PAIRS)
 
