@@ -9,8 +9,8 @@ These count the direct product's flops: layers that take Winograd's algorithm (2
 multiply-adds) can pass the peak.
 
 All four shapes run our register-tiled kernels (`scratchdet/kernels/cpu/conv_gemm.py`, no OpenBLAS), the
-3x3 layers with at least 32 channels by Winograd's F(2x2, 3x3) on the same tile
-(`scratchdet/kernels/cpu/winograd.py`); PyTorch runs oneDNN's. OpenBLAS still matters to the rest of a network (linear layers, float64), and
+products of 3x3 layers with at least 32 channels and enough filters by Winograd's F(2x2, 3x3) on the
+same tile (`scratchdet/kernels/cpu/winograd.py`); PyTorch runs oneDNN's. OpenBLAS still matters to the rest of a network (linear layers, float64), and
 this machine's environment sets OPENBLAS_CORETYPE=Haswell and OPENBLAS_L2_SIZE (for old OpenBLAS
 builds); the current NumPy's OpenBLAS would otherwise pick its AVX-512 (SkylakeX) kernels.
 `test_conv2d_openblas_settings` therefore measures each shape in subprocesses: with the environment as
