@@ -40,19 +40,21 @@ from numba.extending import intrinsic
 
 from scratchdet.kernels.cpu.conv_gemm import HALF, LANES, MR, NR, block_sum, rows_times_folded_tile, rows_times_tile, store_transposed, transpose_block
 
-TILES_PER_ITEM = 64  # output tiles (2 x 2 pixels each) per work item: one micro-kernel tile (NR columns) of M
+TAPS = 16  # positions xi of the 4 x 4 input tile: the number of matrix products
+B_T = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))  # the input transform, V = B^T d B
+A_T = ((1, 1, 1, 0), (0, 1, -1, -1))  # the output transform, Y = A^T M A
+
+TILES_PER_ITEM = 64  # output tiles (2 x 2 pixels each) per work item of the correlation: 11 register tiles of 6
 GRADIENT_ITEM_BYTES = 2 << 20  # the filter gradient's transformed tiles per work item (V and a panel's A dy A^T) ...
-GRADIENT_TILES = (64, 256)  # ... in tiles, at least and at most: each micro-kernel tile sums over them
+GRADIENT_TILES = (64, 256)  # ... in tiles, at least and at most: each register tile sums over them
 GRADIENT_CHUNKS = 4  # the filter gradient is summed in this many fixed parts (see conv_gemm.FILTER_GRAD_CHUNKS) ...
 GRADIENT_PARTIALS_BYTES = 32 << 20  # ... or fewer, where there are fewer items or their partial sums would take more than this
-TAPS = 16  # positions xi of the 4 x 4 input tile: the number of matrix products
+
 MIN_CHANNELS = 32  # `use_winograd`, `use_winograd_filter_gradient`: at least this many input channels (the products' reduction) ...
 MIN_FILTERS = 48  # ... and filters for the correlation (a tile is 64 filters wide) ...
 MIN_FOLDED_CHANNELS = 64  # ... or, for a layer with exactly HALF = 32 filters (folded products), this many channels ...
 MIN_GRADIENT_FILTERS = 32  # ... and for the filter gradient (whose tiles reduce over all the tiles of the batch) ...
 MAX_GRADIENT_PAIRS = 256 * 256  # ... where at most this many (channel, filter) pairs
-B_T = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))  # the input transform, V = B^T d B
-A_T = ((1, 1, 1, 0), (0, 1, -1, -1))  # the output transform, Y = A^T M A
 
 
 def _combine(builder, coefficients, values):
