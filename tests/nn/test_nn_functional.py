@@ -73,7 +73,8 @@ TILED_CASES = [
     ((3, 3, 9, 21), (32, 3, 3, 3), 1),  # RGB, 32 filters: input gradient by W^T @ dy and col2im
     ((2, 2, 11, 13), (65, 2, 5, 3), 2),  # the same with a rectangular kernel and a partial last pixel tile
     ((2, 3, 7, 5), (16, 3, 3, 3), 1),  # RGB, 16 filters: input gradient by correlation
-    ((2, 16, 6, 20), (5, 16, 3, 3), 1),  # few filters, 20-wide: filter gradient by dot tiles, 4 single pixels a row
+    ((2, 16, 30, 20), (4, 16, 3, 3), 1),  # 4 filters, 20-wide: filter gradient by dot tiles, dy copied zero-padded to 32
+    ((2, 16, 7, 20), (5, 16, 3, 3), 1),  # 5 filters: the filter gradient by folded tiles, a block of 7 rows (4 + 3)
     ((1, 8, 20, 6), (600, 8, 3, 3), 1),  # a small map, many filters: 6-pixel x 64-filter tiles, two items (17 and 3 rows)
     ((2, 40, 5, 6), (70, 40, 1, 1), 0),  # 1x1: 6-pixel tiles reading x in place (no zero border to add)
     ((1, 8, 22, 9), (600, 8, 3, 3), 0),  # the same unpadded, two items (14 and 6 rows), the first ending in a partial tile
@@ -119,17 +120,20 @@ def test_register_tiled_conv2d_picks_runs_for_narrow_maps_only():
     assert not conv_gemm.use_segments(38, 50, 52, one_pass=True)  # runs would waste 14 of every 64 columns
 
 
-@pytest.mark.parametrize("filters", [70, 128], ids=["dot-tiles", "64-filter-panels"])
+@pytest.mark.parametrize("filters", [4, 20, 128], ids=["dot-tiles", "folded-tiles", "64-filter-panels"])
 def test_register_tiled_conv2d_is_the_same_on_any_number_of_threads(rng, filters):
     """Every split is by shape, not by thread (the filter gradient's chunks above all), so 1 and 2
-    threads give the same bits, for both filter-gradient kernels."""
+    threads give the same bits, for every filter-gradient kernel."""
     import numba
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has one thread here: nothing to compare")
-    x = rng.standard_normal((9, 16, 9, 11)).astype(np.float32)
+    from scratchdet.kernels.cpu import conv_gemm
+
+    x = rng.standard_normal((9, 16, 9, 40)).astype(np.float32)
     w = rng.standard_normal((filters, 16, 3, 3)).astype(np.float32)
-    dy = rng.standard_normal((9, filters, 9, 11)).astype(np.float32)
+    dy = rng.standard_normal((9, filters, 9, 40)).astype(np.float32)
+    assert conv_gemm.few_filters(filters, 9, 40) == (filters == 4)
     threads = numba.get_num_threads()
     results = []
     try:
@@ -158,8 +162,9 @@ def test_register_tiled_route_is_only_taken_where_it_applies():
     # the filter gradient by dot-product tiles where 64-filter panels would be mostly empty
     from scratchdet.kernels.cpu import conv_gemm
 
-    assert conv_gemm.few_filters(16, 32, 32) and conv_gemm.few_filters(32, 64, 64) and conv_gemm.few_filters(8, 50, 50)
+    assert conv_gemm.few_filters(8, 50, 50) and conv_gemm.few_filters(4, 32, 32)
     assert not conv_gemm.few_filters(64, 32, 32) and not conv_gemm.few_filters(96, 32, 32)  # measured: 64-filter tiles faster
+    assert not conv_gemm.few_filters(32, 56, 56)  # measured: folded 32-filter tiles 1.85x faster
     # short rows: a tile's sums across the lanes outweigh its runs (14 x 14 maps, 48 filters: 2.7x slower)
     assert not conv_gemm.few_filters(48, 14, 14) and not conv_gemm.few_filters(40, 7, 7)
 

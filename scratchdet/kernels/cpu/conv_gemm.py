@@ -878,10 +878,11 @@ def block_sum(rows):
 
 
 @numba.njit(cache=True)
-def pack_dy_panels(dy_image, first_pixel, n_pixels, first_filter, n_filters, panels):
-    """panels[q, s, j] = dy_image[first_filter + q*NR + j, first_pixel + s] for s < n_pixels and q*NR + j < n_filters:
-    dy's rows of a block laid out as the right operand of `rows_times_tile`, 16 x 16 blocks at a time
-    (`transpose_block`; an element loop took 1 ms of the 5.5 of the 64x64x16x16 -> 128 filter gradient).
+def pack_dy_panels(dy_image, first_pixel, n_pixels, first_filter, n_filters, panels, first_column=0):
+    """panels[q, s, first_column + j] = dy_image[first_filter + q*NR + j, first_pixel + s] for s < n_pixels and
+    q*NR + j < n_filters: dy's rows of a block laid out as the right operand of `rows_times_tile`, 16 x 16
+    blocks at a time (`transpose_block`; an element loop took 1 ms of the 5.5 of the 64x64x16x16 -> 128
+    filter gradient). first_column = HALF puts a second block beside the first (`rows_times_folded_tile`).
 
     Args:
         dy_image: (K, H'*W') float32, one image's dy planes; panels: (>= ceil(n_filters / NR), >= n_pixels, NR).
@@ -893,7 +894,7 @@ def pack_dy_panels(dy_image, first_pixel, n_pixels, first_filter, n_filters, pan
     whole_pixels = n_pixels // LANES * LANES
     whole_filters = n_filters // LANES * LANES
     for k0 in range(0, whole_filters, LANES):
-        base = k0 // NR * pitch * NR + k0 % NR  # panels[k0 // NR, 0, k0 % NR]
+        base = k0 // NR * pitch * NR + k0 % NR + first_column  # panels[k0 // NR, 0, k0 % NR + first_column]
         for p0 in range(0, whole_pixels, LANES):
             transpose_block(source, (first_filter + k0) * plane + first_pixel + p0, plane, target, base + p0 * NR, NR)
         for s in range(whole_pixels, n_pixels):
@@ -901,7 +902,7 @@ def pack_dy_panels(dy_image, first_pixel, n_pixels, first_filter, n_filters, pan
                 target[base + s * NR + f] = source[(first_filter + k0 + f) * plane + first_pixel + s]
     for k in range(whole_filters, n_filters):
         for s in range(n_pixels):
-            panels[k // NR, s, k % NR] = dy_image[first_filter + k, first_pixel + s]
+            panels[k // NR, s, k % NR + first_column] = dy_image[first_filter + k, first_pixel + s]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -914,7 +915,8 @@ def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
     result is the same on any number of threads. Each item copies the image rows it reads into a
     zero-padded slab (`fill_slab`) and lays its dy rows out as (pixels, NR) panels of 64 filters
     (`pack_dy_panels`; zero past the last filter); each 6-tap panel of the slab is then read in place once per filter panel, in
-    a row (`rows_times_tile`). With at least FILTER_GRAD_CHUNKS items a unit of work is a chunk with all
+    a row (`rows_times_tile`). With HALF = 32 filters or fewer, a panel holds the block's top half of dy
+    rows in its first 32 columns and its bottom half beside them (`rows_times_folded_tile`). With at least FILTER_GRAD_CHUNKS items a unit of work is a chunk with all
     its filter panels (the 6 image rows then come from the L1 cache the second time: measured 7 %
     faster); with fewer (one large image), a unit is a (chunk, filter panel) pair, so that the workers
     still have enough units.
@@ -938,7 +940,11 @@ def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
         n_chunks, groups = max(1, min(n_items, FILTER_GRAD_CHUNKS // filter_panels)), filter_panels
     per_group = (filter_panels + groups - 1) // groups
     pixels = pixel_offsets(rows_per_item, out_w, padded_w)
-    in_place = pad_h == 0 and pad_w == 0  # no zero border: x read in place, as in `correlate_pixel_tiles`
+    # HALF filters or fewer: each block's top and bottom halves side by side in one tile (`rows_times_folded_tile`;
+    # the slab one row taller for a bottom half one row short, whose pixels dy then zeroes)
+    folded = filters <= HALF
+    slab_h += folded
+    in_place = pad_h == 0 and pad_w == 0 and not folded  # no zero border: x read in place, as in `correlate_pixel_tiles`
     offsets = tap_offsets(channels, kh, kw, x.shape[2] if in_place else slab_h, padded_w, n_panels * MR)
     partial = np.zeros((n_chunks, n_panels * MR, filter_panels * NR), dtype=dw_t.dtype)
     partial_db = np.zeros((n_chunks, filter_panels * NR))
@@ -957,8 +963,17 @@ def filter_gradient(x, pad_h, pad_w, dy, kh, kw, dw_t, db):
             first_filter, end_filter = first_panel * NR, min(filters, last_panel * NR)
             for k in range(first_filter, end_filter):
                 partial_db[chunk, k] += block_sum(dy[n, k, first_row : first_row + n_rows])
-            pack_dy_panels(dy[n].reshape(filters, out_h * out_w), first_row * out_w, n_rows * out_w, first_filter,
-                           end_filter - first_filter, dy_panels)
+            dy_image = dy[n].reshape(filters, out_h * out_w)
+            if folded:
+                top = (n_rows + 1) // 2  # rows; the bottom half's pixel s is the top half's s + top*padded_w in the slab
+                pack_dy_panels(dy_image, first_row * out_w, top * out_w, 0, filters, dy_panels)
+                pack_dy_panels(dy_image, (first_row + top) * out_w, (n_rows - top) * out_w, 0, filters, dy_panels, HALF)
+                dy_panels[0, (n_rows - top) * out_w : top * out_w, HALF:] = 0.0
+                for p in range(n_panels):
+                    rows_times_folded_tile(top * out_w, numba.uint64(top * padded_w), pixels, image, offsets[p * MR : (p + 1) * MR], column,
+                                           dy_panels[0], partial[chunk], p * MR, 0)
+                continue
+            pack_dy_panels(dy_image, first_row * out_w, n_rows * out_w, first_filter, end_filter - first_filter, dy_panels)
             for p in range(n_panels):  # a panel's 6 image rows stay in the L1 cache across the filter panels
                 for q in range(last_panel - first_panel):
                     rows_times_tile(n_rows * out_w, pixels, image, offsets[p * MR : (p + 1) * MR], column, dy_panels[q], partial[chunk],
@@ -991,15 +1006,16 @@ def add_chunks(partial, partial_db, dw_t, db):
 
 def few_filters(filters, out_h, out_w):
     """Whether `filter_gradient_few_filters` costs less than `filter_gradient` for this many filters and
-    output size. The latter rounds the filters up to 64s (263 GFLOP/s per core, measured); the former
-    rounds them up to 4s (228 GFLOP/s on long blocks) and each row's pixels up to whole 16-pixel runs,
-    and each of its tiles ends in 24 sums across the vector lanes, which cost about as much as 48 runs
-    (measured: 14 x 14 maps, 48 filters, 14 runs a tile, ran at 89 GFLOP/s, and 2.7x slower than the
-    64-filter tiles)."""
+    output size. The latter rounds the filters up to 64s (263 GFLOP/s per core, measured), or to HALF = 32
+    for at most 32 filters (the reduction folded into both halves of its tile, `rows_times_folded_tile`:
+    16x32x56x56 -> 32, 5x5, 5.8 ms against 10.8 for the dot tiles); the former rounds them up to 4s (228
+    GFLOP/s on long blocks) and each row's pixels up to whole 16-pixel runs, and each of its tiles ends in
+    24 sums across the vector lanes, which cost about as much as 48 runs (measured: 14 x 14 maps, 48
+    filters, 14 runs a tile, ran at 89 GFLOP/s, and 2.7x slower than the 64-filter tiles)."""
     rows = min(out_h, max(1, DOT_PIXELS // out_w))  # per tile
     runs = rows * -(-out_w // LANES)
     dot_cost = -(-filters // DOT_FILTERS) * DOT_FILTERS * (runs + 48) * LANES / (rows * out_w) / 228
-    return dot_cost < -(-filters // NR) * NR / 263
+    return dot_cost < (HALF if filters <= HALF else -(-filters // NR) * NR) / 263
 
 
 @numba.njit(cache=True, parallel=True)
