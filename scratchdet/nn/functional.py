@@ -273,7 +273,12 @@ def _correlate_tiled(x, w, b, pad_h, pad_w):
         return y
     matrix = w.reshape(filters, channels * kh * kw)
     if conv_gemm.use_pixel_tiles(y.shape[2], y.shape[3], width + 2 * pad_w, filters):
-        conv_gemm.correlate_pixel_tiles(x, pad_h, pad_w, _panels(matrix, conv_gemm.NR), b, kh, kw, y, numba.get_num_threads())
+        if filters <= conv_gemm.HALF:  # one panel, the channels' two halves side by side (`conv_gemm.fold_panel`)
+            panels = np.empty((1, (channels + 1) // 2 * kh * kw, conv_gemm.NR), dtype=x.dtype)
+            conv_gemm.fold_panel(matrix, panels.shape[1], panels)
+        else:
+            panels = _panels(matrix, conv_gemm.NR)
+        conv_gemm.correlate_pixel_tiles(x, pad_h, pad_w, panels, b, kh, kw, y, numba.get_num_threads())
     else:
         conv_gemm.correlate(x, pad_h, pad_w, _panels(matrix), b, kh, kw, y, numba.get_num_threads())
     return y

@@ -79,6 +79,9 @@ TILED_CASES = [
     ((2, 40, 5, 6), (70, 40, 1, 1), 0),  # 1x1: 6-pixel tiles reading x in place (no zero border to add)
     ((1, 8, 22, 9), (600, 8, 3, 3), 0),  # the same unpadded, two items (14 and 6 rows), the first ending in a partial tile
     ((9, 6, 7, 7), (70, 6, 3, 3), 0),  # unpadded, 9 images: the filter gradient reads x in place, a unit per chunk
+    ((4, 8, 6, 6), (32, 8, 3, 3), 0),  # small map, 32 filters: folded pixel tiles (channels 0-3 beside 4-7), x read in place
+    ((4, 7, 6, 6), (20, 7, 3, 3), 0),  # the same with 7 channels: the second half one short, read from a zero plane of the slab
+    ((2, 33, 5, 5), (32, 33, 3, 3), 1),  # folded pixel tiles with a zero border, an odd number of channels
 ]
 
 
@@ -106,6 +109,7 @@ def test_register_tiled_conv2d_picks_pixel_tiles_for_small_maps_only():
     assert not conv_gemm.use_pixel_tiles(16, 16, 18, 128)  # 4 full tiles of runs per image: row tiles
     assert not conv_gemm.use_pixel_tiles(32, 32, 34, 64) and not conv_gemm.use_pixel_tiles(600, 1000, 1002, 64)
     assert not conv_gemm.use_pixel_tiles(8, 8, 10, 3)  # 3 filters would fill 3 of a pixel tile's 64 columns
+    assert conv_gemm.use_pixel_tiles(6, 6, 8, 32)  # 32 filters: folded pixel tiles, each step two of the reduction's
 
 
 def test_register_tiled_conv2d_picks_runs_for_narrow_maps_only():

@@ -522,6 +522,20 @@ def pack_panels(matrix, panels):
 
 
 @numba.njit(cache=True)
+def fold_panel(matrix, half_length, panel):
+    """panel[0, s, j] = matrix[j, s] and panel[0, s, HALF + j] = matrix[j, half_length + s] for s < half_length, j < M
+    (zero elsewhere): a (M <= HALF, L) matrix as one NR-wide panel with its two halves side by side, the right
+    operand of `rows_times_folded_tile`. Args: panel: (1, half_length, NR) output, half_length >= L / 2."""
+    rows, length = matrix.shape
+    panel[...] = 0.0
+    for s in range(half_length):
+        for j in range(rows):
+            panel[0, s, j] = matrix[j, s]
+            if half_length + s < length:
+                panel[0, s, HALF + j] = matrix[j, half_length + s]
+
+
+@numba.njit(cache=True)
 def tap_offsets(channels, kh, kw, padded_h, padded_w, count):
     """offsets[(c*kh + i)*kw + j] = c*Hp*Wp + i*Wp + j: where row (c, i, j) of the column matrix starts
     in a flat padded image (observation 1 of the module docstring) whose planes have Hp = padded_h rows
@@ -717,7 +731,9 @@ def use_pixel_tiles(out_h, out_w, padded_w, filters):
     less of its tiles. `correlate` tiles MR filters x 64 pixels of a row block, so a small map leaves most
     of a tile empty (a 4 x 4 map fills 16 of its 64 columns; measured 4x slower than PyTorch there);
     `correlate_pixel_tiles` tiles 6 pixels x 64 filters, whatever the map's shape. Both tiles cost the
-    same, so the count of tiles per image decides, with 15 % for the transposed store of the latter."""
+    same, so the count of tiles per image decides, with 15 % for the transposed store of the latter; a
+    folded pixel tile (32 filters or fewer) covers two steps of the reduction at once and counts half
+    (256x32x8x8 -> 32 unpadded: forward 1.02 -> 0.57 ms with the folded tiles)."""
     rows, blocks = row_blocks(out_h, padded_w)
     runs = (out_w + SEGMENT - 1) // SEGMENT
     if use_segments(out_h, out_w, padded_w, True):
@@ -726,6 +742,8 @@ def use_pixel_tiles(out_h, out_w, padded_w, filters):
         tiles = blocks * ((rows * padded_w + NR - 1) // NR)
     row_tiles = (filters + MR - 1) // MR * tiles
     pixel_tiles = (filters + NR - 1) // NR * ((out_h * out_w + MR - 1) // MR)
+    if filters <= HALF:  # folded (`correlate_pixel_tiles`): each tile's steps cover two of the reduction's
+        pixel_tiles = (pixel_tiles + 1) // 2
     return pixel_tiles * 115 < row_tiles * 100
 
 
@@ -764,29 +782,39 @@ def correlate_pixel_tiles(x, pad_h, pad_w, filter_panels, bias, kh, kw, y, worke
     an item is partly empty. The tiles add up in a scratch block (pixels, filters) over passes of
     PIXEL_TILE_PASS reduction steps, which is then stored transposed into y with the bias.
 
+    With HALF = 32 filters or fewer, the filters' panel is folded (`fold_panel`): a tile's first 32 columns sum
+    the first half of the channels, the other 32 the second half (`rows_times_folded_tile`).
+
     Args:
         x, pad_h, pad_w, bias, kh, kw, y, workers: as in `correlate`.
-        filter_panels: `pack_panels` of the (K, C*kh*kw) filter matrix into (ceil(K / NR), C*kh*kw, NR).
+        filter_panels: `pack_panels` of the (K, C*kh*kw) filter matrix into (ceil(K / NR), C*kh*kw, NR), or
+            for K <= HALF `fold_panel`'s (1, ceil(C / 2)*kh*kw, NR).
     """
     n_images, filters, out_h, out_w = y.shape
-    n_panels, length, _ = filter_panels.shape
-    channels = length // (kh * kw)
+    channels = x.shape[1]
+    length = channels * kh * kw
+    n_panels, steps_in_all, _ = filter_panels.shape
+    folded = steps_in_all < length  # (see `fold_panel`): channels c and c + ceil(C / 2) side by side in a tile
     padded_w = x.shape[3] + 2 * pad_w
-    passes = (length + PIXEL_TILE_PASS - 1) // PIXEL_TILE_PASS
-    pass_length = (length + passes - 1) // passes
+    passes = (steps_in_all + PIXEL_TILE_PASS - 1) // PIXEL_TILE_PASS
+    pass_length = (steps_in_all + passes - 1) // passes
     rows_per_item = max(1, min(out_h, PIXEL_TILE_SCRATCH // (n_panels * NR) // out_w))
     items_per_image = (out_h + rows_per_item - 1) // rows_per_item
     slab_h = rows_per_item + kh - 1
     # without a zero border (padding 0: a 1x1 layer, an unpadded one) the kernel reads x in place, each
-    # plane H rows apart; a copy of it would cost about as much as a 1x1 layer's products (measured)
-    in_place = pad_h == 0 and pad_w == 0
+    # plane H rows apart; a copy of it would cost about as much as a 1x1 layer's products (measured).
+    # Folded with an odd number of channels, the second half reads one plane past x: a zero plane of the slab.
+    odd = folded and channels % 2 == 1
+    in_place = pad_h == 0 and pad_w == 0 and not odd
+    plane = (x.shape[2] if in_place else slab_h) * padded_w
+    fold = numba.uint64((channels + 1) // 2 * plane)  # the second half's first tap from the first's
     taps = tap_offsets(channels, kh, kw, x.shape[2] if in_place else slab_h, padded_w, length).astype(np.uint64)
     groups = (rows_per_item * out_w + MR - 1) // MR
     positions = np.zeros(groups * MR, dtype=np.int64)  # pixel s of a block: where its window starts in the slab
     for s in range(rows_per_item * out_w):
         positions[s] = s // out_w * padded_w + s % out_w
     scratch = np.empty((workers, groups * MR, n_panels * NR), dtype=y.dtype)
-    slabs = np.empty((workers, 0 if in_place else channels * slab_h * padded_w), dtype=y.dtype)
+    slabs = np.empty((workers, 0 if in_place else (channels + odd) * slab_h * padded_w), dtype=y.dtype)
     last_group = np.zeros((workers, MR), dtype=np.int64)
     n_items = n_images * items_per_image
     per_worker = (n_items + workers - 1) // workers
@@ -805,12 +833,15 @@ def correlate_pixel_tiles(x, pad_h, pad_w, filter_panels, bias, kh, kw, y, worke
                 s = (item_groups - 1) * MR + i
                 edge[i] = positions[s] if s < pixels else 0
             block[...] = 0.0
-            for start in range(0, length, pass_length):
-                steps = min(pass_length, length - start)
+            for start in range(0, steps_in_all, pass_length):
+                steps = min(pass_length, steps_in_all - start)
                 for q in range(n_panels):
                     for g in range(item_groups):
                         rows = edge if g == item_groups - 1 else positions[g * MR : (g + 1) * MR]
-                        rows_times_tile(steps, taps[start:], image, rows, column, filter_panels[q, start:], block, g * MR, q * NR)
+                        if folded:
+                            rows_times_folded_tile(steps, fold, taps[start:], image, rows, column, filter_panels[0, start:], block, g * MR, 0)
+                        else:
+                            rows_times_tile(steps, taps[start:], image, rows, column, filter_panels[q, start:], block, g * MR, q * NR)
             store_transposed(block, pixels, bias, y[n].reshape(filters * out_h * out_w), first_row * out_w, out_h * out_w)
 
 
@@ -1007,15 +1038,16 @@ def add_chunks(partial, partial_db, dw_t, db):
 def few_filters(filters, out_h, out_w):
     """Whether `filter_gradient_few_filters` costs less than `filter_gradient` for this many filters and
     output size. The latter rounds the filters up to 64s (263 GFLOP/s per core, measured), or to HALF = 32
-    for at most 32 filters (the reduction folded into both halves of its tile, `rows_times_folded_tile`:
-    16x32x56x56 -> 32, 5x5, 5.8 ms against 10.8 for the dot tiles); the former rounds them up to 4s (228
+    for at most 32 filters (the reduction folded into both halves of its tile, `rows_times_folded_tile`,
+    counted at 235: 16x32x56x56 -> 32, 5x5, 5.8 ms against 10.8 for the dot tiles; 256x3x32x32 -> 16 1.76
+    against 1.68, 8x16x45x61 -> 24 0.62 against 0.76, 64x3x64x64 -> 32 2.61 against 2.50); the former rounds them up to 4s (228
     GFLOP/s on long blocks) and each row's pixels up to whole 16-pixel runs, and each of its tiles ends in
     24 sums across the vector lanes, which cost about as much as 48 runs (measured: 14 x 14 maps, 48
     filters, 14 runs a tile, ran at 89 GFLOP/s, and 2.7x slower than the 64-filter tiles)."""
     rows = min(out_h, max(1, DOT_PIXELS // out_w))  # per tile
     runs = rows * -(-out_w // LANES)
     dot_cost = -(-filters // DOT_FILTERS) * DOT_FILTERS * (runs + 48) * LANES / (rows * out_w) / 228
-    return dot_cost < (HALF if filters <= HALF else -(-filters // NR) * NR) / 263
+    return dot_cost < (HALF / 235 if filters <= HALF else -(-filters // NR) * NR / 263)
 
 
 @numba.njit(cache=True, parallel=True)
