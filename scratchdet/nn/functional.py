@@ -312,7 +312,7 @@ def _filter_gradient_tiled(dy, x, w, padding):
     db = np.empty(filters)  # float64 sums
     if winograd.use_winograd_filter_gradient(channels, filters, (kh, kw)):
         winograd.winograd_filter_gradient(x, padding, padding, dy, dw_t, db, numba.get_num_threads())
-    elif conv_gemm.few_filters(filters, dy.shape[2], dy.shape[3]):
+    elif conv_gemm.few_filters(filters, dy.shape[2], dy.shape[3], channels * kh * kw):
         conv_gemm.filter_gradient_few_filters(x, padding, padding, dy, kh, kw, dw_t, db)
     else:
         conv_gemm.filter_gradient(x, padding, padding, dy, kh, kw, dw_t, db)

@@ -137,7 +137,7 @@ def test_register_tiled_conv2d_is_the_same_on_any_number_of_threads(rng, filters
     x = rng.standard_normal((9, 16, 9, 40)).astype(np.float32)
     w = rng.standard_normal((filters, 16, 3, 3)).astype(np.float32)
     dy = rng.standard_normal((9, filters, 9, 40)).astype(np.float32)
-    assert conv_gemm.few_filters(filters, 9, 40) == (filters == 4)
+    assert conv_gemm.few_filters(filters, 9, 40, 16 * 9) == (filters == 4)
     threads = numba.get_num_threads()
     results = []
     try:
@@ -166,11 +166,11 @@ def test_register_tiled_route_is_only_taken_where_it_applies():
     # the filter gradient by dot-product tiles where 64-filter panels would be mostly empty
     from scratchdet.kernels.cpu import conv_gemm
 
-    assert conv_gemm.few_filters(8, 50, 50) and conv_gemm.few_filters(4, 32, 32)
-    assert not conv_gemm.few_filters(64, 32, 32) and not conv_gemm.few_filters(96, 32, 32)  # measured: 64-filter tiles faster
-    assert not conv_gemm.few_filters(32, 56, 56)  # measured: folded 32-filter tiles 1.85x faster
-    # short rows: a tile's sums across the lanes outweigh its runs (14 x 14 maps, 48 filters: 2.7x slower)
-    assert not conv_gemm.few_filters(48, 14, 14) and not conv_gemm.few_filters(40, 7, 7)
+    assert conv_gemm.few_filters(8, 50, 50, 144) and conv_gemm.few_filters(4, 32, 32, 144)
+    assert not conv_gemm.few_filters(64, 32, 32, 144) and not conv_gemm.few_filters(96, 32, 32, 144)  # measured: 64-filter tiles faster
+    assert not conv_gemm.few_filters(32, 56, 56, 800)  # measured: folded 32-filter tiles 1.75x faster (5x5, 32 channels)
+    assert conv_gemm.few_filters(32, 64, 64, 27)  # but with 3 channels, dy's panels cost more than they save (1.25x)
+    assert not conv_gemm.few_filters(48, 14, 14, 144) and not conv_gemm.few_filters(40, 7, 7, 144)
 
 
 def test_conv2d_output_size_formula():

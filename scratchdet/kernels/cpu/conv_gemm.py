@@ -66,6 +66,7 @@ PIXEL_TILE_SCRATCH = 65536  # at most this many (pixel, filter) sums per work it
 FILTER_GRAD_PIXELS = 1024  # output pixels per block of the filter gradient (measured: 64-256 slower, 512-2048 alike)
 DOT_PIXELS = 4096  # output pixels per block of `filter_gradient_few_filters` (measured: 1024-2048 slower)
 FILTER_GRAD_CHUNKS = 8  # the filter gradient is summed in this many fixed parts (same result on any thread count)
+TILE_PACKING = 24  # `few_filters`: laying dy out as panels costs about as much as this many more taps (fitted to the measurements there)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1035,19 +1036,22 @@ def add_chunks(partial, partial_db, dw_t, db):
             db[k] += partial_db[chunk, k]
 
 
-def few_filters(filters, out_h, out_w):
-    """Whether `filter_gradient_few_filters` costs less than `filter_gradient` for this many filters and
-    output size. The latter rounds the filters up to 64s (263 GFLOP/s per core, measured), or to HALF = 32
-    for at most 32 filters (the reduction folded into both halves of its tile, `rows_times_folded_tile`,
-    counted at 235: 16x32x56x56 -> 32, 5x5, 5.8 ms against 10.8 for the dot tiles; 256x3x32x32 -> 16 1.76
-    against 1.68, 8x16x45x61 -> 24 0.62 against 0.76, 64x3x64x64 -> 32 2.61 against 2.50); the former rounds them up to 4s (228
-    GFLOP/s on long blocks) and each row's pixels up to whole 16-pixel runs, and each of its tiles ends in
-    24 sums across the vector lanes, which cost about as much as 48 runs (measured: 14 x 14 maps, 48
-    filters, 14 runs a tile, ran at 89 GFLOP/s, and 2.7x slower than the 64-filter tiles)."""
+def few_filters(filters, out_h, out_w, length):
+    """Whether `filter_gradient_few_filters` costs less than `filter_gradient` for this many filters, output
+    size and reduction length (C*kh*kw taps). The latter rounds the filters up to 64s (263 GFLOP/s per
+    core, measured), or to HALF = 32 for at most 32 filters (the pixels folded into both halves of its
+    tile, `rows_times_folded_tile`, counted at 235), and lays dy out as panels first, worth about
+    TILE_PACKING more taps; the former rounds them up to 4s (228 GFLOP/s on long blocks) and each row's
+    pixels up to whole 16-pixel runs, and each of its tiles ends in 24 sums across the vector lanes, which
+    cost about as much as 48 runs (measured: 14 x 14 maps, 48 filters, 14 runs a tile, ran at 89 GFLOP/s,
+    and 2.7x slower than the 64-filter tiles). Measured, dot tiles / folded tiles: 16x32x56x56 -> 32, 5x5,
+    10.1 / 5.8 ms; 64x3x64x64 -> 32 2.2 / 2.8; 256x3x32x32 -> 16 1.61 / 1.69; but 8x16x45x61 -> 24 0.67 /
+    0.58, where this picks the dot tiles."""
     rows = min(out_h, max(1, DOT_PIXELS // out_w))  # per tile
     runs = rows * -(-out_w // LANES)
     dot_cost = -(-filters // DOT_FILTERS) * DOT_FILTERS * (runs + 48) * LANES / (rows * out_w) / 228
-    return dot_cost < (HALF / 235 if filters <= HALF else -(-filters // NR) * NR / 263)
+    tile_cost = HALF / 235 if filters <= HALF else -(-filters // NR) * NR / 263
+    return dot_cost < tile_cost * (length + TILE_PACKING) / length
 
 
 @numba.njit(cache=True, parallel=True)
