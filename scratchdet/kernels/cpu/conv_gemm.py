@@ -182,6 +182,31 @@ def add_tile(acc, out, top, left):
 
 
 @numba.njit(fastmath=True, inline="always")
+def rank_one_update(acc, x0, x1, x2, x3, x4, x5, b_row, first, columns):
+    """acc[i, first + j] += x_i * b_row[j] for i < MR, j < columns: one step of a tile's reduction, 6 broadcast
+    values times one row of the right operand (inlined, with constant first and columns, into the kernels)."""
+    for j in range(columns):
+        b = b_row[j]
+        acc[0, first + j] += x0 * b
+        acc[1, first + j] += x1 * b
+        acc[2, first + j] += x2 * b
+        acc[3, first + j] += x3 * b
+        acc[4, first + j] += x4 * b
+        acc[5, first + j] += x5 * b
+
+
+@numba.njit(fastmath=True, inline="always")
+def column_update(acc, column, x0, x1, x2, x3, x4, x5, b):
+    """acc[i, column] += x_i * b for i < MR: one lane of `dot_tile`'s step (inlined; the compiler runs the lanes as one vector)."""
+    acc[0, column] += x0 * b
+    acc[1, column] += x1 * b
+    acc[2, column] += x2 * b
+    acc[3, column] += x3 * b
+    acc[4, column] += x4 * b
+    acc[5, column] += x5 * b
+
+
+@numba.njit(fastmath=True, inline="always")
 def store_tile(acc, out, top, left, column_bias):
     """out[top : top + MR, left : left + NR] = acc + column_bias[:NR] (added to every row), through a view of each
     row (see `add_tile`). The bias is first copied to the stack: read from its array, the compiler could not
@@ -334,15 +359,7 @@ def rows_times_tile(steps, pixels, image, row_offsets, column, b_panel, out, top
         a0, a1, a2, a3, a4, a5 = tap_rows(image, row_offsets[g * MR :], column)
         for s in range(steps):
             q = pixels[s]
-            x0, x1, x2, x3, x4, x5 = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q]
-            for j in range(NR):
-                b = b_panel[s, j]
-                acc[0, j] += x0 * b
-                acc[1, j] += x1 * b
-                acc[2, j] += x2 * b
-                acc[3, j] += x3 * b
-                acc[4, j] += x4 * b
-                acc[5, j] += x5 * b
+            rank_one_update(acc, a0[q], a1[q], a2[q], a3[q], a4[q], a5[q], b_panel[s], 0, NR)
         if column_bias is None:
             add_tile(acc, out, top + g * MR, left)
         else:
@@ -368,25 +385,10 @@ def rows_times_folded_tile(steps, fold, pixels, image, row_offsets, column, b_pa
         a0, a1, a2, a3, a4, a5 = tap_rows(image, row_offsets[g * MR :], column)
         for s in range(steps):
             q = pixels[s]
-            x0, x1, x2, x3, x4, x5 = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q]
-            for j in range(HALF):
-                b = b_panel[s, j]
-                acc[0, j] += x0 * b
-                acc[1, j] += x1 * b
-                acc[2, j] += x2 * b
-                acc[3, j] += x3 * b
-                acc[4, j] += x4 * b
-                acc[5, j] += x5 * b
-            q += fold  # the second half: its six values loaded after the first half's are used (all twelve at once
-            x0, x1, x2, x3, x4, x5 = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q]  # ran out of registers)
-            for j in range(HALF):
-                b = b_panel[s, HALF + j]
-                acc[0, HALF + j] += x0 * b
-                acc[1, HALF + j] += x1 * b
-                acc[2, HALF + j] += x2 * b
-                acc[3, HALF + j] += x3 * b
-                acc[4, HALF + j] += x4 * b
-                acc[5, HALF + j] += x5 * b
+            b_row = b_panel[s]
+            rank_one_update(acc, a0[q], a1[q], a2[q], a3[q], a4[q], a5[q], b_row, 0, HALF)
+            q += fold  # the second half: its six values loaded after the first half's are used (all twelve
+            rank_one_update(acc, a0[q], a1[q], a2[q], a3[q], a4[q], a5[q], b_row[HALF:], HALF, HALF)  # at once ran out of registers)
         if column_bias is None:  # the two halves added, through row views (see `add_tile`)
             for i in range(MR):
                 row = out[top + g * MR + i, left:]
@@ -446,34 +448,10 @@ def dot_tile(runs, run_pixels, run_dy, image, row_offsets, column, dy_image, fir
         for lane in range(LANES):
             u = numba.uint64(lane)
             a0, a1, a2, a3, a4, a5 = x0[q + u], x1[q + u], x2[q + u], x3[q + u], x4[q + u], x5[q + u]
-            b = d0[dq + u]
-            acc[0, lane] += a0 * b
-            acc[1, lane] += a1 * b
-            acc[2, lane] += a2 * b
-            acc[3, lane] += a3 * b
-            acc[4, lane] += a4 * b
-            acc[5, lane] += a5 * b
-            b = d1[dq + u]
-            acc[0, LANES + lane] += a0 * b
-            acc[1, LANES + lane] += a1 * b
-            acc[2, LANES + lane] += a2 * b
-            acc[3, LANES + lane] += a3 * b
-            acc[4, LANES + lane] += a4 * b
-            acc[5, LANES + lane] += a5 * b
-            b = d2[dq + u]
-            acc[0, 2 * LANES + lane] += a0 * b
-            acc[1, 2 * LANES + lane] += a1 * b
-            acc[2, 2 * LANES + lane] += a2 * b
-            acc[3, 2 * LANES + lane] += a3 * b
-            acc[4, 2 * LANES + lane] += a4 * b
-            acc[5, 2 * LANES + lane] += a5 * b
-            b = d3[dq + u]
-            acc[0, 3 * LANES + lane] += a0 * b
-            acc[1, 3 * LANES + lane] += a1 * b
-            acc[2, 3 * LANES + lane] += a2 * b
-            acc[3, 3 * LANES + lane] += a3 * b
-            acc[4, 3 * LANES + lane] += a4 * b
-            acc[5, 3 * LANES + lane] += a5 * b
+            column_update(acc, lane, a0, a1, a2, a3, a4, a5, d0[dq + u])  # filter f's products in columns f*LANES + lane
+            column_update(acc, LANES + lane, a0, a1, a2, a3, a4, a5, d1[dq + u])
+            column_update(acc, 2 * LANES + lane, a0, a1, a2, a3, a4, a5, d2[dq + u])
+            column_update(acc, 3 * LANES + lane, a0, a1, a2, a3, a4, a5, d3[dq + u])
     for i in range(MR):
         row = out[top + i, left:]  # a row view: see `add_tile`
         for f in range(DOT_FILTERS):
