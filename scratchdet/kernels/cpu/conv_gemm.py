@@ -369,9 +369,9 @@ def rows_times_tile(steps, pixels, image, row_offsets, column, b_panel, out, top
 @numba.njit(cache=True, fastmath=True)
 def rows_times_folded_tile(steps, fold, pixels, image, row_offsets, column, b_panel, out, top, left, column_bias=None, tiles=1):
     """`rows_times_tile` for products only HALF = NR / 2 columns wide (32 filters): the reduction folded in two.
-    Row s of b_panel holds the right operand's rows s (columns 0 .. HALF - 1) and s + `fold` steps (columns
-    HALF ..), A's two steps are image[... + pixels[s]] and image[... + pixels[s] + fold_offset]: the tile's two
-    halves sum the two halves of the reduction, added together at the end. A plain tile would leave half
+    Row s of b_panel holds the right operand's rows for step s (columns 0 .. HALF - 1) and for step s of the
+    reduction's second half (columns HALF ..), A's two values are image[row_offsets[i] + column + pixels[s]]
+    and the same + fold: the tile's two halves sum the two halves of the reduction, added together at the end. A plain tile would leave half
     of its columns empty (each of the 24 multiply-adds a step would do half the work).
 
     Args:
