@@ -263,7 +263,8 @@ def _correlate_tiled(x, w, b, pad_h, pad_w):
     n_images, channels, height, width = x.shape
     filters, _, kh, kw = w.shape
     y = np.empty((n_images, filters, height + 2 * pad_h - kh + 1, width + 2 * pad_w - kw + 1), dtype=x.dtype)
-    if winograd.use_winograd(channels, filters, (kh, kw)):
+    tiles = n_images * ((y.shape[2] + 1) // 2) * ((y.shape[3] + 1) // 2)  # Winograd's 2 x 2 output tiles
+    if winograd.use_winograd(channels, filters, (kh, kw), tiles):
         if filters <= conv_gemm.HALF:  # the reduction folded in two, side by side in one tile (`transform_filters`)
             panels = np.empty((winograd.TAPS, 1, (channels + 1) // 2, conv_gemm.NR), dtype=x.dtype)
         else:
@@ -310,7 +311,8 @@ def _filter_gradient_tiled(dy, x, w, padding):
     filters, channels, kh, kw = w.shape
     dw_t = np.empty((channels * kh * kw, filters), dtype=x.dtype)  # (C*kh*kw, K), dW transposed
     db = np.empty(filters)  # float64 sums
-    if winograd.use_winograd_filter_gradient(channels, filters, (kh, kw)):
+    tiles = dy.shape[0] * ((dy.shape[2] + 1) // 2) * ((dy.shape[3] + 1) // 2)  # Winograd's 2 x 2 output tiles
+    if winograd.use_winograd_filter_gradient(channels, filters, (kh, kw), tiles):
         winograd.winograd_filter_gradient(x, padding, padding, dy, dw_t, db, numba.get_num_threads())
     elif conv_gemm.few_filters(filters, dy.shape[2], dy.shape[3], channels * kh * kw):
         conv_gemm.filter_gradient_few_filters(x, padding, padding, dy, kh, kw, dw_t, db)

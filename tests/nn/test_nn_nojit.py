@@ -47,11 +47,22 @@ def run(np, nn, F):
     y_small_fold = F.conv2d_forward(x16[:1, :15, :, :4].copy(), rng.standard_normal((20, 15, 3, 3)).astype(np.float32), np.ones(20, np.float32), stride=1, padding=1)  # folded pixel tiles, odd channels
     y_small0 = F.conv2d_forward(x16[:1, :, :, :4].copy(), rng.standard_normal((70, 16, 1, 1)).astype(np.float32), np.ones(70, np.float32), stride=1, padding=0)  # the same, x read in place
     _, dw_blocks, _ = F.conv2d_backward(np.cos(np.arange(1024, dtype=np.float32)).reshape(1, 64, 4, 4), x_narrow[:, :, :4, :4].copy(), w64, stride=1, padding=1)  # dy laid out by 16 x 16 blocks
-    x_wino = rng.standard_normal((1, 64, 3, 5)).astype(np.float32)  # 64 -> 64 channels, 3 x 3: Winograd (kernels/cpu/winograd.py)
-    w_wino = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
-    y_wino = F.conv2d_forward(x_wino, w_wino, np.ones(64, np.float32), stride=1, padding=1)
-    dx_wino, dw_wino, db_wino = F.conv2d_backward(np.cos(y_wino), x_wino, w_wino, stride=1, padding=1)
-    y_fold = F.conv2d_forward(x_wino, w_wino[:32].copy(), np.ones(32, np.float32), stride=1, padding=1)  # 32 filters: folded products
+    # Winograd's kernels (kernels/cpu/winograd.py), called directly: conv2d takes them for batches of >= 256 tiles only
+    from scratchdet.kernels.cpu import winograd as W
+
+    x_wino = rng.standard_normal((2, 33, 3, 5)).astype(np.float32)
+    w_wino = rng.standard_normal((70, 33, 3, 3)).astype(np.float32)
+    y_wino, y_fold = np.empty((2, 70, 3, 5), np.float32), np.empty((2, 32, 3, 5), np.float32)
+    panels = np.empty((16, 2, 33, 64), np.float32)
+    W.transform_filters(w_wino, panels)
+    W.winograd_correlate(x_wino, 1, 1, panels, np.ones(70, np.float32), y_wino, 2)
+    folded = np.empty((16, 1, 17, 64), np.float32)  # 32 filters: folded products, the second half one channel short
+    W.transform_filters(w_wino[:32].copy(), folded)
+    W.winograd_correlate(x_wino, 1, 1, folded, np.ones(32, np.float32), y_fold, 2)
+    dw_wino, db_wino = np.empty((33 * 9, 70), np.float32), np.empty(70)
+    W.winograd_filter_gradient(x_wino, 1, 1, np.cos(np.arange(2100, dtype=np.float32)).reshape(2, 70, 3, 5), dw_wino, db_wino, 2)
+    dw_fold, db_fold = np.empty((33 * 9, 32), np.float32), np.empty(32)
+    W.winograd_filter_gradient(x_wino, 1, 1, np.cos(np.arange(960, dtype=np.float32)).reshape(2, 32, 3, 5), dw_fold, db_fold, 2)
     pooled = F.maxpool2d_forward(x, 2, 1)
     dpool = F.maxpool2d_backward(np.ones_like(pooled), x, 2, 1)
     rois = np.array([[0, 0, 0, 7, 9], [1, 2, 1, 5, 3]], dtype=np.float64)
@@ -69,7 +80,7 @@ def run(np, nn, F):
     F.sgd_update(p, g, v, lr=0.1, momentum=0.9, weight_decay=0.01)
     m2, v2, p2 = np.zeros_like(x), np.zeros_like(x), x.copy()
     F.adam_update(p2, g, m2, v2, step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
-    return dict(y=y, dx=dx, dw=dw, db=db, y1=y1, dx1=dx1, dw1=dw1, db1=db1, y16=y16, dx16=dx16, dw16=dw16, db16=db16, y_narrow=y_narrow, y_small=y_small, y_small_fold=y_small_fold, y_small0=y_small0, dw_blocks=dw_blocks, y_wino=y_wino, y_fold=y_fold, dx_wino=dx_wino, dw_wino=dw_wino, db_wino=db_wino, dx64=dx64, dw64=dw64, db64=db64, pooled=pooled, dpool=dpool, roi=roi, droi=droi, relu=relu, drelu=drelu, drop=drop, mask=mask, ddrop=ddrop, l2=np.array(l2), dl2=dl2,
+    return dict(y=y, dx=dx, dw=dw, db=db, y1=y1, dx1=dx1, dw1=dw1, db1=db1, y16=y16, dx16=dx16, dw16=dw16, db16=db16, y_narrow=y_narrow, y_small=y_small, y_small_fold=y_small_fold, y_small0=y_small0, dw_blocks=dw_blocks, y_wino=y_wino, y_fold=y_fold, dw_wino=dw_wino, db_wino=db_wino.astype(np.float32), dw_fold=dw_fold, db_fold=db_fold.astype(np.float32), dx64=dx64, dw64=dw64, db64=db64, pooled=pooled, dpool=dpool, roi=roi, droi=droi, relu=relu, drelu=drelu, drop=drop, mask=mask, ddrop=ddrop, l2=np.array(l2), dl2=dl2,
                 ce=np.array(ce), dce=dce, sl1=np.array(sl1), dsl1=dsl1, mt=np.array(mt), dcls=dcls, dbox=dbox, sgd=p, adam=p2)
 '''
 

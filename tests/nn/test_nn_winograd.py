@@ -82,21 +82,24 @@ def test_filter_transform_is_g_times_filter_times_g_transposed(rng):
 
 
 def test_layers_with_many_channels_and_filters_take_winograd(rng):
-    assert winograd.use_winograd(64, 128, (3, 3)) and winograd.use_winograd(256, 512, (3, 3)) and winograd.use_winograd(32, 64, (3, 3))
-    assert winograd.use_winograd(64, 32, (3, 3))  # 32 filters: the reduction folded into both halves of a tile
-    assert not winograd.use_winograd(32, 32, (3, 3)) and not winograd.use_winograd(64, 24, (3, 3))  # measured slower
-    assert not winograd.use_winograd(16, 64, (3, 3))  # a 16-step reduction per tile: measured slower
-    assert not winograd.use_winograd(64, 64, (5, 5)) and not winograd.use_winograd(64, 64, (3, 1))
-    assert winograd.use_winograd_filter_gradient(64, 128, (3, 3)) and winograd.use_winograd_filter_gradient(256, 256, (3, 3))
-    assert winograd.use_winograd_filter_gradient(32, 32, (3, 3))  # reducing over all tiles, 32 filters still pay
-    assert not winograd.use_winograd_filter_gradient(256, 512, (3, 3))  # measured slower than the direct sums
-    assert not winograd.use_winograd_filter_gradient(16, 24, (3, 3)) and not winograd.use_winograd_filter_gradient(64, 64, (1, 1))
+    assert winograd.use_winograd(64, 128, (3, 3), 4096) and winograd.use_winograd(256, 512, (3, 3), 4096) and winograd.use_winograd(32, 64, (3, 3), 4096)
+    assert winograd.use_winograd(64, 32, (3, 3), 4096)  # 32 filters: the reduction folded into both halves of a tile
+    assert not winograd.use_winograd(32, 32, (3, 3), 4096) and not winograd.use_winograd(64, 24, (3, 3), 4096)  # measured slower
+    assert not winograd.use_winograd(16, 64, (3, 3), 4096)  # a 16-step reduction per tile: measured slower
+    assert not winograd.use_winograd(64, 64, (5, 5), 4096) and not winograd.use_winograd(64, 64, (3, 1), 4096)
+    assert winograd.use_winograd_filter_gradient(64, 128, (3, 3), 4096) and winograd.use_winograd_filter_gradient(256, 256, (3, 3), 4096)
+    assert winograd.use_winograd_filter_gradient(32, 32, (3, 3), 4096)  # reducing over all tiles, 32 filters still pay
+    assert not winograd.use_winograd_filter_gradient(256, 512, (3, 3), 4096)  # measured slower than the direct sums
+    assert not winograd.use_winograd_filter_gradient(16, 24, (3, 3), 4096) and not winograd.use_winograd_filter_gradient(64, 64, (1, 1), 4096)
+    # too few tiles to pay for transforming the filters (measured 1.3-3.3x slower): one 14 x 14 map, two 4 x 4 ones
+    assert not winograd.use_winograd(512, 512, (3, 3), 49) and not winograd.use_winograd(256, 256, (3, 3), 8)
+    assert not winograd.use_winograd_filter_gradient(256, 256, (3, 3), 8)
     # and conv2d_forward sends such a layer there: the same bits as calling it directly
-    x = rng.standard_normal((2, 64, 6, 5)).astype(np.float32)
+    x = rng.standard_normal((9, 64, 12, 11)).astype(np.float32)  # 9 x 6 x 6 = 324 tiles
     w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
     b = rng.standard_normal(64).astype(np.float32)
     np.testing.assert_array_equal(F.conv2d_forward(x, w, b, stride=1, padding=1), winograd_forward(x, w, b, 1))
-    dy = rng.standard_normal((2, 64, 6, 5)).astype(np.float32)
+    dy = rng.standard_normal((9, 64, 12, 11)).astype(np.float32)
     _, dw, db = F.conv2d_backward(dy, x, w, stride=1, padding=1)
     want_dw, want_db = winograd_filter_gradient(x, dy, 1)
     np.testing.assert_array_equal(dw, want_dw)

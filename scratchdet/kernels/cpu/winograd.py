@@ -54,7 +54,8 @@ MIN_CHANNELS = 32  # `use_winograd`, `use_winograd_filter_gradient`: at least th
 MIN_FILTERS = 48  # ... and filters for the correlation (a tile is 64 filters wide) ...
 MIN_FOLDED_CHANNELS = 64  # ... or, for a layer with exactly HALF = 32 filters (folded products), this many channels ...
 MIN_GRADIENT_FILTERS = 32  # ... and for the filter gradient (whose tiles reduce over all the tiles of the batch) ...
-MAX_GRADIENT_PAIRS = 256 * 256  # ... where at most this many (channel, filter) pairs
+MAX_GRADIENT_PAIRS = 256 * 256  # ... where at most this many (channel, filter) pairs ...
+MIN_TILES = 256  # ... and in both, at least this many output tiles in the batch (to pay for transforming the filters)
 
 
 def _combine(builder, coefficients, values):
@@ -119,7 +120,7 @@ untransform_tile = _sandwich(A_T)  # the 16 entries of M -> 2 x 2 outputs, A^T M
 transform_gradient_tile = _sandwich(tuple(zip(*A_T)))  # 2 x 2 output gradients g -> the 16 entries of A g A^T
 
 
-def use_winograd(channels, filters, kernel_size):
+def use_winograd(channels, filters, kernel_size, tiles):
     """Whether a stride-1 float32 correlation (a forward or an input gradient) should go through
     `winograd_correlate` rather than conv_gemm's direct products: 3 x 3 filters, and enough channels and
     filters that its short products (a reduction over the C channels alone, 64 filters a tile) and its
@@ -127,22 +128,27 @@ def use_winograd(channels, filters, kernel_size):
     channels -> filters of the correlation): 64 -> 128 on 16 x 16 maps 0.6x its time, 256 -> 512 on
     38 x 63 0.6x, 32 -> 64 on 32 x 32 0.75x, 48 -> 48 on 16 x 16 0.9x; 32 filters by folded products
     (`conv_gemm.rows_times_folded_tile`): 64 -> 32 on 28 x 28 0.82x, 128 -> 32 on 14 x 14 0.7x, but 32 -> 32
-    on 56 x 56 1.08x and on 16 x 16 1.2x (on 8 x 8 maps 0.6x), 64 -> 24 on 28 x 28 1.4x; 16 -> 16 2.5x."""
-    if tuple(kernel_size) != (3, 3):
+    on 56 x 56 1.08x and on 16 x 16 1.2x (on 8 x 8 maps 0.6x), 64 -> 24 on 28 x 28 1.4x; 16 -> 16 2.5x.
+    And at least MIN_TILES output tiles (2 x 2 pixels) in the batch (`tiles`): the transformed filters
+    are 16/9 of the filters' size (16 MB for 512 -> 512) and take as long to write however few tiles
+    use them (measured 512 -> 512 on one 14 x 14 map, 49 tiles: 1.3x the direct route's time; one 3 x 3
+    map 1.8x; 256 -> 256 on two 4 x 4 maps 3.3x)."""
+    if tuple(kernel_size) != (3, 3) or tiles < MIN_TILES:
         return False
     return (channels >= MIN_CHANNELS and filters >= MIN_FILTERS) or (channels >= MIN_FOLDED_CHANNELS and filters == HALF)
 
 
-def use_winograd_filter_gradient(channels, filters, kernel_size):
-    """Whether the filter gradient should go through `winograd_filter_gradient`: 3 x 3 filters, and as many
-    channels as `use_winograd` asks and fewer filters (its tiles reduce over every tile of the batch), up to
-    MAX_GRADIENT_PAIRS (channel, filter) pairs, whose 16 partial sums per chunk are added to once per work
-    item. Measured against the direct route (2 cores): 0.6-0.7x its time on 64 -> 128 channels (16 x 16
-    maps), 128 -> 256 (56 x 56, 75 x 125), 256 -> 256 (28 x 28), 0.8x on 256 -> 256 on 8 x 8 maps and
-    32 -> 64 on 32 x 32; with 32 filters (folded products) 0.5x on 64 -> 32 (28 x 28) and 32 -> 32
-    (56 x 56, 16 x 16); but 1.2x on 256 -> 512 on one 38 x 63 map, 1.25x on 16 -> 24 (45 x 61)."""
-    return (tuple(kernel_size) == (3, 3) and channels >= MIN_CHANNELS and filters >= MIN_GRADIENT_FILTERS
-            and channels * filters <= MAX_GRADIENT_PAIRS)
+def use_winograd_filter_gradient(channels, filters, kernel_size, tiles):
+    """Whether the filter gradient should go through `winograd_filter_gradient`: 3 x 3 filters, at least
+    MIN_TILES output tiles, as many channels as `use_winograd` asks and fewer filters (its tiles reduce
+    over every tile of the batch), up to MAX_GRADIENT_PAIRS (channel, filter) pairs, whose 16 partial sums
+    per chunk are added to once per work item. Measured against the direct route (2 cores): 0.6-0.7x its
+    time on 64 -> 128 channels (16 x 16 maps), 128 -> 256 (56 x 56, 75 x 125), 256 -> 256 (28 x 28), 0.8x
+    on 256 -> 256 on 8 x 8 maps and 32 -> 64 on 32 x 32; with 32 filters (folded products) 0.5x on 64 -> 32
+    (28 x 28) and 32 -> 32 (56 x 56, 16 x 16); but 1.2x on 256 -> 512 on one 38 x 63 map, 1.25x on 16 -> 24
+    (45 x 61)."""
+    return (tuple(kernel_size) == (3, 3) and tiles >= MIN_TILES and channels >= MIN_CHANNELS
+            and filters >= MIN_GRADIENT_FILTERS and channels * filters <= MAX_GRADIENT_PAIRS)
 
 
 @numba.njit(cache=True, parallel=True)
