@@ -250,6 +250,7 @@ def _input_gradient_by_scatter(x_shape, filters, kernel):
 
 def _panels(matrix, width=conv_gemm.MR):
     """`conv_gemm.pack_panels` of a (M, L) matrix into a new (ceil(M / width), L, width) array."""
+    matrix = np.ascontiguousarray(matrix)
     rows, length = matrix.shape
     panels = np.empty(((rows + width - 1) // width, length, width), dtype=matrix.dtype)
     conv_gemm.pack_panels(matrix, panels)
@@ -300,7 +301,8 @@ def _input_gradient_tiled(dy, x_shape, w, padding):
         panels = _panels(w.reshape(filters, channels * kh * kw).T)  # of W^T (C*kh*kw, K)
         conv_gemm.input_gradient_few_channels(dy, panels, kh, kw, padding, dx, numba.get_num_threads())
         return dx
-    flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, K, kh, kw)
+    flipped = np.empty((channels, filters, kh, kw), dtype=w.dtype)
+    conv_gemm.flip_filters(w, flipped)
     return _correlate_tiled(dy, flipped, np.zeros(channels, dtype=dy.dtype), kh - 1 - padding, kw - 1 - padding)
 
 
@@ -318,7 +320,9 @@ def _filter_gradient_tiled(dy, x, w, padding):
         conv_gemm.filter_gradient_few_filters(x, padding, padding, dy, kh, kw, dw_t, db)
     else:
         conv_gemm.filter_gradient(x, padding, padding, dy, kh, kw, dw_t, db)
-    return np.ascontiguousarray(dw_t.T).reshape(w.shape), db.astype(x.dtype)
+    dw = np.empty((filters, channels * kh * kw), dtype=x.dtype)
+    conv_gemm.transpose(dw_t, dw)
+    return dw.reshape(w.shape), db.astype(x.dtype)
 
 
 def _check_conv(x, w, b, stride, padding):

@@ -100,6 +100,27 @@ def test_register_tiled_conv2d_matches_the_im2col_route(x_shape, w_shape, paddin
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=name)
 
 
+@pytest.mark.parametrize("rows, length, width", [(70, 37, 64), (130, 48, 64), (13, 5, 64), (29, 40, 6)])
+def test_filter_panels_hold_the_matrix_transposed(rows, length, width, rng):
+    """pack_panels: panels[q, p, i] = matrix[q*width + i, p], zero past the last row (64-wide panels partly by
+    16 x 16 register transposes: rows and columns past whole blocks by element); transpose; flip_filters."""
+    from scratchdet.kernels.cpu import conv_gemm
+
+    matrix = rng.standard_normal((rows, length)).astype(np.float32)
+    panels = np.full((-(-rows // width), length, width), np.nan, np.float32)
+    conv_gemm.pack_panels(matrix, panels)
+    padded = np.zeros((panels.shape[0] * width, length), np.float32)
+    padded[:rows] = matrix
+    np.testing.assert_array_equal(panels, padded.reshape(-1, width, length).transpose(0, 2, 1))
+    out = np.empty((length, rows), np.float32)  # and transpose, by 16 x 16 blocks and the rest by element
+    conv_gemm.transpose(matrix, out)
+    np.testing.assert_array_equal(out, matrix.T)
+    w = rng.standard_normal((5, 3, 3, 2)).astype(np.float32)
+    flipped = np.empty((3, 5, 3, 2), np.float32)
+    conv_gemm.flip_filters(w, flipped)
+    np.testing.assert_array_equal(flipped, w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+
+
 def test_register_tiled_conv2d_picks_pixel_tiles_for_small_maps_only():
     """6-pixel x 64-filter tiles where 64-pixel tiles would be mostly empty, and not elsewhere."""
     from scratchdet.kernels.cpu import conv_gemm
