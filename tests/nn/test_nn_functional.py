@@ -82,6 +82,7 @@ TILED_CASES = [
     ((4, 8, 6, 6), (32, 8, 3, 3), 0),  # small map, 32 filters: folded pixel tiles (channels 0-3 beside 4-7), x read in place
     ((4, 7, 6, 6), (20, 7, 3, 3), 0),  # the same with 7 channels: the second half one short, read from a zero plane of the slab
     ((2, 33, 5, 5), (32, 33, 3, 3), 1),  # folded pixel tiles with a zero border, an odd number of channels
+    ((1, 16, 4, 4), (130, 16, 3, 3), 1),  # one small image, 3 filter panels: units of (image, panels 0-1) and (image, panel 2)
 ]
 
 
@@ -169,6 +170,27 @@ def test_register_tiled_conv2d_is_the_same_on_any_number_of_threads(rng, filters
         numba.set_num_threads(threads)
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+def test_pixel_tiles_split_one_image_by_filter_panels_with_the_same_bits(rng):
+    """One small image, more workers than items: correlate_pixel_tiles gives each worker a group of filter
+    panels; the outputs are the same bits as computed by one worker."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here: nothing to compare")
+    x = rng.standard_normal((1, 16, 4, 4)).astype(np.float32)
+    w = rng.standard_normal((130, 16, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(130).astype(np.float32)
+    threads = numba.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            numba.set_num_threads(n)
+            results.append(F.conv2d_forward(x, w, b, stride=1, padding=1))
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(*results)
 
 
 def test_register_tiled_route_is_only_taken_where_it_applies():
