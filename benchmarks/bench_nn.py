@@ -190,7 +190,11 @@ def test_conv2d_openblas_settings(shape, setting):
               f"ours {measured['flops'] / ours_s / 1e9:.0f} GFLOP/s, torch {measured['flops'] / torch_s / 1e9:.0f} GFLOP/s")
 
 
-@pytest.mark.parametrize("shape", CONV_SHAPES, ids=_conv_label)
+# one image through a detector's last layers: the filters' preparation weighs as much as the products
+ONE_IMAGE_SHAPES = [(1, 512, 14, 14, 512), (1, 512, 7, 7, 512), (1, 512, 3, 3, 512)]
+
+
+@pytest.mark.parametrize("shape", CONV_SHAPES + ONE_IMAGE_SHAPES, ids=_conv_label)
 def test_conv2d_products(shape):
     """The three products of a layer one by one, back-to-back: forward, input gradient (torch:
     `torch.nn.grad.conv2d_input`), filter and bias gradients (`conv2d_weight` plus dY's sum), to show
