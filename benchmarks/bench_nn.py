@@ -19,7 +19,9 @@ OpenBLAS reports (`openblas_get_corename`; threadpoolctl, which would report it 
 here). Tests and CI always keep the variables as set.
 
 `test_conv2d_other_shapes` times layers off the goal's list (small maps, 1x1 and 5x5 filters, one
-large image, few filters) the same way, to show where the kernels' choices stand elsewhere.
+large image, few filters) the same way, to show where the kernels' choices stand elsewhere;
+`test_conv2d_products` also times one image through 512 -> 512 layers (`ONE_IMAGE_SHAPES`), where
+preparing the filters weighs as much as the products.
 
 Memory: each call allocates its outputs (and we our padded copies), tens of MB per call on these shapes.
 glibc serves such blocks with fresh mmap'd pages, and touching a fresh page costs a page fault, until
