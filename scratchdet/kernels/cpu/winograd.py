@@ -202,7 +202,8 @@ def fill_channels_last(x, first_channel, first_row, pad_h, pad_w, slab_h, padded
     first_channel + c, padded row first_row + r and column col, for r < slab_h, col < padded_w and c < depth
     (zero past x's border and its last channel): the rows a work item reads, channels last and rounded up
     to whole vectors (depth a multiple of LANES), so that the transforms run along the channels. 16 x 16
-    blocks of (channels, columns) are transposed in registers (`conv_gemm.transpose_block`), the rest by element."""
+    blocks of (channels, columns) are transposed in registers (`conv_gemm.transpose_block`), the rest by element.
+    Args: x: (C, H, W) float32, one image; slab: (>= slab_h*padded_w*depth,) float32 output."""
     _, height, width = x.shape
     plane = height * width
     channels = min(depth, x.shape[0] - first_channel)
@@ -442,7 +443,9 @@ def winograd_filter_gradient(x, pad_h, pad_w, dy, dw_t, db, workers):
 @numba.njit(cache=True, parallel=True)
 def untransform_filter_gradient(partial, partial_db, channels, dw_t, db):
     """dw_t[(c*3 + i)*3 + j, k] = (G^T M G)[i, j], M[p, q] = sum over chunks of partial[chunk, 4p + q, c, k] (added
-    chunk by chunk in order), G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]]; db likewise."""
+    chunk by chunk in order), G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]]; db likewise.
+    Args: partial: (chunks, 16, >= C, >= K) float32; partial_db: (chunks, >= K) float64; dw_t: (C*9, K) float32
+    output; db: (K,) float64 output."""
     filters = dw_t.shape[1]
     db[...] = 0.0
     for chunk in range(partial_db.shape[0]):
