@@ -257,14 +257,21 @@ def _panels(matrix, width=conv_gemm.MR):
     return panels
 
 
-def _correlate_tiled(x, w, b, pad_h, pad_w):
+def _correlate_tiled(x, w, b, pad_h, pad_w, flipped=False):
     """`conv2d_forward` at stride 1 by the register-tiled kernels: 3 x 3 layers with many channels and filters
     by Winograd's F(2 x 2, 3 x 3) (`winograd.winograd_correlate`, see `winograd.use_winograd`), others by
-    `conv_gemm.correlate`, or for small maps `conv_gemm.correlate_pixel_tiles` (`conv_gemm.use_pixel_tiles`)."""
+    `conv_gemm.correlate`, or for small maps `conv_gemm.correlate_pixel_tiles` (`conv_gemm.use_pixel_tiles`).
+    flipped: w is a forward's (K, C, kh, kw) filters and the correlation's are their flipped, swapped copy
+    (C, K, kh, kw) (the input gradient's: conv_gemm's module docstring, observation 2), packed from w directly
+    where the route allows (`conv_gemm.pack_flipped_panels`)."""
     n_images, channels, height, width = x.shape
-    filters, _, kh, kw = w.shape
+    filters, kh, kw = w.shape[1 if flipped else 0], w.shape[2], w.shape[3]
     y = np.empty((n_images, filters, height + 2 * pad_h - kh + 1, width + 2 * pad_w - kw + 1), dtype=x.dtype)
     tiles = n_images * ((y.shape[2] + 1) // 2) * ((y.shape[3] + 1) // 2)  # Winograd's 2 x 2 output tiles
+    pixel_tiles = conv_gemm.use_pixel_tiles(y.shape[2], y.shape[3], width + 2 * pad_w, filters)
+    if flipped and (winograd.use_winograd(channels, filters, (kh, kw), tiles) or (pixel_tiles and filters <= conv_gemm.HALF)):
+        w = _flipped(w)  # these routes take the filters themselves
+        flipped = False
     if winograd.use_winograd(channels, filters, (kh, kw), tiles):
         if filters <= conv_gemm.HALF:  # the reduction folded in two, side by side in one tile (`transform_filters`)
             panels = np.empty((winograd.TAPS, 1, (channels + 1) // 2, conv_gemm.NR), dtype=x.dtype)
@@ -272,18 +279,34 @@ def _correlate_tiled(x, w, b, pad_h, pad_w):
             panels = np.empty((winograd.TAPS, (filters + conv_gemm.NR - 1) // conv_gemm.NR, channels, conv_gemm.NR), dtype=x.dtype)
         winograd.transform_filters(w, panels)
         winograd.winograd_correlate(x, pad_h, pad_w, panels, b, y, numba.get_num_threads())
-        return y
-    matrix = w.reshape(filters, channels * kh * kw)
-    if conv_gemm.use_pixel_tiles(y.shape[2], y.shape[3], width + 2 * pad_w, filters):
-        if filters <= conv_gemm.HALF:  # one panel, the channels' two halves side by side (`conv_gemm.fold_panel`)
-            panels = np.empty((1, (channels + 1) // 2 * kh * kw, conv_gemm.NR), dtype=x.dtype)
-            conv_gemm.fold_panel(matrix, panels.shape[1], panels)
-        else:
-            panels = _panels(matrix, conv_gemm.NR)
+    elif pixel_tiles and filters <= conv_gemm.HALF:  # one panel, the channels' two halves side by side (`conv_gemm.fold_panel`)
+        panels = np.empty((1, (channels + 1) // 2 * kh * kw, conv_gemm.NR), dtype=x.dtype)
+        conv_gemm.fold_panel(w.reshape(filters, channels * kh * kw), panels.shape[1], panels)
         conv_gemm.correlate_pixel_tiles(x, pad_h, pad_w, panels, b, kh, kw, y, numba.get_num_threads())
+    elif pixel_tiles:
+        conv_gemm.correlate_pixel_tiles(x, pad_h, pad_w, _filter_panels(w, conv_gemm.NR, flipped), b, kh, kw, y, numba.get_num_threads())
     else:
-        conv_gemm.correlate(x, pad_h, pad_w, _panels(matrix), b, kh, kw, y, numba.get_num_threads())
+        conv_gemm.correlate(x, pad_h, pad_w, _filter_panels(w, conv_gemm.MR, flipped), b, kh, kw, y, numba.get_num_threads())
     return y
+
+
+def _flipped(w):
+    """The input gradient's filters (C, K, kh, kw) from the forward's (K, C, kh, kw): flipped in space, channel axes swapped."""
+    filters, channels, kh, kw = w.shape
+    flipped = np.empty((channels, filters, kh, kw), dtype=w.dtype)
+    conv_gemm.flip_filters(w, flipped)
+    return flipped
+
+
+def _filter_panels(w, width, flipped):
+    """The correlation's filter matrix packed into `width`-row panels (`_panels`), from w itself or, flipped,
+    from the forward's filters whose flipped copy it is (`conv_gemm.pack_flipped_panels`)."""
+    if not flipped:
+        return _panels(w.reshape(w.shape[0], -1), width)
+    filters, channels, kh, kw = w.shape
+    panels = np.empty(((channels + width - 1) // width, filters * kh * kw, width), dtype=w.dtype)
+    conv_gemm.pack_flipped_panels(w, panels)
+    return panels
 
 
 def _conv2d_backward_tiled(dy, x, w, padding):
@@ -301,9 +324,7 @@ def _input_gradient_tiled(dy, x_shape, w, padding):
         panels = _panels(w.reshape(filters, channels * kh * kw).T)  # of W^T (C*kh*kw, K)
         conv_gemm.input_gradient_few_channels(dy, panels, kh, kw, padding, dx, numba.get_num_threads())
         return dx
-    flipped = np.empty((channels, filters, kh, kw), dtype=w.dtype)
-    conv_gemm.flip_filters(w, flipped)
-    return _correlate_tiled(dy, flipped, np.zeros(channels, dtype=dy.dtype), kh - 1 - padding, kw - 1 - padding)
+    return _correlate_tiled(dy, w, np.zeros(channels, dtype=dy.dtype), kh - 1 - padding, kw - 1 - padding, flipped=True)
 
 
 def _filter_gradient_tiled(dy, x, w, padding):

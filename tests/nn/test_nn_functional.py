@@ -104,7 +104,8 @@ def test_register_tiled_conv2d_matches_the_im2col_route(x_shape, w_shape, paddin
 @pytest.mark.parametrize("rows, length, width", [(70, 37, 64), (130, 48, 64), (13, 5, 64), (29, 40, 6)])
 def test_filter_panels_hold_the_matrix_transposed(rows, length, width, rng):
     """pack_panels: panels[q, p, i] = matrix[q*width + i, p], zero past the last row (64-wide panels partly by
-    16 x 16 register transposes: rows and columns past whole blocks by element); transpose; flip_filters."""
+    16 x 16 register transposes: rows and columns past whole blocks by element); transpose; flip_filters and
+    pack_flipped_panels."""
     from scratchdet.kernels.cpu import conv_gemm
 
     matrix = rng.standard_normal((rows, length)).astype(np.float32)
@@ -120,6 +121,12 @@ def test_filter_panels_hold_the_matrix_transposed(rows, length, width, rng):
     flipped = np.empty((3, 5, 3, 2), np.float32)
     conv_gemm.flip_filters(w, flipped)
     np.testing.assert_array_equal(flipped, w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    w = rng.standard_normal((7, rows, 3, 2)).astype(np.float32)  # the flipped copy's panels, packed from w itself
+    direct = np.full((-(-rows // width), 7 * 6, width), np.nan, np.float32)
+    conv_gemm.pack_flipped_panels(w, direct)
+    via_copy = np.empty_like(direct)
+    conv_gemm.pack_panels(np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(rows, 42), via_copy)
+    np.testing.assert_array_equal(direct, via_copy)
 
 
 def test_register_tiled_conv2d_picks_pixel_tiles_for_small_maps_only():

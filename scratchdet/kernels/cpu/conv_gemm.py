@@ -513,6 +513,26 @@ def pack_panels(matrix, panels):
 
 
 @numba.njit(cache=True, parallel=True)
+def pack_flipped_panels(w, panels):
+    """`pack_panels` of the input gradient's filter matrix straight from the forward's filters, without the
+    flipped copy (`flip_filters`): row c, column k*kh*kw + t of that matrix is w[k, c] flattened at
+    kh*kw - 1 - t (both spatial axes flipped). The flipped copy and the packing took 0.8 and 0.6 ms for a
+    512 -> 512 layer's filters, more than one 7 x 7 image's products.
+    Args: w: (K, C, kh, kw) float32, C-contiguous; panels: (ceil(C / width), K*kh*kw, width) output."""
+    filters, channels, kh, kw = w.shape
+    taps = kh * kw
+    width = panels.shape[2]
+    flat = w.reshape(filters * channels * taps)
+    for q in prange(panels.shape[0]):
+        for k in range(filters):
+            for t in range(taps):
+                source = k * channels * taps + q * width * taps + taps - 1 - t  # w[k, q*width, flipped tap t]
+                row = panels[q, k * taps + t]
+                for i in range(width):
+                    row[i] = flat[source + i * taps] if q * width + i < channels else 0.0
+
+
+@numba.njit(cache=True, parallel=True)
 def flip_filters(w, flipped):
     """flipped[c, k, i, j] = w[k, c, kh - 1 - i, kw - 1 - j]: the input gradient's filters (observation 2 of the
     module docstring), in parallel (NumPy's copy of the flipped, transposed view took 1.8 ms for 512 x 512 x 3 x 3).
