@@ -495,21 +495,18 @@ def pack_panels(matrix, panels):
     """
     rows, length = matrix.shape
     width = panels.shape[2]
-    whole = length // LANES * LANES if width == NR else 0  # columns done by register transposes
+    whole = length // LANES * LANES if width == NR else 0  # columns done by register transposes ...
     source = matrix.reshape(rows * length)
     for q in prange(panels.shape[0]):
+        done = min(width, max(0, rows - q * width) // LANES * LANES) if whole else 0  # ... in these panel rows
         target = panels[q].reshape(length * width)
-        for i0 in range(0, width, LANES):
-            if q * width + i0 + LANES > rows:
-                break
+        for i0 in range(0, done, LANES):
             for p0 in range(0, whole, LANES):
                 transpose_block(source, (q * width + i0) * length + p0, length, target, p0 * width + i0, width)
-        for p in range(length):
-            for i in range(width):
-                row = q * width + i
-                if p < whole and row + LANES - row % LANES <= rows:
-                    continue  # (transposed above)
-                panels[q, p, i] = matrix[row, p] if row < rows else 0.0
+        for p in range(length):  # the rest by element: past the transposed rows, then all rows past `whole`
+            first = done if p < whole else 0
+            for i in range(first, width):
+                panels[q, p, i] = matrix[q * width + i, p] if q * width + i < rows else 0.0
 
 
 @numba.njit(cache=True, parallel=True)

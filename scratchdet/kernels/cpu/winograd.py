@@ -151,13 +151,21 @@ def use_winograd_filter_gradient(channels, filters, kernel_size, tiles):
             and filters >= MIN_GRADIENT_FILTERS and channels * filters <= MAX_GRADIENT_PAIRS)
 
 
+@numba.njit(inline="always")
+def times_g(v0, v1, v2):
+    """G @ v for a 3-vector v: G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]] (in float64)."""
+    return 1.0 * v0, 0.5 * (v0 + v1 + v2), 0.5 * (v0 - v1 + v2), 1.0 * v2
+
+
+@numba.njit(inline="always")
+def times_g_transposed(m0, m1, m2, m3):
+    """G^T @ m for a 4-vector m (G as in `times_g`)."""
+    return m0 + 0.5 * (m1 + m2), 0.5 * (m1 - m2), 0.5 * (m1 + m2) + m3
+
+
 @numba.njit(cache=True, parallel=True)
 def transform_filters(w, panels):
-    """U = G g G^T for every filter g = w[k, c] (3, 3), with
-
-        G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]],
-
-    written as `conv_gemm.pack_panels` of each U[xi] (K, C) into NR-row panels: panels[xi, k // NR, c, k % NR]
+    """U = G g G^T for every filter g = w[k, c] (3, 3), with G (4, 3) as in `times_g`, written as `conv_gemm.pack_panels` of each U[xi] (K, C) into NR-row panels: panels[xi, k // NR, c, k % NR]
     = U[4i + j] at (i, j) (zero for k >= K), the layout `winograd_correlate` reads; or, for at most HALF
     filters and panels of shape (16, 1, ceil(C / 2), NR), folded for `conv_gemm.rows_times_folded_tile`:
     channel c < ceil(C / 2) in row c, columns 0 .. HALF - 1, channel c >= ceil(C / 2) in row c - ceil(C / 2),
@@ -180,20 +188,13 @@ def transform_filters(w, panels):
                         panels[xi, q, row, column] = 0.0
                     continue
                 g = w[k, c]
-                for i in range(4):  # row i of G g, then its product with G^T
-                    if i == 0:
-                        r0, r1, r2 = g[0, 0], g[0, 1], g[0, 2]
-                    elif i == 3:
-                        r0, r1, r2 = g[2, 0], g[2, 1], g[2, 2]
-                    else:
-                        sign = 1.0 if i == 1 else -1.0
-                        r0 = 0.5 * (g[0, 0] + sign * g[1, 0] + g[2, 0])
-                        r1 = 0.5 * (g[0, 1] + sign * g[1, 1] + g[2, 1])
-                        r2 = 0.5 * (g[0, 2] + sign * g[1, 2] + g[2, 2])
-                    panels[4 * i, q, row, column] = r0
-                    panels[4 * i + 1, q, row, column] = 0.5 * (r0 + r1 + r2)
-                    panels[4 * i + 2, q, row, column] = 0.5 * (r0 - r1 + r2)
-                    panels[4 * i + 3, q, row, column] = r2
+                a = times_g(g[0, 0], g[1, 0], g[2, 0])  # the three columns of G g
+                b = times_g(g[0, 1], g[1, 1], g[2, 1])
+                d = times_g(g[0, 2], g[1, 2], g[2, 2])
+                for i in range(4):  # row i of (G g) G^T = G times row i of G g
+                    u = times_g(a[i], b[i], d[i])
+                    for j in range(4):
+                        panels[4 * i + j, q, row, column] = u[j]
 
 
 @numba.njit(cache=True)
@@ -443,7 +444,7 @@ def winograd_filter_gradient(x, pad_h, pad_w, dy, dw_t, db, workers):
 @numba.njit(cache=True, parallel=True)
 def untransform_filter_gradient(partial, partial_db, channels, dw_t, db):
     """dw_t[(c*3 + i)*3 + j, k] = (G^T M G)[i, j], M[p, q] = sum over chunks of partial[chunk, 4p + q, c, k] (added
-    chunk by chunk in order), G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]]; db likewise.
+    chunk by chunk in order), G as in `times_g`; db likewise.
     Args: partial: (chunks, 16, >= C, >= K) float32; partial_db: (chunks, >= K) float64; dw_t: (C*9, K) float32
     output; db: (K,) float64 output."""
     filters = dw_t.shape[1]
@@ -460,13 +461,8 @@ def untransform_filter_gradient(partial, partial_db, channels, dw_t, db):
             for chunk in range(1, partial.shape[0]):
                 for xi in range(TAPS):
                     m[xi] += partial[chunk, xi, c, k]
-            for q in range(4):
-                m0, m1, m2, m3 = m[q], m[4 + q], m[8 + q], m[12 + q]
-                gm[0, q] = m0 + 0.5 * (m1 + m2)
-                gm[1, q] = 0.5 * (m1 - m2)
-                gm[2, q] = 0.5 * (m1 + m2) + m3
-            for i in range(3):  # (G^T M) G
+            for q in range(4):  # column q of G^T M
+                gm[0, q], gm[1, q], gm[2, q] = times_g_transposed(m[q], m[4 + q], m[8 + q], m[12 + q])
+            for i in range(3):  # row i of (G^T M) G = G^T times row i of G^T M
                 row = (c * 3 + i) * 3
-                dw_t[row, k] = gm[i, 0] + 0.5 * (gm[i, 1] + gm[i, 2])
-                dw_t[row + 1, k] = 0.5 * (gm[i, 1] - gm[i, 2])
-                dw_t[row + 2, k] = 0.5 * (gm[i, 1] + gm[i, 2]) + gm[i, 3]
+                dw_t[row, k], dw_t[row + 1, k], dw_t[row + 2, k] = times_g_transposed(gm[i, 0], gm[i, 1], gm[i, 2], gm[i, 3])
