@@ -66,3 +66,12 @@ def test_every_kernel_of_the_cuda_modules_is_compiled():
             if isinstance(value, CUDADispatcher) and not value.targetoptions.get("device") and id(value) not in listed:
                 missing.append(f"{module.__name__}.{attr}")
     assert not missing, f"kernels without a compile signature: {missing}"
+
+
+@pytest.mark.parametrize("name", ["gemm_4x4_float32", "gemm_8x8_float32", "conv_gemm_16x16x4x4_float32", "conv_gemm_4x64x1x4_float32"])
+def test_gemm_threads_read_their_tiles_16_bytes_at_a_time(compiler, name):
+    """Runs of 4 adjacent outputs per thread and 16-byte aligned tiles (`gemm.owned`, `gemm.VECTOR`):
+    the multiply step's shared-memory loads compile to vector loads, a quarter of the scalar ones."""
+    (kernel, signature), = [(k, s) for n, k, s in SIGNATURES if n == name]
+    ptx, _ = compiler(kernel.py_func, signature, cc=H100)
+    assert "ld.shared.v4.f32" in ptx, f"{name}: no 16-byte shared-memory loads"

@@ -1,9 +1,11 @@
 """The implicit-GEMM products of a convolution, launched directly with each shape of tile the autotuner
-may pick, against the CPU convolution (`scratchdet.nn.functional`)."""
+may pick, against the CPU convolution (`scratchdet.nn.functional`); the offset tables they read B
+through, against im2col and the adjoint's definition; and which thread owns which output of a tile."""
 
 import numpy as np
 import pytest
 
+from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda import conv_gemm
 from scratchdet.kernels.cuda.common import empty
 from scratchdet.nn import functional as F
@@ -67,3 +69,74 @@ def test_small_products_add_a_flat_or_narrow_block_to_the_candidates(m, n, extra
         assert all(tile[:2] == (16, 16) for tile in candidates), candidates
     else:
         assert extra in candidates, candidates
+
+
+def _materialise(host, product, src, geometry, k, n):
+    """The virtual B of one image (src[0]) built from `offset_tables` as the kernel reads it."""
+    rows, cols = (host(t).astype(np.int64) for t in conv_gemm.offset_tables(product, src.shape, geometry, k, n))
+    stride, src_h, src_w = geometry[2], src.shape[2], src.shape[3]
+    yy = rows[1][:, None] + cols[1][None, :]
+    xx = rows[2][:, None] + cols[2][None, :]
+    image = src[0].ravel()
+    if product == conv_gemm.INPUT_GRAD and stride > 1:
+        ok = (yy >= 0) & (xx >= 0) & (yy % stride == 0) & (xx % stride == 0)
+        yy, xx = yy // stride, xx // stride
+        ok &= (yy < src_h) & (xx < src_w)
+        where = rows[0][:, None] + yy * src_w + xx
+    else:
+        ok = (yy >= 0) & (yy < src_h) & (xx >= 0) & (xx < src_w)
+        where = rows[0][:, None] + cols[0][None, :]
+    return np.where(ok, image[np.where(ok, where, 0)], 0)
+
+
+@pytest.mark.parametrize(
+    ("c", "h", "w", "kh", "kw", "stride", "padding"),
+    [(3, 6, 5, 3, 3, 1, 1), (2, 7, 9, 3, 2, 2, 1), (4, 5, 5, 1, 1, 1, 0), (1, 8, 6, 5, 3, 3, 2), (2, 4, 4, 2, 2, 2, 0)],
+)
+def test_offset_tables_describe_the_column_matrices(rng, host, c, h, w, kh, kw, stride, padding):
+    """The tables' outer sum gives im2col's matrix (forward), its transpose (filter gradient) and the
+    adjoint's dcols, written out here from its definition (input gradient), padding and strides included."""
+    from scratchdet.kernels.cpu.nn import im2col
+
+    x = rng.standard_normal((1, c, h, w))
+    out_h = 1 + (h + 2 * padding - kh) // stride
+    out_w = 1 + (w + 2 * padding - kw) // stride
+    rows, plane = c * kh * kw, out_h * out_w
+    cols = np.empty((rows, plane))
+    im2col(np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))), kh, kw, stride, cols)
+    geometry = (kh, kw, stride, padding, out_w)
+    np.testing.assert_array_equal(_materialise(host, conv_gemm.FORWARD, x, geometry, rows, plane), cols)
+    np.testing.assert_array_equal(_materialise(host, conv_gemm.FILTER_GRAD, x, geometry, plane, rows), cols.T)
+
+    filters = 3
+    dy = rng.standard_normal((1, filters, out_h, out_w))
+    dcols = np.zeros((filters * kh * kw, h * w))
+    for f in range(filters):
+        for i in range(kh):
+            for j in range(kw):
+                for oy in range(out_h):
+                    for ox in range(out_w):
+                        y, x_ = oy * stride - padding + i, ox * stride - padding + j
+                        if 0 <= y < h and 0 <= x_ < w:
+                            dcols[(f * kh + i) * kw + j, y * w + x_] = dy[0, f, oy, ox]
+    adjoint = _materialise(host, conv_gemm.INPUT_GRAD, dy, (kh, kw, stride, padding, w), filters * kh * kw, h * w)
+    np.testing.assert_array_equal(adjoint, dcols)
+
+
+def test_offset_tables_refuse_a_geometry_that_does_not_match_the_product():
+    with pytest.raises(InvalidArgumentError, match="B is"):
+        conv_gemm.offset_tables(conv_gemm.FORWARD, (1, 3, 6, 6), (3, 3, 1, 1, 6), 27, 35)
+
+
+@pytest.mark.parametrize(("threads", "per_thread"), [(16, 1), (16, 2), (16, 4), (16, 8), (4, 1), (64, 4), (32, 1)])
+def test_each_output_of_a_tile_has_one_owner(threads, per_thread):
+    """`gemm.owned`: runs of up to 4 adjacent rows per thread cover the tile's rows once each."""
+    from scratchdet.kernels.cuda.gemm import VECTOR, owned
+
+    run = min(per_thread, VECTOR)
+    rows = sorted(owned.py_func(i, t, threads, run) for t in range(threads) for i in range(per_thread))
+    assert rows == list(range(threads * per_thread))
+    # a thread's rows come in runs of `run` adjacent ones, each starting at a multiple of `run`
+    for t in range(threads):
+        mine = [owned.py_func(i, t, threads, run) for i in range(per_thread)]
+        assert all(mine[g] % run == 0 and mine[g : g + run] == list(range(mine[g], mine[g] + run)) for g in range(0, per_thread, run))

@@ -1,4 +1,4 @@
-"""Implicit-GEMM convolution: the tiled GEMM of `gemm.py` reading its column matrix straight from the image.
+"""Implicit-GEMM convolution: a tiled GEMM reading its column matrix straight from the image.
 
 A convolution is ``Y[n] = W @ cols[n]``, where ``cols[n]`` is the im2col matrix of image n
 (Chellapilla, Puri and Simard 2006): row ``(c, i, j)``, column ``(oy, ox)`` holds
@@ -8,17 +8,32 @@ of the column matrix in shared memory, each thread computes which pixel of ``x``
 loads it from there (as cuDNN's ``IMPLICIT_GEMM`` algorithm does; Chetlur et al. 2014, section 4).
 The three products of a convolution layer are all of this form:
 
-    forward        Y[n]  (K, H'W')  = W    (K, C kh kw)  @ cols[n]   (C kh kw, H'W')    + b
-    filter grad    dW_n  (K, C kh kw) = dY[n] (K, H'W')  @ cols[n]^T (H'W', C kh kw)
-    input grad     dX[n] (C, HW)    = W~   (C, K kh kw)  @ dcols[n]  (K kh kw, HW)
+    forward        Y[n]  (K, H'W') = W     (K, C kh kw) @ cols[n]   (C kh kw, H'W')    + b
+    filter grad    dW_n  (K, C kh kw) = dY[n] (K, H'W') @ cols[n]^T (H'W', C kh kw)
+    input grad     dX[n] (C, HW)   = W~    (C, K kh kw) @ dcols[n]  (K kh kw, HW)
 
 where ``W~[c, (k, i, j)] = W[k, c, i, j]`` and ``dcols[n][(k, i, j), (y, x)]`` is the ``dY[n, k, oy, ox]``
 of the output pixel that read ``x[y, x]`` through tap ``(i, j)`` (``oy*s - p + i = y``), or 0 where no
 output pixel did: the input gradient is the "full" correlation of dY with the flipped filters
 (for stride 1), i.e. the adjoint of im2col folded into the product, so every stride works.
 
-The A operand (W, dY or W~) is a dense row-major matrix; only the B operand is virtual. Everything
-else -- tiles, register blocking, prefetching, autotuning -- is `gemm.py`'s kernel, line for line.
+Where an element of the virtual matrix B lives is an *outer sum*. The pixel of
+``cols[(c, i, j), (oy, ox)]`` is ``c*H*W + (oy*s - p + i)*W + (ox*s - p + j)``: a part that depends only
+on the row, ``c*H*W + i*W + j``, plus a part that depends only on the column, ``(oy*s - p)*W + ox*s - p``;
+and it is padding exactly when the row's ``i`` plus the column's ``oy*s - p`` falls outside
+``[0, H)`` (or ``j + ox*s - p`` outside ``[0, W)``). So each product gets two small tables,
+``(offset, y, x)`` per row of B and per column of B (`offset_tables`, built on the device once per
+layer shape). A thread stages one column of B, whose entry it reads once; each element is then three
+reads of the row's entry (cached: every thread of the block reads the same few), three additions, a
+bounds test and one load, with no division in the loop. The filter gradient's B is cols transposed (the tables swap roles) and the input
+gradient's is dcols, whose tables hold the negated taps (``oy = y + p - i``); for a stride above 1 the
+adjoint also needs ``y + p - i`` to be a multiple of the stride, the one case that divides.
+
+The A operand (W, dY or W~) is a dense row-major matrix. Tiles, register blocking, prefetching and
+the inner loop (`gemm.tile_multiply`, 16-byte shared-memory loads) are `gemm.py`'s. Against the
+earlier kernel, which walked each staged element's (c, i, j) with divisions and loops, the sm_90
+machine code of a 16 x 16 x 4 x 4 tile's loop went from 453 to 268 instructions per 128
+multiply-adds, and its registers from 80 to 55 (ptxas and cuobjdump; not yet timed on a GPU).
 """
 
 import functools
@@ -29,8 +44,8 @@ from numba import cuda
 
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda import gemm
-from scratchdet.kernels.cuda.common import flat
-from scratchdet.kernels.cuda.gemm import BIAS_NONE, BK, TX, TY
+from scratchdet.kernels.cuda.common import empty, flat, launch_1d
+from scratchdet.kernels.cuda.gemm import BIAS_NONE, BK, SHARED_ALIGNMENT, TX, TY, VECTOR, owned
 
 # Which product of a convolution layer a kernel computes (see the module docstring).
 FORWARD = 0
@@ -39,71 +54,114 @@ INPUT_GRAD = 2
 PRODUCT_NAMES = {FORWARD: "forward", FILTER_GRAD: "filter_grad", INPUT_GRAD: "input_grad"}
 
 _NUMBA_TYPES = {np.dtype(np.float32): numba.float32, np.dtype(np.float64): numba.float64}
+# Offsets into one image (or one dY) must fit the int32 tables.
+_INT32_MAX = np.iinfo(np.int32).max
 
 
 # ---------------------------------------------------------------------------------------------------
-# The index arithmetic of one element of the column matrix, written as the math
+# Where each element of B is: the offset tables
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit(device=True)
-def input_position(o, i, stride, padding):
-    """The input row (or column) that output row o reads through kernel tap i: ``o*stride - padding + i``.
+@cuda.jit(cache=True)
+def tap_table_kernel(table, kh, kw, plane, width, sign, shift, with_offset):
+    """table[:, e] = (offset, y, x) of filter tap e = (c, i, j) (j fastest, im2col's row order):
+    ``y = sign*i + shift``, ``x = sign*j + shift``, ``offset = c*plane + y*width + x`` (``c*plane`` alone
+    when not `with_offset`: the strided adjoint adds the pixel itself)."""
+    e = cuda.grid(1)
+    if e < table.shape[1]:
+        c = e // (kh * kw)
+        y = sign * ((e // kw) % kh) + shift
+        x = sign * (e % kw) + shift
+        table[0, e] = c * plane + (y * width + x if with_offset else 0)
+        table[1, e] = y
+        table[2, e] = x
 
-    So ``cols[(c, i, j), (oy, ox)] = x[n, c, input_position(oy, i), input_position(ox, j)]``, zero when
-    that position lies in the padding (outside ``[0, H)`` or ``[0, W)``).
+
+@cuda.jit(cache=True)
+def pixel_table_kernel(table, grid_w, step, shift, width, with_offset):
+    """table[:, e] = (offset, y, x) of pixel e = (py, px) of a grid grid_w wide (row-major):
+    ``y = py*step + shift``, ``x = px*step + shift``, ``offset = y*width + x`` (0 when not `with_offset`)."""
+    e = cuda.grid(1)
+    if e < table.shape[1]:
+        y = (e // grid_w) * step + shift
+        x = (e % grid_w) * step + shift
+        table[0, e] = y * width + x if with_offset else 0
+        table[1, e] = y
+        table[2, e] = x
+
+
+def _tap_table(count, kh, kw, plane, width, sign, shift, with_offset=True):
+    table = empty((3, count), np.int32)
+    tap_table_kernel[launch_1d(count)](table, kh, kw, plane, width, sign, shift, with_offset)
+    return table
+
+
+def _pixel_table(count, grid_w, step, shift, width, with_offset=True):
+    table = empty((3, count), np.int32)
+    pixel_table_kernel[launch_1d(count)](table, grid_w, step, shift, width, with_offset)
+    return table
+
+
+def offset_tables(product, src_shape, geometry, k, n):
+    """The row and column tables of the virtual B operand of one product (see the module docstring).
+
+    ``B[r, col]`` of image z is ``src[z].flat[rows[0, r] + cols[0, col]]`` when ``0 <= rows[1, r] + cols[1, col]
+    < src_h`` and ``0 <= rows[2, r] + cols[2, col] < src_w``, and 0 otherwise. For the input gradient of
+    a strided convolution the sums ``t`` of the y and x parts must also be multiples of the stride, and
+    the element is ``src[z].flat[rows[0, r] + (t_y / s) * src_w + t_x / s]`` (``cols[0]`` is 0).
+    Built on the device by two small kernels: a training step copies nothing from the host.
+
+    Args:
+        product: FORWARD, FILTER_GRAD or INPUT_GRAD.
+        src_shape: shape of the 4-D array B is read from, (N, C, H, W) x or (N, K, H', W') dY.
+        geometry: ``(kh, kw, stride, padding, cols_w)`` as `conv_gemm_launch` takes it.
+        k, n: B is ``k x n``.
+
+    Returns:
+        ``(rows (3, k), cols (3, n))`` int32 device arrays: offsets, y parts, x parts.
     """
-    return o * stride - padding + i
+    channels, src_h, src_w = src_shape[1:]
+    kh, kw, stride, padding, cols_w = geometry
+    plane = src_h * src_w
+    taps = channels * kh * kw
+    if product == FORWARD:
+        # rows: filter taps (c, i, j); columns: output pixels, the window's top-left corner
+        expected = (taps, cols_w * (n // cols_w))
+        tables = lambda: (_tap_table(k, kh, kw, plane, src_w, 1, 0), _pixel_table(n, cols_w, stride, -padding, src_w))
+    elif product == FILTER_GRAD:
+        # B = cols^T: rows are output pixels, columns are taps (the padding goes with the taps)
+        expected = (cols_w * (k // cols_w), taps)
+        tables = lambda: (_pixel_table(k, cols_w, stride, 0, src_w), _tap_table(n, kh, kw, plane, src_w, 1, -padding))
+    elif product == INPUT_GRAD:
+        # rows: taps (k, i, j) negated; columns: input pixels (y, x) shifted by the padding; src is
+        # dY, and the output pixel that read (y, x) through tap (i, j) is ((y + p - i) / s, (x + p - j) / s)
+        expected = (taps, cols_w * (n // cols_w))
+        unit = stride == 1
+        tables = lambda: (
+            _tap_table(k, kh, kw, plane, src_w, -1, 0, with_offset=unit),
+            _pixel_table(n, cols_w, 1, padding, src_w, with_offset=unit),
+        )
+    else:
+        raise InvalidArgumentError(f"unknown product {product!r}")
+    if expected != (k, n):
+        raise InvalidArgumentError(f"B is {k} x {n} but the geometry {geometry} of {tuple(src_shape)} gives {expected[0]} x {expected[1]}")
+    reach = channels * plane + (max(src_h, src_w) + max(kh, kw) + padding) * (src_w + 1)
+    if reach > _INT32_MAX:
+        raise InvalidArgumentError(f"an image of {tuple(src_shape[1:])} elements is too large for 32-bit offsets")
+    return tables()
 
 
-@cuda.jit(device=True)
-def output_position(y, i, stride, padding):
-    """The inverse of `input_position`: the output row that read input row y through tap i, or -1 if none.
-
-    ``oy*stride - padding + i = y``  =>  ``oy = (y + padding - i) / stride``, when that is a whole
-    number >= 0 (the caller checks ``oy < H'``).
-    """
-    t = y + padding - i
-    if t < 0:
-        return -1
-    if stride == 1:
-        return t
-    if t % stride != 0:
-        return -1
-    return t // stride
+_tables = {}
 
 
-@cuda.jit(device=True)
-def inside(a, row, col):
-    """Whether (row, col) is a pixel of the (N, C, H, W) array a, not padding."""
-    return 0 <= row < a.shape[2] and 0 <= col < a.shape[3]
-
-
-@cuda.jit(device=True)
-def next_tap(c, i, j, steps, kh, kw):
-    """(c, i, j) moved `steps` rows further down the column matrix, whose rows run c, i, j (j fastest).
-
-    A thread stages the same row of every BK-deep tile, so it walks its row index by BK each round;
-    walking replaces the divisions ``c = r // (kh*kw)`` etc. in the inner loop.
-    """
-    j += steps
-    while j >= kw:
-        j -= kw
-        i += 1
-    while i >= kh:
-        i -= kh
-        c += 1
-    return c, i, j
-
-
-@cuda.jit(device=True)
-def next_pixel(oy, ox, steps, width):
-    """(oy, ox) moved `steps` pixels further in row-major order across an image `width` pixels wide."""
-    ox += steps
-    while ox >= width:
-        ox -= width
-        oy += 1
-    return oy, ox
+def device_tables(product, src_shape, geometry, k, n):
+    """`offset_tables`, built once per layer shape (like an autotuned tile) and kept."""
+    key = (product, tuple(src_shape[1:]), tuple(geometry), k, n)
+    tables = _tables.get(key)
+    if tables is None:
+        tables = _tables[key] = offset_tables(product, src_shape, geometry, k, n)
+    return tables
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -112,22 +170,22 @@ def next_pixel(oy, ox, steps, width):
 
 
 @functools.lru_cache(maxsize=None)
-def conv_gemm_kernel(tile, dtype, product):
-    """The implicit-GEMM kernel for one product of a convolution.
+def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
+    """The implicit-GEMM kernel for one tile shape (any of the three products: the tables tell which).
 
     Args:
         tile: ``(ty, tx, tm, tn)``: blocks of ``ty x tx`` threads, each owning ``tm x tn`` outputs, as in
             `gemm.gemm_kernel` (16 x 16 threads there); a block computes a ``ty*tm x tx*tn`` tile of c.
         dtype: ``np.float32`` or ``np.float64``.
-        product: FORWARD, FILTER_GRAD or INPUT_GRAD.
+        strided_adjoint: the input gradient of a convolution with stride > 1 (the dividing case).
 
     Returns:
-        a kernel ``conv_gemm(a, src, c, bias, m, n, k, a_bs, a_rs, c_bs, c_rs, bias_mode, kh, kw,
-        stride, padding, cols_w)``: ``c[z] (m, n) = a[z] (m, k) @ B[z] (k, n)`` (+ bias per row),
-        over the flat row-major arrays a and c (batch strides a_bs, c_bs; row strides a_rs, c_rs), and
-        the 4-D array ``src`` (x, or dY for INPUT_GRAD) that B is read from. ``cols_w`` is the width
-        of the image whose pixels index B's columns (H' W' grid for FORWARD, the input's for INPUT_GRAD)
-        or rows (FILTER_GRAD). Grid: (column blocks, row blocks, images); block (tx, ty).
+        a kernel ``conv_gemm(a, src, rows, cols, c, bias, m, n, k, a_bs, a_rs, c_bs, c_rs, bias_mode,
+        image, src_h, src_w, stride)``: ``c[z] (m, n) = a[z] (m, k) @ B[z] (k, n)`` (+ bias per row),
+        over the flat row-major arrays a and c (batch strides a_bs, c_bs; row strides a_rs, c_rs) and
+        the flat array ``src`` (x, or dY for the input gradient; ``image`` elements per image) that B is
+        read from through the int32 tables ``rows`` (3, k) and ``cols`` (3, n) of `offset_tables`.
+        Grid: (column blocks, row blocks, images); block (tx, ty).
     """
     ty_count, tx_count, tm, tn = tile
     bm = ty_count * tm
@@ -139,14 +197,39 @@ def conv_gemm_kernel(tile, dtype, product):
     a_per_thread = (a_elems + nt - 1) // nt
     b_per_thread = BK * bn // nt
     rows_apart = nt // bn  # a thread stages B rows kk0, kk0 + rows_apart, ... of each tile, all in one column
-    a_tile_shape = (BK, bm + 1)
-    b_tile_shape = (BK, bn + 1)
+    # thread (ty, tx) owns runs of vm adjacent rows, ty_count*vm apart (columns likewise; `gemm.owned`)
+    vm = min(tm, VECTOR)
+    vn = min(tn, VECTOR)
+    a_tile_shape = (BK, bm + VECTOR)
+    b_tile_shape = (BK, bn + VECTOR)
+    multiply = gemm.tile_multiply(ty_count, tx_count, tm, tn)
     ntype = _NUMBA_TYPES[np.dtype(dtype)]
     zero = np.dtype(dtype).type(0)  # a constant of the element type (a bare 0.0 would be a float64)
     int64 = numba.int64
+    uint64 = numba.uint64
+
+    @cuda.jit(device=True)
+    def b_element(src, image0, col, rows, r, src_h, src_w, stride):
+        """B[r, column] of one image, whose column's (offset, y, x) are `col`: a pixel of src or 0."""
+        # (the three table reads first, so that they are in flight together)
+        offset = int64(rows[0, r])
+        yy = col[1] + int64(rows[1, r])
+        xx = col[2] + int64(rows[2, r])
+        if strided_adjoint:
+            # dY[k, oy, ox] with oy*s = y + p - i: only taps that land on a multiple of the stride
+            if yy < 0 or xx < 0 or yy % stride != 0 or xx % stride != 0:
+                return zero
+            yy //= stride
+            xx //= stride
+            if yy < src_h and xx < src_w:
+                return src[uint64(image0 + offset + yy * src_w + xx)]
+            return zero
+        if 0 <= yy < src_h and 0 <= xx < src_w:
+            return src[uint64(image0 + col[0] + offset)]
+        return zero
 
     @cuda.jit
-    def conv_gemm(a, src, c, bias, m, n, k, a_bs, a_rs, c_bs, c_rs, bias_mode, kh, kw, stride, padding, cols_w):
+    def conv_gemm(a, src, rows, cols, c, bias, m, n, k, a_bs, a_rs, c_bs, c_rs, bias_mode, image, src_h, src_w, stride):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         tid = ty * tx_count + tx
@@ -154,44 +237,31 @@ def conv_gemm_kernel(tile, dtype, product):
         col0 = cuda.blockIdx.x * bn
         z = cuda.blockIdx.z  # the image
         a0 = z * a_bs
-        a_tile = cuda.shared.array(a_tile_shape, ntype)
-        b_tile = cuda.shared.array(b_tile_shape, ntype)
+        image0 = z * image
+        a_tile = cuda.shared.array(a_tile_shape, ntype, alignment=SHARED_ALIGNMENT)
+        b_tile = cuda.shared.array(b_tile_shape, ntype, alignment=SHARED_ALIGNMENT)
         a_next = cuda.local.array(a_per_thread, ntype)
         b_next = cuda.local.array(b_per_thread, ntype)
         acc = cuda.local.array((tm, tn), ntype)
         a_reg = cuda.local.array(tm, ntype)
         b_reg = cuda.local.array(tn, ntype)
-        # where along B's summed dimension this thread's staged elements are: (c, i, j) taps for
-        # FORWARD / INPUT_GRAD, (unused, oy, ox) pixels for FILTER_GRAD
-        walk_c = cuda.local.array(b_per_thread, int64)
-        walk_i = cuda.local.array(b_per_thread, int64)
-        walk_j = cuda.local.array(b_per_thread, int64)
         for i in range(tm):
             for j in range(tn):
                 acc[i, j] = 0
 
-        # 0. the one column of B this thread stages, and the first row of each of its elements
+        # 0. what stays the same in every tile: where this thread's A elements are at k = 0 (-1: below
+        #    the last row), and the (offset, y, x) of the one column of B it stages
+        a_at = cuda.local.array(a_per_thread, int64)
+        for step in range(a_per_thread):
+            e = tid + step * nt
+            gi = row0 + e // BK
+            a_at[step] = a0 + gi * a_rs + e % BK if e < a_elems and gi < m else -1
         cc = tid % bn
         gj = col0 + cc
         kk0 = tid // bn
-        if product == FILTER_GRAD:
-            # B[(oy, ox), (c, i, j)] = cols[(c, i, j), (oy, ox)]: the column is a filter tap
-            tap_c = gj // (kh * kw)
-            tap_i = (gj // kw) % kh
-            tap_j = gj % kw
-            for step in range(b_per_thread):
-                r = kk0 + step * rows_apart
-                walk_i[step] = r // cols_w
-                walk_j[step] = r % cols_w
-        else:
-            # the column is an output pixel (FORWARD) or an input pixel (INPUT_GRAD)
-            py = gj // cols_w
-            px = gj % cols_w
-            for step in range(b_per_thread):
-                r = kk0 + step * rows_apart
-                walk_c[step] = r // (kh * kw)
-                walk_i[step] = (r // kw) % kh
-                walk_j[step] = r % kw
+        col = cuda.local.array(3, int64)
+        for t in range(3):
+            col[t] = cols[t, uint64(gj)] if gj < n else 0
 
         for k0 in range(-BK, k, BK):
             # 1. fetch this thread's elements of the tiles at k0 + BK into registers (in flight
@@ -199,55 +269,14 @@ def conv_gemm_kernel(tile, dtype, product):
             k1 = k0 + BK
             if k1 < k:
                 for step in range(a_per_thread):
-                    e = tid + step * nt
-                    if e < a_elems:
-                        gi = row0 + e // BK
-                        gk = k1 + e % BK
-                        a_next[step] = a[a0 + gi * a_rs + gk] if gi < m and gk < k else zero
+                    gk = k1 + (tid + step * nt) % BK
+                    a_next[step] = a[uint64(a_at[step] + k1)] if a_at[step] >= 0 and gk < k else zero
                 for step in range(b_per_thread):
-                    gk = k1 + kk0 + step * rows_apart
-                    value = zero
-                    if gk < k and gj < n:
-                        if product == FORWARD:
-                            # cols[(c, i, j), (oy, ox)] = x[n, c, oy*s - p + i, ox*s - p + j]
-                            yy = input_position(py, walk_i[step], stride, padding)
-                            xx = input_position(px, walk_j[step], stride, padding)
-                            if inside(src, yy, xx):
-                                value = src[z, walk_c[step], yy, xx]
-                        elif product == FILTER_GRAD:
-                            # cols[(c, i, j), (oy, ox)] again, walking the pixel (oy, ox)
-                            yy = input_position(walk_i[step], tap_i, stride, padding)
-                            xx = input_position(walk_j[step], tap_j, stride, padding)
-                            if inside(src, yy, xx):
-                                value = src[z, tap_c, yy, xx]
-                        else:
-                            # dcols[(k, i, j), (y, x)] = dY[n, k, oy, ox] with oy*s - p + i = y
-                            oy = output_position(py, walk_i[step], stride, padding)
-                            ox = output_position(px, walk_j[step], stride, padding)
-                            if inside(src, oy, ox):
-                                value = src[z, walk_c[step], oy, ox]
-                    b_next[step] = value
-                    # move to this element's row of the next tile, BK rows down
-                    if product == FILTER_GRAD:
-                        walk_i[step], walk_j[step] = next_pixel(walk_i[step], walk_j[step], BK, cols_w)
-                    else:
-                        walk_c[step], walk_i[step], walk_j[step] = next_tap(
-                            walk_c[step], walk_i[step], walk_j[step], BK, kh, kw
-                        )
+                    r = k1 + kk0 + step * rows_apart
+                    b_next[step] = b_element(src, image0, col, rows, uint64(r), src_h, src_w, stride) if r < k and gj < n else zero
             # 2. multiply the tiles in shared memory (none before the first tile arrives)
             if k0 >= 0:
-                # (a while loop: the compiler proves kk >= 0 and unrolls it, where a range() loop
-                # keeps Numba's negative-index test on every shared-memory load)
-                kk = 0
-                while kk < BK:
-                    for i in range(tm):
-                        a_reg[i] = a_tile[kk, ty + ty_count * i]
-                    for j in range(tn):
-                        b_reg[j] = b_tile[kk, tx + tx_count * j]
-                    for i in range(tm):
-                        for j in range(tn):
-                            acc[i, j] += a_reg[i] * b_reg[j]
-                    kk += 1
+                multiply(a_tile, b_tile, acc, a_reg, b_reg, ty, tx)
             cuda.syncthreads()
             # 3. store the fetched tiles into shared memory for the next round
             if k1 < k:
@@ -262,15 +291,15 @@ def conv_gemm_kernel(tile, dtype, product):
         # 4. write the thread's outputs, adding the bias of the row (the filter)
         c0 = z * c_bs
         for i in range(tm):
-            gi = row0 + ty + ty_count * i
+            gi = row0 + owned(i, ty, ty_count, vm)
             if gi < m:
                 for j in range(tn):
-                    gj = col0 + tx + tx_count * j
+                    gj = col0 + owned(j, tx, tx_count, vn)
                     if gj < n:
                         value = acc[i, j]
                         if bias_mode == gemm.BIAS_ROW:
                             value += bias[gi]
-                        c[c0 + gi * c_rs + gj] = value
+                        c[uint64(c0 + gi * c_rs + gj)] = value
 
     return conv_gemm
 
@@ -311,18 +340,21 @@ def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry
         return c
     if batches > 65535:
         raise InvalidArgumentError(f"at most 65535 images per launch, got {batches}")
-    kh, kw, stride, padding, cols_w = (int(v) for v in geometry)
+    kh, kw, stride, padding, cols_w = geometry = tuple(int(v) for v in geometry)
     bias_mode = gemm.BIAS_ROW if bias is not None else BIAS_NONE
     bias_flat = flat(bias) if bias is not None else flat(c)[:1]
-    a_flat, c_flat = flat(a), flat(c)
+    a_flat, c_flat, src_flat = flat(a), flat(c), flat(src)
+    rows, cols = device_tables(product, src.shape, geometry, k, n)
+    strided_adjoint = product == INPUT_GRAD and stride > 1
+    image, src_h, src_w = src[0].size, src.shape[2], src.shape[3]
 
     def launch(tile):
         ty_count, tx_count, tm, tn = tile
-        kernel = conv_gemm_kernel(tile, np.dtype(c.dtype), product)
+        kernel = conv_gemm_kernel(tile, np.dtype(c.dtype), strided_adjoint)
         grid = ((n + tx_count * tn - 1) // (tx_count * tn), (m + ty_count * tm - 1) // (ty_count * tm), batches)
         kernel[grid, (tx_count, ty_count)](
-            a_flat, src, c_flat, bias_flat, m, n, k, a_strides[0], a_strides[1], c_strides[0], c_strides[1],
-            bias_mode, kh, kw, stride, padding, cols_w,
+            a_flat, src_flat, rows, cols, c_flat, bias_flat, m, n, k, a_strides[0], a_strides[1], c_strides[0],
+            c_strides[1], bias_mode, image, src_h, src_w, stride,
         )
 
     key = (PRODUCT_NAMES[product], m, n, k, batches, np.dtype(c.dtype).str, kh, kw, stride, padding, cols_w)
@@ -334,15 +366,19 @@ def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry
 
 
 def compile_signatures():
-    """``(name, kernel, argument types)`` for the float32 implicit-GEMM kernels (for compile_ptx):
-    every product with every tile the autotuner may pick (`tile_candidates` of small and large m, n)."""
+    """``(name, kernel, argument types)`` for the float32 implicit-GEMM kernels (for compile_ptx): every
+    tile the autotuner may pick (`tile_candidates` of small and large m, n), and the strided adjoint."""
     ft = numba.float32
     i64 = numba.int64
-    out = []
-    for product, name in PRODUCT_NAMES.items():
-        sig = (ft[::1], ft[:, :, :, ::1], ft[::1], ft[::1]) + (i64,) * 13
-        tiles = sorted({tile for m, n in ((3, 27), (16, 100), (64, 1000), (128, 1000)) for tile in tile_candidates(m, n)})
-        for tile in tiles:
-            label = "x".join(map(str, tile))
-            out.append((f"conv_gemm_{name}_{label}_float32", conv_gemm_kernel(tile, np.float32, product), sig))
+    table = numba.int32[:, ::1]
+    sig = (ft[::1], ft[::1], table, table, ft[::1], ft[::1]) + (i64,) * 12
+    tiles = sorted({tile for m, n in ((3, 27), (16, 100), (64, 1000), (128, 1000)) for tile in tile_candidates(m, n)})
+    out = [
+        ("tap_table", tap_table_kernel, (table,) + (i64,) * 6 + (numba.boolean,)),
+        ("pixel_table", pixel_table_kernel, (table,) + (i64,) * 4 + (numba.boolean,)),
+    ]
+    for tile in tiles:
+        for strided_adjoint in (False, True):
+            label = "x".join(map(str, tile)) + ("_strided_adjoint" if strided_adjoint else "")
+            out.append((f"conv_gemm_{label}_float32", conv_gemm_kernel(tile, np.float32, strided_adjoint), sig))
     return out
