@@ -4,14 +4,16 @@
 #   1. the CUDA tests of conv, conv_gemm, training, gemm, boxes and backend on the real GPU (not the
 #      simulator)                                                     -> $OUT/cuda_tests.log
 #   2. benchmarks/bench_cuda.py against cuDNN / cuBLAS / torchvision   -> $OUT/gpu_results.md, $OUT/bench.log
-#   3. if time is left: the conv and training-step benchmarks with Numba's default batches of 10 frees
-#      (scratchdet raises it to 1000)                                 -> $OUT/gpu_results_default_frees.md
-# Whole run: about 160 s on an H200 (Numba compiles each kernel on first use; autotuning compiles every candidate tile).
+#   3. if time is left: the benchmarks again with the caching allocator (a Numba EMM plugin, off by
+#      default)                                                        -> $OUT/gpu_results_caching.md
+#   4. if time is left: CUDA tests with the caching allocator          -> $OUT/cuda_tests_caching.log
+# Steps 1-2 took about 160 s on an H200 in run 2 (Numba compiles each kernel on first use; autotuning
+# compiles every candidate tile); the whole script stops itself by 420 s.
 set -o pipefail
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0
-unset NUMBA_ENABLE_CUDASIM NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT
+unset NUMBA_ENABLE_CUDASIM NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT NUMBA_CUDA_MEMORY_MANAGER
 # [lead] The device image's numpy (2.5) lacks np.row_stack, which numba-cuda's import still uses, and its
 # numba CPU target wants numpy <= 2.4: install the numpy 2.4.6 wheel carried in .whl/ (call `run` with
 # carry=[".whl"]) and shim row_stack, as the proposals engineer's successful GPU run did.
@@ -54,17 +56,25 @@ start=$SECONDS
 timeout 110 python3 benchmarks/bench_cuda.py --breakdown --out "$OUT/gpu_results.md" 2>&1 | tee "$OUT/bench.log" || status=1
 echo "benchmarks took $((SECONDS - start)) s" | tee -a "$OUT/bench.log"
 
-# What batching frees is worth now: the same convolutions and training step with Numba's default
-# (each batch of 10 frees waits for the GPU), only if the run is still well inside its 200 s
-left=$((200 - (SECONDS - begin)))
-if [ "$left" -gt 45 ]; then
-  echo "== conv + training step with Numba's default batches of 10 frees ($left s left)"
+# The caching allocator (scratchdet/kernels/cuda/memory.py, off by default): the same benchmarks with
+# freed device blocks reused instead of cuMemAlloc / cuMemFree, then the CUDA tests with it switched on,
+# each only if the run is still well inside its 420 s
+CACHING=scratchdet.kernels.cuda.memory
+left=$((420 - (SECONDS - begin)))
+if [ "$left" -gt 60 ]; then
+  echo "== benchmarks with the caching allocator ($left s left)"
   start=$SECONDS
-  NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT=10 timeout $((left - 5)) python3 benchmarks/bench_cuda.py --only conv,train \
-      --out "$OUT/gpu_results_default_frees.md" 2>&1 | tee "$OUT/bench_default_frees.log"
-  echo "took $((SECONDS - start)) s" | tee -a "$OUT/bench_default_frees.log"
+  NUMBA_CUDA_MEMORY_MANAGER=$CACHING timeout $((left - 5)) python3 benchmarks/bench_cuda.py --breakdown \
+      --out "$OUT/gpu_results_caching.md" 2>&1 | tee "$OUT/bench_caching.log"
+  echo "took $((SECONDS - start)) s" | tee -a "$OUT/bench_caching.log"
 else
-  echo "== skipped the default-frees comparison: only $left s left"
+  echo "== skipped the caching-allocator benchmarks: only $left s left"
+fi
+left=$((420 - (SECONDS - begin)))
+if [ "$left" -gt 45 ]; then
+  echo "== CUDA tests with the caching allocator ($left s left)"
+  NUMBA_CUDA_MEMORY_MANAGER=$CACHING timeout $((left - 5)) python3 -m pytest -q -p no:cacheprovider \
+      tests/cuda/test_nn_cuda.py tests/cuda/test_training_cuda.py tests/cuda/test_boxes_cuda.py 2>&1 | tee "$OUT/cuda_tests_caching.log"
 fi
 echo "whole run took $((SECONDS - begin)) s"
 exit $status

@@ -1,0 +1,108 @@
+"""The caching device allocator (`scratchdet.kernels.cuda.memory`), driven by a fake CUDA driver: the
+block sizes, reuse of freed blocks, and freeing the cache when the GPU runs out of memory. No GPU is
+needed: the plugin's only CUDA calls are cuMemAlloc / cuMemFree / cuMemGetInfo, replaced here."""
+
+import gc
+
+import pytest
+from numba import cuda
+from numba.cuda.cudadrv import driver as numba_driver
+
+from scratchdet.kernels.cuda import memory
+
+MIB = 1 << 20
+
+
+class FakeDriver:
+    """cuMemAlloc hands out increasing addresses and fails past `capacity` bytes in use."""
+
+    def __init__(self, capacity):
+        self.capacity = capacity
+        self.in_use = {}
+        self.next_address = 0x1000
+        self.calls = []
+
+    def cuMemAlloc(self, size):
+        self.calls.append(("alloc", size))
+        if sum(self.in_use.values()) + size > self.capacity:
+            raise numba_driver.CudaAPIError(numba_driver.binding.CUresult.CUDA_ERROR_OUT_OF_MEMORY, "out of memory")
+        address = self.next_address
+        self.next_address += size
+        self.in_use[address] = size
+        return address
+
+    def cuMemFree(self, address):
+        self.calls.append(("free", self.in_use.pop(address)))
+
+    def cuMemGetInfo(self):
+        return self.capacity - sum(self.in_use.values()), self.capacity
+
+
+class FakeContext:
+    pass
+
+
+@pytest.fixture
+def manager(monkeypatch):
+    fake = FakeDriver(capacity=64 * MIB)
+    monkeypatch.setattr(numba_driver, "driver", fake)
+    context = FakeContext()  # kept alive by the test: the pointers hold a weak proxy
+    mm = memory.CachingMemoryManager(context=context)
+    mm.initialize()
+    mm.fake, mm.fake_context = fake, context
+    return mm
+
+
+@pytest.mark.parametrize(
+    ("size", "block"),
+    [(0, 512), (1, 512), (512, 512), (513, 1024), (MIB, MIB), (MIB + 1, 2 * MIB), (5 * MIB, 6 * MIB), (6 * MIB, 6 * MIB)],
+)
+def test_requests_round_up_to_512_bytes_below_a_mib_and_2_mib_above(size, block):
+    assert memory.block_size(size) == block
+
+
+def test_the_cache_hands_back_a_block_of_the_exact_size_latest_first():
+    cache = memory.BlockCache()
+    assert cache.take(512) is None
+    cache.give("a", 512)
+    cache.give("b", 512)
+    cache.give("c", 1024)
+    assert cache.cached_bytes == 2048
+    assert cache.take(512) == "b" and cache.take(512) == "a" and cache.take(512) is None
+    assert cache.drain() == [("c", 1024)] and cache.cached_bytes == 0 and cache.take(1024) is None
+
+
+def test_a_dropped_array_block_is_reused_without_a_new_allocation(manager):
+    first = manager.memalloc(1000)
+    assert first.size == 1000 and manager.fake.calls == [("alloc", 1024)]
+    address = first.device_pointer
+    other = manager.memalloc(1000)  # the first is alive: a second block
+    assert other.device_pointer != address
+    del first
+    gc.collect()
+    assert manager.cache.cached_bytes == 1024
+    again = manager.memalloc(700)  # rounds to the same 1024-byte block
+    assert again.device_pointer == address and again.size == 700
+    assert manager.fake.calls == [("alloc", 1024), ("alloc", 1024)]  # and no cuMemFree at all
+    del other, again
+
+
+def test_running_out_of_memory_frees_the_cached_blocks_and_retries(manager):
+    blocks = [manager.memalloc(16 * MIB) for _ in range(4)]  # the whole 64 MiB
+    del blocks
+    gc.collect()
+    assert manager.cache.cached_bytes == 64 * MIB
+    big = manager.memalloc(40 * MIB)  # no cached block of 40 MiB, no room: free the cache, retry
+    assert big.size == 40 * MIB
+    assert manager.fake.calls[-6:] == [("alloc", 40 * MIB)] + [("free", 16 * MIB)] * 4 + [("alloc", 40 * MIB)]
+    assert manager.cache.cached_bytes == 0
+    with pytest.raises(numba_driver.CudaAPIError):
+        manager.memalloc(40 * MIB)  # really out of memory: the error reaches the caller
+    assert manager.get_memory_info().free == 24 * MIB
+
+
+def test_numba_accepts_the_plugin(monkeypatch):
+    monkeypatch.setattr(numba_driver, "_memory_manager", None)
+    cuda.set_memory_manager(memory.CachingMemoryManager)
+    assert numba_driver._memory_manager is memory.CachingMemoryManager
+    assert memory._numba_memory_manager is memory.CachingMemoryManager  # NUMBA_CUDA_MEMORY_MANAGER's name
