@@ -10,7 +10,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from scratchdet.kernels.cuda.common import THREADS, blocks_for, empty, flat, launch_1d
+from scratchdet.kernels.cuda.common import THREADS, blocks_for, empty, flat
 
 # Blocks launched by a grid-stride reduction: enough to fill an H100 (132 multiprocessors)
 # several times over, few enough that the second pass (one block) is short.
@@ -105,31 +105,47 @@ def sum_short_rows_kernel(a, out):
         out[r] = scratch[t]
 
 
+# Column sums: a block covers COLUMN_LANES neighbouring columns (a warp reads 128 contiguous bytes of a
+# row) and splits the rows among ROW_GROUPS groups of threads. With a single thread per column, the
+# filter-gradient sum of an RGB layer (256 images x 864 columns) kept 4 multiprocessors busy on a
+# chain of 64 dependent loads (0.2 ms on an H200, benchmarks/GPU_RESULTS.md run 2); split 8 ways,
+# the chain is 8 loads long and 8 times as many threads share it.
+COLUMN_LANES = 32
+ROW_GROUPS = 8
+
+
 @cuda.jit(cache=True)
 def sum_axis0_kernel(a, out):
-    """out[j] = sum_b a[b, j]: one thread per column, summing down the rows in a fixed order (a is (B, L)).
-
-    Four running sums, over rows 0, 4, 8, ..., rows 1, 5, 9, ... and so on, let four loads be in
-    flight at once: with one sum, each row's load waits for the previous row's addition.
-    """
-    j = cuda.grid(1)
+    """out[j] = sum_b a[b, j] (a is (B, L)): thread (lane, g) of block x sums column 32 x + lane over rows
+    g, g + 8, g + 16, ... with four running sums (four loads in flight), then the 8 groups' sums are
+    added in group order: a fixed order, the same result on every run and every GPU."""
+    partial = cuda.shared.array((ROW_GROUPS, COLUMN_LANES), numba.float64)
+    lane = cuda.threadIdx.x
+    g = cuda.threadIdx.y
+    j = cuda.blockIdx.x * COLUMN_LANES + lane
+    rows = a.shape[0]
+    t0 = 0.0
+    t1 = 0.0
+    t2 = 0.0
+    t3 = 0.0
     if j < a.shape[1]:
-        rows = a.shape[0]
-        t0 = 0.0
-        t1 = 0.0
-        t2 = 0.0
-        t3 = 0.0
-        b = 0
-        while b + 4 <= rows:
+        b = g
+        while b + 3 * ROW_GROUPS < rows:
             t0 += a[b, j]
-            t1 += a[b + 1, j]
-            t2 += a[b + 2, j]
-            t3 += a[b + 3, j]
-            b += 4
-        while b < rows:  # the last rows, fewer than four
+            t1 += a[b + ROW_GROUPS, j]
+            t2 += a[b + 2 * ROW_GROUPS, j]
+            t3 += a[b + 3 * ROW_GROUPS, j]
+            b += 4 * ROW_GROUPS
+        while b < rows:  # this group's last rows, fewer than four
             t0 += a[b, j]
-            b += 1
-        out[j] = (t0 + t1) + (t2 + t3)
+            b += ROW_GROUPS
+    partial[g, lane] = (t0 + t1) + (t2 + t3)
+    cuda.syncthreads()
+    if g == 0 and j < a.shape[1]:
+        total = 0.0
+        for h in range(ROW_GROUPS):
+            total += partial[h, lane]
+        out[j] = total
 
 
 def sum_all(a):
@@ -162,7 +178,7 @@ def sum_axis0(a, dtype=None):
     """Column sums of a 2-D device array ``(B, L) -> (L,)`` (float64 accumulation, `dtype` output)."""
     out = empty((a.shape[1],), dtype or a.dtype)
     if a.shape[1]:
-        sum_axis0_kernel[launch_1d(a.shape[1])](a, out)
+        sum_axis0_kernel[blocks_for(a.shape[1], COLUMN_LANES), (COLUMN_LANES, ROW_GROUPS)](a, out)
     return out
 
 
