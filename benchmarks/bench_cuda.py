@@ -166,18 +166,58 @@ def conv_breakdown(shape, repeat=5):
     dw_per_image = empty((n, k * rows), np.float32)
     w_swapped = empty((c, k, 3, 3), np.float32)
     stages = {
+        # what the allocator costs (dropped at once: Numba's pending frees, or back to the caching allocator)
+        f"allocate y ({n * k * plane * 4 / 1e6:.0f} MB)": lambda: empty((n, k, h, w), np.float32),
         "forward: implicit GEMM y = W cols + b": lambda: conv_gemm.conv_gemm_launch(
             conv_gemm.FORWARD, weight, x, y, k, plane, rows, (0, rows), (k * plane, plane), geometry, bias=bias),
         "db (two reductions)": lambda: reduce.sum_axis0(reduce.sum_rows(dy.reshape(n * k, plane)).reshape(n, k)),
         "dW per image: implicit GEMM dY cols^T": lambda: conv_gemm.conv_gemm_launch(
             conv_gemm.FILTER_GRAD, dy, x, dw_per_image, k, rows, plane, (k * plane, plane), (k * rows, rows), geometry),
         "sum of dW over images": lambda: reduce.sum_axis0(dw_per_image),
-        "swap filter axes": lambda: cuda_nn.swap_filter_axes_kernel[launch_1d(k * rows)](weight, w_swapped),
-        "dx: implicit GEMM W~ dcols": lambda: conv_gemm.conv_gemm_launch(
-            conv_gemm.INPUT_GRAD, w_swapped, dy, dx, c, plane, k * 9, (0, k * 9), (c * plane, plane), geometry),
+    }
+    if c <= cuda_nn.FEW_CHANNELS:  # what conv2d_backward runs for an RGB layer
+        stages["dx: one thread per input pixel (<= 4 channels)"] = lambda: cuda_nn.input_grad_few_channels_kernel[
+            launch_1d(n * h * w)](dy, weight, 1, 1, dx)
+    else:
+        stages["swap filter axes"] = lambda: cuda_nn.swap_filter_axes_kernel[launch_1d(k * rows)](weight, w_swapped)
+        stages["dx: implicit GEMM W~ dcols"] = lambda: conv_gemm.conv_gemm_launch(
+            conv_gemm.INPUT_GRAD, w_swapped, dy, dx, c, plane, k * 9, (0, k * 9), (c * plane, plane), geometry)
+    stages |= {
         "whole forward": lambda: cuda_nn.conv2d_forward(x, weight, bias, 1, 1),
         "whole backward": lambda: cuda_nn.conv2d_backward(dy, x, weight, 1, 1),
     }
+    return {name: gpu_time(fn, repeat)[0] * 1e3 for name, fn in stages.items()}
+
+
+def train_breakdown(repeat=5):
+    """Where the time of `train_step_case`'s step goes: each layer's forward and backward, the loss
+    and the SGD update, each timed on its own (ms)."""
+    from scratchdet import nn
+    from scratchdet.backend import to_device
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((TRAIN_BATCH, 3, TRAIN_IMAGE, TRAIN_IMAGE), dtype=np.float32)
+    labels = to_device(rng.integers(0, 10, TRAIN_BATCH), "cuda")
+    model = _small_net_ours(0).to("cuda")
+    optimizer = nn.SGD(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    inputs = [to_device(x, "cuda")]
+    for layer in model.layers:  # one forward, keeping every layer's input (and its saved state)
+        inputs.append(layer.forward(inputs[-1]))
+    _, dscores = nn.softmax_cross_entropy(inputs[-1], labels)
+    grads = [dscores]
+    for layer in reversed(model.layers):
+        grads.append(layer.backward(grads[-1]))
+    grads = grads[::-1]  # grads[i] is the gradient with respect to inputs[i]
+    stages = {}
+    for i, layer in enumerate(model.layers):
+        name = f"{i}. {type(layer).__name__} {'x'.join(map(str, inputs[i].shape))}"
+        stages[f"{name} forward"] = lambda layer=layer, i=i: layer.forward(inputs[i])
+    stages["loss: softmax cross-entropy"] = lambda: nn.softmax_cross_entropy(inputs[-1], labels)
+    for i, layer in reversed(list(enumerate(model.layers))):
+        name = f"{i}. {type(layer).__name__}"
+        # (a layer's backward reads what its forward saved: the same input every time here)
+        stages[f"{name} backward"] = lambda layer=layer, i=i: layer.backward(grads[i + 1])
+    stages["SGD step (momentum, weight decay)"] = optimizer.step
     return {name: gpu_time(fn, repeat)[0] * 1e3 for name, fn in stages.items()}
 
 
@@ -354,6 +394,53 @@ def nms_case(scenario, repeat=10):
     }
 
 
+def nms_breakdown(scenario, repeat=10):
+    """Where the time of one NMS of 10,000 boxes goes: each kernel timed on its own (ms).
+
+    The same launches as `kernels.cuda.boxes.nms`, on buffers of their own; the rank sort also
+    gathers the boxes in score order (one kernel), and the whole call adds the host work, the
+    allocation of the result and the 8-byte copy of the kept count.
+    """
+    import math
+
+    from numba import cuda
+
+    from scratchdet import boxes as B
+    from scratchdet.backend import to_device
+    from scratchdet.kernels.cuda import boxes as K
+
+    n_objects, threshold = NMS_SCENARIOS[scenario]
+    boxes, scores = clustered_boxes(np.random.default_rng(0), N_BOXES, n_objects)
+    boxes_d, scores_d = to_device(boxes, "cuda"), to_device(scores, "cuda")
+    n, words = N_BOXES, math.ceil(N_BOXES / K.WORD)
+    order = cuda.device_array(n, np.int64)
+    sorted_boxes = cuda.device_array((n, 4), np.float64)
+    mask = cuda.device_array((n, words), np.uint64)
+    removed = cuda.device_array(words, np.uint64)
+    keep = cuda.device_array(n, np.int64)
+    n_keep = cuda.device_array(1, np.int64)
+
+    def sort():
+        K.rank_sort_kernel[math.ceil(n / K.SORT_BOXES), K.sort_threads(n)](scores_d, boxes_d, order, sorted_boxes)
+
+    def suppression_mask():
+        K.nms_mask_kernel[words * (words + 1) // 2, K.WORD](sorted_boxes, threshold, mask)
+
+    def scan():
+        K.nms_scan_kernel[1, K.scan_threads(words)](mask, order, removed, keep, n_keep)
+
+    sort()
+    suppression_mask()  # the scan reads the mask and the order of these
+    stages = {
+        f"rank sort + gather ({math.ceil(n / K.SORT_BOXES)} blocks of {K.sort_threads(n)})": sort,
+        f"suppression mask ({words * (words + 1) // 2} blocks of {K.WORD})": suppression_mask,
+        f"greedy scan (1 block of {K.scan_threads(words)})": scan,
+        "kept-count copy (8 bytes to the host)": lambda: n_keep.copy_to_host(),
+        "whole nms call": lambda: B.nms(boxes_d, scores_d, threshold),
+    }
+    return {name: gpu_time(fn, repeat)[0] * 1e3 for name, fn in stages.items()}
+
+
 # ---------------------------------------------------------------------------------------------------
 # pytest-benchmark entry points (skipped without a GPU)
 # ---------------------------------------------------------------------------------------------------
@@ -433,7 +520,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="write the markdown table here")
     parser.add_argument("--only", default="conv,linear,train,nms", help="comma-separated cases: conv,linear,train,nms")
-    parser.add_argument("--breakdown", action="store_true", help="also time the stages of one convolution")
+    parser.add_argument("--breakdown", action="store_true", help="also time the stages of the convolutions, the training step and NMS")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     if not _gpu_available():
@@ -470,10 +557,19 @@ def main(argv=None):
     for key, tile in gemm.chosen_tiles().items():
         print(f"  {key}: {tile}")
     table = markdown_table(results, device_name)
-    if args.breakdown:
-        for shape in (CONV_SHAPES[1], CONV_SHAPES[0]):
+    if args.breakdown and "conv" in only:
+        for shape in CONV_SHAPES:
             stages = conv_breakdown(shape)
             table += f"\nStages of one conv2d forward + backward, {'x'.join(map(str, shape[:4]))}->{shape[4]} (ms, best of 5):\n\n"
+            table += "| stage | ms |\n| --- | ---: |\n" + "".join(f"| {name} | {ms:.3f} |\n" for name, ms in stages.items())
+    if args.breakdown and "train" in only:
+        stages = train_breakdown()
+        table += f"\nStages of the training step, {TRAIN_BATCH}x3x{TRAIN_IMAGE}x{TRAIN_IMAGE} (ms, best of 5):\n\n"
+        table += "| stage | ms |\n| --- | ---: |\n" + "".join(f"| {name} | {ms:.3f} |\n" for name, ms in stages.items())
+    if args.breakdown and "nms" in only:
+        for scenario in NMS_SCENARIOS:
+            stages = nms_breakdown(scenario)
+            table += f"\nStages of NMS of {N_BOXES} boxes, {scenario} (ms, best of 10):\n\n"
             table += "| stage | ms |\n| --- | ---: |\n" + "".join(f"| {name} | {ms:.3f} |\n" for name, ms in stages.items())
     print(table)
     if args.out:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared GPU check of the CUDA backend (run from the repository root on a machine with an
 # NVIDIA GPU, python3 with numba-cuda, torch and torchvision; only the carried numpy wheel is installed):
-#   1. the CUDA tests of conv, conv_gemm, training, gemm, boxes and backend on the real GPU (not the
+#   1. the CUDA tests of conv, conv_gemm, training, gemm, boxes, backend and reduce on the real GPU (not the
 #      simulator)                                                     -> $OUT/cuda_tests.log
 #   2. benchmarks/bench_cuda.py against cuDNN / cuBLAS / torchvision   -> $OUT/gpu_results.md, $OUT/bench.log
 #   3. if time is left: the benchmarks again with the caching allocator (a Numba EMM plugin, off by
@@ -46,14 +46,14 @@ PY
 
 echo "== CUDA tests on the GPU"
 start=$SECONDS
-timeout 90 python3 -m pytest -q -p no:cacheprovider tests/cuda/test_nn_cuda.py tests/cuda/test_conv_gemm_cuda.py \
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/cuda/test_nn_cuda.py tests/cuda/test_conv_gemm_cuda.py \
     tests/cuda/test_training_cuda.py tests/cuda/test_gemm_cuda.py tests/cuda/test_boxes_cuda.py \
-    tests/cuda/test_backend_cuda.py 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+    tests/cuda/test_backend_cuda.py tests/cuda/test_reduce_cuda.py 2>&1 | tee "$OUT/cuda_tests.log" || status=1
 echo "tests took $((SECONDS - start)) s" | tee -a "$OUT/cuda_tests.log"
 
 echo "== benchmarks"
 start=$SECONDS
-timeout 110 python3 benchmarks/bench_cuda.py --breakdown --out "$OUT/gpu_results.md" 2>&1 | tee "$OUT/bench.log" || status=1
+timeout 170 python3 benchmarks/bench_cuda.py --breakdown --out "$OUT/gpu_results.md" 2>&1 | tee "$OUT/bench.log" || status=1
 echo "benchmarks took $((SECONDS - start)) s" | tee -a "$OUT/bench.log"
 
 # The caching allocator (scratchdet/kernels/cuda/memory.py, off by default): the same benchmarks with

@@ -2,13 +2,17 @@
 
 The per-box arithmetic is `scratchdet.kernels.shared.boxes` compiled as device functions, in float64
 as on the CPU, so both backends keep and suppress exactly the same boxes. NMS is the bitmask
-algorithm of Faster R-CNN's GPU NMS (Ren et al. 2015; py-faster-rcnn's `nms_kernel.cu`):
+algorithm of Faster R-CNN's GPU NMS (Ren et al. 2015; py-faster-rcnn's `nms_kernel.cu`), in three
+kernels:
 
-1. sort the boxes by descending score (here a rank sort: each box counts the boxes ahead of it),
-2. one thread per (box i, block of 64 later boxes j) writes a 64-bit word whose bit j is set when
-   IoU(i, j) > threshold,
-3. a single block walks the boxes in score order, keeping a box unless a kept box set its bit,
-   and ORs each kept box's words into the running "removed" mask.
+1. sort the boxes by descending score and gather them in that order (a rank sort: each box counts
+   the boxes that come before it, equal scores by index),
+2. one thread per (box i, block of 64 later boxes j), for the blocks on or above the diagonal only,
+   writes a 64-bit word whose bit j is set when IoU(i, j) > threshold,
+3. a single block walks the boxes in score order, 64 (one word) per step: one warp keeps each
+   box that no kept box suppresses, jumping from one remaining candidate to the next, while the
+   other threads stage the next word and OR the words of the previous word's kept boxes into the
+   running "removed" mask (one barrier per word).
 
 Only the number of kept boxes comes back to the host (to size the result).
 """
@@ -19,9 +23,9 @@ import numba
 import numpy as np
 from numba import cuda
 
-from scratchdet.backend import is_cuda_array
+from scratchdet.backend import is_cuda_array, simulated
 from scratchdet.errors import InvalidArgumentError
-from scratchdet.kernels.cuda.common import THREADS, blocks_for, empty, launch_1d, require_device, scratch
+from scratchdet.kernels.cuda.common import blocks_for, empty, launch_1d, require_device, scratch
 from scratchdet.kernels.shared import boxes as shared
 
 iou_pair = cuda.jit(device=True)(shared.iou_pair)
@@ -160,57 +164,108 @@ def decode(proposals, deltas, weights=(1.0, 1.0, 1.0, 1.0), clamp=math.log(1000.
 # Non-maximum suppression, the bitmask algorithm
 # ---------------------------------------------------------------------------------------------------
 
+# rank sort: a block ranks SORT_BOXES boxes (one per lane of a warp) with up to SORT_PARTS warps,
+# a warp per SORT_CHUNK scores of the input
+SORT_BOXES = 32
+SORT_PARTS = 8
+SORT_CHUNK = 128
+# the scan's block: warp 0 runs the greedy pass, warps 1-2 stage the next word, the rest are OR threads
+WARP = 32
+SCAN_HELPERS = 3 * WARP
+SCAN_MAX_THREADS = 512
+# kept rows an OR thread loads at once (independent loads in flight)
+OR_LOADS = 8
+# The scan is a single block, so occupancy means nothing to it: launch bounds (at most 512 threads,
+# one block per multiprocessor) let the compiler spend registers on loads in flight. Without them
+# ptxas saves registers (40 instead of 64 for sm_90) by issuing the 8 loads of an OR batch in three
+# rounds (2, 5, then 1), each waiting for the one before. The simulator takes no launch bounds.
+SCAN_OPTIONS = {} if simulated() else {"launch_bounds": (SCAN_MAX_THREADS, 1)}
+
 
 @cuda.jit(cache=True)
-def rank_sort_kernel(scores, order):
-    """order[rank(i)] = i, rank(i) = #{j : s_j > s_i, or s_j == s_i and j < i} (descending, stable).
+def rank_sort_kernel(scores, boxes, order, sorted_boxes):
+    """Sort by descending score and gather: order[rank(i)] = i, sorted_boxes[rank(i)] = boxes[i].
 
-    One thread per box, comparing against all scores staged tile by tile in shared memory: O(N^2)
-    comparisons, like the suppression mask itself, and the same order as a stable argsort on the CPU.
+        rank(i) = #{j < i : s_j >= s_i} + #{j > i : s_j > s_i},
+
+    the position of box i in a stable descending argsort (equal scores in index order), as on the
+    CPU. The scores are compared in their own float dtype: the CPU compares them as float64, and
+    float32 -> float64 is exact, so the order is the same.
+
+    Block b ranks boxes i = 32 b + lane, one per lane, with P warps (blockDim = 32 P, P <= 8): warp p
+    counts, for its 32 boxes, the scores of the p-th of P slices of the input, read straight from
+    global memory (all lanes read the same score: one broadcast load, cached in L1), and a rank is
+    the sum of the P counts. O(N^2) comparisons, like the suppression mask, over ceil(N / 32) blocks.
+
+    Args:
+        scores: (N,) float32 or float64 finite scores.
+        boxes: (N, 4) xyxy, float32 or float64.
+        order: (N,) int64 output, the box index of each rank.
+        sorted_boxes: (N, 4) float64 output, the boxes by rank.
     """
-    tile = cuda.shared.array(THREADS, numba.float64)
+    partial = cuda.shared.array((SORT_PARTS, SORT_BOXES), numba.int64)
     n = scores.shape[0]
-    i = cuda.grid(1)
-    mine = numba.float64(scores[i]) if i < n else 0.0
+    lane = cuda.threadIdx.x % SORT_BOXES
+    part = cuda.threadIdx.x // SORT_BOXES
+    parts = cuda.blockDim.x // SORT_BOXES
+    i = cuda.blockIdx.x * SORT_BOXES + lane
+    mine = scores[min(i, n - 1)]
+    # 1. count over this warp's slice [k, end) of the scores, split at box i. (`while` loops and an
+    #    unsigned index: with `range` and a signed index, whose negative-index check Numba keeps,
+    #    the sm_90 loop takes 23 instead of 11 instructions per comparison, 4 instead of 16 loads
+    #    in flight)
+    size = (n + parts - 1) // parts
+    k = part * size
+    end = min(k + size, n)
+    split = min(max(i, k), end)  # scores[k] for k < split: the boxes before box i
     rank = 0
-    for start in range(0, n, THREADS):
-        # 1. stage the next tile of scores
-        j = start + cuda.threadIdx.x
-        if j < n:
-            tile[cuda.threadIdx.x] = scores[j]
-        cuda.syncthreads()
-        # 2. count the boxes of the tile that come before box i
-        if i < n:
-            for t in range(min(THREADS, n - start)):
-                other = tile[t]
-                if other > mine or (other == mine and start + t < i):
-                    rank += 1
-        cuda.syncthreads()
-    if i < n:
+    while k < split:
+        if scores[numba.uint32(k)] >= mine:  # a better or equal score before box i
+            rank += 1
+        k += 1
+    while k < end:
+        if scores[numba.uint32(k)] > mine:  # a better score after box i
+            rank += 1
+        k += 1
+    # 2. add up the partial counts; warp 0 writes each box at its rank
+    partial[part, lane] = rank
+    cuda.syncthreads()
+    if part == 0 and i < n:
+        for p in range(1, parts):
+            rank += partial[p, lane]
         order[rank] = i
+        for c in range(4):
+            sorted_boxes[rank, c] = boxes[i, c]
 
 
-@cuda.jit(cache=True)
-def gather_boxes_kernel(boxes, order, sorted_boxes):
-    """sorted_boxes[r] = boxes[order[r]] in float64."""
-    r = cuda.grid(1)
-    if r < order.shape[0]:
-        for k in range(4):
-            sorted_boxes[r, k] = boxes[order[r], k]
+def sort_threads(n):
+    """Threads of the rank sort's blocks: a warp per 128 scores, up to 8 warps."""
+    return SORT_BOXES * min(SORT_PARTS, math.ceil(n / SORT_CHUNK))
+
+
+@cuda.jit(device=True)
+def upper_triangle_block(k):
+    """(row block y, column block x) of the k-th block of the upper triangle y <= x, the blocks numbered
+    column by column: k = x (x + 1) / 2 + y."""
+    x = int((math.sqrt(8.0 * k + 1.0) - 1.0) * 0.5)
+    # the square root may round x one off near a triangular number: settle it in integers
+    while x * (x + 1) // 2 > k:
+        x -= 1
+    while (x + 1) * (x + 2) // 2 <= k:
+        x += 1
+    return k - x * (x + 1) // 2, x
 
 
 @cuda.jit(cache=True)
 def nms_mask_kernel(sorted_boxes, iou_threshold, mask):
     """mask[i, w] bit b = IoU(box i, box 64 w + b) > threshold, for 64 w + b > i (boxes in score order).
 
-    Block (x: column word w, y: row block) of 64 threads: the 64 column boxes are staged in shared
-    memory, then thread t compares row box 64 y + t against them. Blocks below the diagonal have
-    nothing to do: a box is only ever suppressed by a better one.
+    One block of 64 threads per word block (row block y <= column block x) of the upper triangle,
+    W (W + 1) / 2 blocks: a box is only ever suppressed by a better one, so the blocks below the
+    diagonal are never launched. The 64 column boxes are staged in shared memory, then thread t
+    compares row box 64 y + t against them. Words below the diagonal are left unwritten (never read).
     """
-    row_block = cuda.blockIdx.y
-    col_block = cuda.blockIdx.x
-    if row_block > col_block:
-        return
+    row_block, col_block = upper_triangle_block(cuda.blockIdx.x)
     n = sorted_boxes.shape[0]
     col_boxes = cuda.shared.array((WORD, 4), numba.float64)
     t = cuda.threadIdx.x
@@ -229,67 +284,143 @@ def nms_mask_kernel(sorted_boxes, iou_threshold, mask):
     x1, y1, x2, y2 = sorted_boxes[i, 0], sorted_boxes[i, 1], sorted_boxes[i, 2], sorted_boxes[i, 3]
     bits = numba.uint64(0)
     for b in range(first, col_count):
-        if iou_pair(x1, y1, x2, y2, col_boxes[b, 0], col_boxes[b, 1], col_boxes[b, 2], col_boxes[b, 3]) > iou_threshold:
-            bits |= numba.uint64(1) << numba.uint64(b)
+        bx1, by1, bx2, by2 = col_boxes[b, 0], col_boxes[b, 1], col_boxes[b, 2], col_boxes[b, 3]
+        # boxes that do not overlap have IoU 0, never above a threshold >= 0: only overlapping pairs
+        # pay for iou_pair's float64 division (most of its ~100 instructions), and the bits are the same
+        if min(x2, bx2) > max(x1, bx1) and min(y2, by2) > max(y1, by1):
+            if iou_pair(x1, y1, x2, y2, bx1, by1, bx2, by2) > iou_threshold:
+                bits |= numba.uint64(1) << numba.uint64(b)
     mask[i, col_block] = bits
 
 
-@cuda.jit(cache=True)
-def nms_scan_kernel(mask, order, removed, keep, n_keep):
-    """The greedy pass, in one block: walk the boxes in score order, 64 at a time.
+@cuda.jit(device=True)
+def stage_word(mask, order, w, b, diagonal, next_word, box_index):
+    """Copy box 64 w + b's mask words for word w and word w + 1, and its box index, to shared memory."""
+    n, words = mask.shape
+    i = w * WORD + b
+    if w < words and i < n:
+        diagonal[b] = mask[i, w]
+        next_word[b] = mask[i, w + 1] if w + 1 < words else numba.uint64(0)
+        box_index[b] = order[i]
 
-    For word (block) w: 1. stage the 64 boxes' own words of the mask; 2. thread 0 keeps each box whose
-    bit is not yet in `removed`, ORing its word into the block's running mask; 3. every thread ORs
-    the kept boxes' later words into `removed`.
+
+@cuda.jit(cache=True, **SCAN_OPTIONS)
+def nms_scan_kernel(mask, order, removed, keep, n_keep):
+    """The greedy pass, in one block: walk the boxes in score order, one word of 64 at a time.
+
+    In step w (one barrier per step) three groups of threads work side by side:
+
+    1. warp 0, the greedy pass over word w: the candidates are the boxes that no kept box of an
+       earlier word suppresses; the best candidate is kept and drops the candidates it suppresses
+       (its diagonal word), then the best one left, and so on: one iteration per *kept* box, in
+       registers and shared memory. Its lanes then write the kept indices in parallel: the kept
+       box of bit b goes to keep[count + popc(kept boxes below b)].
+    2. warps 1-2 stage word w + 1's diagonal words, next words and box indices in shared memory
+       (two halves, by the parity of w), so the greedy pass never waits on global memory.
+    3. the other warps, one thread per later word v >= w + 1: OR into removed[v] the words of the
+       boxes kept in word w - 1, with up to 8 loads in flight per thread.
+
+    The greedy pass of word w + 1 needs what all the kept boxes before it suppress in word w + 1:
+    part 3 of step w brings removed[w + 1] up to word w - 1 (its thread hands it over in shared
+    memory), and the greedy pass of word w adds what its own kept boxes suppress there (their next
+    words, `carry`). So the loads of part 3 overlap the greedy pass instead of following it.
 
     Args:
-        mask: (N, W) uint64 suppression mask, W = ceil(N / 64).
+        mask: (N, W) uint64 suppression mask, W = ceil(N / 64); only words at or above the diagonal
+            are read.
         order: (N,) int64 box index of each score rank.
-        removed: (W,) uint64 scratch.
+        removed: (W,) uint64 scratch: removed[v] bit b = box 64 v + b is suppressed by a kept box
+            of the words handled so far, all but the last.
         keep: (N,) int64 output, the first n_keep[0] entries are the kept box indices.
         n_keep: (1,) int64 output.
     """
     n, words = mask.shape
     t = cuda.threadIdx.x
-    diagonal = cuda.shared.array(WORD, numba.uint64)
-    kept_bits = cuda.shared.array(1, numba.uint64)
-    count = cuda.shared.array(1, numba.int64)
-    for w in range(t, words, cuda.blockDim.x):
-        removed[w] = 0
+    one = numba.uint64(1)
+    # shared state, [parity of the word, bit]: the greedy warp reads one half while warps 1-2 fill the other
+    diagonal = cuda.shared.array((2, WORD), numba.uint64)  # mask[64 w + b, w]
+    next_word = cuda.shared.array((2, WORD), numba.uint64)  # mask[64 w + b, w + 1]
+    box_index = cuda.shared.array((2, WORD), numba.int64)  # order[64 w + b]
+    kept_bits = cuda.shared.array(2, numba.uint64)  # the kept boxes of word w
+    handed_over = cuda.shared.array(2, numba.uint64)  # removed[w] when the greedy pass of word w starts
+    or_threads = cuda.blockDim.x - SCAN_HELPERS
+    # 0. clear `removed`, stage word 0
+    for v in range(t, words, cuda.blockDim.x):
+        removed[v] = 0
+    if WARP <= t < SCAN_HELPERS:
+        stage_word(mask, order, 0, t - WARP, diagonal[0], next_word[0], box_index[0])
     if t == 0:
-        count[0] = 0
+        kept_bits[1] = 0
+        handed_over[0] = 0
     cuda.syncthreads()
+    count = 0  # kept so far (warp 0)
+    carry = numba.uint64(0)  # what the kept boxes of word w - 1 suppress in word w (warp 0)
     for w in range(words):
-        # 1. the words of this block's boxes that cover the block itself
-        i = w * WORD + t
-        if t < WORD and i < n:
-            diagonal[t] = mask[i, w]
-        cuda.syncthreads()
-        # 2. the sequential part: keep or drop each of the 64 boxes in order
-        if t == 0:
-            current = removed[w]
+        p = w % 2
+        if t < WARP:
+            # 1. the greedy pass over word w; every lane runs it (the same shared words: broadcasts)
+            n_word = min(WORD, n - w * WORD)
+            valid = ~numba.uint64(0) if n_word == WORD else (one << numba.uint64(n_word)) - one
+            candidates = ~(handed_over[p] | carry) & valid
             kept = numba.uint64(0)
-            for b in range(min(WORD, n - w * WORD)):
-                bit = numba.uint64(1) << numba.uint64(b)
-                if (current & bit) == 0:
-                    kept |= bit
-                    keep[count[0]] = order[w * WORD + b]
-                    count[0] += 1
-                    current |= diagonal[b]
-            kept_bits[0] = kept
-        cuda.syncthreads()
-        # 3. the parallel part: the kept boxes suppress boxes of later blocks
-        kept = kept_bits[0]
-        if kept != 0:
-            for later in range(w + 1 + t, words, cuda.blockDim.x):
-                acc = removed[later]
-                for b in range(WORD):
-                    if (kept >> numba.uint64(b)) & numba.uint64(1):
-                        acc |= mask[w * WORD + b, later]
-                removed[later] = acc
+            carry = numba.uint64(0)
+            while candidates != 0:
+                best = candidates & ~(candidates - one)  # the best candidate left: nothing suppresses it
+                b = cuda.popc(best - one)  # its bit: the number of bits below it
+                kept |= best
+                carry |= next_word[p, b]
+                candidates = (candidates ^ best) & ~diagonal[p, b]
+            if t == 0:
+                kept_bits[p] = kept
+            # the kept indices, in score order: lane t writes the boxes of bits t and t + 32
+            for half in range(2):
+                b = t + WARP * half
+                bit = one << numba.uint64(b)
+                if kept & bit:
+                    keep[count + cuda.popc(kept & (bit - one))] = box_index[p, b]
+            count += cuda.popc(kept)
+        elif t < SCAN_HELPERS:
+            # 2. stage word w + 1 in the other half
+            stage_word(mask, order, w + 1, t - WARP, diagonal[1 - p], next_word[1 - p], box_index[1 - p])
+        else:
+            # 3. the boxes kept in word w - 1 suppress boxes of words w + 1, w + 2, ...
+            previous = kept_bits[1 - p]
+            rows = cuda.local.array(OR_LOADS, numba.uint32)
+            loaded = cuda.local.array(OR_LOADS, numba.uint64)
+            v = w + 1 + t - SCAN_HELPERS
+            while v < words:
+                acc = removed[v]
+                if previous != 0:
+                    suppressed = mask[(w - 1) * WORD : w * WORD, v]  # (64,) what word w - 1's boxes suppress in word v
+                    bits = previous
+                    row = numba.uint32(0)
+                    while bits != 0:
+                        # a. the next OR_LOADS kept rows; once `bits` runs out the last row repeats,
+                        #    which changes nothing (OR is idempotent)
+                        for k in range(OR_LOADS):
+                            if bits != 0:
+                                row = numba.uint32(cuda.popc(bits ^ (bits - one)) - 1)  # the lowest bit left
+                                bits &= bits - one
+                            rows[k] = row
+                        # b. their words: independent loads, all issued before the first is used
+                        for k in range(OR_LOADS):
+                            loaded[k] = suppressed[rows[k]]
+                        for k in range(OR_LOADS):
+                            acc |= loaded[k]
+                if v == w + 1:
+                    handed_over[1 - p] = acc  # the greedy pass of word w + 1 starts from it
+                elif previous != 0:
+                    removed[v] = acc
+                v += or_threads
         cuda.syncthreads()
     if t == 0:
-        n_keep[0] = count[0]
+        n_keep[0] = count
+
+
+def scan_threads(words):
+    """Threads of the scan's block: the 3 helper warps, and an OR thread per later word (512 at most)."""
+    or_threads = WARP * math.ceil(max(words - 1, 1) / WARP)
+    return min(SCAN_MAX_THREADS, SCAN_HELPERS + or_threads)
 
 
 def nms(boxes, scores, iou_threshold):
@@ -299,7 +430,8 @@ def nms(boxes, scores, iou_threshold):
     order; IoU is computed in float64 as on the CPU, so both backends keep the same boxes.
 
     Args:
-        boxes: (N, 4) xyxy device array; scores: (N,) finite scores (device array).
+        boxes: (N, 4) xyxy float device array.
+        scores: (N,) finite scores: a float device array, or a host array (copied to the device).
         iou_threshold: number in [0, 1].
 
     Returns:
@@ -308,9 +440,14 @@ def nms(boxes, scores, iou_threshold):
     _check_boxes("boxes", boxes)
     n = boxes.shape[0]
     if not is_cuda_array(scores):
+        scores = np.asarray(scores)
+        if scores.dtype.kind != "f":
+            scores = scores.astype(np.float64)  # the keys the CPU NMS sorts
         scores = cuda.to_device(np.ascontiguousarray(scores))
     if scores.shape != (n,):
         raise InvalidArgumentError(f"scores must have shape ({n},), got {scores.shape}")
+    if np.dtype(scores.dtype).kind != "f":
+        raise InvalidArgumentError(f"scores must be a float device array, got {scores.dtype}")
     threshold = float(iou_threshold)
     if not 0.0 <= threshold <= 1.0:
         raise InvalidArgumentError(f"iou_threshold must be in [0, 1], got {iou_threshold!r}")
@@ -318,24 +455,23 @@ def nms(boxes, scores, iou_threshold):
         return empty((0,), np.int64)
     words = math.ceil(n / WORD)
     # work buffers are reused across calls (common.scratch): no allocation per NMS but the result
-    # 1. sort by descending score
+    # 1. sort by descending score, gathering the boxes in that order
     order = scratch("nms_order", (n,), np.int64)
-    rank_sort_kernel[blocks_for(n), THREADS](scores, order)
     sorted_boxes = scratch("nms_sorted_boxes", (n, 4), np.float64)
-    gather_boxes_kernel[launch_1d(n)](boxes, order, sorted_boxes)
+    rank_sort_kernel[blocks_for(n, SORT_BOXES), sort_threads(n)](scores, boxes, order, sorted_boxes)
     # 2. the suppression mask, upper triangle only
     mask = scratch("nms_mask", (n, words), np.uint64)
-    nms_mask_kernel[(words, words), WORD](sorted_boxes, threshold, mask)
+    nms_mask_kernel[words * (words + 1) // 2, WORD](sorted_boxes, threshold, mask)
     # 3. the greedy scan, then one 8-byte copy to size the result
     removed = scratch("nms_removed", (words,), np.uint64)
     keep = empty((n,), np.int64)
     n_keep = scratch("nms_count", (1,), np.int64)
-    nms_scan_kernel[1, min(THREADS, max(WORD, 32 * math.ceil(words / 32)))](mask, order, removed, keep, n_keep)
+    nms_scan_kernel[1, scan_threads(words)](mask, order, removed, keep, n_keep)
     return keep[: int(n_keep.copy_to_host()[0])]
 
 
 def compile_signatures():
-    """``(name, kernel, argument types)`` of the box kernels for float32 and float64 boxes."""
+    """``(name, kernel, argument types)`` of the box kernels for float32 and float64 boxes and scores."""
     from numba import float32, float64, int64, uint64
 
     out = [
@@ -348,7 +484,7 @@ def compile_signatures():
             (f"iou_matrix_{ft}", iou_matrix_kernel, (b, b, b)),
             (f"encode_{ft}", encode_kernel, (b, b) + (float64,) * 4 + (b,)),
             (f"decode_{ft}", decode_kernel, (b, b) + (float64,) * 5 + (b,)),
-            (f"rank_sort_{ft}", rank_sort_kernel, (ft[::1], int64[::1])),
-            (f"gather_boxes_{ft}", gather_boxes_kernel, (b, int64[::1], float64[:, ::1])),
         ]
+        for st in (float32, float64):
+            out.append((f"rank_sort_{st}_scores_{ft}_boxes", rank_sort_kernel, (st[::1], b, int64[::1], float64[:, ::1])))
     return out
