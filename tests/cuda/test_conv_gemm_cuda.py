@@ -140,3 +140,44 @@ def test_each_output_of_a_tile_has_one_owner(threads, per_thread):
     for t in range(threads):
         mine = [owned.py_func(i, t, threads, run) for i in range(per_thread)]
         assert all(mine[g] % run == 0 and mine[g : g + run] == list(range(mine[g], mine[g] + run)) for g in range(0, per_thread, run))
+
+
+@pytest.mark.parametrize("splits", [2, 3, 6])
+def test_filter_gradient_sums_cut_into_parts_add_up_to_the_whole(rng, gpu, host, splits):
+    """Each image's sum over its 7 x 6 = 42 pixels cut into parts of whole tiles (24, 16 or 8 terms, the
+    last part shorter); the parts of all images add up to dW."""
+    n, c, h, w, k = 2, 3, 7, 6, 4
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((n, k, h, w)).astype(np.float32)
+    _, dw, _ = F.conv2d_backward(dy, x, weight, stride=1, padding=1)
+    rows, plane = c * 9, h * w
+    assert -(-plane // conv_gemm.part_length(plane, splits)) == splits
+    parts = empty((n * splits, k * rows), np.float32)
+    conv_gemm.conv_gemm_launch(
+        conv_gemm.FILTER_GRAD, gpu(dy), gpu(x), parts, k, rows, plane, (k * plane, plane), (k * rows, rows),
+        (3, 3, 1, 1, w), splits=splits,
+    )
+    np.testing.assert_allclose(host(parts).sum(axis=0).reshape(dw.shape), dw, rtol=1e-5, atol=1e-5)
+
+
+def test_long_sums_of_few_outputs_are_cut_into_parts():
+    """An RGB layer's filter gradient on 64 x 64 maps (32 x 27 outputs per image, 4096 terms) is cut into
+    8 parts of 512 terms; sums of a 16 x 16 map, or products with many outputs, stay whole; every
+    count returned cuts the sum into that many non-empty parts of whole tiles."""
+    assert conv_gemm.reduction_splits(256, 32, 27, 4096) == 8
+    assert conv_gemm.reduction_splits(256, 128, 576, 256) == 1
+    assert conv_gemm.reduction_splits(256, 64, 288, 1024) == 2
+    assert conv_gemm.reduction_splits(1, 8, 8, 100) == 1
+    for images, m, n, k in [(1, 16, 27, 1000), (3, 5, 9, 2049), (256, 16, 27, 1024), (7, 64, 64, 777)]:
+        splits = conv_gemm.reduction_splits(images, m, n, k)
+        part = conv_gemm.part_length(k, splits)
+        assert part % conv_gemm.BK == 0 and part * (splits - 1) < k <= part * splits
+
+
+def test_a_sum_that_cannot_be_cut_into_that_many_parts_is_refused(gpu):
+    x = gpu(np.zeros((1, 1, 3, 3), np.float32))
+    out = empty((4, 9), np.float32)
+    # 9 terms are two tiles of 8: at most 2 parts
+    with pytest.raises(InvalidArgumentError, match="cannot cut"):
+        conv_gemm.conv_gemm_launch(conv_gemm.FILTER_GRAD, x, x, out, 1, 9, 9, (9, 9), (9, 9), (3, 3, 1, 1, 3), splits=4)

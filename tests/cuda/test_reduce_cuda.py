@@ -14,9 +14,9 @@ def test_sum_all_of_sizes_that_do_not_fill_a_block(rng, gpu, host, size):
     np.testing.assert_allclose(total[0], a.astype(np.float64).sum(), rtol=1e-12)
 
 
-# sum_axis0 splits the rows among 8 groups of threads, each keeping four sums: groups with no row,
-# with a few (the tail loop), with whole rounds of four and a tail
-@pytest.mark.parametrize("rows", [1, 3, 9, 33, 70])
+# sum_axis0 splits the rows among groups of threads (1 to 32, one per 32 rows), each keeping four
+# sums: groups with no row, with a few (the tail loop), with whole rounds of four and a tail
+@pytest.mark.parametrize("rows", [1, 3, 9, 33, 70, 300])
 def test_sum_rows_and_sum_axis0(rng, gpu, host, rows):
     a = rng.standard_normal((rows, 300)).astype(np.float32)
     # float64 sums rounded once to float32: within a float32 rounding of the exact sums
@@ -36,3 +36,8 @@ def test_sum_rows_short_and_long_rows(rng, gpu, host, rows, length):
 @pytest.mark.parametrize(("n", "threads"), [(1, 32), (32, 32), (33, 64), (200, 256), (10_000, 256)])
 def test_reduce_threads_is_a_power_of_two_covering_n(n, threads):
     assert reduce.reduce_threads(n) == threads
+
+
+@pytest.mark.parametrize(("rows", "groups"), [(1, 1), (32, 1), (33, 2), (256, 8), (300, 16), (2048, 32), (10**6, 32)])
+def test_column_sums_give_a_group_of_threads_to_each_32_rows(rows, groups):
+    assert reduce.row_groups(rows) == groups

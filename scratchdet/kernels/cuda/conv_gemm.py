@@ -181,11 +181,13 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
 
     Returns:
         a kernel ``conv_gemm(a, src, rows, cols, c, bias, m, n, k, a_bs, a_rs, c_bs, c_rs, bias_mode,
-        image, src_h, src_w, stride)``: ``c[z] (m, n) = a[z] (m, k) @ B[z] (k, n)`` (+ bias per row),
-        over the flat row-major arrays a and c (batch strides a_bs, c_bs; row strides a_rs, c_rs) and
-        the flat array ``src`` (x, or dY for the input gradient; ``image`` elements per image) that B is
-        read from through the int32 tables ``rows`` (3, k) and ``cols`` (3, n) of `offset_tables`.
-        Grid: (column blocks, row blocks, images); block (tx, ty).
+        image, src_h, src_w, stride, splits, k_chunk)``: ``c[z] (m, n) = a[z] (m, k) @ B[z] (k, n)``
+        (+ bias per row), over the flat row-major arrays a and c (batch strides a_bs, c_bs; row strides
+        a_rs, c_rs) and the flat array ``src`` (x, or dY for the input gradient; ``image`` elements per
+        image) that B is read from through the int32 tables ``rows`` (3, k) and ``cols`` (3, n) of
+        `offset_tables`. With ``splits`` > 1 each image's sum is cut into parts of ``k_chunk`` (a
+        multiple of BK) and c[image * splits + part] gets part's share (`reduction_splits`).
+        Grid: (column blocks, row blocks, images * splits); block (tx, ty).
     """
     ty_count, tx_count, tm, tn = tile
     bm = ty_count * tm
@@ -229,15 +231,19 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
         return zero
 
     @cuda.jit
-    def conv_gemm(a, src, rows, cols, c, bias, m, n, k, a_bs, a_rs, c_bs, c_rs, bias_mode, image, src_h, src_w, stride):
+    def conv_gemm(a, src, rows, cols, c, bias, m, n, k, a_bs, a_rs, c_bs, c_rs, bias_mode, image, src_h, src_w, stride,
+                  splits, k_chunk):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         tid = ty * tx_count + tx
         row0 = cuda.blockIdx.y * bm
         col0 = cuda.blockIdx.x * bn
-        z = cuda.blockIdx.z  # the image
-        a0 = z * a_bs
-        image0 = z * image
+        z = cuda.blockIdx.z  # image z // splits, part z % splits of its sum: k in [k_lo, k_hi)
+        img = z // splits
+        k_lo = (z % splits) * k_chunk
+        k_hi = min(k, k_lo + k_chunk)
+        a0 = img * a_bs
+        image0 = img * image
         a_tile = cuda.shared.array(a_tile_shape, ntype, alignment=SHARED_ALIGNMENT)
         b_tile = cuda.shared.array(b_tile_shape, ntype, alignment=SHARED_ALIGNMENT)
         a_next = cuda.local.array(a_per_thread, ntype)
@@ -263,23 +269,23 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
         for t in range(3):
             col[t] = cols[t, uint64(gj)] if gj < n else 0
 
-        for k0 in range(-BK, k, BK):
+        for k0 in range(k_lo - BK, k_hi, BK):
             # 1. fetch this thread's elements of the tiles at k0 + BK into registers (in flight
             #    while step 2 multiplies the tiles at k0)
             k1 = k0 + BK
-            if k1 < k:
+            if k1 < k_hi:
                 for step in range(a_per_thread):
                     gk = k1 + (tid + step * nt) % BK
-                    a_next[step] = a[uint64(a_at[step] + k1)] if a_at[step] >= 0 and gk < k else zero
+                    a_next[step] = a[uint64(a_at[step] + k1)] if a_at[step] >= 0 and gk < k_hi else zero
                 for step in range(b_per_thread):
                     r = k1 + kk0 + step * rows_apart
-                    b_next[step] = b_element(src, image0, col, rows, uint64(r), src_h, src_w, stride) if r < k and gj < n else zero
+                    b_next[step] = b_element(src, image0, col, rows, uint64(r), src_h, src_w, stride) if r < k_hi and gj < n else zero
             # 2. multiply the tiles in shared memory (none before the first tile arrives)
-            if k0 >= 0:
+            if k0 >= k_lo:
                 multiply(a_tile, b_tile, acc, a_reg, b_reg, ty, tx)
             cuda.syncthreads()
             # 3. store the fetched tiles into shared memory for the next round
-            if k1 < k:
+            if k1 < k_hi:
                 for step in range(a_per_thread):
                     e = tid + step * nt
                     if e < a_elems:
@@ -322,7 +328,33 @@ def default_tile(m, n):
     return (TY, TX, *gemm.tile_shape(m, n))
 
 
-def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry, bias=None, tile=None):
+# A product with few outputs per image and a long sum (the filter gradient of an RGB layer: 32 x 27
+# outputs per image, summed over 4096 pixels of a 64 x 64 map) gives each block one image's whole sum:
+# in run 2 on an H200 (benchmarks/GPU_RESULTS.md) its 256 blocks, 512 tiles deep, took 0.73 ms for
+# 0.9 GFLOP. Such sums are cut into parts of at least MIN_PART terms until about TARGET_BLOCKS blocks
+# run, and the parts are added afterwards with the images (a fixed split for a shape: the same sums
+# on every run).
+TARGET_BLOCKS = 2048
+MIN_PART = 256
+
+
+def reduction_splits(images, m, n, k):
+    """Into how many parts to cut each image's sum of a ``(m, n)`` product over ``k`` terms (1: none).
+
+    Returns a count s with ``ceil(k / part_length(k, s)) == s``: every part has terms.
+    """
+    ty, tx, tm, tn = default_tile(m, n)
+    blocks = images * -(-m // (ty * tm)) * -(-n // (tx * tn))
+    splits = max(1, min(k // MIN_PART, -(-TARGET_BLOCKS // blocks)))
+    return -(-k // part_length(k, splits))
+
+
+def part_length(k, splits):
+    """The terms of each of `splits` parts of a sum over k: ceil(k / splits) rounded up to whole tiles (BK)."""
+    return BK * -(-k // (splits * BK))
+
+
+def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry, bias=None, tile=None, splits=1):
     """Launch ``c[z] = a[z] @ B[z] (+ bias per row)`` for every image z of `src`; returns c.
 
     Args:
@@ -334,12 +366,17 @@ def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry
         geometry: ``(kh, kw, stride, padding, cols_w)``.
         bias: optional (m,) device array added per row.
         tile: ``(ty, tx, tm, tn)`` to use; by default the autotuned one (`tile_candidates`).
+        splits: cut each image's sum into this many parts, c[image * splits + part] holding each
+            part's share (c then has ``images * splits`` batches); a count from `reduction_splits`.
     """
     batches = src.shape[0]
     if m == 0 or n == 0 or batches == 0:
         return c
-    if batches > 65535:
-        raise InvalidArgumentError(f"at most 65535 images per launch, got {batches}")
+    k_chunk = part_length(k, splits) if k else BK
+    if splits < 1 or (k and -(-k // k_chunk) != splits) or (splits > 1 and bias is not None):
+        raise InvalidArgumentError(f"cannot cut a sum of {k} terms into {splits} parts of whole tiles (or with a bias)")
+    if batches * splits > 65535:
+        raise InvalidArgumentError(f"at most 65535 images (times parts) per launch, got {batches} x {splits}")
     kh, kw, stride, padding, cols_w = geometry = tuple(int(v) for v in geometry)
     bias_mode = gemm.BIAS_ROW if bias is not None else BIAS_NONE
     bias_flat = flat(bias) if bias is not None else flat(c)[:1]
@@ -351,13 +388,13 @@ def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry
     def launch(tile):
         ty_count, tx_count, tm, tn = tile
         kernel = conv_gemm_kernel(tile, np.dtype(c.dtype), strided_adjoint)
-        grid = ((n + tx_count * tn - 1) // (tx_count * tn), (m + ty_count * tm - 1) // (ty_count * tm), batches)
+        grid = ((n + tx_count * tn - 1) // (tx_count * tn), (m + ty_count * tm - 1) // (ty_count * tm), batches * splits)
         kernel[grid, (tx_count, ty_count)](
             a_flat, src_flat, rows, cols, c_flat, bias_flat, m, n, k, a_strides[0], a_strides[1], c_strides[0],
-            c_strides[1], bias_mode, image, src_h, src_w, stride,
+            c_strides[1], bias_mode, image, src_h, src_w, stride, splits, k_chunk,
         )
 
-    key = (PRODUCT_NAMES[product], m, n, k, batches, np.dtype(c.dtype).str, kh, kw, stride, padding, cols_w)
+    key = (PRODUCT_NAMES[product], m, n, k, batches, splits, np.dtype(c.dtype).str, kh, kw, stride, padding, cols_w)
     if tile is not None:
         launch(tile)
     else:
@@ -371,7 +408,7 @@ def compile_signatures():
     ft = numba.float32
     i64 = numba.int64
     table = numba.int32[:, ::1]
-    sig = (ft[::1], ft[::1], table, table, ft[::1], ft[::1]) + (i64,) * 12
+    sig = (ft[::1], ft[::1], table, table, ft[::1], ft[::1]) + (i64,) * 14
     tiles = sorted({tile for m, n in ((3, 27), (16, 100), (64, 1000), (128, 1000)) for tile in tile_candidates(m, n)})
     out = [
         ("tap_table", tap_table_kernel, (table,) + (i64,) * 6 + (numba.boolean,)),

@@ -30,7 +30,7 @@ from scratchdet.kernels.cuda.common import (
     require_device,
     zeros,
 )
-from scratchdet.kernels.cuda.conv_gemm import FILTER_GRAD, FORWARD, INPUT_GRAD, conv_gemm_launch
+from scratchdet.kernels.cuda.conv_gemm import FILTER_GRAD, FORWARD, INPUT_GRAD, conv_gemm_launch, reduction_splits
 from scratchdet.kernels.cuda.gemm import BIAS_COL, gemm_launch
 from scratchdet.kernels.cuda.reduce import block_sum
 from scratchdet.kernels.shared import nn as shared
@@ -180,8 +180,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     as implicit GEMMs (`scratchdet.kernels.cuda.conv_gemm`): cols[n] is read from x, dcols[n] (the
     adjoint of im2col applied to dY) from dY, W~[c, (k, i, j)] = W[k, c, i, j]; for at most
     FEW_CHANNELS input channels, dX by `input_grad_few_channels_kernel` instead. dW is summed over
-    the images in a fixed order (one product per image, then a column sum), so it is the same on
-    every run.
+    the images in a fixed order (one product per image, or per part of an image's pixels
+    (`conv_gemm.reduction_splits`), then a column sum), so it is the same on every run.
 
     Returns:
         (dx (N, C, H, W), dw (K, C, kh, kw), db (K,)) device arrays, freshly allocated.
@@ -202,11 +202,13 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     per_image = scratch("db_per_image", (n_images * filters,), x.dtype)  # (N*K,)
     reduce.sum_rows(dy.reshape(n_images * filters, plane), out=per_image)
     db = reduce.sum_axis0(per_image.reshape(n_images, filters))  # (K,)
-    # 2. filters: dW_n = dY[n] (K, H'W') @ cols[n]^T (H'W', C*kh*kw) per image, then summed over n
-    dw_per_image = scratch("dw_per_image", (n_images, filters * rows), x.dtype)  # (N, K*C*kh*kw)
+    # 2. filters: dW_n = dY[n] (K, H'W') @ cols[n]^T (H'W', C*kh*kw) per image (in `splits` parts of
+    #    its pixels when there are few filters and many pixels), then summed over n (and the parts)
+    splits = reduction_splits(n_images, filters, rows, plane)
+    dw_per_image = scratch("dw_per_image", (n_images * splits, filters * rows), x.dtype)  # (N*S, K*C*kh*kw)
     conv_gemm_launch(
         FILTER_GRAD, dy, x, dw_per_image, filters, rows, plane, a_strides=(filters * plane, plane),
-        c_strides=(filters * rows, rows), geometry=geometry,
+        c_strides=(filters * rows, rows), geometry=geometry, splits=splits,
     )
     dw = reduce.sum_axis0(dw_per_image).reshape(w.shape)  # (K, C, kh, kw)
     # 3. input: dX[n] (C, HW) = W~ (C, K*kh*kw) @ dcols[n] (K*kh*kw, HW), dcols read from dY
@@ -264,7 +266,7 @@ def maxpool2d_backward_kernel(dy, x, kernel_size, stride, dx):
     oy_hi = min(out_h - 1, y // stride)
     ox_lo = max(0, (xx - kernel_size + stride) // stride)
     ox_hi = min(out_w - 1, xx // stride)
-    total = 0.0
+    total = numba.float64(0.0)
     for oy in range(oy_lo, oy_hi + 1):
         for ox in range(ox_lo, ox_hi + 1):
             best_y, best_x = window_argmax(x, n, c, oy * stride, ox * stride, kernel_size)
@@ -628,8 +630,8 @@ def softmax_cross_entropy_kernel(logits, labels, dlogits, partials):
     scratch = cuda.shared.array(THREADS, numba.float64)
     n_samples, n_classes = logits.shape
     n = cuda.grid(1)
-    loss = 0.0
-    bad = 0.0
+    loss = numba.float64(0.0)
+    bad = numba.float64(0.0)
     if n < n_samples:
         u = labels[n]
         if u < 0 or u >= n_classes:
@@ -642,7 +644,7 @@ def softmax_cross_entropy_kernel(logits, labels, dlogits, partials):
             for k in range(1, n_classes):
                 m = max(m, logits[n, k])
             # 2. log-sum-exp
-            s = 0.0
+            s = numba.float64(0.0)
             for k in range(n_classes):
                 s += math.exp(logits[n, k] - m)
             log_sum = math.log(s)
@@ -688,7 +690,7 @@ def softmax_cross_entropy(logits, labels):
 def elementwise_loss_kernel(pred, target, use_l2, beta, grad, partials):
     """grad[k] and the block's sum of loss(pred[k] - target[k]): squared error or smooth L1."""
     scratch = cuda.shared.array(THREADS, numba.float64)
-    total = 0.0
+    total = numba.float64(0.0)
     for k in range(cuda.grid(1), pred.size, cuda.gridsize(1)):
         d = pred[k] - target[k]
         if use_l2:
@@ -737,8 +739,8 @@ def foreground_box_loss_kernel(bbox_pred, bbox_targets, labels, use_l2, beta, fa
     scratch = cuda.shared.array(THREADS, numba.float64)
     n_samples, n_columns = bbox_pred.shape
     n = cuda.grid(1)
-    total = 0.0
-    bad = 0.0
+    total = numba.float64(0.0)
+    bad = numba.float64(0.0)
     if n < n_samples:
         for k in range(n_columns):
             grad[n, k] = 0

@@ -3,7 +3,10 @@
 A block of threads sums its values by halving (Harris, "Optimizing Parallel Reduction in CUDA",
 NVIDIA 2007): at each step the first half of the threads adds the second half's values onto its
 own, until thread 0 holds the block's total. Sums run in float64 whatever the input dtype, and in
-a fixed order, so the same input gives the same result on every run.
+a fixed order, so the same input gives the same result on every run. (Accumulators start as
+``numba.float64(0.0)``, not ``0.0``: compiled, both are float64, but in the simulator a Python float
+plus a NumPy float32 stays float32 under NumPy 2's promotion rules, and the simulator would then
+sum in float32.)
 """
 
 import numba
@@ -51,7 +54,7 @@ def block_sum(scratch, value):
 def sum_partials_kernel(a, partials):
     """partials[b] = sum of a[i] over the i that block b visits (grid-stride)."""
     scratch = cuda.shared.array(THREADS, numba.float64)
-    total = 0.0
+    total = numba.float64(0.0)
     for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
         total += a[i]
     total = block_sum(scratch, total)
@@ -64,7 +67,7 @@ def sum_rows_kernel(a, out):
     """out[r] = sum_j a[r, j]: one block per row (a is (R, L))."""
     scratch = cuda.shared.array(THREADS, numba.float64)
     r = cuda.blockIdx.x
-    total = 0.0
+    total = numba.float64(0.0)
     for j in range(cuda.threadIdx.x, a.shape[1], cuda.blockDim.x):
         total += a[r, j]
     total = block_sum(scratch, total)
@@ -89,7 +92,7 @@ def sum_short_rows_kernel(a, out):
     t = cuda.threadIdx.x
     lane = t % ROW_THREADS
     r = cuda.blockIdx.x * (cuda.blockDim.x // ROW_THREADS) + t // ROW_THREADS
-    total = 0.0
+    total = numba.float64(0.0)
     if r < a.shape[0]:
         for j in range(lane, a.shape[1], ROW_THREADS):
             total += a[r, j]
@@ -106,44 +109,54 @@ def sum_short_rows_kernel(a, out):
 
 
 # Column sums: a block covers COLUMN_LANES neighbouring columns (a warp reads 128 contiguous bytes of a
-# row) and splits the rows among ROW_GROUPS groups of threads. With a single thread per column, the
-# filter-gradient sum of an RGB layer (256 images x 864 columns) kept 4 multiprocessors busy on a
-# chain of 64 dependent loads (0.2 ms on an H200, benchmarks/GPU_RESULTS.md run 2); split 8 ways,
-# the chain is 8 loads long and 8 times as many threads share it.
+# row) and splits the rows among `row_groups` groups of threads, one per 32 rows, up to
+# MAX_ROW_GROUPS. With a single thread per column, the filter-gradient sum of an RGB layer (256 images
+# x 864 columns) kept 4 multiprocessors busy on a chain of 64 dependent loads (0.2 ms on an H200,
+# benchmarks/GPU_RESULTS.md run 2); split 8 ways, the chain is 8 loads long.
 COLUMN_LANES = 32
-ROW_GROUPS = 8
+MAX_ROW_GROUPS = 32
+
+
+def row_groups(rows):
+    """Groups of threads sharing each column's rows: a power of two, about one per 32 rows, 1 to 32."""
+    groups = 1
+    while groups < MAX_ROW_GROUPS and groups * 32 < rows:
+        groups *= 2
+    return groups
 
 
 @cuda.jit(cache=True)
 def sum_axis0_kernel(a, out):
     """out[j] = sum_b a[b, j] (a is (B, L)): thread (lane, g) of block x sums column 32 x + lane over rows
-    g, g + 8, g + 16, ... with four running sums (four loads in flight), then the 8 groups' sums are
-    added in group order: a fixed order, the same result on every run and every GPU."""
-    partial = cuda.shared.array((ROW_GROUPS, COLUMN_LANES), numba.float64)
+    g, g + G, g + 2G, ... (G = blockDim.y groups, `row_groups`) with four running sums (four loads in
+    flight), then the G groups' sums are added in group order: a fixed order for a shape, the same
+    result on every run and every GPU."""
+    partial = cuda.shared.array((MAX_ROW_GROUPS, COLUMN_LANES), numba.float64)
     lane = cuda.threadIdx.x
     g = cuda.threadIdx.y
+    groups = cuda.blockDim.y
     j = cuda.blockIdx.x * COLUMN_LANES + lane
     rows = a.shape[0]
-    t0 = 0.0
-    t1 = 0.0
-    t2 = 0.0
-    t3 = 0.0
+    t0 = numba.float64(0.0)
+    t1 = numba.float64(0.0)
+    t2 = numba.float64(0.0)
+    t3 = numba.float64(0.0)
     if j < a.shape[1]:
         b = g
-        while b + 3 * ROW_GROUPS < rows:
+        while b + 3 * groups < rows:
             t0 += a[b, j]
-            t1 += a[b + ROW_GROUPS, j]
-            t2 += a[b + 2 * ROW_GROUPS, j]
-            t3 += a[b + 3 * ROW_GROUPS, j]
-            b += 4 * ROW_GROUPS
+            t1 += a[b + groups, j]
+            t2 += a[b + 2 * groups, j]
+            t3 += a[b + 3 * groups, j]
+            b += 4 * groups
         while b < rows:  # this group's last rows, fewer than four
             t0 += a[b, j]
-            b += ROW_GROUPS
+            b += groups
     partial[g, lane] = (t0 + t1) + (t2 + t3)
     cuda.syncthreads()
     if g == 0 and j < a.shape[1]:
-        total = 0.0
-        for h in range(ROW_GROUPS):
+        total = numba.float64(0.0)
+        for h in range(groups):
             total += partial[h, lane]
         out[j] = total
 
@@ -178,7 +191,7 @@ def sum_axis0(a, dtype=None):
     """Column sums of a 2-D device array ``(B, L) -> (L,)`` (float64 accumulation, `dtype` output)."""
     out = empty((a.shape[1],), dtype or a.dtype)
     if a.shape[1]:
-        sum_axis0_kernel[blocks_for(a.shape[1], COLUMN_LANES), (COLUMN_LANES, ROW_GROUPS)](a, out)
+        sum_axis0_kernel[blocks_for(a.shape[1], COLUMN_LANES), (COLUMN_LANES, row_groups(a.shape[0]))](a, out)
     return out
 
 
