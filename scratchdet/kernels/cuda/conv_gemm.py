@@ -33,7 +33,7 @@ The A operand (W, dY or W~) is a dense row-major matrix. Tiles, register blockin
 the inner loop (`gemm.tile_multiply`, 16-byte shared-memory loads) are `gemm.py`'s. Against the
 earlier kernel, which walked each staged element's (c, i, j) with divisions and loops, the sm_90
 machine code of a 16 x 16 x 4 x 4 tile's loop went from 453 to 268 instructions per 128
-multiply-adds, and its registers from 80 to 55 (ptxas and cuobjdump; not yet timed on a GPU).
+multiply-adds, and its registers from 80 to 63 (ptxas and cuobjdump; not yet timed on a GPU).
 """
 
 import functools
@@ -213,7 +213,6 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
     @cuda.jit(device=True)
     def b_element(src, image0, col, rows, r, src_h, src_w, stride):
         """B[r, column] of one image, whose column's (offset, y, x) are `col`: a pixel of src or 0."""
-        # (the three table reads first, so that they are in flight together)
         offset = int64(rows[0, r])
         yy = col[1] + int64(rows[1, r])
         xx = col[2] + int64(rows[2, r])
