@@ -72,6 +72,10 @@ def test_the_cache_hands_back_a_block_of_the_exact_size_latest_first():
     assert cache.drain() == [("c", 1024)] and cache.cached_bytes == 0 and cache.take(1024) is None
 
 
+def test_host_memory_keeps_numbas_pending_frees_sized_by_the_gpu(manager):
+    assert manager.deallocations.memory_capacity == 64 * MIB
+
+
 def test_a_dropped_array_block_is_reused_without_a_new_allocation(manager):
     first = manager.memalloc(1000)
     assert first.size == 1000 and manager.fake.calls == [("alloc", 1024)]

@@ -8,8 +8,9 @@ the allocation was not measured). PyTorch keeps freed blocks in a caching alloca
 the same idea for Numba, as an External Memory Management plugin (the NBEP 7 interface,
 `numba.cuda.set_memory_manager`):
 
-- a request is rounded up to a block size (`block_size`: 512 bytes below 1 MiB, 2 MiB above, as
-  PyTorch rounds), and served from the blocks of that size freed earlier, or by ``cuMemAlloc``;
+- a request is rounded up to a block size (`block_size`: steps of 512 bytes up to 1 MiB, PyTorch's
+  smallest unit, and of 2 MiB above, so that nearby large sizes share blocks), and served from the
+  blocks of exactly that size freed earlier, or by ``cuMemAlloc``;
 - when an array dies its block goes back to the cache at once, with no ``cuMemFree`` and no wait.
   Reuse is safe because scratchdet runs every kernel and copy on the default stream, in order: work
   queued with the old array runs before any queued with the new one (the same argument as
@@ -76,6 +77,9 @@ class CachingMemoryManager(_driver.GetIpcHandleMixin, _driver.HostOnlyCUDAMemory
 
     def initialize(self):
         self.cache = BlockCache()
+        # pinned host memory still goes through Numba's pending frees: size them as Numba's own manager does
+        if self.deallocations.memory_capacity == _driver._SizeNotSet:
+            self.deallocations.memory_capacity = self.get_memory_info().total
 
     def memalloc(self, size):
         """A `numba.cuda` MemoryPointer of `size` bytes whose block returns to the cache when it dies."""
