@@ -78,3 +78,41 @@ def test_every_tile_shape_autotuning_may_pick_computes_the_product(rng, gpu, clo
     gemm._launch(tile, gpu(a).reshape(m * k), gpu(b).reshape(k * n), c.reshape(m * n), c.reshape(m * n)[:1],
                  m, n, k, (0, k, 1), (0, n, 1), (0, n, 1), 1, gemm.BIAS_NONE)
     close(c, a @ b, rtol=1e-5, atol=1e-4, what=f"tile {tile}")
+
+
+@pytest.mark.parametrize("bias_mode", [gemm.BIAS_NONE, gemm.BIAS_ROW, gemm.BIAS_COL])
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_long_sums_cut_into_parts_give_the_whole_product(rng, gpu, host, monkeypatch, bias_mode, transpose_a):
+    """With parts of at least 8 terms (256 in the library), three 4 x 6 products summing 37 terms are
+    cut into 3 parts of whole tiles (16, 16 and 5 terms); the parts are added per product, then the bias."""
+    monkeypatch.setattr(gemm, "MIN_PART", 8)
+    batches, m, n, k = 3, 4, 6, 37
+    assert gemm.reduction_splits(batches, m, n, k, 16, 64) == 3
+    a = rng.standard_normal((batches, k, m) if transpose_a else (batches, m, k)).astype(np.float32)
+    b = rng.standard_normal((batches, k, n)).astype(np.float32)
+    bias = rng.standard_normal(m if bias_mode == gemm.BIAS_ROW else n).astype(np.float32)
+    c = gpu(np.zeros((batches, m, n), np.float32))
+    a_strides = (k * m, 1, m) if transpose_a else (m * k, k, 1)
+    gemm.gemm_launch(
+        gpu(a), gpu(b), c, m, n, k, a_strides, (k * n, n, 1), (m * n, n, 1),
+        batches=batches, bias=gpu(bias) if bias_mode != gemm.BIAS_NONE else None, bias_mode=bias_mode,
+    )
+    expected = (a.transpose(0, 2, 1) if transpose_a else a) @ b
+    if bias_mode == gemm.BIAS_ROW:
+        expected += bias[:, None]
+    elif bias_mode == gemm.BIAS_COL:
+        expected += bias[None, :]
+    np.testing.assert_allclose(host(c), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_products_with_few_tiles_and_long_sums_are_cut_into_parts():
+    """A 256 x 4096 -> 1024 fully connected layer's forward (32 tiles of 64 x 128) is cut into 16 parts of
+    256 terms; its weight gradient (1024 x 4096 outputs, 256 terms) is not; every count cuts k into
+    that many non-empty parts of whole tiles."""
+    assert gemm.reduction_splits(1, 256, 1024, 4096, 64, 128) == 16
+    assert gemm.reduction_splits(1, 1024, 4096, 256, 64, 128) == 1
+    assert gemm.reduction_splits(1, 256, 10, 2048, 64, 64) == 8
+    for batches, m, n, k in [(1, 5, 7, 3), (2, 64, 64, 1000), (1, 16, 16, 100000), (9, 100, 100, 513)]:
+        splits = gemm.reduction_splits(batches, m, n, k, 64, 64)
+        part = gemm.part_length(k, splits)
+        assert part % gemm.BK == 0 and part * (splits - 1) < k <= part * splits

@@ -177,9 +177,9 @@ def test_conv2d_non_square_kernel_at_stride_3(rng, gpu, close):
 def test_conv2d_backward_adds_the_parts_of_a_cut_filter_gradient(rng, gpu, close, monkeypatch):
     """conv2d_backward cuts long filter-gradient sums into parts (`conv_gemm.reduction_splits`) and adds
     them with the images; here parts of at least 8 terms instead of 256, so a tiny layer is cut too."""
-    from scratchdet.kernels.cuda import conv_gemm
+    from scratchdet.kernels.cuda import conv_gemm, gemm
 
-    monkeypatch.setattr(conv_gemm, "MIN_PART", 8)
+    monkeypatch.setattr(gemm, "MIN_PART", 8)
     x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
     weight = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
     assert conv_gemm.reduction_splits(2, 2, 27, 30) == 2

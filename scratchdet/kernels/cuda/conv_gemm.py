@@ -45,7 +45,7 @@ from numba import cuda
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda import gemm
 from scratchdet.kernels.cuda.common import empty, flat, launch_1d
-from scratchdet.kernels.cuda.gemm import BIAS_NONE, BK, SHARED_ALIGNMENT, TX, TY, VECTOR, owned
+from scratchdet.kernels.cuda.gemm import BIAS_NONE, BK, SHARED_ALIGNMENT, TX, TY, VECTOR, owned, part_length
 
 # Which product of a convolution layer a kernel computes (see the module docstring).
 FORWARD = 0
@@ -238,8 +238,8 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
         row0 = cuda.blockIdx.y * bm
         col0 = cuda.blockIdx.x * bn
         z = cuda.blockIdx.z  # image z // splits, part z % splits of its sum: k in [k_lo, k_hi)
-        img = z // splits
-        k_lo = (z % splits) * k_chunk
+        img = numba.int64(numba.uint32(z) // numba.uint32(splits))  # (a 32-bit division: no subroutine call)
+        k_lo = numba.int64(numba.uint32(z) % numba.uint32(splits)) * k_chunk
         k_hi = min(k, k_lo + k_chunk)
         a0 = img * a_bs
         image0 = img * image
@@ -327,30 +327,12 @@ def default_tile(m, n):
     return (TY, TX, *gemm.tile_shape(m, n))
 
 
-# A product with few outputs per image and a long sum (the filter gradient of an RGB layer: 32 x 27
-# outputs per image, summed over 4096 pixels of a 64 x 64 map) gives each block one image's whole sum:
-# in run 2 on an H200 (benchmarks/GPU_RESULTS.md) its 256 blocks, 512 tiles deep, took 0.73 ms for
-# 0.9 GFLOP. Such sums are cut into parts of at least MIN_PART terms until about TARGET_BLOCKS blocks
-# run, and the parts are added afterwards with the images (a fixed split for a shape: the same sums
-# on every run).
-TARGET_BLOCKS = 2048
-MIN_PART = 256
-
-
 def reduction_splits(images, m, n, k):
-    """Into how many parts to cut each image's sum of a ``(m, n)`` product over ``k`` terms (1: none).
-
-    Returns a count s with ``ceil(k / part_length(k, s)) == s``: every part has terms.
-    """
+    """Into how many parts to cut each image's sum of a ``(m, n)`` product over ``k`` terms (1: none):
+    `gemm.reduction_splits` for the default tile (the filter gradient of an RGB layer, 32 x 27 outputs
+    per image summed over the 4,096 pixels of a 64 x 64 map, is cut into 8 parts)."""
     ty, tx, tm, tn = default_tile(m, n)
-    blocks = images * -(-m // (ty * tm)) * -(-n // (tx * tn))
-    splits = max(1, min(k // MIN_PART, -(-TARGET_BLOCKS // blocks)))
-    return -(-k // part_length(k, splits))
-
-
-def part_length(k, splits):
-    """The terms of each of `splits` parts of a sum over k: ceil(k / splits) rounded up to whole tiles (BK)."""
-    return BK * -(-k // (splits * BK))
+    return gemm.reduction_splits(images, m, n, k, ty * tm, tx * tn)
 
 
 def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry, bias=None, tile=None, splits=1):
@@ -371,7 +353,7 @@ def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry
     batches = src.shape[0]
     if m == 0 or n == 0 or batches == 0:
         return c
-    k_chunk = part_length(k, splits) if k else BK
+    k_chunk = part_length(k, splits)
     if splits < 1 or (k and -(-k // k_chunk) != splits) or (splits > 1 and bias is not None):
         raise InvalidArgumentError(f"cannot cut a sum of {k} terms into {splits} parts of whole tiles (or with a bias)")
     if batches * splits > 65535:

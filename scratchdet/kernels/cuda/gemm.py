@@ -33,7 +33,7 @@ from numba import cuda
 
 from scratchdet.backend import simulated
 from scratchdet.errors import InvalidArgumentError
-from scratchdet.kernels.cuda.common import empty, flat
+from scratchdet.kernels.cuda.common import THREADS, blocks_for, empty, flat, scratch
 
 # Block shape: 16 x 16 = 256 threads; the depth of one staged tile along the summed dimension.
 TY = 16
@@ -135,14 +135,19 @@ def gemm_kernel(tm, tn, dtype):
         return e % BK, e // BK
 
     @cuda.jit
-    def gemm(a, b, c, bias, m, n, k, a_bs, a_rs, a_cs, b_bs, b_rs, b_cs, c_bs, c_rs, c_cs, bias_mode):
+    def gemm(a, b, c, bias, m, n, k, a_bs, a_rs, a_cs, b_bs, b_rs, b_cs, c_bs, c_rs, c_cs, bias_mode, splits, k_chunk):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         tid = ty * TX + tx
         row0 = cuda.blockIdx.y * bm
         col0 = cuda.blockIdx.x * bn
-        a0 = cuda.blockIdx.z * a_bs
-        b0 = cuda.blockIdx.z * b_bs
+        z = cuda.blockIdx.z  # product z // splits, part z % splits of its sum: k in [k_lo, k_hi)
+        # (in 32 bits: a 64-bit division is a subroutine call, which cost the 8 x 8 tile its registers)
+        product = numba.int64(numba.uint32(z) // numba.uint32(splits))
+        k_lo = numba.int64(numba.uint32(z) % numba.uint32(splits)) * k_chunk
+        k_hi = min(k, k_lo + k_chunk)
+        a0 = product * a_bs
+        b0 = product * b_bs
         a_tile = cuda.shared.array(a_tile_shape, ntype, alignment=SHARED_ALIGNMENT)
         b_tile = cuda.shared.array(b_tile_shape, ntype, alignment=SHARED_ALIGNMENT)
         a_next = cuda.local.array(a_per_thread, ntype)  # the next tiles, fetched ahead into registers
@@ -174,23 +179,23 @@ def gemm_kernel(tm, tn, dtype):
             gj = col0 + b_c[step]
             b_at[step] = b0 + b_kk[step] * b_rs + gj * b_cs if e < b_elems and gj < n else -1
 
-        for k0 in range(-BK, k, BK):
+        for k0 in range(k_lo - BK, k_hi, BK):
             # 1. fetch this thread's elements of the tiles at k0 + BK from global memory into
             #    registers: the loads are in flight while step 2 multiplies the tiles at k0
             k1 = k0 + BK
-            if k1 < k:
+            if k1 < k_hi:
                 for step in range(a_per_thread):
-                    ok = a_at[step] >= 0 and k1 + a_kk[step] < k
+                    ok = a_at[step] >= 0 and k1 + a_kk[step] < k_hi
                     a_next[step] = a[uint64(a_at[step] + k1 * a_cs)] if ok else zero
                 for step in range(b_per_thread):
-                    ok = b_at[step] >= 0 and k1 + b_kk[step] < k
+                    ok = b_at[step] >= 0 and k1 + b_kk[step] < k_hi
                     b_next[step] = b[uint64(b_at[step] + k1 * b_rs)] if ok else zero
             # 2. multiply the tiles in shared memory (none before the first tile arrives)
-            if k0 >= 0:
+            if k0 >= k_lo:
                 multiply(a_tile, b_tile, acc, a_reg, b_reg, ty, tx)
             cuda.syncthreads()
             # 3. store the fetched tiles into shared memory for the next round
-            if k1 < k:
+            if k1 < k_hi:
                 for step in range(a_per_thread):
                     if tid + step * nt < a_elems:
                         a_tile[a_kk[step], a_r[step]] = a_next[step]
@@ -200,7 +205,7 @@ def gemm_kernel(tm, tn, dtype):
             cuda.syncthreads()
 
         # 4. write the thread's outputs, adding the bias of the row or column
-        c0 = cuda.blockIdx.z * c_bs
+        c0 = z * c_bs
         for i in range(tm):
             gi = row0 + owned(i, ty, TY, vm)
             if gi < m:
@@ -254,11 +259,59 @@ def chosen_tiles():
     return dict(_chosen_tiles)
 
 
-def _launch(tile, a, b, c, bias, m, n, k, a_strides, b_strides, c_strides, batches, bias_mode):
+def _launch(tile, a, b, c, bias, m, n, k, a_strides, b_strides, c_strides, batches, bias_mode, splits=1):
     tm, tn = tile
     kernel = gemm_kernel(tm, tn, np.dtype(c.dtype))
-    grid = ((n + TX * tn - 1) // (TX * tn), (m + TY * tm - 1) // (TY * tm), batches)
-    kernel[grid, (TX, TY)](a, b, c, bias, m, n, k, *a_strides, *b_strides, *c_strides, bias_mode)
+    grid = ((n + TX * tn - 1) // (TX * tn), (m + TY * tm - 1) // (TY * tm), batches * splits)
+    kernel[grid, (TX, TY)](a, b, c, bias, m, n, k, *a_strides, *b_strides, *c_strides, bias_mode, splits, part_length(k, splits))
+
+
+# A product with few output tiles and a long sum gives each block a long chain of tiles and leaves most
+# of the GPU idle: a fully connected layer's forward, 256 x 4096 -> 1024, has 32 tiles of 64 x 128
+# outputs, each summing 4,096 terms; a first conv layer's filter gradient, 32 x 27 outputs per image
+# summed over 4,096 pixels, ran 256 blocks 512 tiles deep (0.73 ms for 0.9 GFLOP on an H200 in run 2,
+# benchmarks/GPU_RESULTS.md). Such sums are cut into parts of at least MIN_PART terms until about
+# TARGET_BLOCKS blocks run; each part's product goes to a work buffer and the parts are added in a
+# fixed order (the split depends on the shapes alone: the same result on every run).
+TARGET_BLOCKS = 2048
+MIN_PART = 256
+
+
+def part_length(k, splits):
+    """The terms of each of `splits` parts of a sum over k: ceil(k / splits) rounded up to whole tiles (BK)."""
+    return BK * max(1, -(-k // (splits * BK)))
+
+
+def reduction_splits(batches, m, n, k, bm, bn):
+    """Into how many parts to cut the sums of `batches` ``(m, n)`` products over ``k`` terms, computed by
+    ``bm x bn`` output tiles (1: none). The count s returned has ``ceil(k / part_length(k, s)) == s``:
+    every part has terms."""
+    blocks = batches * -(-m // bm) * -(-n // bn)
+    splits = max(1, min(k // MIN_PART, -(-TARGET_BLOCKS // blocks)))
+    return max(1, -(-k // part_length(k, splits)))
+
+
+@cuda.jit(cache=True)
+def add_parts_kernel(parts, splits, m, n, c, c_bs, c_rs, c_cs, bias, bias_mode):
+    """c[z][i, j] = sum over p of parts[z * splits + p][i, j], p in order, plus the row or column bias.
+
+    parts: flat ``(batches * splits, m, n)``; one thread per output (i, j), grid (blocks, batches):
+    neighbouring threads read neighbouring elements of each part."""
+    e = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    z = cuda.blockIdx.y
+    if e < m * n:
+        plane = m * n
+        first = z * splits * plane + e
+        total = parts[first]
+        for p in range(1, splits):
+            total += parts[first + p * plane]
+        i = e // n
+        j = e % n
+        if bias_mode == BIAS_ROW:
+            total += bias[i]
+        elif bias_mode == BIAS_COL:
+            total += bias[j]
+        c[numba.uint64(z * c_bs + i * c_rs + j * c_cs)] = total
 
 
 def _autotune(launch, candidates):
@@ -299,6 +352,9 @@ def gemm_launch(a, b, c, m, n, k, a_strides, b_strides, c_strides, batches=1, bi
         batches: how many independent products (grid z).
         bias: optional device array added per row (``bias_mode=BIAS_ROW``, length m) or per column
             (``BIAS_COL``, length n).
+
+    Long sums of products with few output tiles are cut into parts (`reduction_splits`) computed side
+    by side and added afterwards (`add_parts_kernel`).
     """
     if m == 0 or n == 0 or batches == 0:
         return c
@@ -306,12 +362,21 @@ def gemm_launch(a, b, c, m, n, k, a_strides, b_strides, c_strides, batches=1, bi
         raise InvalidArgumentError(f"at most 65535 batched products per launch, got {batches}")
     if bias is None:
         bias_mode = BIAS_NONE
-    args = (
-        flat(a), flat(b), flat(c), flat(bias) if bias is not None else flat(c)[:1],
-        m, n, k, a_strides, b_strides, c_strides, batches, bias_mode,
-    )
-    key = ("gemm", m, n, k, batches, np.dtype(c.dtype).str, a_strides[2] == 1, b_strides[2] == 1)
-    launch_autotuned(key, tile_shape(m, n), tile_candidates(m, n), lambda tile: _launch(tile, *args))
+    tm, tn = tile_shape(m, n)
+    splits = reduction_splits(batches, m, n, k, TY * tm, TX * tn)
+    if batches * splits > 65535:
+        splits = 1
+    bias_flat = flat(bias) if bias is not None else flat(c)[:1]
+    key = ("gemm", m, n, k, batches, splits, np.dtype(c.dtype).str, a_strides[2] == 1, b_strides[2] == 1)
+    if splits == 1:
+        args = (flat(a), flat(b), flat(c), bias_flat, m, n, k, a_strides, b_strides, c_strides, batches, bias_mode, 1)
+        launch_autotuned(key, (tm, tn), tile_candidates(m, n), lambda tile: _launch(tile, *args))
+        return c
+    # the parts' products (no bias), then their sum into c with the bias
+    parts = scratch("gemm_parts", (batches * splits * m * n,), c.dtype)
+    args = (flat(a), flat(b), parts, bias_flat, m, n, k, a_strides, b_strides, (m * n, n, 1), batches, BIAS_NONE, splits)
+    launch_autotuned(key, (tm, tn), tile_candidates(m, n), lambda tile: _launch(tile, *args))
+    add_parts_kernel[(blocks_for(m * n), batches), THREADS](parts, splits, m, n, flat(c), *c_strides, bias_flat, bias_mode)
     return c
 
 
@@ -343,8 +408,9 @@ def compile_signatures():
     for dtype in (np.float32,):
         arr = _NUMBA_TYPES[np.dtype(dtype)][::1]
         i64 = numba.int64
-        sig = (arr, arr, arr, arr) + (i64,) * 13
+        sig = (arr, arr, arr, arr) + (i64,) * 15
         for tm in (1, 2, 4, 8):
             for tn in (4, 8):
                 out.append((f"gemm_{tm}x{tn}_{np.dtype(dtype).name}", gemm_kernel(tm, tn, dtype), sig))
+        out.append((f"add_parts_{np.dtype(dtype).name}", add_parts_kernel, (arr, i64, i64, i64, arr) + (i64,) * 3 + (arr, i64)))
     return out
