@@ -237,10 +237,8 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
         tid = ty * tx_count + tx
         row0 = cuda.blockIdx.y * bm
         col0 = cuda.blockIdx.x * bn
-        z = cuda.blockIdx.z  # image z // splits, part z % splits of its sum: k in [k_lo, k_hi)
-        img = numba.int64(numba.uint32(z) // numba.uint32(splits))  # (a 32-bit division: no subroutine call)
-        k_lo = numba.int64(numba.uint32(z) % numba.uint32(splits)) * k_chunk
-        k_hi = min(k, k_lo + k_chunk)
+        z = cuda.blockIdx.z
+        img, k_lo, k_hi = gemm.sum_part(z, splits, k, k_chunk)  # image z // splits, its terms [k_lo, k_hi)
         a0 = img * a_bs
         image0 = img * image
         a_tile = cuda.shared.array(a_tile_shape, ntype, alignment=SHARED_ALIGNMENT)

@@ -63,6 +63,16 @@ def owned(index, thread, threads, run):
     return (index // run) * (threads * run) + thread * run + index % run
 
 
+@cuda.jit(device=True)
+def sum_part(z, splits, k, k_chunk):
+    """``(product, k_lo, k_hi)`` of block z of a launch whose sums are cut into `splits` parts of k_chunk
+    terms (`reduction_splits`): product ``z // splits``, terms ``[k_lo, k_hi)`` (part ``z % splits``). In
+    32 bits: a 64-bit division is a subroutine call, which had put the 8 x 8 tile's accumulators on the stack."""
+    product = numba.int64(numba.uint32(z) // numba.uint32(splits))
+    k_lo = numba.int64(numba.uint32(z) % numba.uint32(splits)) * k_chunk
+    return product, k_lo, min(k, k_lo + k_chunk)
+
+
 @functools.lru_cache(maxsize=None)
 def tile_multiply(ty_count, tx_count, tm, tn):
     """The device function ``multiply(a_tile, b_tile, acc, a_reg, b_reg, ty, tx)`` adding the product of
@@ -141,11 +151,8 @@ def gemm_kernel(tm, tn, dtype):
         tid = ty * TX + tx
         row0 = cuda.blockIdx.y * bm
         col0 = cuda.blockIdx.x * bn
-        z = cuda.blockIdx.z  # product z // splits, part z % splits of its sum: k in [k_lo, k_hi)
-        # (in 32 bits: a 64-bit division is a subroutine call, which cost the 8 x 8 tile its registers)
-        product = numba.int64(numba.uint32(z) // numba.uint32(splits))
-        k_lo = numba.int64(numba.uint32(z) % numba.uint32(splits)) * k_chunk
-        k_hi = min(k, k_lo + k_chunk)
+        z = cuda.blockIdx.z
+        product, k_lo, k_hi = sum_part(z, splits, k, k_chunk)
         a0 = product * a_bs
         b0 = product * b_bs
         a_tile = cuda.shared.array(a_tile_shape, ntype, alignment=SHARED_ALIGNMENT)
