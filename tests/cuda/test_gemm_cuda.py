@@ -116,3 +116,10 @@ def test_products_with_few_tiles_and_long_sums_are_cut_into_parts():
         splits = gemm.reduction_splits(batches, m, n, k, 64, 64)
         part = gemm.part_length(k, splits)
         assert part % gemm.BK == 0 and part * (splits - 1) < k <= part * splits
+
+
+def test_parts_never_overflow_the_grid(monkeypatch):
+    """Products times parts stay within the grid's 65535 z blocks, whatever the target of blocks."""
+    monkeypatch.setattr(gemm, "TARGET_BLOCKS", 10**9)
+    assert gemm.reduction_splits(30000, 4, 4, 4096, 64, 64) == 2
+    assert gemm.reduction_splits(65535, 4, 4, 4096, 64, 64) == 1

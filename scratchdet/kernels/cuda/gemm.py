@@ -282,6 +282,7 @@ def _launch(tile, a, b, c, bias, m, n, k, a_strides, b_strides, c_strides, batch
 # fixed order (the split depends on the shapes alone: the same result on every run).
 TARGET_BLOCKS = 2048
 MIN_PART = 256
+MAX_GRID_Z = 65535  # blocks along a grid's z dimension (products x parts)
 
 
 def part_length(k, splits):
@@ -292,9 +293,9 @@ def part_length(k, splits):
 def reduction_splits(batches, m, n, k, bm, bn):
     """Into how many parts to cut the sums of `batches` ``(m, n)`` products over ``k`` terms, computed by
     ``bm x bn`` output tiles (1: none). The count s returned has ``ceil(k / part_length(k, s)) == s``:
-    every part has terms."""
+    every part has terms; and ``batches * s`` blocks fit the grid's z dimension."""
     blocks = batches * -(-m // bm) * -(-n // bn)
-    splits = max(1, min(k // MIN_PART, -(-TARGET_BLOCKS // blocks)))
+    splits = max(1, min(k // MIN_PART, -(-TARGET_BLOCKS // blocks), MAX_GRID_Z // batches))
     return max(1, -(-k // part_length(k, splits)))
 
 
@@ -371,8 +372,6 @@ def gemm_launch(a, b, c, m, n, k, a_strides, b_strides, c_strides, batches=1, bi
         bias_mode = BIAS_NONE
     tm, tn = tile_shape(m, n)
     splits = reduction_splits(batches, m, n, k, TY * tm, TX * tn)
-    if batches * splits > 65535:
-        splits = 1
     bias_flat = flat(bias) if bias is not None else flat(c)[:1]
     key = ("gemm", m, n, k, batches, splits, np.dtype(c.dtype).str, a_strides[2] == 1, b_strides[2] == 1)
     if splits == 1:
