@@ -16,7 +16,9 @@ export NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0
 unset NUMBA_ENABLE_CUDASIM NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT NUMBA_CUDA_MEMORY_MANAGER
 # [lead] The device image's numpy (2.5) lacks np.row_stack, which numba-cuda's import still uses, and its
 # numba CPU target wants numpy <= 2.4: install the numpy 2.4.6 wheel carried in .whl/ (call `run` with
-# carry=[".whl"]) and shim row_stack, as the proposals engineer's successful GPU run did.
+# carry=[".whl"]) and shim row_stack, as the proposals engineer's successful GPU run did. To fetch it:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 -d .whl numpy==2.4.6      (and add /.whl/ to .git/info/exclude)
 if ls .whl/numpy-*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 fi
