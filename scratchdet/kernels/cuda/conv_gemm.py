@@ -125,31 +125,28 @@ def offset_tables(product, src_shape, geometry, k, n):
     kh, kw, stride, padding, cols_w = geometry
     plane = src_h * src_w
     taps = channels * kh * kw
-    if product == FORWARD:
-        # rows: filter taps (c, i, j); columns: output pixels, the window's top-left corner
-        expected = (taps, cols_w * (n // cols_w))
-        tables = lambda: (_tap_table(k, kh, kw, plane, src_w, 1, 0), _pixel_table(n, cols_w, stride, -padding, src_w))
-    elif product == FILTER_GRAD:
-        # B = cols^T: rows are output pixels, columns are taps (the padding goes with the taps)
-        expected = (cols_w * (k // cols_w), taps)
-        tables = lambda: (_pixel_table(k, cols_w, stride, 0, src_w), _tap_table(n, kh, kw, plane, src_w, 1, -padding))
-    elif product == INPUT_GRAD:
-        # rows: taps (k, i, j) negated; columns: input pixels (y, x) shifted by the padding; src is
-        # dY, and the output pixel that read (y, x) through tap (i, j) is ((y + p - i) / s, (x + p - j) / s)
-        expected = (taps, cols_w * (n // cols_w))
-        unit = stride == 1
-        tables = lambda: (
-            _tap_table(k, kh, kw, plane, src_w, -1, 0, with_offset=unit),
-            _pixel_table(n, cols_w, 1, padding, src_w, with_offset=unit),
-        )
-    else:
+    # the filter gradient's rows are pixels and its columns taps; the other two products the reverse
+    expected = (cols_w * (k // cols_w), taps) if product == FILTER_GRAD else (taps, cols_w * (n // cols_w))
+    if product not in PRODUCT_NAMES:
         raise InvalidArgumentError(f"unknown product {product!r}")
     if expected != (k, n):
         raise InvalidArgumentError(f"B is {k} x {n} but the geometry {geometry} of {tuple(src_shape)} gives {expected[0]} x {expected[1]}")
     reach = channels * plane + (max(src_h, src_w) + max(kh, kw) + padding) * (src_w + 1)
     if reach > _INT32_MAX:
         raise InvalidArgumentError(f"an image of {tuple(src_shape[1:])} elements is too large for 32-bit offsets")
-    return tables()
+    if product == FORWARD:
+        # rows: filter taps (c, i, j); columns: output pixels, the window's top-left corner
+        return _tap_table(k, kh, kw, plane, src_w, 1, 0), _pixel_table(n, cols_w, stride, -padding, src_w)
+    if product == FILTER_GRAD:
+        # B = cols^T: rows are output pixels, columns are taps (the padding goes with the taps)
+        return _pixel_table(k, cols_w, stride, 0, src_w), _tap_table(n, kh, kw, plane, src_w, 1, -padding)
+    # INPUT_GRAD: rows are taps (k, i, j) negated, columns input pixels (y, x) shifted by the padding; src
+    # is dY, and the output pixel that read (y, x) through tap (i, j) is ((y + p - i) / s, (x + p - j) / s)
+    unit = stride == 1
+    return (
+        _tap_table(k, kh, kw, plane, src_w, -1, 0, with_offset=unit),
+        _pixel_table(n, cols_w, 1, padding, src_w, with_offset=unit),
+    )
 
 
 _tables = {}

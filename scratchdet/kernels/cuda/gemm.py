@@ -375,14 +375,13 @@ def gemm_launch(a, b, c, m, n, k, a_strides, b_strides, c_strides, batches=1, bi
     bias_flat = flat(bias) if bias is not None else flat(c)[:1]
     key = ("gemm", m, n, k, batches, splits, np.dtype(c.dtype).str, a_strides[2] == 1, b_strides[2] == 1)
     if splits == 1:
-        args = (flat(a), flat(b), flat(c), bias_flat, m, n, k, a_strides, b_strides, c_strides, batches, bias_mode, 1)
-        launch_autotuned(key, (tm, tn), tile_candidates(m, n), lambda tile: _launch(tile, *args))
-        return c
-    # the parts' products (no bias), then their sum into c with the bias
-    parts = scratch("gemm_parts", (batches * splits * m * n,), c.dtype)
-    args = (flat(a), flat(b), parts, bias_flat, m, n, k, a_strides, b_strides, (m * n, n, 1), batches, BIAS_NONE, splits)
+        out, out_strides, out_bias = flat(c), c_strides, bias_mode
+    else:  # the parts' products go to a work buffer, without the bias
+        out, out_strides, out_bias = scratch("gemm_parts", (batches * splits * m * n,), c.dtype), (m * n, n, 1), BIAS_NONE
+    args = (flat(a), flat(b), out, bias_flat, m, n, k, a_strides, b_strides, out_strides, batches, out_bias, splits)
     launch_autotuned(key, (tm, tn), tile_candidates(m, n), lambda tile: _launch(tile, *args))
-    add_parts_kernel[(blocks_for(m * n), batches), THREADS](parts, splits, m, n, flat(c), *c_strides, bias_flat, bias_mode)
+    if splits > 1:  # their sum, in part order, into c with the bias
+        add_parts_kernel[(blocks_for(m * n), batches), THREADS](out, splits, m, n, flat(c), *c_strides, bias_flat, bias_mode)
     return c
 
 
