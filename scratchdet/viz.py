@@ -24,6 +24,17 @@ def _figure(width_inches, height_inches):
     return fig
 
 
+# A figure follows the image's shape, up to this height / width (or width / height): a strip of
+# 30,000 x 2 pixels is drawn narrow inside a bounded figure, not on one 100,000 inches tall (which
+# matplotlib refuses, or draws into gigabytes of memory).
+MAX_FIGURE_ASPECT = 4.0
+
+
+def _aspect(height, width):
+    """The image's height / width, clamped to [1 / MAX_FIGURE_ASPECT, MAX_FIGURE_ASPECT] for a figure."""
+    return min(max(height / max(width, 1), 1.0 / MAX_FIGURE_ASPECT), MAX_FIGURE_ASPECT)
+
+
 def figure_format(path, option="path"):
     """The picture format of an output path, from its extension ("png" when it has none), checked
     before any drawing: an `InvalidArgumentError` naming `option` for a format matplotlib cannot
@@ -90,7 +101,7 @@ def plot_segments(image, labels, path, title=None):
     painted = segment_mean_colours(image, labels)  # checks the labels
     painted[find_boundaries(np.asarray(labels), mode="inner")] = 0
     height, width = image.shape[:2]
-    fig = _figure(10, 5 * height / max(width, 1) + 0.6)
+    fig = _figure(10, 5 * _aspect(height, width) + 0.6)
     for index, (picture, caption) in enumerate(
         [(image, "image"), (painted, f"{int(np.max(labels)) + 1} segments")]
     ):
@@ -128,7 +139,7 @@ def plot_proposals(image, boxes, path, max_boxes=20, title=None):
         raise InvalidArgumentError(f"boxes must be (N, 4) rows (x1, y1, x2, y2), got shape {boxes.shape}")
     boxes = boxes[:max_boxes]
     height, width = image.shape[:2]
-    fig = _figure(8, 8 * height / max(width, 1))
+    fig = _figure(8, 8 * _aspect(height, width))
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(image)
     colours = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple")
@@ -194,7 +205,7 @@ def plot_hierarchy(image, hierarchy, path, steps=(0.0, 0.5, 0.8, 0.95)):
     merges = np.asarray(hierarchy.merges)
     n_start = int(labels.max()) + 1
     height, width = image.shape[:2]
-    fig = _figure(4 * len(steps), 4 * height / max(width, 1) + 0.6)
+    fig = _figure(4 * len(steps), 4 * _aspect(height, width) + 0.6)
     for index, fraction in enumerate(steps):
         n_done = int(round(fraction * merges.shape[0]))
         # follow each starting region up the tree through the first n_done merges

@@ -102,3 +102,19 @@ def test_plot_hierarchy_rejects_steps_outside_zero_one(tmp_path, image, steps):
     with pytest.raises(InvalidArgumentError, match="steps"):
         viz.plot_hierarchy(image, hierarchy, tmp_path / "tree.png", steps=steps)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("shape", [(60000, 2), (2, 60000)], ids=["tall-strip", "wide-strip"])
+def test_pictures_of_a_thin_strip_keep_a_bounded_size(tmp_path, shape):
+    # the figure follows the image's shape only up to MAX_FIGURE_ASPECT: a 60000 x 2 strip would
+    # otherwise need a figure 300,000 inches tall, which matplotlib refuses
+    image = np.zeros(shape + (3,), np.uint8)
+    image[: shape[0] // 2, : shape[1] // 2] = 200
+    labels = felzenszwalb(image, scale=50, min_size=0)
+    boxes, (hierarchy,) = selective_search(image, mode="single", return_hierarchy=True)
+    viz.plot_proposals(image, boxes, tmp_path / "top.png")
+    viz.plot_segments(image, labels, tmp_path / "seg.png")
+    viz.plot_hierarchy(image, hierarchy, tmp_path / "tree.png")
+    for name in ("top.png", "seg.png", "tree.png"):
+        picture = imread(tmp_path / name)
+        assert max(picture.shape[:2]) <= 4000, f"{name} is {picture.shape[1]}x{picture.shape[0]} pixels"

@@ -20,6 +20,10 @@ from scratchdet.kernels.cpu import proposals as kernels
 
 _jit = numba.njit(cache=True, nogil=True)
 
+# The largest pixel magnitude accepted, on the 0..255 scale: the colour distances are float32, and
+# their squared differences overflow to +inf (an edge "off the image") from about 1e19.
+MAX_PIXEL_MAGNITUDE = 1e15
+
 # The widest smoothing accepted: its kernel has 8 million taps (64 MB), and far wider ones cannot be
 # allocated. Any image is flat long before this.
 MAX_SIGMA = 1e6
@@ -136,6 +140,11 @@ def as_float_image(image, name="image"):
         raise InvalidArgumentError(f"{name} must be a numeric array, got dtype {image.dtype}")
     if not np.all(np.isfinite(out)):
         raise InvalidArgumentError(f"{name} contains NaN or infinite values")
+    if np.issubdtype(image.dtype, np.floating) and np.abs(out).max() > MAX_PIXEL_MAGNITUDE:
+        raise InvalidArgumentError(
+            f"{name} has values up to {np.abs(image).max():g}, too large to segment "
+            f"(float images are taken to lie in [0, 1]; at most {MAX_PIXEL_MAGNITUDE / 255.0:g})"
+        )
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -191,7 +200,13 @@ def felzenszwalb(image, scale=100.0, sigma=0.8, min_size=50):
     sigma = _finite_non_negative("sigma", sigma)
     if sigma > MAX_SIGMA:
         raise InvalidArgumentError(f"sigma must be at most {MAX_SIGMA:g} pixels (a Gaussian wider than any image), got {sigma!r}")
-    if isinstance(min_size, bool) or not isinstance(min_size, numbers.Real) or min_size != int(min_size) or min_size < 0:
+    if (
+        isinstance(min_size, bool)
+        or not isinstance(min_size, numbers.Real)
+        or not (isinstance(min_size, numbers.Integral) or math.isfinite(min_size))  # int(nan) would raise
+        or min_size != int(min_size)
+        or min_size < 0
+    ):
         raise InvalidArgumentError(f"min_size must be an integer >= 0, got {min_size!r}")
     pixels = as_float_image(image)
     height, width = pixels.shape[:2]

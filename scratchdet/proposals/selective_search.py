@@ -552,7 +552,7 @@ def selective_search(image, mode="fast", max_boxes=None, seed=0, strategies=None
     # an explicit seed: None would draw fresh entropy, and the same call would not give the same boxes
     if not (isinstance(seed, np.random.Generator) or (_is_integer(seed) and seed >= 0)):
         raise InvalidArgumentError(f"seed must be an integer >= 0 or a numpy.random.Generator, got {seed!r}")
-    if n_threads is not None and (int(n_threads) != n_threads or n_threads < 1):
+    if n_threads is not None and not (_is_integer(n_threads) and n_threads >= 1):
         raise InvalidArgumentError(f"n_threads must be a positive integer or None, got {n_threads!r}")
     n_threads = int(n_threads or os.cpu_count() or 1)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(int(seed))

@@ -46,8 +46,11 @@ def _window_grid(image_shape, sizes, ratios, stride):
     for size in sizes:
         for ratio in ratios:
             # a window of area size^2 whose height / width is `ratio`
-            window_w = max(1, int(round(size / math.sqrt(ratio))))
-            window_h = max(1, int(round(size * math.sqrt(ratio))))
+            exact_w, exact_h = size / math.sqrt(ratio), size * math.sqrt(ratio)
+            if exact_w >= width + 1 or exact_h >= height + 1:
+                continue  # wider or taller than the image however it rounds (this skips infinite sides too)
+            window_w = max(1, int(round(exact_w)))
+            window_h = max(1, int(round(exact_h)))
             if window_w > width or window_h > height:
                 continue
             step_x = max(1, int(round(stride * window_w)))

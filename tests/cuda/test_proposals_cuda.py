@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from scratchdet.errors import InvalidArgumentError
 from scratchdet.proposals import pixels
 from scratchdet.proposals.felzenszwalb import felzenszwalb
 
@@ -57,6 +58,31 @@ def test_histogram_bins_and_region_histograms_match_cpu(rgb, gpu, host, close):
     theirs = pixels.region_histograms(labels, n, colour_bin, texture_bin)
     for o, t, name in zip(ours, theirs, ("sizes", "colour", "texture")):
         close(o, t, rtol=1e-6, atol=1e-7, what=name)
+
+
+@pytest.mark.parametrize(
+    "n_regions, n_colour_bins, message",
+    [(2, 25, "outside 0..1"), (50, 5, "beyond 5 colour")],
+    ids=["fewer-regions-than-the-labels-name", "fewer-bins-than-the-bins-hold"],
+)
+def test_region_histograms_reject_ids_and_bins_out_of_range(rng, gpu, n_regions, n_colour_bins, message):
+    # the histograms are indexed by region id and bin: out of range, the atomic adds wrote past them
+    image = (rng.random((4, 5, 3)) * 255).astype(np.float32)
+    colour_bin = pixels.colour_bins(image)
+    texture_bin = pixels.texture_bins(*pixels.gaussian_gradients(image, 1.0))
+    colour_bin[0, 0, 0] = 24
+    labels = rng.integers(0, 2, size=(4, 5)).astype(np.int32)
+    labels[1, 1] = 49 if n_regions == 50 else 2
+    with pytest.raises(InvalidArgumentError, match=message):
+        pixels.region_histograms(gpu(labels), n_regions, gpu(colour_bin), gpu(texture_bin), n_colour_bins=n_colour_bins)
+
+
+def test_region_histograms_and_colours_reject_mismatched_shapes(rng, gpu):
+    labels = np.zeros((4, 5), np.int32)
+    with pytest.raises(InvalidArgumentError, match="must agree"):
+        pixels.region_histograms(gpu(labels), 1, gpu(np.zeros((4, 6, 3), np.uint8)), gpu(np.zeros((4, 6, 3, 8), np.uint8)))
+    with pytest.raises(InvalidArgumentError, match=r"\(H, W, 3\)"):
+        pixels.convert_colour(gpu(np.zeros((4, 5, 4), np.uint8)), "hsv")
 
 
 _COMPILE_SCRIPT = """

@@ -147,6 +147,8 @@ def test_radix_argsort_is_a_stable_sort(rng, n):
         (np.zeros((1, 1, 3), np.uint8), "at least 2 pixels"),
         (np.zeros((4, 4, 3, 2), np.uint8), "shape"),
         (np.full((3, 3), np.nan), "NaN"),
+        (np.array([[0.0, 1e300], [1e300, 0.0]]), "too large"),  # beyond float32 once on the 0..255 scale
+        (np.array([[0.0, 1e18], [1e18, 0.0]]), "too large"),  # its colour distances would overflow float32
     ],
 )
 def test_rejects_bad_images(image, message):
@@ -157,7 +159,8 @@ def test_rejects_bad_images(image, message):
 @pytest.mark.parametrize(
     "kwargs",
     [{"scale": -1}, {"sigma": -0.5}, {"min_size": -3}, {"sigma": float("inf")}, {"scale": float("inf")},
-     {"scale": "big"}, {"sigma": None}, {"min_size": 2.5}, {"sigma": 1e9}],
+     {"scale": "big"}, {"sigma": None}, {"min_size": 2.5}, {"sigma": 1e9}, {"min_size": float("nan")},
+     {"min_size": float("inf")}],
 )
 def test_rejects_bad_arguments(kwargs):
     with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):

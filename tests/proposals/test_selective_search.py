@@ -230,10 +230,10 @@ def test_two_pixel_image_gives_its_boxes():
     "kwargs",
     [{"mode": "slow"}, {"max_boxes": 0}, {"max_boxes": 2.5}, {"strategies": []}, {"strategies": ["hsv"]},
      {"n_threads": 0}, {"max_boxes": "many"}, {"max_boxes": True}, {"seed": -1}, {"seed": 1.5}, {"seed": "a"},
-     {"seed": None}, {"mode": ["fast"]}],
+     {"seed": None}, {"mode": ["fast"]}, {"n_threads": float("nan")}, {"n_threads": float("inf")}],
     ids=["unknown-mode", "zero-max-boxes", "fractional-max-boxes", "no-strategies", "strategy-not-a-Strategy",
          "zero-threads", "text-max-boxes", "bool-max-boxes", "negative-seed", "fractional-seed", "text-seed",
-         "no-seed-is-not-reproducible", "list-mode"],
+         "no-seed-is-not-reproducible", "list-mode", "nan-threads", "infinite-threads"],
 )
 def test_rejects_bad_arguments(kwargs):
     with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):

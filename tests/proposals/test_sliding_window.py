@@ -36,6 +36,12 @@ def test_window_larger_than_the_image_is_left_out():
     assert sliding_windows((10, 10), sizes=(32,), ratios=(1.0,)).shape == (0, 4)
 
 
+@pytest.mark.parametrize("sizes, ratios", [(1e300, 1e20), (1e200, 1e-300)], ids=["too-tall", "too-wide"])
+def test_window_whose_side_overflows_to_infinity_is_left_out(sizes, ratios):
+    assert count_sliding_windows((20, 20), sizes=sizes, ratios=ratios) == 0
+    assert sliding_windows((20, 20), sizes=sizes, ratios=ratios).shape == (0, 4)
+
+
 def test_window_exactly_the_image_size_fits_once():
     np.testing.assert_array_equal(sliding_windows((16, 16), sizes=(16,), ratios=(1.0,)), [[0, 0, 16, 16]])
 

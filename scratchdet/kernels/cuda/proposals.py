@@ -82,6 +82,8 @@ def convert_colour_kernel(rgb, space, linear, out):
 def convert_colour(rgb, space):
     """CUDA twin of the CPU `convert_colour`: (H, W, 3) uint8 -> (H, W, C) float32 device array."""
     _check("rgb", rgb, 3, np.uint8)
+    if rgb.shape[2] != 3:
+        raise InvalidArgumentError(f"rgb must be an (H, W, 3) device array, got shape {rgb.shape}")
     channels = 1 if space in (shared.INTENSITY, shared.HUE) else 3
     linear = cuda.to_device(np.array([shared.srgb_to_linear(float(v)) for v in range(256)]))
     out = cuda.device_array((rgb.shape[0], rgb.shape[1], channels), dtype=np.float32)
@@ -241,14 +243,24 @@ def texture_bins(gx, gy, n_bins):
 
 
 @cuda.jit
-def region_histograms_kernel(labels, colour_bin, texture_bin, n_colour_bins, n_texture_bins, sizes, colour, texture):
-    """Add each pixel to its region's size, colour and texture counts (atomic adds)."""
+def region_histograms_kernel(labels, colour_bin, texture_bin, n_colour_bins, n_texture_bins, sizes, colour, texture, bad):
+    """Add each pixel to its region's size, colour and texture counts (atomic adds). A pixel whose
+    region id or bins lie outside the histograms is counted in bad[0] and left out (the counts are
+    indexed by them, and an index outside would write past the arrays)."""
     j, i = cuda.grid(2)
     if i >= labels.shape[0] or j >= labels.shape[1]:
         return
     r = labels[i, j]
-    cuda.atomic.add(sizes, r, 1.0)
     n_orient = texture_bin.shape[3]
+    outside = r < 0 or r >= sizes.shape[0]
+    for c in range(colour_bin.shape[2]):
+        outside = outside or colour_bin[i, j, c] >= n_colour_bins
+        for o in range(n_orient):
+            outside = outside or texture_bin[i, j, c, o] >= n_texture_bins
+    if outside:
+        cuda.atomic.add(bad, 0, 1)
+        return
+    cuda.atomic.add(sizes, r, 1.0)
     for c in range(colour_bin.shape[2]):
         cuda.atomic.add(colour, (r, c * n_colour_bins + colour_bin[i, j, c]), 1.0)
         for o in range(n_orient):
@@ -277,14 +289,26 @@ def region_histograms(labels, n_regions, colour_bin, texture_bin, n_colour_bins,
     _check("labels", labels, 2, np.int32)
     _check("colour_bin", colour_bin, 3, np.uint8)
     _check("texture_bin", texture_bin, 4, np.uint8)
+    if colour_bin.shape[:2] != labels.shape or texture_bin.shape[:3] != colour_bin.shape:
+        raise InvalidArgumentError(
+            f"labels (H, W), colour_bin (H, W, C) and texture_bin (H, W, C, 8) must agree, got "
+            f"{labels.shape}, {colour_bin.shape} and {texture_bin.shape}"
+        )
     height, width, channels = colour_bin.shape
     n_orient = texture_bin.shape[3]
     sizes = cuda.to_device(np.zeros(n_regions, dtype=np.float64))
     colour = cuda.to_device(np.zeros((n_regions, channels * n_colour_bins), dtype=np.float32))
     texture = cuda.to_device(np.zeros((n_regions, channels * n_orient * n_texture_bins), dtype=np.float32))
+    bad = cuda.to_device(np.zeros(1, dtype=np.int64))
     region_histograms_kernel[_grid(height, width)](
-        labels, colour_bin, texture_bin, n_colour_bins, n_texture_bins, sizes, colour, texture
+        labels, colour_bin, texture_bin, n_colour_bins, n_texture_bins, sizes, colour, texture, bad
     )
+    n_bad = int(bad.copy_to_host()[0])
+    if n_bad:
+        raise InvalidArgumentError(
+            f"{n_bad} pixels have a region id outside 0..{n_regions - 1} or a bin beyond "
+            f"{n_colour_bins} colour / {n_texture_bins} texture bins"
+        )
     for counts, per_pixel in ((colour, channels), (texture, channels * n_orient)):
         grid = (math.ceil(counts.shape[0] / TILE), math.ceil(counts.shape[1] / TILE))
         normalise_rows_kernel[grid, (TILE, TILE)](counts, sizes, float(per_pixel))
@@ -306,6 +330,7 @@ def compile_signatures():
         ("texture_scale", texture_scale_kernel, (float32[:, ::1], int64, float64[:, ::1])),
         ("texture_bins", texture_bins_kernel, (f3, f3, float64[:, ::1], int64, uint8[:, :, :, ::1])),
         ("region_histograms", region_histograms_kernel,
-         (int32[:, ::1], uint8[:, :, ::1], uint8[:, :, :, ::1], int64, int64, float64[::1], float32[:, ::1], float32[:, ::1])),
+         (int32[:, ::1], uint8[:, :, ::1], uint8[:, :, :, ::1], int64, int64, float64[::1], float32[:, ::1], float32[:, ::1],
+          int64[::1])),
         ("normalise_rows", normalise_rows_kernel, (float32[:, ::1], float64[::1], float64)),
     ]
