@@ -281,8 +281,11 @@ def _kind(value):
 
 
 def _show(value):
-    """A JSON value in an error message, cut short."""
-    text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool, type(None))) else repr(value)
+    """A JSON value in an error message, cut short (NumPy numbers and arrays as the JSON they write)."""
+    try:
+        text = json.dumps(value, default=_plain_json)
+    except (TypeError, ValueError):  # not JSON at all, e.g. a set
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -305,8 +308,29 @@ def _column(entries, key, listname, source):
         raise
 
 
+# The checks below accept NumPy scalars and arrays wherever the vectorised path does (dicts built in
+# Python often hold np.int64 ids, np.float32 scores, np.ndarray boxes), so that when it fails the slow
+# path names the entry that is really bad.
+
+
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A Python or NumPy integer or float, not a boolean."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _is_integer(value):
+    """A Python or NumPy integer that int64 holds, not a boolean."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and -(2**63) <= int(value) < 2**63
+
+
+def _is_flag(value):
+    """A Python or NumPy boolean."""
+    return isinstance(value, (bool, np.bool_))
+
+
+def _is_sequence(value):
+    """A list, a tuple or a 1-D NumPy array, such as a bbox ``[x, y, w, h]``."""
+    return isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1)
 
 
 def _is_finite(value):
@@ -318,12 +342,13 @@ def _is_finite(value):
 
 
 def _has_bool(values, nested=False):
-    """True if a list of values (of lists of values, if `nested`) holds a JSON true/false.
+    """True if a list of values (of lists of values, if `nested`) holds a JSON true/false (or a NumPy bool).
 
     NumPy turns ``[0.9, True]`` into a float array without complaint, so the dtype cannot tell.
     """
     flat = itertools.chain.from_iterable(values) if nested else values
-    return bool in set(map(type, flat))
+    types = set(map(type, flat))
+    return bool in types or np.bool_ in types
 
 
 def _integer_field(entries, key, source, listname):
@@ -336,7 +361,7 @@ def _integer_field(entries, key, source, listname):
     # (NumPy reads integers of 2**63 and more as uint64, which int64 cannot hold: the slow path names them)
     if array is None or array.dtype.kind != "i" or array.ndim != 1 or _has_bool(values):
         for i, v in enumerate(values):
-            if not isinstance(v, int) or isinstance(v, bool) or not -(2**63) <= v < 2**63:
+            if not _is_integer(v):
                 raise DataFormatError(f'{source}: {listname}[{i}]: field "{key}" must be an integer, got {_show(v)}')
         array = np.array(values, dtype=np.int64)
     return array.astype(np.int64, copy=False)
@@ -384,7 +409,7 @@ def _to_numbers(values, key, source, listname, allow_bool=False):
         or (not allow_bool and _has_bool(values))
     ):
         for i, v in enumerate(values):
-            if not (_is_number(v) or (allow_bool and isinstance(v, bool))) or not _is_finite(v):
+            if not (_is_number(v) or (allow_bool and _is_flag(v))) or not _is_finite(v):
                 raise DataFormatError(f'{source}: {listname}[{i}]: field "{key}" must be a finite number, got {_show(v)}')
         array = np.array(values, dtype=np.float64)
     return array.astype(np.float64, copy=False)
@@ -407,7 +432,7 @@ def _box_field(entries, source, listname):
         or _has_bool(values, nested=True)
     ):
         for i, v in enumerate(values):
-            if not isinstance(v, list) or len(v) != 4 or not all(_is_number(c) for c in v):
+            if not _is_sequence(v) or len(v) != 4 or not all(_is_number(c) for c in v):
                 raise DataFormatError(f'{source}: {listname}[{i}]: field "bbox" must be a list of 4 numbers [x, y, w, h], got {_show(v)}')
             if not all(_is_finite(c) for c in v):
                 raise DataFormatError(f'{source}: {listname}[{i}]: field "bbox" must hold finite numbers, got {_show(v)}')

@@ -8,6 +8,7 @@ of every size (small / medium / large, and areas exactly on the range limits), t
 duplicate detections, zero-width detections, and an ``area`` field that differs from the box area.
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -51,13 +52,25 @@ def random_coco_problem(
     """
     # 0. settings that can be met: at least one image, and a category with ground truth
     for name, value in (("n_images", n_images), ("n_categories", n_categories)):
-        if not isinstance(value, numbers.Integral) or value < 1:
+        if not _is_integer(value) or value < 1:
             raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
-    if not isinstance(categories_without_gt, numbers.Integral) or not 0 <= categories_without_gt < n_categories:
+    for name, value in (
+        ("gt_per_image", gt_per_image),
+        ("dets_per_gt", dets_per_gt),
+        ("false_positives_per_image", false_positives_per_image),
+    ):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+            raise InvalidArgumentError(f"{name} must be a finite non-negative number (a Poisson mean), got {value!r}")
+    for name, value in (("crowd_fraction", crowd_fraction), ("empty_image_fraction", empty_image_fraction)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+            raise InvalidArgumentError(f"{name} must be a number in [0, 1], got {value!r}")
+    if not _is_integer(score_decimals) or score_decimals < 0:
+        raise InvalidArgumentError(f"score_decimals must be a non-negative integer, got {score_decimals!r}")
+    if not _is_integer(categories_without_gt) or not 0 <= categories_without_gt < n_categories:
         raise InvalidArgumentError(
             f"categories_without_gt must be an integer in [0, n_categories - 1 = {n_categories - 1}], got {categories_without_gt!r}"
         )
-    if not isinstance(crowded_images, numbers.Integral) or not 0 <= crowded_images <= n_images:
+    if not _is_integer(crowded_images) or not 0 <= crowded_images <= n_images:
         raise InvalidArgumentError(f"crowded_images must be an integer in [0, n_images = {n_images}], got {crowded_images!r}")
     rng = np.random.default_rng(seed)
 
@@ -131,6 +144,11 @@ def random_coco_problem(
     ]  # fmt: skip
     gt = {"images": images, "annotations": annotations, "categories": categories}
     return gt, detections
+
+
+def _is_integer(value):
+    """An integer, not a boolean (``True`` is an ``Integral`` too)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _random_boxes(rng, n):

@@ -237,3 +237,40 @@ def test_read_detections_checks_against_ground_truth(tmp_path):
     assert len(read_detections(path)) == 1  # no ground truth: fields only
     with pytest.raises(DataFormatError, match="not among the ground truth's images"):
         read_detections(path, small_gt())
+
+
+def test_numpy_unsigned_integer_ids_are_accepted():
+    # model outputs often carry labels as np.uint8 / np.uint32; they are integers like any other
+    detections = [{**d, "category_id": np.uint8(d["category_id"]), "image_id": np.uint64(d["image_id"])} for d in small_dets()]
+    parsed = parse_detections(detections, small_gt())
+    np.testing.assert_array_equal(parsed.image, [0, 1])
+    np.testing.assert_array_equal(parsed.category, [1, 0])
+
+
+NUMPY_CASES = {
+    # entry 0 holds valid NumPy values; the error must name entry 1, the bad one, and why
+    "score": ({"score": np.float32(0.5)}, {"score": math.nan}, r'detections\[1\]: field "score" must be a finite number, got NaN'),
+    "image_id": ({"image_id": np.int64(3)}, {"image_id": 7.5}, r'detections\[1\]: field "image_id" must be an integer, got 7.5'),
+    "bbox_array": ({"bbox": np.array([1.0, 2.0, 3.0, 4.0])}, {"bbox": [0, 0, -1, 2]}, r'detections\[1\]: field "bbox" has a negative width'),
+    "bbox_tuple": ({"bbox": (1, 2, 3, 4)}, {"bbox": [0, 0, -1, 2]}, r'detections\[1\]: field "bbox" has a negative width'),
+    "bbox_numpy_numbers": ({"bbox": [np.float32(1), 2, 3, 4]}, {"bbox": [0, 0, -1, 2]}, r'detections\[1\]: field "bbox" has a negative width'),
+    "bad_bbox_of_numpy_numbers": ({}, {"bbox": [np.float32(0), 0, -1, 2]}, r'detections\[1\]: field "bbox" has a negative width or height, got \[0.0, 0, -1, 2\]'),
+}
+
+
+@pytest.mark.parametrize("case", NUMPY_CASES, ids=list(NUMPY_CASES))
+def test_error_names_the_bad_entry_among_numpy_values(case):
+    good, bad, message = NUMPY_CASES[case]
+    detections = small_dets()
+    detections[0].update(good)
+    detections[1].update(bad)
+    with pytest.raises(DataFormatError, match="^dets.json: " + message):
+        parse_detections(detections, small_gt(), source="dets.json")
+
+
+def test_error_names_the_bad_annotation_among_numpy_values():
+    gt = small_gt()
+    gt["annotations"][0].update(area=np.float32(10.5), iscrowd=np.int64(0))
+    gt["annotations"][1].update(iscrowd="yes")
+    with pytest.raises(DataFormatError, match=r'^gt.json: annotations\[1\]: field "iscrowd" must be a finite number, got "yes"'):
+        parse_ground_truth(gt, source="gt.json")

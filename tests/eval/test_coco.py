@@ -275,6 +275,13 @@ def test_matches_pycocotools_live_bit_for_bit(seed):
         ({"n_categories": 1, "categories_without_gt": 1}, "categories_without_gt must be an integer in"),
         ({"n_images": 0}, "n_images must be a positive integer"),
         ({"n_categories": 0}, "n_categories must be a positive integer"),
+        ({"n_images": True}, "n_images must be a positive integer"),
+        ({"gt_per_image": -1.0}, "gt_per_image must be a finite non-negative number"),
+        ({"dets_per_gt": float("nan")}, "dets_per_gt must be a finite non-negative number"),
+        ({"false_positives_per_image": float("inf")}, "false_positives_per_image must be a finite non-negative number"),
+        ({"crowd_fraction": 1.5}, r"crowd_fraction must be a number in \[0, 1\]"),
+        ({"empty_image_fraction": -0.1}, r"empty_image_fraction must be a number in \[0, 1\]"),
+        ({"score_decimals": 1.5}, "score_decimals must be a non-negative integer"),
     ],
 )
 def test_random_problem_rejects_settings_it_cannot_meet(settings, match):
