@@ -21,6 +21,7 @@ from scratchdet.kernels.cpu import conv_gemm, winograd
 from scratchdet.kernels.cpu import nn as cpu
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+ONE_DEVICE = "put the model and its inputs on one device (model.to(device), scratchdet.backend.to_device(x, device))"
 
 
 def _cuda():
@@ -42,6 +43,8 @@ def _cuda_optim():
 
 
 def _check_float(name, a, ndim=None, dtype=None):
+    if is_cuda_array(a):  # the input decided on the CPU: this argument alone is on the GPU
+        raise InvalidArgumentError(f"{name} is a CUDA device array but the input is a NumPy array: {ONE_DEVICE}")
     if not isinstance(a, np.ndarray):
         raise InvalidArgumentError(f"{name} must be a NumPy array or a CUDA device array, got {type(a).__name__}")
     if a.dtype not in FLOAT_DTYPES:
@@ -230,9 +233,10 @@ def _register_tiled(x, w, stride, padding):
     """Whether this convolution goes through the register-tiled kernels of `scratchdet.kernels.cpu.conv_gemm`
     (float32, stride 1, padding smaller than the kernel) rather than im2col + OpenBLAS. Measured faster on
     every bench_nn.py shape, and a net whose layers all run there never hands the cores between Numba's
-    and OpenBLAS's threads (each pool spins a while after its work; measured 1.2x slower per layer pair)."""
-    kh, kw = w.shape[2:]
-    return x.dtype == np.float32 and stride == 1 and padding < min(kh, kw)
+    and OpenBLAS's threads (each pool spins a while after its work; measured 1.2x slower per layer pair).
+    A layer without filters or input channels (an empty product) stays with im2col, which handles it."""
+    filters, channels, kh, kw = w.shape
+    return x.dtype == np.float32 and stride == 1 and padding < min(kh, kw) and filters > 0 and channels > 0
 
 
 def _input_gradient_by_scatter(x_shape, filters, kernel):
@@ -685,6 +689,8 @@ def _check_update(name, param, *others):
     if not (isinstance(param, np.ndarray) and param.flags.c_contiguous and param.dtype in FLOAT_DTYPES):
         raise InvalidArgumentError(f"{name} must be a C-contiguous float32/float64 array")
     for other in others:
+        if is_cuda_array(other):
+            raise InvalidArgumentError(f"{name} is a NumPy array but its gradient or optimiser state is on the GPU: {ONE_DEVICE}")
         if not (isinstance(other, np.ndarray) and other.shape == param.shape and other.dtype == param.dtype and other.flags.c_contiguous):
             raise InvalidArgumentError(
                 f"optimiser arrays must match {name} (shape {param.shape}, {param.dtype}, contiguous); got "

@@ -257,9 +257,11 @@ class Dropout(Layer):
         self.p = F.check_probability(p)
         self._rng = as_generator(rng)
         self._mask = None
+        self._identity = None  # whether the last forward was the identity (None: no forward yet)
 
     def forward(self, x):
-        if not self.training or self.p == 0.0:
+        self._identity = not self.training or self.p == 0.0
+        if self._identity:
             self._mask = None
             return x
         seed = int(self._rng.integers(0, 2**31))
@@ -267,7 +269,7 @@ class Dropout(Layer):
         return y
 
     def backward(self, dy):
-        return dy if self._mask is None else F.dropout_backward(dy, self._mask)
+        return dy if self._saved("_identity") else F.dropout_backward(dy, self._mask)
 
     def config(self):
         return {"p": self.p}

@@ -3,7 +3,8 @@
 An optimiser holds a model's parameters by reference (layer, key) and updates them in place from the
 gradients that `model.backward` left in `layer.grads`, through the update kernels
 `F.sgd_update` / `F.adam_update` (CPU or CUDA, by the arrays). Its per-parameter state (velocity,
-moments) is created on the parameter's device the first time it is needed.
+moments) is created on the parameter's device the first time it is needed, and follows the parameter
+when the model moves (`model.to`), so `opt.to` is only needed to move it ahead of the next step.
 """
 
 import math
@@ -11,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from scratchdet.backend import to_device, to_host, zeros_like
+from scratchdet.backend import device_of, to_device, to_host, zeros_like
 from scratchdet.errors import DataFormatError, InvalidArgumentError
 from scratchdet.nn import functional as F
 
@@ -39,9 +40,15 @@ class Optimizer:
         self.step_count = 0
 
     def _state(self, name, layer, key, names):
+        param = layer.params[key]
         if name not in self.state:
-            self.state[name] = {s: zeros_like(layer.params[key]) for s in names}
-        return self.state[name]
+            self.state[name] = {s: zeros_like(param) for s in names}
+        entries = self.state[name]
+        device = device_of(param)
+        if any(device_of(value) != device for value in entries.values()):  # the model moved: its state follows
+            for s in entries:
+                entries[s] = to_device(entries[s], device)
+        return entries
 
     def step(self):
         """Update every parameter once from its current gradient."""

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from scratchdet import backend
+from scratchdet import backend, nn
+from scratchdet.errors import InvalidArgumentError
 from scratchdet.nn.layers import Conv2d
 
 
@@ -36,6 +37,35 @@ def test_layer_to_cuda_and_back_keeps_its_parameters(rng):
     assert backend.is_cuda_array(conv.params["weight"]) and backend.is_cuda_array(conv.grads["bias"])
     conv.to("cpu")
     np.testing.assert_array_equal(conv.params["weight"], weight)
+
+
+def test_a_model_on_the_gpu_given_a_numpy_input_names_the_device_mismatch(rng):
+    model = nn.Sequential(Conv2d(2, 3, 3, rng=rng)).to("cuda")
+    with pytest.raises(InvalidArgumentError, match="is a CUDA device array but the input is a NumPy array"):
+        model.forward(rng.standard_normal((1, 2, 5, 5)).astype(np.float32))
+
+
+@pytest.mark.parametrize("optimiser", [nn.SGD, nn.Adam])
+def test_optimiser_state_follows_the_model_between_devices(rng, optimiser):
+    """A model moved after some steps keeps its optimiser state (it moves with the parameters), so
+    the steps on the new device continue those on the old one exactly as if it had stayed."""
+    def run(devices):
+        model = nn.Sequential(Conv2d(2, 3, 3, rng=np.random.default_rng(5), dtype=np.float64), nn.Flatten())
+        opt = optimiser(model, lr=0.1, **({"momentum": 0.9} if optimiser is nn.SGD else {}))
+        x = rng_x.standard_normal((2, 2, 4, 4))
+        for device in devices:
+            model.to(device)
+            y = model.forward(backend.to_device(x, device))
+            model.backward(backend.to_device(np.ones(y.shape), device))
+            opt.step()
+        model.to("cpu")
+        return model.layers[0].params["weight"]
+
+    rng_x = np.random.default_rng(6)
+    stayed = run(["cpu", "cpu", "cpu"])
+    rng_x = np.random.default_rng(6)
+    moved = run(["cpu", "cuda", "cpu"])
+    np.testing.assert_allclose(moved, stayed, rtol=1e-12, atol=1e-12)
 
 
 def test_numba_frees_device_memory_in_large_batches_unless_the_user_chose(monkeypatch):

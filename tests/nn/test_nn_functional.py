@@ -223,6 +223,22 @@ def test_register_tiled_route_is_only_taken_where_it_applies():
     assert not conv_gemm.few_filters(48, 14, 14, 144) and not conv_gemm.few_filters(40, 7, 7, 144)
 
 
+@pytest.mark.parametrize("x_shape, w_shape", [((2, 3, 5, 5), (0, 3, 3, 3)), ((2, 0, 5, 5), (4, 0, 3, 3))], ids=["no-filters", "no-channels"])
+def test_conv2d_without_filters_or_channels_is_the_same_in_float32_and_float64(x_shape, w_shape, rng):
+    """An empty product: no output planes, or outputs that are the bias alone (float32 at stride 1 once
+    crashed in the register-tiled kernels, with a reshape or a division by zero)."""
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    y = F.conv2d_forward(x, w, b, stride=1, padding=1)
+    grads = F.conv2d_backward(np.ones_like(y), x, w, stride=1, padding=1)
+    y32 = F.conv2d_forward(*(a.astype(np.float32) for a in (x, w, b)), stride=1, padding=1)
+    grads32 = F.conv2d_backward(np.ones_like(y32), x.astype(np.float32), w.astype(np.float32), stride=1, padding=1)
+    np.testing.assert_allclose(y, np.broadcast_to(b[:, None, None], y.shape))
+    np.testing.assert_allclose(y32, y, rtol=1e-6)
+    for ours, want in zip(grads32, grads):
+        assert ours.shape == want.shape and ours.dtype == np.float32
+        np.testing.assert_allclose(ours, want, rtol=1e-6)
+
+
 def test_conv2d_output_size_formula():
     assert F.conv2d_output_size(32, 3, stride=1, padding=1) == 32
     assert F.conv2d_output_size(7, 3, stride=2, padding=0) == 3

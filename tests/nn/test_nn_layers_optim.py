@@ -74,8 +74,8 @@ def test_layers_reject_bad_sizes_naming_the_argument(make, match):
 
 @pytest.mark.parametrize(
     "layer",
-    [nn.Conv2d(1, 1, 1, rng=0), nn.Linear(1, 1, rng=0), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.RoIPool(2, 1.0)],
-    ids=["conv", "linear", "relu", "maxpool", "flatten", "roipool"],
+    [nn.Conv2d(1, 1, 1, rng=0), nn.Linear(1, 1, rng=0), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.RoIPool(2, 1.0), nn.Dropout(0.5)],
+    ids=["conv", "linear", "relu", "maxpool", "flatten", "roipool", "dropout"],
 )
 def test_backward_before_forward_is_a_clear_error(layer):
     with pytest.raises(InvalidArgumentError, match="backward called before forward"):

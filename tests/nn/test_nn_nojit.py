@@ -63,6 +63,11 @@ def run(np, nn, F):
     W.winograd_filter_gradient(x_wino, 1, 1, np.cos(np.arange(2100, dtype=np.float32)).reshape(2, 70, 3, 5), dw_wino, db_wino, 2)
     dw_fold, db_fold = np.empty((33 * 9, 32), np.float32), np.empty(32)
     W.winograd_filter_gradient(x_wino, 1, 1, np.cos(np.arange(960, dtype=np.float32)).reshape(2, 32, 3, 5), dw_fold, db_fold, 2)
+    # folded, more channels than a 64-wide tile row (V's rows 80 wide) and an odd number of tiles: the spare
+    # step reads V's row past the last tile, which must lie inside V (plain Python raises IndexError if not)
+    x_wide = rng.standard_normal((1, 65, 1, 3)).astype(np.float32)
+    dw_wide, db_wide = np.empty((65 * 9, 32), np.float32), np.empty(32)
+    W.winograd_filter_gradient(x_wide, 1, 0, np.cos(np.arange(32, dtype=np.float32)).reshape(1, 32, 1, 1), dw_wide, db_wide, 1)
     pooled = F.maxpool2d_forward(x, 2, 1)
     dpool = F.maxpool2d_backward(np.ones_like(pooled), x, 2, 1)
     rois = np.array([[0, 0, 0, 7, 9], [1, 2, 1, 5, 3]], dtype=np.float64)
@@ -80,7 +85,7 @@ def run(np, nn, F):
     F.sgd_update(p, g, v, lr=0.1, momentum=0.9, weight_decay=0.01)
     m2, v2, p2 = np.zeros_like(x), np.zeros_like(x), x.copy()
     F.adam_update(p2, g, m2, v2, step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
-    return dict(y=y, dx=dx, dw=dw, db=db, y1=y1, dx1=dx1, dw1=dw1, db1=db1, y16=y16, dx16=dx16, dw16=dw16, db16=db16, y_narrow=y_narrow, y_small=y_small, y_small_fold=y_small_fold, y_small0=y_small0, dw_blocks=dw_blocks, y_wino=y_wino, y_fold=y_fold, dw_wino=dw_wino, db_wino=db_wino.astype(np.float32), dw_fold=dw_fold, db_fold=db_fold.astype(np.float32), dx64=dx64, dw64=dw64, db64=db64, pooled=pooled, dpool=dpool, roi=roi, droi=droi, relu=relu, drelu=drelu, drop=drop, mask=mask, ddrop=ddrop, l2=np.array(l2), dl2=dl2,
+    return dict(y=y, dx=dx, dw=dw, db=db, y1=y1, dx1=dx1, dw1=dw1, db1=db1, y16=y16, dx16=dx16, dw16=dw16, db16=db16, y_narrow=y_narrow, y_small=y_small, y_small_fold=y_small_fold, y_small0=y_small0, dw_blocks=dw_blocks, y_wino=y_wino, y_fold=y_fold, dw_wino=dw_wino, db_wino=db_wino.astype(np.float32), dw_fold=dw_fold, db_fold=db_fold.astype(np.float32), dw_wide=dw_wide, dx64=dx64, dw64=dw64, db64=db64, pooled=pooled, dpool=dpool, roi=roi, droi=droi, relu=relu, drelu=drelu, drop=drop, mask=mask, ddrop=ddrop, l2=np.array(l2), dl2=dl2,
                 ce=np.array(ce), dce=dce, sl1=np.array(sl1), dsl1=dsl1, mt=np.array(mt), dcls=dcls, dbox=dbox, sgd=p, adam=p2)
 '''
 

@@ -57,8 +57,10 @@ def winograd_filter_gradient(x, dy, padding):
 
 
 # and the filter gradient's two kinds of units: a (chunk, filter panel) pair (one item), a chunk (six items in four
-# chunks), with folded products (<= 32 filters) and without
-@pytest.mark.parametrize("x_shape, filters, padding", CASES + [((9, 6, 4, 4), 130, 1), ((6, 8, 24, 24), 20, 1), ((6, 8, 24, 24), 70, 1)])
+# chunks), with folded products (<= 32 filters) and without; folded with more channels than a 64-wide row and an
+# odd number of tiles per item (1, and 117 in two items): the spare step's row of V must lie inside V
+@pytest.mark.parametrize("x_shape, filters, padding", CASES + [((9, 6, 4, 4), 130, 1), ((6, 8, 24, 24), 20, 1), ((6, 8, 24, 24), 70, 1),
+                                                               ((1, 65, 1, 1), 32, 1), ((2, 128, 10, 76), 32, 2)])
 def test_winograd_filter_gradient_matches_the_direct_sums(x_shape, filters, padding, rng):
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal((filters, x_shape[1], 3, 3))

@@ -390,7 +390,11 @@ def winograd_filter_gradient(x, pad_h, pad_w, dy, dw_t, db, workers):
     groups = 1 if n_chunks == GRADIENT_CHUNKS else n_panels  # a unit per chunk, or per (chunk, filter panel)
     panels_per_unit = n_panels // groups
     slab_h = 2 * rows_per_item + 2
-    v_plane, g_plane = tiles * depth + NR, tiles * NR + NR  # planes apart by more than they use (see the forward)
+    folded = filters <= HALF  # tiles t and t + ceil(tiles / 2) side by side in a row of DY (`conv_gemm.rows_times_folded_tile`)
+    # planes apart by more than they use (see the forward); folded, an item with an odd number of tiles ends in a
+    # spare step that reads V's row past its last tile (times a zero row of DY): up to row `tiles`, one row more
+    # than the items fill (never written, so zero; with more than NR channels it would reach past the plane)
+    v_plane, g_plane = (tiles + folded) * depth + NR, tiles * NR + NR
     steps = (np.arange(tiles) * depth).astype(np.uint64)  # the reduction: tile t's row of V[xi]
     channel_rows = np.zeros(rows6, dtype=np.int64)  # channel c's column of V[xi] (the last group's spare rows: channel 0)
     channel_rows[:channels] = np.arange(channels)
@@ -401,7 +405,6 @@ def winograd_filter_gradient(x, pad_h, pad_w, dy, dw_t, db, workers):
     dy_slabs = np.empty((workers, 2 * rows_per_item * 2 * tiles_w * NR), dtype=np.float32)  # (NR: HALF when folded)
     vs = np.zeros((workers, TAPS * v_plane), dtype=np.float32)  # zeros: a folded product's spare step reads a row past the item's tiles
     gs = np.empty((workers, TAPS * g_plane), dtype=np.float32)
-    folded = filters <= HALF  # tiles t and t + ceil(tiles / 2) side by side in a row of DY (`conv_gemm.rows_times_folded_tile`)
     dy_depth = HALF if folded else NR
     per_worker = (units + workers - 1) // workers
     for worker in prange(workers):
