@@ -343,6 +343,25 @@ def test_dropout_mask_is_the_same_in_float32_and_float64():
     np.testing.assert_array_equal(m64 > 0, m32 > 0)
 
 
+def test_dropout_masks_of_neighbouring_seeds_are_unrelated():
+    """Training draws a fresh seed per step: masks of seeds s and s + 1 must not be shifted copies of
+    each other (as they were when the seed was only added to the index, times 0x9E3779B), and a unit
+    2**32 further on must not repeat the first one's number."""
+    from scratchdet.kernels.shared.nn import dropout_uniform
+
+    n, shift = 2000, 0x9E3779B
+    for seed in (0, 7, 2**30):
+        this = np.array([dropout_uniform(seed, i) for i in range(n)])
+        shifted = np.array([dropout_uniform(seed, i + shift) for i in range(n)])
+        following = np.array([dropout_uniform(seed + 1, i) for i in range(n)])
+        wrapped = np.array([dropout_uniform(seed, i + 2**32) for i in range(n)])
+        assert not np.array_equal(following, shifted)
+        assert not np.array_equal(wrapped, this)
+        for other in (following, wrapped):  # independent uniforms agree on which side of 1/2 about half the time
+            assert abs(((this < 0.5) == (other < 0.5)).mean() - 0.5) < 0.05
+        assert abs(this.mean() - 0.5) < 0.03 and 0.0 <= this.min() and this.max() < 1.0
+
+
 @pytest.mark.parametrize("p", [-0.1, 1.0, "0.5", None, float("nan")])
 def test_dropout_rejects_probability_outside_zero_one(p):
     with pytest.raises(InvalidArgumentError, match="probability"):

@@ -100,14 +100,23 @@ def roi_bin_end(bin_index, bin_size, roi_start, limit):
 def dropout_uniform(seed, index):
     """A uniform number in [0, 1) for unit `index` of a dropout mask drawn with `seed`.
 
-    A counter-based generator (an integer hash of seed and index; the mixing function is the
-    "lowbias32" hash of Chris Wellons): each unit's number depends only on (seed, index), so the CPU
-    and the GPU draw the same mask in any order, in parallel. Needs 0 <= seed < 2**31, index < 2**40.
+    A counter-based generator: each unit's number depends only on (seed, index), so the CPU and the
+    GPU draw the same mask in any order, in parallel. Three rounds of the "lowbias32" integer hash
+    (Chris Wellons' 32-bit mixing function, a bijection whose output bits each flip with about half
+    of the input bits) take in the seed, then the index's low 32 bits, then its high bits, so that
+    neighbouring seeds give unrelated masks (with the seed merely added to the index, seed s + 1's
+    mask was seed s's shifted by a fixed number of units) and the numbers do not repeat after 2**32
+    units. Needs 0 <= seed < 2**31, 0 <= index < 2**40.
     """
-    h = (index + seed * 0x9E3779B) & 0xFFFFFFFF
-    h = h ^ (h >> 16)
-    h = (h * 0x7FEB352D) & 0xFFFFFFFF
-    h = h ^ (h >> 15)
-    h = (h * 0x846CA68B) & 0xFFFFFFFF
-    h = h ^ (h >> 16)
+    h = (seed + 0x9E3779B9) & 0xFFFFFFFF  # the golden-ratio constant: seed 0 is not the hash's fixed point 0
+    for word in range(3):
+        if word == 1:
+            h ^= index & 0xFFFFFFFF
+        elif word == 2:
+            h ^= (index >> 32) & 0xFFFFFFFF
+        h = h ^ (h >> 16)
+        h = (h * 0x7FEB352D) & 0xFFFFFFFF
+        h = h ^ (h >> 15)
+        h = (h * 0x846CA68B) & 0xFFFFFFFF
+        h = h ^ (h >> 16)
     return h / 4294967296.0
