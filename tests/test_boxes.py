@@ -216,6 +216,15 @@ def test_decode_clamps_log_size_before_exp():
     np.testing.assert_allclose(0.5 * (out[0, :2] + out[0, 2:]), [2.0, 1.0])  # the centre stays
 
 
+def test_decode_clamps_after_undoing_the_weights():
+    # the clamp bounds tw / ww, not tw: with ww = wh = 5, tw = 10 is a log-size change of 2 (below the
+    # clamp) and th = 50 one of 10 (clamped to log(1000 / 16))
+    proposals = np.array([[0.0, 0.0, 4.0, 2.0]])
+    out = B.decode(proposals, np.array([[0.0, 0.0, 10.0, 50.0]]), weights=(10, 10, 5, 5))
+    assert out[0, 2] - out[0, 0] == pytest.approx(4.0 * math.exp(2.0))
+    assert out[0, 3] - out[0, 1] == pytest.approx(2.0 * 1000.0 / 16)
+
+
 def test_decode_of_zero_deltas_returns_the_proposals(rng):
     corners = rng.uniform(0, 100, (7, 2))
     proposals = np.concatenate([corners, corners + rng.uniform(1, 50, (7, 2))], axis=1)

@@ -172,6 +172,14 @@ def test_unmatched_detection_outside_area_range_is_ignored():
     assert stats["AP"] < 0.9
 
 
+def test_unmatched_detection_with_area_on_a_range_border_counts():
+    # area ranges are closed, for detections as for ground truth: a 32 x 32 false positive (area
+    # 1024 = 32**2, the upper border of "small") counts there, ahead of the hit: precision 1/2
+    gt = dataset([[0, 0, 20, 20]])
+    stats = evaluate_coco(gt, dets(([300, 0, 32, 32], 0.9), ([0, 0, 20, 20], 0.8)))
+    assert stats["APs"] == pytest.approx(0.5)
+
+
 def test_image_without_ground_truth_contributes_false_positives():
     gt = dataset([LARGE_A], image_ids=(1, 2))
     stats = evaluate_coco(gt, dets((LARGE_A, 0.5, 1), (LARGE_A, 0.9, 2)))

@@ -119,6 +119,25 @@ def test_duplicate_takes_its_best_overlap_even_if_already_detected():
     assert result.mAP == pytest.approx(0.5)
 
 
+def test_detection_on_difficult_object_leaves_no_point_on_the_curve():
+    # the curve has one point per detection that counts: the one on the difficult object is dropped
+    # (AP alone cannot tell, since a dropped point would repeat its neighbour's recall and precision)
+    gt = dataset([A, B], difficult=[1, 0])
+    recall, precision = voc_evaluation(gt, dets((A, 0.9), (FAR, 0.8), (B, 0.7))).curves["a"]
+    np.testing.assert_allclose(recall, [0.0, 1.0])
+    np.testing.assert_allclose(precision, [0.0, 0.5])
+
+
+def test_equal_overlaps_go_to_the_first_object_in_file_order():
+    # the second detection overlaps both objects by IoU 75 / 125 = 0.6 exactly; the devkit's max()
+    # takes the first, already found by the first detection, so it is a duplicate although the
+    # second object is still free
+    gt = dataset([[0, 0, 10, 10], [5, 0, 10, 10]])
+    result = voc_evaluation(gt, dets(([0, 0, 10, 10], 0.9), ([2.5, 0, 10, 10], 0.8)))
+    np.testing.assert_allclose(result.curves["a"][0], [0.5, 0.5])
+    assert result.mAP == pytest.approx(0.5)
+
+
 @pytest.mark.parametrize("threshold, found", [(0.5, True), (0.5 + 1e-9, False)])
 def test_iou_exactly_at_threshold_matches(threshold, found):
     # [0, 0, 100, 100] inside [0, 0, 100, 200]: IoU = 0.5 exactly

@@ -37,6 +37,14 @@ def test_smooth_l1_scalar_kink_at_beta():
     assert smooth_l1_value(-2.0, 0.0) == 2.0 and smooth_l1_grad(0.0, 0.0) == 0.0  # beta 0 is L1
 
 
+def test_smooth_l1_with_beta_zero_is_l1_at_a_zero_residual_too():
+    # beta 0 never takes the quadratic branch, not even at x = 0, where 0.5 x**2 / beta is 0 / 0
+    assert smooth_l1_value(0.0, 0.0) == 0.0
+    loss, grad = nn.smooth_l1(np.array([1.0, 3.0]), np.array([1.0, 1.0]), beta=0.0)
+    assert loss == 2.0
+    np.testing.assert_array_equal(grad, [0.0, 1.0])
+
+
 def test_l2_loss_is_a_sum_not_a_mean():
     loss, grad = nn.l2_loss(np.array([[1.0, 2.0]]), np.array([[0.0, 0.0]]))
     assert loss == 5.0

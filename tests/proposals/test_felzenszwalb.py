@@ -103,6 +103,23 @@ def test_two_flat_halves_split_exactly_at_the_edge():
     assert labels.max() == 1 and np.all(labels[:, :5] == 0) and np.all(labels[:, 5:] == 1)
 
 
+def test_edge_exactly_at_the_threshold_joins():
+    # the predicate joins when w <= MInt (eq. 4): two single pixels 10 apart (Int 0, |C| = 1) join at
+    # k = 10 but not just below it, and with k = 0 equal pixels (w = 0) still join
+    image = np.array([[0, 10]], np.uint8)
+    assert felzenszwalb(image, scale=10, sigma=0, min_size=0).tolist() == [[0, 0]]
+    assert felzenszwalb(image, scale=9.99, sigma=0, min_size=0).tolist() == [[0, 1]]
+    assert felzenszwalb(np.full((3, 4), 7, np.uint8), scale=0, sigma=0, min_size=0).max() == 0
+
+
+def test_segment_of_exactly_min_size_is_kept():
+    # only segments *smaller* than min_size are merged: a 2-pixel segment survives min_size 2, not 3
+    image = np.zeros((2, 4), np.uint8)
+    image[:, 3] = 200  # a 6-pixel and a 2-pixel segment
+    assert felzenszwalb(image, scale=1, sigma=0, min_size=2).tolist() == [[0, 0, 0, 1], [0, 0, 0, 1]]
+    assert felzenszwalb(image, scale=1, sigma=0, min_size=3).max() == 0
+
+
 def test_grid_graph_weights_are_euclidean_colour_distances(rng):
     image = rng.random((5, 7, 3)).astype(np.float32)
     a, b, w = grid_graph(image, sigma=0.0)

@@ -33,6 +33,17 @@ def _bins(rng, shape=(9, 10)):
     return pixels.colour_bins(image), pixels.texture_bins(gx, gy)
 
 
+def test_texture_orientations_are_the_rectified_halves_of_eight_directions():
+    # orientations 0..3 keep the positive part of the derivative along 0, 45, 90 and 135 degrees, 4..7
+    # the negative part: for (gx, gy) = (3, -1) that is 3, 1.41, 0, 0 | 0, 0, 1, 2.83, each the
+    # largest of its orientation, so in the top bin (9) or, where nothing responds, in bin 0
+    gx = np.array([[[3.0], [0.0]]], np.float32)  # (1, 2, 1): the second pixel is flat
+    gy = np.array([[[-1.0], [0.0]]], np.float32)
+    bins = pixels.texture_bins(gx, gy)
+    np.testing.assert_array_equal(bins[0, 0, 0], [9, 9, 0, 0, 0, 0, 9, 9])
+    np.testing.assert_array_equal(bins[0, 1, 0], np.zeros(8))
+
+
 def test_region_histograms_are_normalised_per_region(rng):
     colour_bin, texture_bin = _bins(rng)
     labels = np.zeros((9, 10), np.int32)
