@@ -45,14 +45,14 @@ def test_a_model_on_the_gpu_given_a_numpy_input_names_the_device_mismatch(rng):
         model.forward(rng.standard_normal((1, 2, 5, 5)).astype(np.float32))
 
 
-@pytest.mark.parametrize("optimiser", [nn.SGD, nn.Adam])
-def test_optimiser_state_follows_the_model_between_devices(rng, optimiser):
-    """A model moved after some steps keeps its optimiser state (it moves with the parameters), so
-    the steps on the new device continue those on the old one exactly as if it had stayed."""
+def test_optimiser_state_follows_the_model_between_devices():
+    """A model moved after some steps keeps its optimiser state (it moves with the parameters, in the
+    base class: Adam's two moments here), so the steps on the new device continue those on the old
+    one exactly as if it had stayed."""
     def run(devices):
-        model = nn.Sequential(Conv2d(2, 3, 3, rng=np.random.default_rng(5), dtype=np.float64), nn.Flatten())
-        opt = optimiser(model, lr=0.1, **({"momentum": 0.9} if optimiser is nn.SGD else {}))
-        x = rng_x.standard_normal((2, 2, 4, 4))
+        model = nn.Sequential(nn.Linear(6, 3, rng=np.random.default_rng(5), dtype=np.float64))
+        opt = nn.Adam(model, lr=0.1)
+        x = rng_x.standard_normal((2, 6))
         for device in devices:
             model.to(device)
             y = model.forward(backend.to_device(x, device))

@@ -21,7 +21,10 @@ TILES = [
 
 @pytest.mark.parametrize("tile", TILES, ids=lambda t: "x".join(map(str, t)))
 def test_each_tile_computes_the_three_products_of_a_strided_padded_convolution(rng, gpu, host, tile):
-    n, c, h, w, k, ks, stride, padding = 2, 3, 6, 5, 5, 3, 2, 1
+    # two images for the default tile (each image's offsets into a, src and c); one for the others, as
+    # the simulator runs each block's 256 threads in Python
+    n = 2 if tile == TILES[0] else 1
+    c, h, w, k, ks, stride, padding = 2, 6, 5, 3, 3, 2, 1
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     weight = rng.standard_normal((k, c, ks, ks)).astype(np.float32)
     bias = rng.standard_normal(k).astype(np.float32)
@@ -142,9 +145,9 @@ def test_each_output_of_a_tile_has_one_owner(threads, per_thread):
         assert all(mine[g] % run == 0 and mine[g : g + run] == list(range(mine[g], mine[g] + run)) for g in range(0, per_thread, run))
 
 
-@pytest.mark.parametrize("splits", [2, 3, 6])
+@pytest.mark.parametrize("splits", [2, 6])
 def test_filter_gradient_sums_cut_into_parts_add_up_to_the_whole(rng, gpu, host, splits):
-    """Each image's sum over its 7 x 6 = 42 pixels cut into parts of whole tiles (24, 16 or 8 terms, the
+    """Each image's sum over its 7 x 6 = 42 pixels cut into parts of whole tiles (24 or 8 terms, the
     last part shorter); the parts of all images add up to dW."""
     n, c, h, w, k = 2, 3, 7, 6, 4
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)

@@ -15,14 +15,18 @@ def test_sum_all_of_sizes_that_do_not_fill_a_block(rng, gpu, host, size):
 
 
 # sum_axis0 splits the rows among groups of threads (1 to 32, one per 32 rows), each keeping four
-# sums: groups with no row, with a few (the tail loop), with whole rounds of four and a tail
+# sums: groups with no row, with a few (the tail loop), with whole rounds of four and a tail; 40
+# columns fill one block of 32 and part of a second
 @pytest.mark.parametrize("rows", [1, 3, 9, 33, 70, 300])
 def test_sum_rows_and_sum_axis0(rng, gpu, host, rows):
     a = rng.standard_normal((rows, 300)).astype(np.float32)
-    # float64 sums rounded once to float32: within a float32 rounding of the exact sums
+    # float64 sums rounded once to float32: within a float32 rounding of the exact sums (summed in
+    # float32, 300 terms would be further off: a row of 300, and a column of 300 rows)
     exact = a.astype(np.float64)
-    np.testing.assert_allclose(host(reduce.sum_rows(gpu(a))), exact.sum(axis=1), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(host(reduce.sum_axis0(gpu(a))), exact.sum(axis=0), rtol=1e-6, atol=1e-6)
+    few = min(rows, 16)  # the row sums of a few rows are enough: each row is summed alike
+    np.testing.assert_allclose(host(reduce.sum_rows(gpu(a[:few]))), exact[:few].sum(axis=1), rtol=1e-6, atol=1e-6)
+    columns = a[:, :40]
+    np.testing.assert_allclose(host(reduce.sum_axis0(gpu(columns))), columns.astype(np.float64).sum(axis=0), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(("rows", "length"), [(1, 1), (9, 31), (17, 100), (3, reduce.SHORT_ROW + 1)])

@@ -42,6 +42,7 @@ import numba
 import numpy as np
 from numba import cuda
 
+from scratchdet.backend import simulated
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda import gemm
 from scratchdet.kernels.cuda.common import empty, flat, launch_1d
@@ -318,8 +319,14 @@ def tile_candidates(m, n):
 
 
 def default_tile(m, n):
-    """The tile used without autotuning (in the simulator): `gemm.tile_shape` on 16 x 16 threads."""
+    """The tile used without autotuning (and to size the parts of long sums): `gemm.tile_shape` on 16 x 16
+    threads."""
     return (TY, TX, *gemm.tile_shape(m, n))
+
+
+# The tile of every product in Numba's simulator: blocks of `gemm.SIMULATOR_THREADS` (the tiles a GPU runs
+# are each tested on their own, tests/cuda/test_conv_gemm_cuda.py).
+SIMULATOR_TILE = (*gemm.SIMULATOR_THREADS, 1, 4)
 
 
 def reduction_splits(images, m, n, k):
@@ -374,7 +381,7 @@ def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry
     if tile is not None:
         launch(tile)
     else:
-        gemm.launch_autotuned(key, default_tile(m, n), tile_candidates(m, n), launch)
+        gemm.launch_autotuned(key, SIMULATOR_TILE if simulated() else default_tile(m, n), tile_candidates(m, n), launch)
     return c
 
 

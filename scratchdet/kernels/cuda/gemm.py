@@ -101,21 +101,23 @@ def tile_multiply(ty_count, tx_count, tm, tn):
 
 
 @functools.lru_cache(maxsize=None)
-def gemm_kernel(tm, tn, dtype):
+def gemm_kernel(tm, tn, dtype, threads=(TY, TX)):
     """The tiled GEMM kernel whose threads each own a ``tm x tn`` block of outputs.
 
     Args:
         tm, tn: rows and columns of outputs per thread (1, 2, 4 or 8; 4 or 8); a block covers a
-            ``16*tm x 16*tn`` tile of C.
+            ``ty*tm x tx*tn`` tile of C.
         dtype: ``np.float32`` or ``np.float64``, the element type of A, B, C and the bias.
+        threads: ``(ty, tx)`` threads per block, 16 x 16 (fewer in the simulator, `SIMULATOR_THREADS`).
 
     Returns:
         a ``numba.cuda`` kernel ``gemm(a, b, c, bias, m, n, k, a_bs, a_rs, a_cs, b_bs, b_rs, b_cs,
         c_bs, c_rs, c_cs, bias_mode)`` over flat 1-D arrays, launched with ``gemm_launch``.
     """
-    bm = TY * tm
-    bn = TX * tn
-    nt = TY * TX
+    ty_count, tx_count = threads
+    bm = ty_count * tm
+    bn = tx_count * tn
+    nt = ty_count * tx_count
     a_elems = bm * BK  # elements of one A tile
     b_elems = BK * bn
     a_per_thread = (a_elems + nt - 1) // nt  # how many each thread stages
@@ -124,7 +126,7 @@ def gemm_kernel(tm, tn, dtype):
     b_tile_shape = (BK, bn + VECTOR)
     vm = min(tm, VECTOR)
     vn = min(tn, VECTOR)
-    multiply = tile_multiply(TY, TX, tm, tn)
+    multiply = tile_multiply(ty_count, tx_count, tm, tn)
     ntype = _NUMBA_TYPES[np.dtype(dtype)]
     zero = np.dtype(dtype).type(0)  # a constant of the element type (a bare 0 would make the load a float64)
     int64 = numba.int64
@@ -148,7 +150,7 @@ def gemm_kernel(tm, tn, dtype):
     def gemm(a, b, c, bias, m, n, k, a_bs, a_rs, a_cs, b_bs, b_rs, b_cs, c_bs, c_rs, c_cs, bias_mode, splits, k_chunk):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
-        tid = ty * TX + tx
+        tid = ty * tx_count + tx
         row0 = cuda.blockIdx.y * bm
         col0 = cuda.blockIdx.x * bn
         z = cuda.blockIdx.z
@@ -214,10 +216,10 @@ def gemm_kernel(tm, tn, dtype):
         # 4. write the thread's outputs, adding the bias of the row or column
         c0 = z * c_bs
         for i in range(tm):
-            gi = row0 + owned(i, ty, TY, vm)
+            gi = row0 + owned(i, ty, ty_count, vm)
             if gi < m:
                 for j in range(tn):
-                    gj = col0 + owned(j, tx, TX, vn)
+                    gj = col0 + owned(j, tx, tx_count, vn)
                     if gj < n:
                         value = acc[i, j]
                         if bias_mode == BIAS_ROW:
@@ -266,11 +268,20 @@ def chosen_tiles():
     return dict(_chosen_tiles)
 
 
-def _launch(tile, a, b, c, bias, m, n, k, a_strides, b_strides, c_strides, batches, bias_mode, splits=1):
+# Numba's simulator runs each thread of a block in Python: a block of 256 threads with its barriers costs
+# about a second there, one of 64 a quarter of that. Products run there on 8 x 8 threads; the 16 x 16
+# blocks a GPU runs are each tested on their own (tests/cuda/test_gemm_cuda.py launches every tile).
+SIMULATOR_THREADS = (8, 8)
+
+
+def _launch(tile, a, b, c, bias, m, n, k, a_strides, b_strides, c_strides, batches, bias_mode, splits=1, threads=(TY, TX)):
     tm, tn = tile
-    kernel = gemm_kernel(tm, tn, np.dtype(c.dtype))
-    grid = ((n + TX * tn - 1) // (TX * tn), (m + TY * tm - 1) // (TY * tm), batches * splits)
-    kernel[grid, (TX, TY)](a, b, c, bias, m, n, k, *a_strides, *b_strides, *c_strides, bias_mode, splits, part_length(k, splits))
+    ty_count, tx_count = threads
+    kernel = gemm_kernel(tm, tn, np.dtype(c.dtype), threads)
+    grid = ((n + tx_count * tn - 1) // (tx_count * tn), (m + ty_count * tm - 1) // (ty_count * tm), batches * splits)
+    kernel[grid, (tx_count, ty_count)](
+        a, b, c, bias, m, n, k, *a_strides, *b_strides, *c_strides, bias_mode, splits, part_length(k, splits)
+    )
 
 
 # A product with few output tiles and a long sum gives each block a long chain of tiles and leaves most
@@ -379,7 +390,8 @@ def gemm_launch(a, b, c, m, n, k, a_strides, b_strides, c_strides, batches=1, bi
     else:  # the parts' products go to a work buffer, without the bias
         out, out_strides, out_bias = scratch("gemm_parts", (batches * splits * m * n,), c.dtype), (m * n, n, 1), BIAS_NONE
     args = (flat(a), flat(b), out, bias_flat, m, n, k, a_strides, b_strides, out_strides, batches, out_bias, splits)
-    launch_autotuned(key, (tm, tn), tile_candidates(m, n), lambda tile: _launch(tile, *args))
+    threads = SIMULATOR_THREADS if simulated() else (TY, TX)
+    launch_autotuned(key, (tm, tn), tile_candidates(m, n), lambda tile: _launch(tile, *args, threads=threads))
     if splits > 1:  # their sum, in part order, into c with the bias
         add_parts_kernel[(blocks_for(m * n), batches), THREADS](out, splits, m, n, flat(c), *c_strides, bias_flat, bias_mode)
     return c

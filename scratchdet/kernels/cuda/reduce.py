@@ -85,7 +85,7 @@ ROW_THREADS = 32
 
 @cuda.jit(cache=True)
 def sum_short_rows_kernel(a, out):
-    """out[r] = sum_j a[r, j] with ROW_THREADS threads per row, THREADS // ROW_THREADS rows per block:
+    """out[r] = sum_j a[r, j] with ROW_THREADS threads per row, up to THREADS // ROW_THREADS rows per block:
     each thread sums the row's elements lane, lane + 32, ... (neighbouring threads read neighbouring
     elements), then each group halves 5 times in shared memory, in a fixed order."""
     scratch = cuda.shared.array(THREADS, numba.float64)
@@ -180,8 +180,8 @@ def sum_rows(a, dtype=None, out=None):
         out = empty((a.shape[0],), dtype or a.dtype)
     rows, length = a.shape
     if rows and length <= SHORT_ROW:
-        per_block = THREADS // ROW_THREADS
-        sum_short_rows_kernel[(rows + per_block - 1) // per_block, THREADS](a, out)
+        per_block = min(THREADS // ROW_THREADS, rows)  # fewer rows than a block holds: a smaller block
+        sum_short_rows_kernel[(rows + per_block - 1) // per_block, per_block * ROW_THREADS](a, out)
     elif rows:
         sum_rows_kernel[rows, reduce_threads(length)](a, out)
     return out
