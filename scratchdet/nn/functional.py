@@ -10,6 +10,7 @@ device array runs the kernels of the same name in `scratchdet.kernels.cuda.nn` (
 `scratchdet.kernels.cuda.optim` for the optimiser updates), which mirror this API exactly.
 """
 
+import math
 import numbers
 
 import numba
@@ -639,10 +640,16 @@ def _check_roi_pool(features, rois, output_size, spatial_scale):
     batch = rois[:, 0]
     if rois.shape[0] and (np.any(batch != np.floor(batch)) or batch.min() < 0 or batch.max() >= features.shape[0]):
         raise InvalidArgumentError(f"rois[:, 0] must be integer batch indices in [0, {features.shape[0]})")
-    spatial_scale = float(spatial_scale)
-    if not spatial_scale > 0:
-        raise InvalidArgumentError(f"spatial_scale must be > 0, got {spatial_scale!r}")
-    return features, rois, pair(output_size, "output_size"), spatial_scale
+    return features, rois, pair(output_size, "output_size"), check_spatial_scale(spatial_scale)
+
+
+def check_spatial_scale(spatial_scale):
+    """A RoI pooling scale (feature-map pixels per image pixel, e.g. 1/16) as a float: a finite number > 0."""
+    if isinstance(spatial_scale, (bool, np.bool_)) or not isinstance(spatial_scale, numbers.Real):
+        raise InvalidArgumentError(f"spatial_scale must be a number > 0, got {spatial_scale!r}")
+    if not 0 < spatial_scale < math.inf:
+        raise InvalidArgumentError(f"spatial_scale must be a finite number > 0, got {spatial_scale!r}")
+    return float(spatial_scale)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -285,9 +285,7 @@ class RoIPool(Layer):
     def __init__(self, output_size, spatial_scale):
         super().__init__()
         self.output_size = F.pair(output_size, "output_size")
-        if not (isinstance(spatial_scale, (int, float, np.integer, np.floating)) and spatial_scale > 0):
-            raise InvalidArgumentError(f"spatial_scale must be a number > 0, got {spatial_scale!r}")
-        self.spatial_scale = float(spatial_scale)
+        self.spatial_scale = F.check_spatial_scale(spatial_scale)
 
     def forward(self, features, rois):
         self._features, self._rois = features, rois

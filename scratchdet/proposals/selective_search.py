@@ -514,7 +514,7 @@ def check_rgb_image(image, name="image"):
         )
     if image.shape[0] * image.shape[1] < 2:
         raise InvalidArgumentError(
-            f"{name} must have at least 2 pixels for region proposals, got a "
+            f"{name} must have at least 2 pixels to segment or propose regions in, got a "
             f"{image.shape[0]}x{image.shape[1]} image"
         )
     return np.ascontiguousarray(image)

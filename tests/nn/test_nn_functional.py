@@ -414,6 +414,17 @@ def test_roi_pool_rejects_bad_rois(rois, match):
         F.roi_pool_forward(np.zeros((2, 1, 4, 4)), rois, 2, 1.0)
 
 
+@pytest.mark.parametrize("spatial_scale", [True, 0.0, -0.5, float("inf"), float("nan"), "0.5", None])
+def test_roi_pool_rejects_a_scale_that_is_not_a_positive_finite_number(spatial_scale):
+    from scratchdet.nn.layers import RoIPool
+
+    rois = np.array([[0, 0, 0, 1, 1]])
+    with pytest.raises(InvalidArgumentError, match="spatial_scale"):
+        F.roi_pool_forward(np.zeros((1, 1, 4, 4)), rois, 2, spatial_scale)
+    with pytest.raises(InvalidArgumentError, match="spatial_scale"):
+        RoIPool(2, spatial_scale)
+
+
 def test_roi_pool_with_no_rois_gives_empty_output():
     out = F.roi_pool_forward(np.zeros((1, 3, 4, 4)), np.zeros((0, 5)), (2, 3), 1.0)
     assert out.shape == (0, 3, 2, 3)

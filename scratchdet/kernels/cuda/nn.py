@@ -12,6 +12,7 @@ module copies an activation or a parameter to the host; a loss returns its value
 """
 
 import math
+import numbers
 
 import numba
 import numpy as np
@@ -556,10 +557,9 @@ def _check_roi_pool(features, rois, output_size, spatial_scale):
         rois = cuda.to_device(rois)
     elif rois.ndim != 2 or rois.shape[1] != 5:
         raise InvalidArgumentError(f"rois must have shape (R, 5) rows (batch_index, x1, y1, x2, y2), got {rois.shape}")
-    spatial_scale = float(spatial_scale)
-    if not spatial_scale > 0:
-        raise InvalidArgumentError(f"spatial_scale must be > 0, got {spatial_scale!r}")
-    return rois, _pair(output_size, "output_size"), spatial_scale
+    if isinstance(spatial_scale, (bool, np.bool_)) or not isinstance(spatial_scale, numbers.Real) or not 0 < spatial_scale < math.inf:
+        raise InvalidArgumentError(f"spatial_scale must be a finite number > 0, got {spatial_scale!r}")
+    return rois, _pair(output_size, "output_size"), float(spatial_scale)
 
 
 def roi_pool_forward(features, rois, output_size, spatial_scale):
