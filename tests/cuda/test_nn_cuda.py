@@ -83,6 +83,16 @@ def test_maxpool2d_backward_sends_a_tied_window_gradient_to_its_first_maximum(gp
     np.testing.assert_array_equal(dx[0, 0], [[1, 0], [0, 0]])
 
 
+@pytest.mark.filterwarnings("ignore:.*invalid value encountered:RuntimeWarning")  # the simulator's inf - inf, in NumPy
+def test_maxpool2d_propagates_nan_as_the_cpu_does(gpu, host):
+    # 2 x 2 windows: a NaN after the maximum, two NaNs, +inf with -inf (no NaN), plain numbers
+    x = np.array([[[[1, np.nan, np.nan, 0, np.inf, 1, 3, 1], [0, 2, 5, np.nan, -np.inf, 2, 1, 3]]]], np.float32)
+    y = F.maxpool2d_forward(x, 2, 2)
+    dy = np.ones_like(y)
+    np.testing.assert_array_equal(host(F.maxpool2d_forward(gpu(x), 2, 2)), y)
+    np.testing.assert_array_equal(host(F.maxpool2d_backward(gpu(dy), gpu(x), 2, 2)), F.maxpool2d_backward(dy, x, 2, 2))
+
+
 def test_relu_forward_and_backward_zero_at_zero(rng, gpu, close):
     x = rng.standard_normal((3, 37)).astype(np.float32)
     x[0, :5] = 0

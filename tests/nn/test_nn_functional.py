@@ -293,6 +293,30 @@ def test_maxpool_ties_send_the_gradient_to_the_first_maximum():
     np.testing.assert_array_equal(dx, [[[[5.0, 0.0], [0.0, 0.0]]]])
 
 
+# windows of 2 x 2, stride 2: a NaN after the maximum, two NaNs, +inf with -inf (no NaN), and plain numbers
+NAN_WINDOWS = np.array([[[[1.0, np.nan, np.nan, 0.0, np.inf, 1.0, 3.0, 1.0],
+                          [0.0, 2.0, 5.0, np.nan, -np.inf, 2.0, 1.0, 3.0]]]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_maxpool_propagates_nan_as_pytorch_does(dtype):
+    """A NaN in a window wins (the last NaN receives the gradient), as in PyTorch, so that a NaN
+    activation reaches the loss; a window with +inf and -inf but no NaN still gives +inf."""
+    x = NAN_WINDOWS.astype(dtype)
+    y = F.maxpool2d_forward(x, 2, 2)
+    np.testing.assert_array_equal(y.ravel(), [np.nan, np.nan, np.inf, 3.0])
+    dx = F.maxpool2d_backward(np.ones_like(y), x, 2, 2)
+    expected = np.zeros_like(x)
+    expected[0, 0, 0, 1] = expected[0, 0, 1, 3] = expected[0, 0, 0, 4] = expected[0, 0, 0, 6] = 1.0
+    np.testing.assert_array_equal(dx, expected)
+    torch = pytest.importorskip("torch")
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.max_pool2d(xt, 2, 2)
+    yt.backward(torch.ones_like(yt))
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(dx, xt.grad.numpy())
+
+
 def test_maxpool_overlapping_windows_add_their_gradients():
     x = np.array([[[[0.0, 9.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]])
     dx = F.maxpool2d_backward(np.ones((1, 1, 2, 2)), x, 2, stride=1)
