@@ -162,3 +162,9 @@ def test_thresholds_may_be_a_numpy_array_of_any_dimension():
 def test_bad_input_raises_invalid_argument_naming_it(call, match):
     with pytest.raises(InvalidArgumentError, match=match):
         call()
+
+
+def test_num_proposals_counts_at_most_max_proposals_per_image():
+    # an image with fewer proposals than max_proposals counts only the ones it has
+    res = proposal_recall([GT, GT[:1]], [PROPOSALS, PROPOSALS[1:2]], max_proposals=3)
+    assert res["num_proposals"] == 3 + 1

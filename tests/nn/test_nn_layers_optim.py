@@ -261,3 +261,48 @@ def test_step_lr_state_dict_resumes_the_schedule_exactly():
 def test_step_lr_rejects_bad_settings(kwargs):
     with pytest.raises(InvalidArgumentError):
         nn.StepLR(nn.SGD(_one_param_model([0.0]), lr=0.1), **kwargs)
+
+
+def test_optimiser_load_state_dict_copies_the_arrays_it_is_given():
+    """Steps after a load must not write into the caller's checkpoint (it may be loaded again)."""
+    model = _one_param_model([1.0, 2.0])
+    opt = nn.SGD(model, lr=0.1, momentum=0.9)
+    model.grads["p"][:] = [1.0, -1.0]
+    opt.step()
+    saved = opt.state_dict()
+    before = {k: np.array(v, copy=True) for k, v in saved.items()}
+    resumed_model = _one_param_model(model.params["p"].copy())
+    resumed = nn.SGD(resumed_model, lr=0.1, momentum=0.9)
+    resumed.load_state_dict(saved)
+    resumed_model.grads["p"][:] = [0.5, 0.5]
+    resumed.step()
+    for k, v in before.items():
+        np.testing.assert_array_equal(saved[k], v, err_msg=k)
+
+
+def test_optimiser_load_state_dict_restores_the_learning_rate():
+    """A checkpoint taken after the schedule lowered lr resumes at that lr, before any schedule step."""
+    scheduled = nn.StepLR(nn.SGD(_one_param_model([0.0]), lr=1.0), step_size=1, gamma=0.5)
+    scheduled.step()
+    resumed = nn.SGD(_one_param_model([0.0]), lr=1.0)
+    resumed.load_state_dict(scheduled.optimizer.state_dict())
+    assert resumed.lr == 0.5
+
+
+def test_adam_weight_decay_adds_to_the_gradient_by_hand():
+    """g = grad + weight_decay * param (L2, as PyTorch's Adam): with a zero gradient the decay alone moves each
+    parameter by lr on the first step, towards zero."""
+    model = _one_param_model([1.0, -2.0])
+    opt = nn.Adam(model, lr=0.01, weight_decay=0.5)
+    opt.step()
+    np.testing.assert_allclose(model.params["p"], [0.99, -1.99], atol=1e-6)
+
+
+def test_step_lr_state_saved_before_the_first_step_loads():
+    """Epoch 0 (a checkpoint written before training) is a valid state; only a negative epoch is refused."""
+    saved = nn.StepLR(nn.SGD(_one_param_model([0.0]), lr=1.0), step_size=1, gamma=0.5).state_dict()
+    resumed = nn.StepLR(nn.SGD(_one_param_model([0.0]), lr=1.0), step_size=1, gamma=0.5)
+    resumed.load_state_dict(saved)
+    assert resumed.epoch == 0 and resumed.step() == 0.5
+    with pytest.raises(DataFormatError, match="epoch >= 0"):
+        resumed.load_state_dict({"epoch": np.array(-1), "base_lr": np.array(1.0)})

@@ -109,3 +109,28 @@ def test_failed_save_leaves_existing_file_untouched(tmp_path):
     with pytest.raises(Exception, match="JSON"):
         nn.save(path, small_net(), extra={"not json": object()})
     assert path.read_bytes() == before
+
+
+def test_float64_model_round_trips_as_float64(tmp_path):
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, rng=0, dtype=np.float64), nn.Flatten(), nn.Linear(3, 2, rng=1, dtype=np.float64))
+    path = tmp_path / "model.npz"
+    nn.save(path, net)
+    loaded, meta = nn.load(path, with_metadata=True)
+    assert meta["dtype"] == "float64"
+    for (name, layer, key), (_, original, _) in zip(loaded.named_parameters(), net.named_parameters()):
+        assert layer.params[key].dtype == np.float64, name
+        np.testing.assert_array_equal(layer.params[key], original.params[key])
+
+
+def test_load_rejects_integer_parameter_arrays(tmp_path):
+    path = tmp_path / "model.npz"
+    nn.save(path, small_net())
+    _rewrite(path, lambda a: a.update({"param/5.bias": np.zeros(3, np.int64)}))
+    with pytest.raises(DataFormatError, match=r"param/5.bias has dtype int64, expected float"):
+        nn.load(path)
+
+
+def test_classes_are_saved_as_strings(tmp_path):
+    path = tmp_path / "model.npz"
+    nn.save(path, small_net(), classes=(1, np.int64(2), "bird"))
+    assert nn.read_metadata(path)["classes"] == ["1", "2", "bird"]

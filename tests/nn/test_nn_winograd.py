@@ -126,3 +126,17 @@ def test_winograd_gives_the_same_bits_on_any_number_of_threads(rng):
         numba.set_num_threads(threads)
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+def test_folded_filter_gradient_clears_the_spare_half_row_of_a_shorter_item(rng):
+    """One 702 x 5 map: four items of 71 tile rows x 3 (213 tiles) and a last one of 67 x 3 = 201, the last two
+    in one chunk. Folded (8 filters), the short item's odd tile count leaves its last DY row's second half
+    without a tile; it must be zeroed, not left holding the previous item's DY (times V's row past the item's
+    tiles, which that item wrote)."""
+    x = rng.standard_normal((1, 8, 702, 5))
+    w = rng.standard_normal((8, 8, 3, 3))
+    dy = rng.standard_normal((1, 8, 702, 5))
+    _, want_dw, want_db = F.conv2d_backward(dy, x, w, stride=1, padding=1)  # float64, im2col
+    dw, db = winograd_filter_gradient(x.astype(np.float32), dy.astype(np.float32), 1)
+    np.testing.assert_allclose(dw, want_dw, rtol=1e-4, atol=1e-5 * np.abs(want_dw).max())
+    np.testing.assert_allclose(db, want_db, rtol=1e-6, atol=1e-6 * np.abs(want_db).max())

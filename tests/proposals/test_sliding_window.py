@@ -64,3 +64,10 @@ def test_rejects_bad_arguments(kwargs):
 
 def test_one_size_and_one_ratio_may_be_given_as_numbers():
     np.testing.assert_array_equal(sliding_windows((16, 16), sizes=16, ratios=1.0), [[0, 0, 16, 16]])
+
+
+def test_step_rounds_the_stride_times_the_window_to_the_nearest_pixel():
+    # a 7-pixel window at stride 0.5 moves round(3.5) = 4 pixels, not 3
+    windows = sliding_windows((15, 15), sizes=(7,), ratios=(1.0,), stride=0.5)
+    np.testing.assert_array_equal(np.unique(windows[:, 0]), [0, 4, 8])
+    assert count_sliding_windows((15, 15), sizes=(7,), ratios=(1.0,), stride=0.6) == 9  # round(4.2) = 4
