@@ -268,9 +268,10 @@ def chosen_tiles():
     return dict(_chosen_tiles)
 
 
-# Numba's simulator runs each thread of a block in Python: a block of 256 threads with its barriers costs
-# about a second there, one of 64 a quarter of that. Products run there on 8 x 8 threads; the 16 x 16
-# blocks a GPU runs are each tested on their own (tests/cuda/test_gemm_cuda.py launches every tile).
+# Numba's simulator runs each thread of a block as a Python thread, and its cost grows with the threads
+# times the barriers they meet. Products run there on 8 x 8 threads, a quarter of a GPU's 16 x 16 block
+# (with the smaller conv tiles this halved tests/cuda's time); the 16 x 16 blocks a GPU runs are each
+# tested on their own (tests/cuda/test_gemm_cuda.py and test_conv_gemm_cuda.py launch every tile).
 SIMULATOR_THREADS = (8, 8)
 
 
