@@ -69,7 +69,10 @@ def gradcheck(f, inputs, analytic, eps=1e-6):
 def gradcheck_layer(layer, x, rng, eps=1e-6):
     """Check a layer's (or a whole network's) backward against centred differences.
 
-    The scalar checked is L = sum(layer.forward(x) * r) for a fixed random r, so dL/dy = r.
+    The scalar checked is L = sum(layer.forward(x) * r) for a fixed random r, so dL/dy = r. The layer
+    must compute the same function at every call: a `Dropout` in training mode draws a new mask per
+    forward pass, which would make the differences meaningless (check it in eval mode, or with a
+    fixed mask); two forward passes that differ raise an error.
 
     Args:
         layer: a float64 layer (e.g. `nn.Sequential(...).astype(np.float64)`).
@@ -78,7 +81,13 @@ def gradcheck_layer(layer, x, rng, eps=1e-6):
     Returns:
         {"input": error, "<param name>": error, ...}.
     """
-    r = rng.standard_normal(np.shape(layer.forward(x)))
+    y = np.array(layer.forward(x))
+    if not np.array_equal(y, layer.forward(x), equal_nan=True):
+        raise InvalidArgumentError(
+            "gradient checks need a layer that computes the same output at every call; two forward passes "
+            "differ (a Dropout in training mode draws a new mask each time: check it in eval mode)"
+        )
+    r = rng.standard_normal(y.shape)
 
     def loss():
         return float(np.sum(layer.forward(x) * r))

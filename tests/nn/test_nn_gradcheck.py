@@ -130,6 +130,17 @@ def test_gradcheck_catches_a_wrong_gradient(rng):
     assert errors["x"] > 1e-3
 
 
+def test_gradcheck_layer_refuses_a_layer_that_draws_a_new_mask_each_call(rng):
+    """A Dropout in training mode is a different function at every forward pass: centred differences of it
+    mean nothing, so the check refuses it; in eval mode (the identity) it passes."""
+    dropout = nn.Dropout(0.5, rng=0)
+    x = rng.standard_normal((4, 6))
+    with pytest.raises(InvalidArgumentError, match="same output at every call"):
+        gradcheck_layer(dropout, x, rng)
+    dropout.eval()
+    assert max(gradcheck_layer(dropout, x, rng).values()) < 1e-8
+
+
 def test_numerical_gradient_restores_its_input_and_rejects_float32(rng):
     x = rng.standard_normal(4)
     before = x.copy()
