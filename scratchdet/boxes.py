@@ -201,7 +201,7 @@ def area(boxes):
     """Area `(x2 - x1) * (y2 - y1)` of each xyxy box.
 
     Args:
-        boxes: (N, 4) xyxy boxes.
+        boxes: (N, 4) xyxy boxes, integer or float.
 
     Returns:
         (N,) float array (float32 for float32 input, float64 otherwise).
@@ -217,7 +217,7 @@ def clip(boxes, image_shape):
     In continuous coordinates an H x W image covers [0, W] x [0, H], so a box may end at x2 = W.
 
     Args:
-        boxes: (N, 4) xyxy boxes.
+        boxes: (N, 4) xyxy boxes, integer or float.
         image_shape: (H, W) or (H, W, C), e.g. `image.shape`.
 
     Returns:
@@ -240,7 +240,7 @@ def remove_small(boxes, min_size):
     """Indices of the boxes whose width and height are both at least `min_size`.
 
     Args:
-        boxes: (N, 4) xyxy boxes.
+        boxes: (N, 4) xyxy boxes, integer or float.
         min_size: non-negative number, in pixels.
 
     Returns:
@@ -266,8 +266,8 @@ def iou(boxes1, boxes2):
     which gives 0 for boxes that do not overlap and for a pair whose union has no area.
 
     Args:
-        boxes1: (N, 4) xyxy boxes.
-        boxes2: (M, 4) xyxy boxes.
+        boxes1: (N, 4) xyxy boxes, integer or float.
+        boxes2: (M, 4) xyxy boxes, integer or float.
 
     Returns:
         (N, M) float array in [0, 1] (float32 when both inputs are float32, float64 otherwise).
@@ -296,8 +296,8 @@ def encode(proposals, gt, weights=(1.0, 1.0, 1.0, 1.0)):
         tx = wx * (Gx - Px) / Pw    ty = wy * (Gy - Py) / Ph    tw = ww * log(Gw / Pw)    th = wh * log(Gh / Ph)
 
     Args:
-        proposals: (N, 4) xyxy boxes P with positive width and height.
-        gt: (N, 4) xyxy boxes G, row i matched to proposal i, positive width and height.
+        proposals: (N, 4) integer or float xyxy boxes P with positive width and height.
+        gt: (N, 4) integer or float xyxy boxes G, row i matched to proposal i, positive width and height.
         weights: (wx, wy, ww, wh), positive; (1, 1, 1, 1) is the paper, Fast R-CNN
             implementations often use (10, 10, 5, 5).
 
@@ -330,8 +330,8 @@ def decode(proposals, deltas, weights=(1.0, 1.0, 1.0, 1.0), clamp=DEFAULT_DECODE
     `np.repeat(proposals, C, axis=0)` with `deltas.reshape(N * C, 4)`.
 
     Args:
-        proposals: (N, 4) xyxy boxes P.
-        deltas: (N, 4) finite deltas (tx, ty, tw, th).
+        proposals: (N, 4) integer or float xyxy boxes P.
+        deltas: (N, 4) integer or float finite deltas (tx, ty, tw, th).
         weights: (wx, wy, ww, wh), the weights `encode` used.
         clamp: upper bound on the log-size change (default log(1000 / 16)); `math.inf` disables it.
 
@@ -382,8 +382,8 @@ def nms(boxes, scores, iou_threshold):
     kept (as in torchvision and OpenCV). Equal scores are visited in index order.
 
     Args:
-        boxes: (N, 4) xyxy boxes.
-        scores: (N,) finite scores.
+        boxes: (N, 4) xyxy boxes, integer or float.
+        scores: (N,) finite scores, integer or float.
         iou_threshold: number in [0, 1]; 1 keeps every box, 0 keeps only boxes that overlap no kept box.
 
     Returns:
@@ -411,8 +411,8 @@ def batched_nms(boxes, scores, labels, iou_threshold):
     with exactly `nms`'s arithmetic. Grouping also avoids comparing boxes of different classes.
 
     Args:
-        boxes: (N, 4) xyxy boxes.
-        scores: (N,) finite scores.
+        boxes: (N, 4) xyxy boxes, integer or float.
+        scores: (N,) finite scores, integer or float.
         labels: (N,) integer class labels.
         iou_threshold: number in [0, 1].
 

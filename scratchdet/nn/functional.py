@@ -403,10 +403,11 @@ def maxpool2d_backward(dy, x, kernel_size, stride=None):
     row-major order on ties, as PyTorch); overlapping windows add up.
 
     Args:
-        dy: (N, C, H', W') gradient of the output; x: (N, C, H, W) the forward input.
+        dy: (N, C, H', W') gradient of the output; x: (N, C, H, W) the forward input; both float32
+            or float64, one dtype.
 
     Returns:
-        dx: (N, C, H, W).
+        dx: (N, C, H, W), x's dtype.
     """
     if is_cuda_array(dy):
         return _cuda().maxpool2d_backward(dy, x, kernel_size, stride)
@@ -446,7 +447,8 @@ def relu_forward(x):
 
 
 def relu_backward(dy, x):
-    """dx = dy * [x > 0] (0 at x = 0, as PyTorch). dy, x: same shape. Returns dx like x."""
+    """dx = dy * [x > 0] (0 at x = 0, as PyTorch). dy, x: same shape, float32 or float64, one dtype.
+    Returns dx like x."""
     if is_cuda_array(dy):
         return _cuda().relu_backward(dy, x)
     x = _check_float("x", x)
@@ -477,10 +479,11 @@ def linear_backward(dy, x, w):
     """Gradients of `linear_forward`: dx = dy @ w, dw = dy.T @ x, db = sum_n dy[n].
 
     Args:
-        dy: (N, D_out); x: (N, D_in) the forward input; w: (D_out, D_in).
+        dy: (N, D_out); x: (N, D_in) the forward input; w: (D_out, D_in); all float32 or float64,
+            one dtype.
 
     Returns:
-        (dx (N, D_in), dw (D_out, D_in), db (D_out,)).
+        (dx (N, D_in), dw (D_out, D_in), db (D_out,)), x's dtype.
     """
     if is_cuda_array(dy):
         return _cuda().linear_backward(dy, x, w)
@@ -504,7 +507,7 @@ def _check_linear(x, w, b):
 
 
 def flatten_forward(x):
-    """(N, C, H, W) (or any (N, ...)) -> (N, C*H*W), C order. A reshape: same on every backend.
+    """(N, C, H, W) (or any (N, ...)) -> (N, C*H*W), C order, x's dtype. A reshape: same on every backend.
 
     The feature count is the product of the trailing sizes, so an empty batch (N = 0) works too."""
     features = 1
@@ -514,7 +517,8 @@ def flatten_forward(x):
 
 
 def flatten_backward(dy, input_shape):
-    """Gradient of `flatten_forward`: dy (N, D) reshaped back to `input_shape`."""
+    """Gradient of `flatten_forward`: dy (N, D), any dtype, reshaped back to `input_shape` (a tuple
+    such as (N, C, H, W)); returns dx with that shape and dy's dtype."""
     return dy.reshape(tuple(input_shape))
 
 
@@ -546,7 +550,8 @@ def dropout_forward(x, p, seed):
 
 
 def dropout_backward(dy, mask):
-    """Gradient of `dropout_forward`: dx = dy * mask. dy, mask: same shape. Returns dx."""
+    """Gradient of `dropout_forward`: dx = dy * mask. dy, mask: same shape, float32 or float64, one
+    dtype. Returns dx like dy."""
     if is_cuda_array(dy):
         return _cuda().dropout_backward(dy, mask)
     mask = _check_float("mask", mask)
@@ -603,10 +608,11 @@ def roi_pool_backward(dout, features, rois, output_size, spatial_scale):
     share a cell add up. No gradient flows to the RoI coordinates.
 
     Args:
-        dout: (R, C, PH, PW); features, rois, output_size, spatial_scale: as in the forward.
+        dout: (R, C, PH, PW), features' dtype; features, rois, output_size, spatial_scale: as in the
+            forward.
 
     Returns:
-        dfeatures: (B, C, H, W).
+        dfeatures: (B, C, H, W), features' dtype.
     """
     if is_cuda_array(dout):
         return _cuda().roi_pool_backward(dout, features, rois, output_size, spatial_scale)
@@ -663,7 +669,8 @@ def sgd_update(param, grad, velocity, *, lr, momentum, weight_decay):
         g = grad + weight_decay * param;  velocity = momentum * velocity + g;  param -= lr * velocity
 
     Args:
-        param, grad, velocity: arrays of one shape and dtype, contiguous; param and velocity are updated.
+        param, grad, velocity: float32 or float64 arrays of one shape and dtype, C-contiguous; param and
+            velocity are updated. Returns None.
     """
     if is_cuda_array(param):
         return _cuda_optim().sgd_update(param, grad, velocity, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -676,8 +683,8 @@ def adam_update(param, grad, m, v, *, step, lr, beta1, beta2, eps, weight_decay)
     gradient as in PyTorch's `Adam`. `step` counts from 1 (it sets the bias corrections).
 
     Args:
-        param, grad, m, v: arrays of one shape and dtype, contiguous; param, m (first moment) and
-            v (second moment) are updated.
+        param, grad, m, v: float32 or float64 arrays of one shape and dtype, C-contiguous; param,
+            m (first moment) and v (second moment) are updated. Returns None.
     """
     if is_cuda_array(param):
         return _cuda_optim().adam_update(

@@ -44,7 +44,9 @@ def square_kernel_size(value):
 
 
 def init_weight(shape, fan_in, fan_out, init, rng, dtype):
-    """Random initial weights for a layer with `fan_in` inputs and `fan_out` outputs per unit.
+    """Random initial weights for a layer with `fan_in` inputs and `fan_out` outputs per unit: an array
+    of `shape` (e.g. (K, C, k, k) or (D_out, D_in)) in `dtype` (float32 or float64), drawn from `rng`
+    (a `numpy.random.Generator`).
 
     - "he" (He et al. 2015, eq. 10): normal with std sqrt(2 / fan_in), for layers followed by ReLU.
     - "xavier" (Glorot and Bengio 2010, eq. 16): uniform in +-sqrt(6 / (fan_in + fan_out)).
@@ -159,10 +161,12 @@ class Conv2d(Layer):
         self._x = None
 
     def forward(self, x):
+        """x: (N, in_channels, H, W) float, the weight's dtype -> y: (N, out_channels, H', W')."""
         self._x = x
         return F.conv2d_forward(x, self.params["weight"], self.params["bias"], stride=self.stride, padding=self.padding)
 
     def backward(self, dy):
+        """dy: (N, out_channels, H', W') -> dx: (N, in_channels, H, W); sets grads "weight" and "bias"."""
         dx, self.grads["weight"], self.grads["bias"] = F.conv2d_backward(
             dy, self._saved("_x"), self.params["weight"], stride=self.stride, padding=self.padding
         )
@@ -193,10 +197,12 @@ class Linear(Layer):
         self._x = None
 
     def forward(self, x):
+        """x: (N, in_features) float, the weight's dtype -> y: (N, out_features)."""
         self._x = x
         return F.linear_forward(x, self.params["weight"], self.params["bias"])
 
     def backward(self, dy):
+        """dy: (N, out_features) -> dx: (N, in_features); sets grads "weight" and "bias"."""
         dx, self.grads["weight"], self.grads["bias"] = F.linear_backward(dy, self._saved("_x"), self.params["weight"])
         return dx
 
@@ -208,10 +214,12 @@ class ReLU(Layer):
     """y = max(x, 0), any shape."""
 
     def forward(self, x):
+        """x: any shape, float32 or float64 -> y like x."""
         self._x = x
         return F.relu_forward(x)
 
     def backward(self, dy):
+        """dy: shaped like the last input, same dtype -> dx like dy."""
         return F.relu_backward(dy, self._saved("_x"))
 
 
@@ -224,10 +232,12 @@ class MaxPool2d(Layer):
         self.stride = self.kernel_size if stride is None else check_size("stride", stride)
 
     def forward(self, x):
+        """x: (N, C, H, W) float32 or float64 -> y: (N, C, H', W'), H' = 1 + (H - kernel_size) // stride."""
         self._x = x
         return F.maxpool2d_forward(x, self.kernel_size, stride=self.stride)
 
     def backward(self, dy):
+        """dy: (N, C, H', W'), x's dtype -> dx: (N, C, H, W)."""
         return F.maxpool2d_backward(dy, self._saved("_x"), self.kernel_size, stride=self.stride)
 
     def config(self):
@@ -238,10 +248,12 @@ class Flatten(Layer):
     """(N, C, H, W) -> (N, C*H*W)."""
 
     def forward(self, x):
+        """x: (N, C, H, W) (or any (N, ...)) -> (N, C*H*W), x's dtype (a reshape)."""
         self._shape = x.shape
         return F.flatten_forward(x)
 
     def backward(self, dy):
+        """dy: (N, C*H*W) -> dx shaped like the last input."""
         return F.flatten_backward(dy, self._saved("_shape"))
 
 
@@ -260,6 +272,7 @@ class Dropout(Layer):
         self._identity = None  # whether the last forward was the identity (None: no forward yet)
 
     def forward(self, x):
+        """x: any shape, float32 or float64 -> y like x (x itself in evaluation mode or when p = 0)."""
         self._identity = not self.training or self.p == 0.0
         if self._identity:
             self._mask = None
@@ -269,6 +282,7 @@ class Dropout(Layer):
         return y
 
     def backward(self, dy):
+        """dy: shaped like the last input, same dtype -> dx like dy (dy itself if forward was the identity)."""
         return dy if self._saved("_identity") else F.dropout_backward(dy, self._mask)
 
     def config(self):
@@ -288,6 +302,8 @@ class RoIPool(Layer):
         self.spatial_scale = F.check_spatial_scale(spatial_scale)
 
     def forward(self, features, rois):
+        """features: (B, C, H, W) float32 or float64; rois: (R, 5) float (batch_index, x1, y1, x2, y2)
+        in image pixels -> (R, C, PH, PW), features' dtype."""
         self._features, self._rois = features, rois
         return F.roi_pool_forward(features, rois, self.output_size, self.spatial_scale)
 
@@ -295,6 +311,7 @@ class RoIPool(Layer):
         return self.forward(features, rois)
 
     def backward(self, dy):
+        """dy: (R, C, PH, PW), features' dtype -> dfeatures: (B, C, H, W)."""
         return F.roi_pool_backward(dy, self._saved("_features"), self._saved("_rois"), self.output_size, self.spatial_scale)
 
     def config(self):
@@ -317,11 +334,13 @@ class Sequential(Layer):
         self.layers = list(layers)
 
     def forward(self, x):
+        """x: the first layer's input -> the last layer's output (shapes and dtypes in each layer)."""
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
     def backward(self, dy):
+        """dy: shaped like the last forward output -> dx shaped like the last forward input."""
         for layer in reversed(self.layers):
             dy = layer.backward(dy)
         return dy

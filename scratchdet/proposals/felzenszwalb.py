@@ -31,7 +31,10 @@ MAX_SIGMA = 1e6
 
 @_jit
 def find_root(parent, x):
-    """The root of `x`'s tree in the union-find forest, halving the path on the way up."""
+    """The root of `x`'s tree in the union-find forest, halving the path on the way up.
+
+    parent: (V,) int32 parent of each vertex (a root is its own parent), updated in place; x: a vertex
+    index. Returns the root's index."""
     while parent[x] != x:
         parent[x] = parent[parent[x]]
         x = parent[x]
@@ -40,7 +43,10 @@ def find_root(parent, x):
 
 @_jit
 def join_roots(parent, size, ra, rb):
-    """Hang the smaller of two root trees under the larger; returns the new root."""
+    """Hang the smaller of two root trees under the larger; returns the new root.
+
+    parent, size: (V,) int32 parent and tree size of each vertex, updated in place; ra, rb: two
+    distinct roots."""
     if size[ra] < size[rb]:
         ra, rb = rb, ra
     parent[rb] = ra

@@ -70,7 +70,8 @@ def iou_matrix_kernel(boxes1, boxes2, out):
 
 
 def iou(boxes1, boxes2):
-    """CUDA twin of `scratchdet.boxes.iou`: (N, 4) and (M, 4) device arrays -> (N, M) device array."""
+    """CUDA twin of `scratchdet.boxes.iou`: (N, 4) and (M, 4) xyxy float device arrays -> (N, M)
+    device array (float32 when both inputs are float32, float64 otherwise)."""
     _check_boxes("boxes1", boxes1)
     _check_boxes("boxes2", boxes2)
     n, m = boxes1.shape[0], boxes2.shape[0]
@@ -129,7 +130,8 @@ def _weights(weights):
 
 
 def encode(proposals, gt, weights=(1.0, 1.0, 1.0, 1.0)):
-    """CUDA twin of `scratchdet.boxes.encode`: (N, 4) proposals and gt -> (N, 4) deltas.
+    """CUDA twin of `scratchdet.boxes.encode`: (N, 4) xyxy float device arrays proposals and gt ->
+    (N, 4) deltas device array (float32 when both inputs are float32, float64 otherwise).
 
     Device inputs are not checked for positive widths (that needs a host copy); encode them on the
     CPU first if they may be degenerate.
@@ -147,7 +149,8 @@ def encode(proposals, gt, weights=(1.0, 1.0, 1.0, 1.0)):
 
 
 def decode(proposals, deltas, weights=(1.0, 1.0, 1.0, 1.0), clamp=math.log(1000.0 / 16)):
-    """CUDA twin of `scratchdet.boxes.decode`: (N, 4) proposals and deltas -> (N, 4) boxes."""
+    """CUDA twin of `scratchdet.boxes.decode`: (N, 4) xyxy float proposals and (N, 4) deltas, device
+    arrays -> (N, 4) xyxy boxes device array (float32 when both inputs are float32, float64 otherwise)."""
     _check_boxes("proposals", proposals)
     require_device("deltas", deltas)
     if deltas.shape != proposals.shape:

@@ -88,7 +88,7 @@ def release_scratch():
 
 
 def empty(shape, dtype):
-    """An uninitialised device array."""
+    """An uninitialised C-contiguous device array of `shape` (tuple of ints) and `dtype`."""
     return cuda.device_array(shape, dtype=dtype)
 
 
@@ -101,14 +101,16 @@ def fill_kernel(a, value):
 
 
 def fill(a, value):
-    """Set every element of a C-contiguous device array to `value`, on the GPU; returns a."""
+    """Set every element of a C-contiguous device array (any shape and dtype) to `value`, on the GPU;
+    returns a."""
     if a.size:
         fill_kernel[launch_1d(a.size)](flat(a), value)
     return a
 
 
 def zeros(shape, dtype):
-    """A device array of zeros (filled on the GPU, no host copy)."""
+    """A C-contiguous device array of zeros of `shape` (tuple of ints) and `dtype` (filled on the
+    GPU, no host copy)."""
     return fill(cuda.device_array(shape, dtype=dtype), 0)
 
 

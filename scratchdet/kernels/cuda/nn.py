@@ -288,7 +288,8 @@ def _check_pool(x, kernel_size, stride):
 
 
 def maxpool2d_forward(x, kernel_size, stride=None):
-    """CUDA twin of `scratchdet.nn.functional.maxpool2d_forward`. x: (N, C, H, W) -> (N, C, H', W')."""
+    """CUDA twin of `scratchdet.nn.functional.maxpool2d_forward`. x: (N, C, H, W) float32 or float64
+    device array -> (N, C, H', W') device array, x's dtype."""
     kernel_size, stride = _check_pool(x, kernel_size, stride)
     n_images, channels, height, width = x.shape
     out_h = _output_size(height, kernel_size, stride, 0)
@@ -299,7 +300,8 @@ def maxpool2d_forward(x, kernel_size, stride=None):
 
 
 def maxpool2d_backward(dy, x, kernel_size, stride=None):
-    """CUDA twin of `scratchdet.nn.functional.maxpool2d_backward`. Returns dx (N, C, H, W)."""
+    """CUDA twin of `scratchdet.nn.functional.maxpool2d_backward`. dy: (N, C, H', W'), x: (N, C, H, W),
+    float32 or float64 device arrays of one dtype. Returns dx (N, C, H, W), x's dtype."""
     kernel_size, stride = _check_pool(x, kernel_size, stride)
     n_images, channels, height, width = x.shape
     expected = (n_images, channels, _output_size(height, kernel_size, stride, 0), _output_size(width, kernel_size, stride, 0))
@@ -367,7 +369,8 @@ def _same(name, a, like):
 
 
 def relu_forward(x):
-    """CUDA twin of `relu_forward`: y = max(x, 0), any shape."""
+    """CUDA twin of `relu_forward`: y = max(x, 0), any shape; x a float32 or float64 device array,
+    y a new one like x."""
     _check("x", x)
     y = empty(x.shape, x.dtype)
     relu_forward_kernel[launch_1d(x.size)](flat(x), flat(y))
@@ -375,7 +378,8 @@ def relu_forward(x):
 
 
 def relu_backward(dy, x):
-    """CUDA twin of `relu_backward`: dx = dy * [x > 0]."""
+    """CUDA twin of `relu_backward`: dx = dy * [x > 0]. dy, x: device arrays of one shape and float
+    dtype; dx like x."""
     _check("x", x)
     _same("dy", dy, x)
     dx = empty(x.shape, x.dtype)
@@ -384,7 +388,8 @@ def relu_backward(dy, x):
 
 
 def dropout_forward(x, p, seed):
-    """CUDA twin of `dropout_forward`: the same mask as the CPU for the same seed. Returns (y, mask)."""
+    """CUDA twin of `dropout_forward`: the same mask as the CPU for the same seed. x: any shape,
+    float32 or float64 device array. Returns (y, mask), device arrays like x."""
     _check("x", x)
     if not 0.0 <= p < 1.0:
         raise InvalidArgumentError(f"dropout probability p must be in [0, 1), got {p!r}")
@@ -397,7 +402,8 @@ def dropout_forward(x, p, seed):
 
 
 def dropout_backward(dy, mask):
-    """CUDA twin of `dropout_backward`: dx = dy * mask."""
+    """CUDA twin of `dropout_backward`: dx = dy * mask. dy, mask: device arrays of one shape and
+    float dtype; dx like dy."""
     _check("mask", mask)
     _same("dy", dy, mask)
     dx = empty(dy.shape, dy.dtype)
@@ -422,7 +428,8 @@ def _check_linear(x, w, b):
 
 
 def linear_forward(x, w, b):
-    """CUDA twin of `linear_forward`: x (N, D_in), w (D_out, D_in), b (D_out,) -> y (N, D_out)."""
+    """CUDA twin of `linear_forward`: x (N, D_in), w (D_out, D_in), b (D_out,), float32 or float64
+    device arrays of one dtype -> y (N, D_out), same dtype."""
     _check_linear(x, w, b)
     n, d_in = x.shape
     d_out = w.shape[0]
@@ -433,7 +440,9 @@ def linear_forward(x, w, b):
 
 
 def linear_backward(dy, x, w):
-    """CUDA twin of `linear_backward`: (dx = dy @ w, dw = dy.T @ x, db = sum_n dy[n])."""
+    """CUDA twin of `linear_backward`: (dx = dy @ w, dw = dy.T @ x, db = sum_n dy[n]). dy (N, D_out),
+    x (N, D_in), w (D_out, D_in), device arrays of one float dtype -> dx (N, D_in), dw (D_out, D_in),
+    db (D_out,), same dtype."""
     _check_linear(x, w, None)
     _check("dy", dy, ndim=2, dtype=x.dtype)
     n, d_in = x.shape
@@ -566,12 +575,13 @@ def roi_pool_forward(features, rois, output_size, spatial_scale):
     """CUDA twin of `roi_pool_forward`.
 
     Args:
-        features: (B, C, H, W) device array.
-        rois: (R, 5) (batch_index, x1, y1, x2, y2), a device array or a NumPy array (copied once).
+        features: (B, C, H, W) float32 or float64 device array.
+        rois: (R, 5) float (batch_index, x1, y1, x2, y2), a device array or a NumPy array (copied
+            once, as float64).
         output_size: int or (PH, PW); spatial_scale: feature cells per image pixel.
 
     Returns:
-        (R, C, PH, PW) device array.
+        (R, C, PH, PW) device array, features' dtype.
     """
     rois, (pooled_h, pooled_w), spatial_scale = _check_roi_pool(features, rois, output_size, spatial_scale)
     out = empty((rois.shape[0], features.shape[1], pooled_h, pooled_w), features.dtype)
@@ -581,7 +591,8 @@ def roi_pool_forward(features, rois, output_size, spatial_scale):
 
 
 def roi_pool_backward(dout, features, rois, output_size, spatial_scale):
-    """CUDA twin of `roi_pool_backward`. Returns dfeatures (B, C, H, W)."""
+    """CUDA twin of `roi_pool_backward`. dout: (R, C, PH, PW) device array, features' dtype; the
+    other arguments as in `roi_pool_forward`. Returns dfeatures (B, C, H, W), features' dtype."""
     rois, (pooled_h, pooled_w), spatial_scale = _check_roi_pool(features, rois, output_size, spatial_scale)
     _check("dout", dout, ndim=4, dtype=features.dtype)
     expected = (rois.shape[0], features.shape[1], pooled_h, pooled_w)
@@ -718,12 +729,14 @@ def _elementwise_loss(pred, target, use_l2, beta):
 
 
 def l2_loss(pred, target):
-    """CUDA twin of `l2_loss`: (sum (pred - target)**2, 2 (pred - target))."""
+    """CUDA twin of `l2_loss`: (sum (pred - target)**2, 2 (pred - target)). pred, target: device
+    arrays of one shape and float dtype. Returns (a float, a device array like pred)."""
     return _elementwise_loss(pred, target, True, 0.0)
 
 
 def smooth_l1(pred, target, beta=1.0):
-    """CUDA twin of `smooth_l1`: summed smooth L1 (Fast R-CNN, eq. 3) and its gradient."""
+    """CUDA twin of `smooth_l1`: summed smooth L1 (Fast R-CNN, eq. 3) and its gradient. pred, target:
+    device arrays of one shape and float dtype. Returns (a float, a device array like pred)."""
     if not beta >= 0:
         raise InvalidArgumentError(f"smooth_l1 beta must be >= 0, got {beta!r}")
     return _elementwise_loss(pred, target, False, beta)
@@ -805,7 +818,9 @@ def box_regression_loss(bbox_pred, bbox_targets, labels, *, loss="smooth_l1", be
 
 
 def regression_loss(pred, target, *, loss="l2", beta=1.0):
-    """CUDA twin of `scratchdet.nn.losses.regression_loss`: the loss averaged over the N samples."""
+    """CUDA twin of `scratchdet.nn.losses.regression_loss`: the loss averaged over the N samples.
+    pred: (N, D) float32 or float64 device array; target: (N, D), a device array of pred's dtype or a
+    host array (copied). Returns (a float, a device array like pred)."""
     _check("pred", pred)
     if pred.ndim < 1 or pred.shape[0] == 0:
         raise InvalidArgumentError(f"pred must be (N, D) with N >= 1, got {pred.shape}")

@@ -54,7 +54,8 @@ def _check_update(param, *others):
 
 
 def sgd_update(param, grad, velocity, *, lr, momentum, weight_decay):
-    """CUDA twin of `scratchdet.nn.functional.sgd_update` (in place on device arrays)."""
+    """CUDA twin of `scratchdet.nn.functional.sgd_update` (in place on device arrays). param, grad,
+    velocity: float device arrays of one shape and dtype, C-contiguous. Returns None."""
     _check_update(param, grad, velocity)
     if param.size:
         sgd_update_kernel[launch_1d(param.size)](
@@ -63,7 +64,8 @@ def sgd_update(param, grad, velocity, *, lr, momentum, weight_decay):
 
 
 def adam_update(param, grad, m, v, *, step, lr, beta1, beta2, eps, weight_decay):
-    """CUDA twin of `scratchdet.nn.functional.adam_update` (in place; `step` counts from 1)."""
+    """CUDA twin of `scratchdet.nn.functional.adam_update` (in place; `step` counts from 1). param,
+    grad, m, v: float device arrays of one shape and dtype, C-contiguous. Returns None."""
     _check_update(param, grad, m, v)
     if int(step) < 1:
         raise InvalidArgumentError(f"adam step must be >= 1, got {step!r}")
