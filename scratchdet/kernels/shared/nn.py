@@ -95,7 +95,8 @@ def window_argmax(x, n, c, y0, x0, kernel_size):
     if poison != poison:
         for i in range(kernel_size):
             for j in range(kernel_size):
-                if x[n, c, y0 + i, x0 + j] != x[n, c, y0 + i, x0 + j]:
+                v = x[n, c, y0 + i, x0 + j]
+                if v != v:
                     best_y = y0 + i
                     best_x = x0 + j
     return best_y, best_x
@@ -129,11 +130,8 @@ def dropout_uniform(seed, index):
     units. Needs 0 <= seed < 2**31, 0 <= index < 2**40.
     """
     h = (seed + 0x9E3779B9) & 0xFFFFFFFF  # the golden-ratio constant: seed 0 is not the hash's fixed point 0
-    for word in range(3):
-        if word == 1:
-            h ^= index & 0xFFFFFFFF
-        elif word == 2:
-            h ^= (index >> 32) & 0xFFFFFFFF
+    for word in (0, index & 0xFFFFFFFF, (index >> 32) & 0xFFFFFFFF):  # the seed alone, then the index's two halves
+        h ^= word
         h = h ^ (h >> 16)
         h = (h * 0x7FEB352D) & 0xFFFFFFFF
         h = h ^ (h >> 15)
