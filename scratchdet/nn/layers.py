@@ -2,7 +2,9 @@
 
 A layer keeps `params` and `grads`, two dicts with the same keys and shapes. `forward(x)` returns the
 output and remembers what `backward` needs; `backward(dy)` returns dx and overwrites `grads` (gradients
-are not accumulated across calls). Layers do no array math themselves, so the same code runs on NumPy
+are not accumulated across calls); `backward(dy, input_grad=False)` fills `grads` only and returns
+None, skipping the work dx takes (a network's first layer: its input is data, which needs no
+gradient). Layers do no array math themselves, so the same code runs on NumPy
 arrays and on CUDA device arrays (`layer.to("cuda")`).
 """
 
@@ -78,9 +80,9 @@ class Layer:
         layer's docstring) and keep what `backward` needs."""
         raise NotImplementedError
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         """Given dL/dy (shaped like the last `forward` output), fill `grads` and return dL/dx
-        (shaped like the last `forward` input)."""
+        (shaped like the last `forward` input), or None when `input_grad` is False."""
         raise NotImplementedError
 
     def config(self):
@@ -112,6 +114,10 @@ class Layer:
         """Yield (name, layer, key) for each parameter: `layer.params[key]` and `layer.grads[key]`."""
         for key in self.params:
             yield prefix + key, self, key
+
+    def has_params(self):
+        """Whether the layer (or a layer inside it) has parameters."""
+        return next(self.named_parameters(), None) is not None
 
     def to(self, device):
         """Move parameters and gradients to "cpu" or "cuda" (Numba device arrays). Returns self."""
@@ -165,10 +171,12 @@ class Conv2d(Layer):
         self._x = x
         return F.conv2d_forward(x, self.params["weight"], self.params["bias"], stride=self.stride, padding=self.padding)
 
-    def backward(self, dy):
-        """dy: (N, out_channels, H', W') -> dx: (N, in_channels, H, W); sets grads "weight" and "bias"."""
+    def backward(self, dy, input_grad=True):
+        """dy: (N, out_channels, H', W') -> dx: (N, in_channels, H, W) (None without `input_grad`);
+        sets grads "weight" and "bias"."""
         dx, self.grads["weight"], self.grads["bias"] = F.conv2d_backward(
-            dy, self._saved("_x"), self.params["weight"], stride=self.stride, padding=self.padding
+            dy, self._saved("_x"), self.params["weight"], stride=self.stride, padding=self.padding,
+            input_grad=input_grad,
         )
         return dx
 
@@ -201,9 +209,12 @@ class Linear(Layer):
         self._x = x
         return F.linear_forward(x, self.params["weight"], self.params["bias"])
 
-    def backward(self, dy):
-        """dy: (N, out_features) -> dx: (N, in_features); sets grads "weight" and "bias"."""
-        dx, self.grads["weight"], self.grads["bias"] = F.linear_backward(dy, self._saved("_x"), self.params["weight"])
+    def backward(self, dy, input_grad=True):
+        """dy: (N, out_features) -> dx: (N, in_features) (None without `input_grad`); sets grads
+        "weight" and "bias"."""
+        dx, self.grads["weight"], self.grads["bias"] = F.linear_backward(
+            dy, self._saved("_x"), self.params["weight"], input_grad=input_grad
+        )
         return dx
 
     def config(self):
@@ -218,9 +229,10 @@ class ReLU(Layer):
         self._x = x
         return F.relu_forward(x)
 
-    def backward(self, dy):
-        """dy: shaped like the last input, same dtype -> dx like dy."""
-        return F.relu_backward(dy, self._saved("_x"))
+    def backward(self, dy, input_grad=True):
+        """dy: shaped like the last input, same dtype -> dx like dy (None without `input_grad`)."""
+        x = self._saved("_x")
+        return F.relu_backward(dy, x) if input_grad else None
 
 
 class MaxPool2d(Layer):
@@ -236,9 +248,10 @@ class MaxPool2d(Layer):
         self._x = x
         return F.maxpool2d_forward(x, self.kernel_size, stride=self.stride)
 
-    def backward(self, dy):
-        """dy: (N, C, H', W'), x's dtype -> dx: (N, C, H, W)."""
-        return F.maxpool2d_backward(dy, self._saved("_x"), self.kernel_size, stride=self.stride)
+    def backward(self, dy, input_grad=True):
+        """dy: (N, C, H', W'), x's dtype -> dx: (N, C, H, W) (None without `input_grad`)."""
+        x = self._saved("_x")
+        return F.maxpool2d_backward(dy, x, self.kernel_size, stride=self.stride) if input_grad else None
 
     def config(self):
         return {"kernel_size": self.kernel_size, "stride": self.stride}
@@ -252,9 +265,10 @@ class Flatten(Layer):
         self._shape = x.shape
         return F.flatten_forward(x)
 
-    def backward(self, dy):
-        """dy: (N, C*H*W) -> dx shaped like the last input."""
-        return F.flatten_backward(dy, self._saved("_shape"))
+    def backward(self, dy, input_grad=True):
+        """dy: (N, C*H*W) -> dx shaped like the last input (None without `input_grad`)."""
+        shape = self._saved("_shape")
+        return F.flatten_backward(dy, shape) if input_grad else None
 
 
 class Dropout(Layer):
@@ -281,9 +295,12 @@ class Dropout(Layer):
         y, self._mask = F.dropout_forward(x, self.p, seed)
         return y
 
-    def backward(self, dy):
-        """dy: shaped like the last input, same dtype -> dx like dy (dy itself if forward was the identity)."""
-        return dy if self._saved("_identity") else F.dropout_backward(dy, self._mask)
+    def backward(self, dy, input_grad=True):
+        """dy: shaped like the last input, same dtype -> dx like dy (dy itself if forward was the
+        identity; None without `input_grad`)."""
+        if self._saved("_identity") or not input_grad:
+            return dy if input_grad else None
+        return F.dropout_backward(dy, self._mask)
 
     def config(self):
         return {"p": self.p}
@@ -310,9 +327,10 @@ class RoIPool(Layer):
     def __call__(self, features, rois):
         return self.forward(features, rois)
 
-    def backward(self, dy):
-        """dy: (R, C, PH, PW), features' dtype -> dfeatures: (B, C, H, W)."""
-        return F.roi_pool_backward(dy, self._saved("_features"), self._saved("_rois"), self.output_size, self.spatial_scale)
+    def backward(self, dy, input_grad=True):
+        """dy: (R, C, PH, PW), features' dtype -> dfeatures: (B, C, H, W) (None without `input_grad`)."""
+        features, rois = self._saved("_features"), self._saved("_rois")
+        return F.roi_pool_backward(dy, features, rois, self.output_size, self.spatial_scale) if input_grad else None
 
     def config(self):
         return {"output_size": list(self.output_size), "spatial_scale": self.spatial_scale}
@@ -339,11 +357,19 @@ class Sequential(Layer):
             x = layer.forward(x)
         return x
 
-    def backward(self, dy):
-        """dy: shaped like the last forward output -> dx shaped like the last forward input."""
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
-        return dy
+    def backward(self, dy, input_grad=True):
+        """dy: shaped like the last forward output -> dx shaped like the last forward input.
+
+        With `input_grad` False it returns None and stops at the first layer that has parameters,
+        which is asked for its parameters' gradients only: the layers before it have no gradients
+        to fill, and the network's input (data) needs no gradient. A net whose first layer is a
+        convolution then skips that layer's input gradient, as PyTorch does for an input without
+        `requires_grad`.
+        """
+        first = 0 if input_grad else next((i for i, layer in enumerate(self.layers) if layer.has_params()), len(self.layers))
+        for i in range(len(self.layers) - 1, first - 1, -1):
+            dy = self.layers[i].backward(dy, input_grad=input_grad or i > first)
+        return dy if input_grad else None
 
     def __getitem__(self, index):
         return self.layers[index]

@@ -34,6 +34,20 @@ def test_conv2d_forward_and_backward_match_cpu(rng, gpu, close, n, c, h, w, k, k
         close(a, b, atol=1e-5, what=name)
 
 
+@pytest.mark.parametrize("channels", [2, 5], ids=["few-channels", "implicit-gemm"])
+def test_backward_without_input_grad_computes_the_same_parameter_gradients(rng, gpu, host, channels):
+    x, weight = gpu(rng.standard_normal((2, channels, 4, 5)).astype(np.float32)), gpu(rng.standard_normal((3, channels, 3, 3)).astype(np.float32))
+    dy = gpu(rng.standard_normal((2, 3, 4, 5)).astype(np.float32))
+    _, dw, db = F.conv2d_backward(dy, x, weight, padding=1)
+    dx_skipped, dw_alone, db_alone = F.conv2d_backward(dy, x, weight, padding=1, input_grad=False)
+    assert dx_skipped is None
+    np.testing.assert_array_equal(host(dw_alone), host(dw))
+    np.testing.assert_array_equal(host(db_alone), host(db))
+    dy, x, w = gpu(np.ones((2, 3), np.float32)), gpu(np.ones((2, 4), np.float32)), gpu(np.ones((3, 4), np.float32))
+    dx_skipped, dw, db = F.linear_backward(dy, x, w, input_grad=False)
+    assert dx_skipped is None and host(dw).tolist() == [[2.0] * 4] * 3 and host(db).tolist() == [2.0] * 3
+
+
 def test_conv2d_float64(rng, gpu, close):
     x = rng.standard_normal((1, 2, 4, 5))
     weight = rng.standard_normal((3, 2, 3, 3))

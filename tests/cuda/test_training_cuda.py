@@ -29,7 +29,7 @@ def small_net(seed):
 def train_step(model, optimizer, x, labels):
     scores = model.forward(x)
     loss, dscores = nn.softmax_cross_entropy(scores, labels)
-    model.backward(dscores)
+    model.backward(dscores, input_grad=False)  # the images need no gradient
     optimizer.step()
     return loss
 

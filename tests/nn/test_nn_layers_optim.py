@@ -78,8 +78,56 @@ def test_layers_reject_bad_sizes_naming_the_argument(make, match):
     ids=["conv", "linear", "relu", "maxpool", "flatten", "roipool", "dropout"],
 )
 def test_backward_before_forward_is_a_clear_error(layer):
-    with pytest.raises(InvalidArgumentError, match="backward called before forward"):
-        layer.backward(np.ones((1, 1, 2, 2), np.float32))
+    for input_grad in (True, False):
+        with pytest.raises(InvalidArgumentError, match="backward called before forward"):
+            layer.backward(np.ones((1, 1, 2, 2), np.float32), input_grad=input_grad)
+
+
+class _CountingPool(nn.MaxPool2d):
+    """A pooling layer that counts its backward calls."""
+
+    calls = 0
+
+    def backward(self, dy, input_grad=True):
+        self.calls += 1
+        return super().backward(dy, input_grad)
+
+
+@pytest.mark.parametrize(
+    "dtype, stride, padding",
+    [(np.float32, 1, 1), (np.float32, 2, 1), (np.float64, 1, 0), (np.float32, 1, 0)],
+    ids=["float32-tiled", "float32-stride2-im2col", "float64-im2col", "float32-unpadded"],
+)
+def test_backward_without_input_grad_fills_the_same_grads_and_skips_the_input(rng, dtype, stride, padding):
+    def net():
+        return nn.Sequential(
+            _CountingPool(1),  # no parameters, before the first layer that has some: never called
+            nn.Sequential(nn.Conv2d(3, 32, 3, stride=stride, padding=padding, rng=1, dtype=dtype), nn.ReLU()),
+            nn.Flatten(), nn.Dropout(0.3, rng=2), nn.Linear(32 * (1 + (9 + 2 * padding - 3) // stride) ** 2, 4, rng=3, dtype=dtype),
+        )
+
+    x = rng.standard_normal((3, 3, 9, 9)).astype(dtype)
+    full, params_only = net(), net()
+    dy = rng.standard_normal((3, 4)).astype(dtype)
+    full.forward(x)
+    params_only.forward(x)
+    assert full.backward(dy).shape == x.shape and full[0].calls == 1
+    assert params_only.backward(dy, input_grad=False) is None and params_only[0].calls == 0
+    for (name, a, key), (_, b, _) in zip(full.named_parameters(), params_only.named_parameters()):
+        np.testing.assert_array_equal(a.grads[key], b.grads[key], err_msg=name)
+    # the first convolution asked alone, through the functional API
+    conv = params_only[1][0]
+    dx, dw, db = nn.functional.conv2d_backward(
+        np.ones_like(conv.forward(x)), x, conv.params["weight"], stride, padding, input_grad=False
+    )
+    assert dx is None and dw.shape == conv.params["weight"].shape and db.shape == (32,)
+
+
+def test_backward_without_input_grad_in_a_net_without_parameters_does_nothing(rng):
+    net = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
+    y = net.forward(rng.standard_normal((1, 1, 4, 4)))
+    assert net.backward(np.ones_like(y), input_grad=False) is None
+    assert nn.Linear(2, 3, rng=0).has_params() and not net.has_params()
 
 
 def test_empty_batch_runs_forward_and_backward_through_every_layer():

@@ -173,7 +173,7 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     return y
 
 
-def conv2d_backward(dy, x, w, stride=1, padding=0):
+def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
     """CUDA twin of `scratchdet.nn.functional.conv2d_backward`.
 
         db = sum over n, pixels of dY;   dW = sum_n dY[n] @ cols[n]^T;   dX[n] = W~ @ dcols[n]
@@ -185,7 +185,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
     (`conv_gemm.reduction_splits`), then a column sum), so it is the same on every run.
 
     Returns:
-        (dx (N, C, H, W), dw (K, C, kh, kw), db (K,)) device arrays, freshly allocated.
+        (dx (N, C, H, W), dw (K, C, kh, kw), db (K,)) device arrays, freshly allocated; dx is None
+        when `input_grad` is False (nothing is computed or allocated for it).
     """
     stride, padding = _check_conv(x, w, None, stride, padding)
     n_images, channels, height, width = x.shape
@@ -197,7 +198,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
         raise InvalidArgumentError(f"dy must have shape {(n_images, filters, out_h, out_w)}, got {dy.shape}")
     rows, plane = channels * kh * kw, out_h * out_w
     if n_images == 0:  # no images: zero gradients for the filters and biases
-        return empty(x.shape, x.dtype), zeros(w.shape, x.dtype), zeros((filters,), x.dtype)
+        return (empty(x.shape, x.dtype) if input_grad else None), zeros(w.shape, x.dtype), zeros((filters,), x.dtype)
     geometry = (kh, kw, stride, padding, out_w)
     # 1. bias: sum each filter's gradient over pixels, then over images
     per_image = scratch("db_per_image", (n_images * filters,), x.dtype)  # (N*K,)
@@ -212,6 +213,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0):
         c_strides=(filters * rows, rows), geometry=geometry, splits=splits,
     )
     dw = reduce.sum_axis0(dw_per_image).reshape(w.shape)  # (K, C, kh, kw)
+    if not input_grad:
+        return None, dw, db
     # 3. input: dX[n] (C, HW) = W~ (C, K*kh*kw) @ dcols[n] (K*kh*kw, HW), dcols read from dY
     dx = empty(x.shape, x.dtype)
     if channels <= FEW_CHANNELS:
@@ -439,18 +442,20 @@ def linear_forward(x, w, b):
     return y
 
 
-def linear_backward(dy, x, w):
+def linear_backward(dy, x, w, *, input_grad=True):
     """CUDA twin of `linear_backward`: (dx = dy @ w, dw = dy.T @ x, db = sum_n dy[n]). dy (N, D_out),
     x (N, D_in), w (D_out, D_in), device arrays of one float dtype -> dx (N, D_in), dw (D_out, D_in),
-    db (D_out,), same dtype."""
+    db (D_out,), same dtype; dx is None when `input_grad` is False."""
     _check_linear(x, w, None)
     _check("dy", dy, ndim=2, dtype=x.dtype)
     n, d_in = x.shape
     d_out = w.shape[0]
     if dy.shape != (n, d_out):
         raise InvalidArgumentError(f"dy must have shape {(n, d_out)}, got {dy.shape}")
-    dx = empty((n, d_in), x.dtype)
-    gemm_launch(dy, w, dx, n, d_in, d_out, (0, d_out, 1), (0, d_in, 1), (0, d_in, 1))
+    dx = None
+    if input_grad:
+        dx = empty((n, d_in), x.dtype)
+        gemm_launch(dy, w, dx, n, d_in, d_out, (0, d_out, 1), (0, d_in, 1), (0, d_in, 1))
     dw = empty((d_out, d_in), x.dtype)
     # A = dy^T: element (i, k) is dy[k, i]
     gemm_launch(dy, x, dw, d_out, d_in, n, (0, 1, d_out), (0, d_in, 1), (0, d_in, 1))
