@@ -108,8 +108,9 @@ def best_overlaps(gt_boxes, proposals, max_proposals=None):
     """Best overlap of each ground-truth box: max over the proposals of IoU(gt, proposal).
 
     Args:
-        gt_boxes: one image's (G, 4) xyxy array, or a list of them (one per image).
-        proposals: one image's (P, 4) xyxy array, or a list of them, ranked best first.
+        gt_boxes: one image's (G, 4) xyxy array (integers or floats, finite), or a list of them (one per image).
+        proposals: one image's (P, 4) xyxy array (integers or floats, finite), or a list of them, ranked
+            best first. Overlaps are computed in float64 whatever the input dtype.
         max_proposals: use only each image's first `max_proposals` proposals (None: all).
 
     Returns:
@@ -165,8 +166,9 @@ def mabo(gt_boxes, proposals, gt_labels=None, max_proposals=None):
     one class, and MABO is the mean best overlap over all ground-truth boxes.
 
     Args:
-        gt_boxes: one image's (G, 4) xyxy array, or a list of them.
-        proposals: one image's (P, 4) xyxy array, or a list of them, ranked best first.
+        gt_boxes: one image's (G, 4) xyxy array (integers or floats, finite), or a list of them (one per image).
+        proposals: one image's (P, 4) xyxy array (integers or floats, finite), or a list of them, ranked
+            best first. Overlaps are computed in float64 whatever the input dtype.
         gt_labels: optional (G,) integer class labels, or a list of them, matching `gt_boxes`.
         max_proposals: use only each image's first `max_proposals` proposals (None: all).
 
@@ -207,8 +209,9 @@ def proposal_recall(gt_boxes, proposals, iou_thresholds=(0.5, 0.7), gt_labels=No
     `max_proposals` of each image.
 
     Args:
-        gt_boxes: one image's (G, 4) xyxy array, or a list of them (one per image).
-        proposals: one image's (P, 4) xyxy array, or a list of them, ranked best first.
+        gt_boxes: one image's (G, 4) xyxy array (integers or floats, finite), or a list of them (one per image).
+        proposals: one image's (P, 4) xyxy array (integers or floats, finite), or a list of them, ranked
+            best first. Overlaps are computed in float64 whatever the input dtype.
         iou_thresholds: a number or a sequence of numbers in [0, 1].
         gt_labels: optional (G,) integer labels (or a list of them): MABO is then the mean over
             classes of the per-class ABO (Uijlings et al. 2013); without labels it is the mean best
@@ -256,8 +259,9 @@ def recall_curve(gt_boxes, proposals, counts=DEFAULT_COUNTS, iou_threshold=0.5):
     fewer than k proposals uses all of them.
 
     Args:
-        gt_boxes: one image's (G, 4) xyxy array, or a list of them.
-        proposals: one image's (P, 4) xyxy array, or a list of them, ranked best first.
+        gt_boxes: one image's (G, 4) xyxy array (integers or floats, finite), or a list of them (one per image).
+        proposals: one image's (P, 4) xyxy array (integers or floats, finite), or a list of them, ranked
+            best first. Overlaps are computed in float64 whatever the input dtype.
         counts: increasing positive integers, the numbers of proposals per image.
         iou_threshold: number in [0, 1]; a gt box is recalled when a kept proposal has IoU >= it.
 

@@ -366,7 +366,9 @@ class Sequential(Layer):
         convolution then skips that layer's input gradient, as PyTorch does for an input without
         `requires_grad`.
         """
-        first = 0 if input_grad else next((i for i, layer in enumerate(self.layers) if layer.has_params()), len(self.layers))
+        first = 0  # the first layer to run backward through
+        if not input_grad:
+            first = next((i for i, layer in enumerate(self.layers) if layer.has_params()), len(self.layers))
         for i in range(len(self.layers) - 1, first - 1, -1):
             dy = self.layers[i].backward(dy, input_grad=input_grad or i > first)
         return dy if input_grad else None

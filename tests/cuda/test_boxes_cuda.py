@@ -7,6 +7,7 @@ import pytest
 
 from scratchdet import boxes as B
 from scratchdet.backend import is_cuda_array
+from scratchdet.errors import InvalidArgumentError
 
 
 def random_boxes(rng, n, dtype=np.float64):
@@ -39,6 +40,15 @@ def test_encode_and_decode_match_cpu(rng, gpu, close, weights):
     wild[0, 2] = 50.0  # exp clamp
     # float64 output: fused multiply-adds on the GPU may change the last bit
     close(B.decode(gpu(proposals), gpu(wild), weights), B.decode(proposals, wild, weights), rtol=1e-14, atol=1e-13, what="decode")
+
+
+def test_decode_takes_integer_deltas_and_a_numpy_clamp_as_the_cpu_does_and_rejects_booleans(rng, gpu, close):
+    proposals = random_boxes(rng, 3)
+    deltas = rng.integers(-2, 3, (3, 4))
+    expected = B.decode(proposals, deltas, clamp=np.float32(1.5))
+    close(B.decode(gpu(proposals), gpu(deltas), clamp=np.float32(1.5)), expected, rtol=1e-14, atol=1e-13)
+    with pytest.raises(InvalidArgumentError, match="integers or floats"):
+        B.decode(gpu(proposals), gpu(deltas > 0))
 
 
 @pytest.mark.parametrize(("n", "threshold"), [(0, 0.5), (1, 0.5), (63, 0.3), (64, 0.7), (65, 0.0), (70, 1.0), (150, 0.5)])

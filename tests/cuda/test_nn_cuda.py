@@ -166,10 +166,16 @@ def test_roi_pool_forward_and_backward_match_cpu(rng, gpu, close, output_size):
     close(F.roi_pool_backward(gpu(dout), gpu(features), ROIS, output_size, 0.25), expected, atol=1e-6, what="dfeatures")
 
 
-def test_roi_pool_rejects_a_batch_index_outside_the_batch(gpu):
-    features = gpu(np.zeros((1, 1, 4, 4), np.float32))
+def test_roi_pool_rejects_a_batch_index_outside_the_batch(gpu, host):
+    features = gpu(np.ones((1, 1, 4, 4), np.float32))
     with pytest.raises(InvalidArgumentError, match="batch indices"):
         F.roi_pool_forward(features, np.array([[1, 0, 0, 2, 2]], np.float64), 2, 1.0)
+    # device RoIs are not checked: a bad batch index pools zeros and passes no gradient back
+    rois = gpu(np.array([[1, 0, 0, 2, 2], [-1, 0, 0, 2, 2], [0, 0, 0, 2, 2]], np.float32))
+    assert host(F.roi_pool_forward(features, rois, 2, 1.0)).reshape(3, 4).tolist() == [[0] * 4, [0] * 4, [1] * 4]
+    assert host(F.roi_pool_backward(gpu(np.ones((3, 1, 2, 2), np.float32)), features, rois, 2, 1.0)).sum() == 4
+    with pytest.raises(InvalidArgumentError, match="integers or floats"):
+        F.roi_pool_forward(features, gpu(np.zeros((1, 5), np.bool_)), 2, 1.0)
 
 
 def test_conv2d_of_an_empty_batch(gpu, host):

@@ -40,3 +40,6 @@ def test_updates_reject_state_of_another_shape(gpu):
         F.sgd_update(param, gpu(np.zeros(4, np.float32)), gpu(np.zeros(5, np.float32)), lr=0.1, momentum=0.0, weight_decay=0.0)
     with pytest.raises(InvalidArgumentError, match="step"):
         F.adam_update(param, param, param, param, step=0, lr=0.1, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0)
+    integers = gpu(np.zeros(4, np.int64))
+    with pytest.raises(InvalidArgumentError, match="float32/float64"):
+        F.sgd_update(integers, integers, integers, lr=0.1, momentum=0.0, weight_decay=0.0)

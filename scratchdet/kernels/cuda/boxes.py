@@ -18,6 +18,7 @@ Only the number of kept boxes comes back to the host (to size the result).
 """
 
 import math
+import numbers
 
 import numba
 import numpy as np
@@ -149,13 +150,16 @@ def encode(proposals, gt, weights=(1.0, 1.0, 1.0, 1.0)):
 
 
 def decode(proposals, deltas, weights=(1.0, 1.0, 1.0, 1.0), clamp=math.log(1000.0 / 16)):
-    """CUDA twin of `scratchdet.boxes.decode`: (N, 4) xyxy float proposals and (N, 4) deltas, device
-    arrays -> (N, 4) xyxy boxes device array (float32 when both inputs are float32, float64 otherwise)."""
+    """CUDA twin of `scratchdet.boxes.decode`: (N, 4) xyxy float proposals and (N, 4) integer or float
+    deltas, device arrays -> (N, 4) xyxy boxes device array (float32 when both inputs are float32,
+    float64 otherwise). Device deltas are not checked for finiteness (that needs a host copy)."""
     _check_boxes("proposals", proposals)
     require_device("deltas", deltas)
+    if deltas.dtype.kind not in "iuf":
+        raise InvalidArgumentError(f"deltas must hold integers or floats, got dtype {deltas.dtype}")
     if deltas.shape != proposals.shape:
         raise InvalidArgumentError(f"deltas must have shape {proposals.shape} like proposals, got shape {deltas.shape}")
-    if isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or math.isnan(clamp):
+    if isinstance(clamp, bool) or not isinstance(clamp, numbers.Real) or math.isnan(clamp):
         raise InvalidArgumentError(f"clamp must be a number, got {clamp!r}")
     out = empty(proposals.shape, _result_dtype(proposals, deltas))
     if proposals.shape[0]:

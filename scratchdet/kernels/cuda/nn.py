@@ -571,6 +571,8 @@ def _check_roi_pool(features, rois, output_size, spatial_scale):
         rois = cuda.to_device(rois)
     elif rois.ndim != 2 or rois.shape[1] != 5:
         raise InvalidArgumentError(f"rois must have shape (R, 5) rows (batch_index, x1, y1, x2, y2), got {rois.shape}")
+    elif rois.dtype.kind not in "iuf":
+        raise InvalidArgumentError(f"rois must hold integers or floats, got dtype {rois.dtype}")
     if isinstance(spatial_scale, (bool, np.bool_)) or not isinstance(spatial_scale, numbers.Real) or not 0 < spatial_scale < math.inf:
         raise InvalidArgumentError(f"spatial_scale must be a finite number > 0, got {spatial_scale!r}")
     return rois, _pair(output_size, "output_size"), float(spatial_scale)
@@ -581,8 +583,10 @@ def roi_pool_forward(features, rois, output_size, spatial_scale):
 
     Args:
         features: (B, C, H, W) float32 or float64 device array.
-        rois: (R, 5) float (batch_index, x1, y1, x2, y2), a device array or a NumPy array (copied
-            once, as float64).
+        rois: (R, 5) float (batch_index, x1, y1, x2, y2), a device array or a NumPy array (checked
+            as on the CPU, then copied once, as float64). Device RoIs are not checked (that would
+            need a copy to the host): a RoI whose batch index is outside the batch pools zeros and
+            passes no gradient back, and every bin stays on the map whatever the coordinates.
         output_size: int or (PH, PW); spatial_scale: feature cells per image pixel.
 
     Returns:

@@ -6,6 +6,7 @@ statements in the same order as the CPU kernels of `scratchdet.kernels.cpu.nn`.
 
 import math
 
+import numpy as np
 from numba import cuda
 
 from scratchdet.errors import InvalidArgumentError
@@ -42,8 +43,8 @@ def adam_update_kernel(param, grad, m, v, correction1, correction2, lr, beta1, b
 
 def _check_update(param, *others):
     require_device("param", param)
-    if not param.is_c_contiguous():
-        raise InvalidArgumentError("param must be C-contiguous")
+    if not param.is_c_contiguous() or param.dtype not in (np.float32, np.float64):
+        raise InvalidArgumentError(f"param must be a C-contiguous float32/float64 device array, got {param.dtype}")
     for other in others:
         require_device("optimiser state", other)
         if other.shape != param.shape or other.dtype != param.dtype or not other.is_c_contiguous():
