@@ -30,6 +30,7 @@ NMS_SCENARIOS = {"few_kept": (50, 0.5), "most_kept": (5000, 0.7)}
 N_BOXES = 10_000
 TRAIN_BATCH = 256
 TRAIN_IMAGE = 32  # images are TRAIN_IMAGE x TRAIN_IMAGE, 3 channels
+TRAIN_CHANNELS = (32, 64, 128)  # the filters of the training net's three conv layers
 LINEAR_SHAPE = (256, 4096, 1024)  # (batch, inputs, outputs)
 
 
@@ -200,7 +201,7 @@ def train_breakdown(repeat=5):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((TRAIN_BATCH, 3, TRAIN_IMAGE, TRAIN_IMAGE), dtype=np.float32)
     labels = to_device(rng.integers(0, 10, TRAIN_BATCH), "cuda")
-    model = _small_net_ours(0).to("cuda")
+    model = _small_net(nn).to("cuda")
     optimizer = nn.SGD(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
     inputs = [to_device(x, "cuda")]
     for layer in model.layers:  # one forward, keeping every layer's input (and its saved state)
@@ -268,15 +269,32 @@ def linear_case(repeat=5):
     }
 
 
-def _small_net_ours(seed):
-    from scratchdet import nn
+def _small_net(module, seed=0):
+    """3 x (conv 3x3 with TRAIN_CHANNELS filters, ReLU, max pool 2), flatten, linear to 10 classes, in
+    scratchdet (`module` = scratchdet.nn, layer i seeded with seed + i) or PyTorch (`module` = torch.nn)."""
 
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1, rng=seed), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1, rng=seed + 1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 3, padding=1, rng=seed + 2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(128 * (TRAIN_IMAGE // 8) ** 2, 10, rng=seed + 3),
-    )
+    def rng(i):
+        return {} if module.__name__.startswith("torch") else {"rng": seed + i}
+
+    layers, channels = [], 3
+    for i, filters in enumerate(TRAIN_CHANNELS):
+        layers += [module.Conv2d(channels, filters, 3, padding=1, **rng(i)), module.ReLU(), module.MaxPool2d(2)]
+        channels = filters
+    layers += [module.Flatten(), module.Linear(channels * (TRAIN_IMAGE // 8) ** 2, 10, **rng(len(TRAIN_CHANNELS)))]
+    return module.Sequential(*layers)
+
+
+def _torch_twin(model):
+    """`_small_net(torch.nn)` holding the weights of `model`, a `_small_net(scratchdet.nn)` on the host."""
+    import torch
+
+    twin = _small_net(torch.nn)
+    with torch.no_grad():
+        torch_layers = [m for m in twin if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        for layer, torch_layer in zip([layer for layer in model.layers if layer.has_params()], torch_layers):
+            torch_layer.weight.copy_(torch.from_numpy(layer.params["weight"]))
+            torch_layer.bias.copy_(torch.from_numpy(layer.params["bias"]))
+    return twin
 
 
 def train_step_case(repeat=5):
@@ -294,7 +312,7 @@ def train_step_case(repeat=5):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((TRAIN_BATCH, 3, TRAIN_IMAGE, TRAIN_IMAGE), dtype=np.float32)
     labels = rng.integers(0, 10, TRAIN_BATCH)
-    model = _small_net_ours(0).to("cuda")
+    model = _small_net(nn).to("cuda")
     optimizer = nn.SGD(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
     xd, labels_d = to_device(x, "cuda"), to_device(labels, "cuda")
 
@@ -305,20 +323,7 @@ def train_step_case(repeat=5):
         optimizer.step()
         return loss
 
-    reference = _small_net_ours(0)  # same initial weights, on the host
-    layers = [layer for layer in reference.layers if layer.params]
-    torch_model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(64, 128, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(), torch.nn.Linear(128 * (TRAIN_IMAGE // 8) ** 2, 10),
-    )
-    with torch.no_grad():
-        torch_layers = [m for m in torch_model if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-        for ours_layer, torch_layer in zip(layers, torch_layers):
-            torch_layer.weight.copy_(torch.from_numpy(ours_layer.params["weight"]))
-            torch_layer.bias.copy_(torch.from_numpy(ours_layer.params["bias"]))
-    torch_model = torch_model.cuda()
+    torch_model = _torch_twin(_small_net(nn)).cuda()  # same initial weights
     torch_optimizer = torch.optim.SGD(torch_model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     xt, labels_t = torch.from_numpy(x).cuda(), torch.from_numpy(labels).cuda()
 

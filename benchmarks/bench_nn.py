@@ -338,45 +338,25 @@ def test_roi_pool_forward_backward(compare_with_peer, benchmark):
     _report(benchmark)
 
 
-TRAIN_BATCH, TRAIN_IMAGE = 64, 32
-
-
-def _small_net(seed):
-    """bench_cuda.py's training net: 3 x (conv 3x3 - ReLU - max pool 2), then a linear layer to 10 classes."""
-    from scratchdet import nn
-
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1, rng=seed), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1, rng=seed + 1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 3, padding=1, rng=seed + 2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(128 * (TRAIN_IMAGE // 8) ** 2, 10, rng=seed + 3),
-    )
+TRAIN_BATCH = 64
 
 
 def test_training_step(compare_with_peer, benchmark):
-    """One SGD step (forward, cross-entropy, backward, update) of `_small_net` on 64 32x32 images,
+    """One SGD step (forward, cross-entropy, backward, update) of bench_cuda.py's `_small_net` (3 x
+    (conv 3x3, ReLU, max pool 2), then linear to 10 classes) on 64 32x32 images,
     against the same net in PyTorch from the same weights. Neither computes the images' gradient
     (ours: `backward(..., input_grad=False)`; PyTorch: the input does not require grad); ours with
     the images' gradient is printed too. Both first steps give the same loss (checked)."""
+    from bench_cuda import TRAIN_IMAGE, _small_net, _torch_twin
+
     from scratchdet import nn
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((TRAIN_BATCH, 3, TRAIN_IMAGE, TRAIN_IMAGE), dtype=np.float32)
     labels = rng.integers(0, 10, TRAIN_BATCH)
-    model = _small_net(0)
+    model = _small_net(nn)
     optimizer = nn.SGD(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
-    torch_model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(64, 128, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(), torch.nn.Linear(128 * (TRAIN_IMAGE // 8) ** 2, 10),
-    )
-    with torch.no_grad():
-        ours_layers = [layer for layer in model.layers if layer.has_params()]
-        torch_layers = [m for m in torch_model if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-        for ours_layer, torch_layer in zip(ours_layers, torch_layers):
-            torch_layer.weight.copy_(torch.from_numpy(ours_layer.params["weight"]))
-            torch_layer.bias.copy_(torch.from_numpy(ours_layer.params["bias"]))
+    torch_model = _torch_twin(model)  # same initial weights
     torch_optimizer = torch.optim.SGD(torch_model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     xt, labels_t = torch.from_numpy(x), torch.from_numpy(labels)
 
