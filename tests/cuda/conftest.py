@@ -20,6 +20,32 @@ from scratchdet import backend
 sys.setswitchinterval(0.0005)
 
 
+def _name_shared_arrays_by_their_line_cheaply():
+    """The simulator gives each `cuda.shared.array` the array of the block already made at the same
+    source line, which it finds with `traceback.extract_stack`: that reads the file and line of every
+    frame on the thread's stack (an `os.stat` each), for every thread of every block. Only the caller's
+    (file, line) is used; take it from the frame directly."""
+    import traceback
+
+    from numba.cuda.simulator import kernelapi
+
+    if getattr(kernelapi, "traceback", None) is not traceback:  # another simulator: leave it alone
+        return
+
+    class CallerOnly:
+        @staticmethod
+        def extract_stack(frame):
+            """[..., (caller's file, line), (frame's file, line)], as the simulator reads it."""
+            caller = frame.f_back
+            return [(caller.f_code.co_filename, caller.f_lineno), (frame.f_code.co_filename, frame.f_lineno)]
+
+    kernelapi.traceback = CallerOnly
+
+
+if backend.simulated():
+    _name_shared_arrays_by_their_line_cheaply()
+
+
 @pytest.fixture(autouse=True)
 def _needs_cuda():
     if "cuda" not in backend.available():

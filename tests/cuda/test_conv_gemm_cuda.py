@@ -14,7 +14,7 @@ TILES = [
     (16, 16, 1, 4),  # the default for few filters
     (16, 16, 4, 8),  # 64 x 128 outputs, 4 B rows staged per thread
     (16, 16, 8, 8),  # the largest: 128 x 128 outputs (tried for 128 filters)
-    (4, 64, 1, 4),  # flat block for few rows (an RGB input gradient)
+    (4, 64, 1, 4),  # flat block for few rows (few filters, or the input gradient of 5-8 channels)
     (32, 8, 1, 4),  # narrow block for few columns (a first layer's 27 filter taps)
 ]
 

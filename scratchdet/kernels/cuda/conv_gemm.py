@@ -307,9 +307,10 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
 
 def tile_candidates(m, n):
     """The ``(ty, tx, tm, tn)`` tiles autotuning tries: `gemm.tile_candidates` on 16 x 16 threads, plus a
-    flat 4 x 64 block when c has few rows (the input gradient of an RGB layer: m = 3) and a narrow
-    32 x 8 block when it has few columns (that layer's filter gradient: n = 3*3*3 = 27), which would
-    otherwise leave most of a 16-row or 64-column tile idle."""
+    flat 4 x 64 block when c has few rows (a layer with at most 8 filters; the input gradient of one
+    with 5-8 channels, fewer going to `nn.input_grad_few_channels_kernel`) and a narrow 32 x 8 block
+    when it has few columns (an RGB layer's filter gradient: n = 3*3*3 = 27), which would otherwise
+    leave most of a 16-row or 64-column tile idle."""
     out = [(TY, TX, tm, tn) for tm, tn in gemm.tile_candidates(m, n)]
     if m <= 8:
         out.append((4, 64, 1, 4))
