@@ -398,7 +398,10 @@ def maxpool2d_forward(x, kernel_size, stride=None):
     out_h = conv2d_output_size(height, kernel_size, stride)
     out_w = conv2d_output_size(width, kernel_size, stride)
     y = np.empty((n_images, channels, out_h, out_w), dtype=x.dtype)
-    cpu.maxpool2d_forward(x, kernel_size, stride, y)
+    if kernel_size == stride == 2:
+        cpu.maxpool2x2_forward(x, y)
+    else:
+        cpu.maxpool2d_forward(x, kernel_size, stride, y)
     return y
 
 
@@ -422,7 +425,10 @@ def maxpool2d_backward(dy, x, kernel_size, stride=None):
     if dy.shape != expected:
         raise InvalidArgumentError(f"dy must have shape {expected}, got {dy.shape}")
     dx = np.empty_like(x)
-    cpu.maxpool2d_backward(dy, x, kernel_size, stride, dx)
+    if kernel_size == stride == 2:
+        cpu.maxpool2x2_backward(dy, x, dx)
+    else:
+        cpu.maxpool2d_backward(dy, x, kernel_size, stride, dx)
     return dx
 
 

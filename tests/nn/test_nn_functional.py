@@ -317,6 +317,29 @@ def test_maxpool_propagates_nan_as_pytorch_does(dtype):
     np.testing.assert_array_equal(dx, xt.grad.numpy())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_maxpool_2x2_stride_2_takes_a_path_of_its_own_with_the_general_results(rng, dtype):
+    """2 x 2 windows at stride 2 run `maxpool2x2_forward` / `_backward`; the general kernels, called
+    directly, give the same bits: ties, NaNs, infinities, odd sizes whose last row or column no window
+    reads, NaN gradients."""
+    from scratchdet.kernels.cpu import nn as cpu
+
+    for _ in range(40):
+        shape = (int(rng.integers(1, 3)), int(rng.integers(1, 4)), int(rng.integers(2, 8)), int(rng.integers(2, 8)))
+        x = rng.integers(-2, 3, shape).astype(dtype)  # many ties
+        draw = rng.random(shape)
+        x[draw < 0.06], x[(draw >= 0.06) & (draw < 0.1)], x[(draw >= 0.1) & (draw < 0.14)] = np.nan, np.inf, -np.inf
+        y = F.maxpool2d_forward(x, 2, 2)
+        general = np.empty_like(y)
+        cpu.maxpool2d_forward(x, 2, 2, general)
+        np.testing.assert_array_equal(y, general)
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        dy[rng.random(dy.shape) < 0.05] = np.nan
+        general = np.empty_like(x)
+        cpu.maxpool2d_backward(dy, x, 2, 2, general)
+        np.testing.assert_array_equal(F.maxpool2d_backward(dy, x, 2, 2), general)
+
+
 def test_maxpool_overlapping_windows_add_their_gradients():
     x = np.array([[[[0.0, 9.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]])
     dx = F.maxpool2d_backward(np.ones((1, 1, 2, 2)), x, 2, stride=1)
