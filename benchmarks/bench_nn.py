@@ -347,7 +347,7 @@ def test_training_step(compare_with_peer, benchmark):
     against the same net in PyTorch from the same weights. Neither computes the images' gradient
     (ours: `backward(..., input_grad=False)`; PyTorch: the input does not require grad); ours with
     the images' gradient is printed too. Both first steps give the same loss (checked)."""
-    from bench_cuda import TRAIN_IMAGE, _small_net, _torch_twin
+    from bench_cuda import TRAIN_IMAGE, _small_net, _torch_training_step, _torch_twin
 
     from scratchdet import nn
 
@@ -356,22 +356,13 @@ def test_training_step(compare_with_peer, benchmark):
     labels = rng.integers(0, 10, TRAIN_BATCH)
     model = _small_net(nn)
     optimizer = nn.SGD(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
-    torch_model = _torch_twin(model)  # same initial weights
-    torch_optimizer = torch.optim.SGD(torch_model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    xt, labels_t = torch.from_numpy(x), torch.from_numpy(labels)
+    theirs = _torch_training_step(_torch_twin(model), torch.from_numpy(x), torch.from_numpy(labels))  # same weights
 
     def step(input_grad):
         loss, dscores = nn.softmax_cross_entropy(model.forward(x), labels)
         model.backward(dscores, input_grad=input_grad)
         optimizer.step()
         return loss
-
-    def theirs():
-        torch_optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(torch_model(xt), labels_t)
-        loss.backward()
-        torch_optimizer.step()
-        return loss.item()
 
     first_ours, first_theirs = step(False), theirs()
     assert abs(first_ours - first_theirs) <= 1e-5 * abs(first_theirs)
