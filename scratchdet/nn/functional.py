@@ -155,7 +155,7 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
         # 1. pad these images, then unfold their receptive fields: one column per output pixel
         xpad = _pad_into(x[start:stop], padding, xpad_buffer)  # (n, C, H + 2*padding, W + 2*padding)
         cpu.im2col(xpad, kh, kw, stride, cols)
-        # 2. one matrix product for all of them (OpenBLAS, multithreaded)
+        # 2. one matrix product for all of them (OpenBLAS; `blas.matmul` keeps a small one on one thread)
         blas.matmul(w_mat, cols, out=y_mat)  # (K, n*H'*W')
         # 3. reorder into NCHW and add each filter's bias
         cpu.knp_to_nkp(y_mat, b, y[start:stop])

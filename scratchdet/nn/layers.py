@@ -4,8 +4,8 @@ A layer keeps `params` and `grads`, two dicts with the same keys and shapes. `fo
 output and remembers what `backward` needs; `backward(dy)` returns dx and overwrites `grads` (gradients
 are not accumulated across calls); `backward(dy, input_grad=False)` fills `grads` only and returns
 None, skipping the work dx takes (a network's first layer: its input is data, which needs no
-gradient). Layers do no array math themselves, so the same code runs on NumPy
-arrays and on CUDA device arrays (`layer.to("cuda")`).
+gradient). Layers do no array math themselves, so the same code runs on NumPy arrays and on CUDA
+device arrays (`layer.to("cuda")`).
 """
 
 import math
@@ -298,9 +298,10 @@ class Dropout(Layer):
     def backward(self, dy, input_grad=True):
         """dy: shaped like the last input, same dtype -> dx like dy (dy itself if forward was the
         identity; None without `input_grad`)."""
-        if self._saved("_identity") or not input_grad:
-            return dy if input_grad else None
-        return F.dropout_backward(dy, self._mask)
+        identity = self._saved("_identity")
+        if not input_grad:
+            return None
+        return dy if identity else F.dropout_backward(dy, self._mask)
 
     def config(self):
         return {"p": self.p}
