@@ -25,7 +25,10 @@ themselves. With another BLAS (MKL, Accelerate) the bands are merely more calls.
 import numpy as np
 
 # OpenBLAS runs a product of at most this many multiply-adds (m * n * k) on the calling thread alone
-# (its interface/gemm.c: SMP_THRESHOLD_MIN (65536) * GEMM_MULTITHREAD_THRESHOLD (4, the default)).
+# (its interface/gemm.c: SMP_THRESHOLD_MIN (65536) * GEMM_MULTITHREAD_THRESHOLD (4, the default); it
+# also gives each thread at least that many, so on 2 cores one thread runs up to twice this: measured
+# here, 64x2048 @ 2048x10-like products slowed the next Numba kernel from 573,440 multiply-adds on,
+# not up to 491,520).
 ONE_THREAD_MNK = 65536 * 4
 # Products of up to this many such pieces are cut into them; larger ones go to BLAS whole.
 MAX_PIECES = 64
