@@ -84,7 +84,7 @@ def test_conv2d_rejects_mixed_dtypes_and_wrong_dy(rng, gpu):
 
 @pytest.mark.parametrize(("kernel_size", "stride", "shape"), [(2, 2, (2, 2, 5, 7)), (3, 1, (1, 2, 5, 4)), (3, 2, (1, 1, 7, 6))])
 def test_maxpool2d_matches_cpu_including_overlapping_windows(rng, gpu, close, kernel_size, stride, shape):
-    x = rng.standard_normal(shape).astype(np.float32)
+    x = rng.integers(-2, 3, shape).astype(np.float32)  # many ties: the first maximum wins
     y = F.maxpool2d_forward(x, kernel_size, stride)
     close(F.maxpool2d_forward(gpu(x), kernel_size, stride), y, rtol=0, atol=0, what="y")
     dy = rng.standard_normal(y.shape).astype(np.float32)
@@ -98,13 +98,14 @@ def test_maxpool2d_backward_sends_a_tied_window_gradient_to_its_first_maximum(gp
 
 
 @pytest.mark.filterwarnings("ignore:.*invalid value encountered:RuntimeWarning")  # the simulator's inf - inf, in NumPy
-def test_maxpool2d_propagates_nan_as_the_cpu_does(gpu, host):
+@pytest.mark.parametrize("stride", [2, 1], ids=["unrolled-2x2", "general-overlapping"])
+def test_maxpool2d_propagates_nan_as_the_cpu_does(gpu, host, stride):
     # 2 x 2 windows: a NaN after the maximum, two NaNs, +inf with -inf (no NaN), plain numbers
     x = np.array([[[[1, np.nan, np.nan, 0, np.inf, 1, 3, 1], [0, 2, 5, np.nan, -np.inf, 2, 1, 3]]]], np.float32)
-    y = F.maxpool2d_forward(x, 2, 2)
+    y = F.maxpool2d_forward(x, 2, stride)
     dy = np.ones_like(y)
-    np.testing.assert_array_equal(host(F.maxpool2d_forward(gpu(x), 2, 2)), y)
-    np.testing.assert_array_equal(host(F.maxpool2d_backward(gpu(dy), gpu(x), 2, 2)), F.maxpool2d_backward(dy, x, 2, 2))
+    np.testing.assert_array_equal(host(F.maxpool2d_forward(gpu(x), 2, stride)), y)
+    np.testing.assert_array_equal(host(F.maxpool2d_backward(gpu(dy), gpu(x), 2, stride)), F.maxpool2d_backward(dy, x, 2, stride))
 
 
 def test_relu_forward_and_backward_zero_at_zero(rng, gpu, close):

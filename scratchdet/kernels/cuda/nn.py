@@ -44,6 +44,8 @@ roi_bin_end = cuda.jit(device=True)(shared.roi_bin_end)
 dropout_uniform = cuda.jit(device=True)(shared.dropout_uniform)
 window_max = cuda.jit(device=True)(shared.window_max)
 window_argmax = cuda.jit(device=True)(shared.window_argmax)
+max_of_four = cuda.jit(device=True)(shared.max_of_four)
+winner_of_four = cuda.jit(device=True)(shared.winner_of_four)
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -246,7 +248,12 @@ def maxpool2d_forward_kernel(x, kernel_size, stride, y):
     c = (e // (out_h * out_w)) % channels
     oy = (e // out_w) % out_h
     ox = e % out_w
-    y[n, c, oy, ox] = window_max(x, n, c, oy * stride, ox * stride, kernel_size)
+    y0 = oy * stride
+    x0 = ox * stride
+    if kernel_size == 2 and stride == 2:  # the common window, unrolled
+        y[n, c, oy, ox] = max_of_four(x[n, c, y0, x0], x[n, c, y0, x0 + 1], x[n, c, y0 + 1, x0], x[n, c, y0 + 1, x0 + 1])
+    else:
+        y[n, c, oy, ox] = window_max(x, n, c, y0, x0, kernel_size)
 
 
 @cuda.jit(cache=True)
@@ -265,6 +272,17 @@ def maxpool2d_backward_kernel(dy, x, kernel_size, stride, dx):
     c = (e // (height * width)) % channels
     y = (e // width) % height
     xx = e % width
+    if kernel_size == 2 and stride == 2:  # the common window, unrolled: (y, xx) lies in one window or none
+        oy = y // 2
+        ox = xx // 2
+        if oy < out_h and ox < out_w:
+            y0 = 2 * oy
+            x0 = 2 * ox
+            winner = winner_of_four(x[n, c, y0, x0], x[n, c, y0, x0 + 1], x[n, c, y0 + 1, x0], x[n, c, y0 + 1, x0 + 1])
+            dx[n, c, y, xx] = dy[n, c, oy, ox] if winner == 2 * (y - y0) + xx - x0 else 0
+        else:
+            dx[n, c, y, xx] = 0
+        return
     # windows oy with oy*stride <= y < oy*stride + kernel_size
     oy_lo = max(0, (y - kernel_size + stride) // stride)
     oy_hi = min(out_h - 1, y // stride)

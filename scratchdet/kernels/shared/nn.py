@@ -102,6 +102,29 @@ def window_argmax(x, n, c, y0, x0, kernel_size):
     return best_y, best_x
 
 
+def max_of_four(a, b, c, d):
+    """`window_max` of a 2 x 2 window read row by row (a b / c d), without the loops: the maximum, or
+    a NaN if the window holds one."""
+    top = b if b > a or b != b else a  # a NaN wins each comparison
+    bottom = d if d > c or d != d else c
+    return bottom if bottom > top or bottom != bottom else top
+
+
+def winner_of_four(a, b, c, d):
+    """Which element of a 2 x 2 window (a b / c d: 0 to 3, row by row) `window_argmax` picks, without
+    the loops: the first maximum, or the last NaN if the window holds one."""
+    winner = 1 if b > a else 0  # selects rather than branches: they compile branch-free
+    best = b if b > a else a
+    winner = 2 if c > best else winner
+    best = c if c > best else best
+    winner = 3 if d > best else winner
+    # a NaN compares false above, so it never won: the last one does now
+    winner = 0 if a != a else winner
+    winner = 1 if b != b else winner
+    winner = 2 if c != c else winner
+    return 3 if d != d else winner
+
+
 def roi_bin_start(bin_index, bin_size, roi_start, limit):
     """First feature-map cell of bin `bin_index` of a RoI, clipped to [0, limit] (torchvision's rule).
 
