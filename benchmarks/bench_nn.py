@@ -261,6 +261,45 @@ def test_conv2d_other_shapes(shape):
           f"ratio {ours_s / torch_s:.2f}, ours {flops / ours_s / 1e9:.0f} GFLOP/s, torch {flops / torch_s / 1e9:.0f} GFLOP/s")
 
 
+# (N, C, H, W, K, kernel, stride, padding): strided layers, a detector backbone's first (7x7, stride 2)
+# and downsampling 3x3 layers
+STRIDED_SHAPES = [
+    (8, 3, 224, 224, 64, 7, 2, 3), (16, 3, 128, 128, 32, 3, 2, 1), (64, 32, 32, 32, 64, 3, 2, 1),
+    (32, 64, 32, 32, 128, 3, 2, 1), (2, 256, 28, 28, 512, 3, 2, 1), (16, 32, 33, 33, 48, 5, 3, 2),
+]
+
+
+@pytest.mark.parametrize("shape", STRIDED_SHAPES, ids=lambda s: "x".join(map(str, s[:4])) + f"-{s[4]}-k{s[5]}s{s[6]}p{s[7]}")
+def test_conv2d_strided(shape, monkeypatch):
+    """Forward + backward of strided layers, back-to-back, checked against torch: float32 runs them as
+    stride-1 convolutions of the input's phases (`F._by_phases`); the im2col route's time is printed too."""
+    n, c, h, w, k, size, stride, padding = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, h, w), dtype=np.float32)
+    weight = rng.standard_normal((k, c, size, size), dtype=np.float32) * np.float32(np.sqrt(2.0 / (c * size * size)))
+    bias = np.zeros(k, dtype=np.float32)
+    out = (F.conv2d_output_size(h, size, stride, padding), F.conv2d_output_size(w, size, stride, padding))
+    dy = rng.standard_normal((n, k, *out), dtype=np.float32)
+    xt, wt, bt, dyt = _torch_leaf(x), _torch_leaf(weight), _torch_leaf(bias), torch.from_numpy(dy)
+
+    def ours():
+        return F.conv2d_forward(x, weight, bias, stride, padding), F.conv2d_backward(dy, x, weight, stride, padding)
+
+    def theirs():
+        xt.grad = wt.grad = bt.grad = None
+        torch.nn.functional.conv2d(xt, wt, bt, stride=stride, padding=padding).backward(dyt)
+
+    _, (dx, dw, _) = ours()
+    theirs()
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=1e-3, atol=1e-2)
+    ours_s, torch_s = _back_to_back(ours), _back_to_back(theirs)
+    monkeypatch.setattr(F, "_by_phases", lambda *args: False)
+    im2col_s = _back_to_back(ours)
+    print(f"\nconv {'x'.join(map(str, shape[:4]))}-{k} {size}x{size} stride {stride} pad {padding}: ours {ours_s * 1e3:.2f} ms "
+          f"(im2col route {im2col_s * 1e3:.2f} ms), torch {torch_s * 1e3:.2f} ms, ratio {ours_s / torch_s:.2f}")
+
+
 def test_maxpool2d_forward_backward(compare_with_peer, benchmark):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 64, 32, 32), dtype=np.float32)

@@ -287,6 +287,37 @@ def test_conv2d_backward_rejects_misshapen_gradient():
         F.conv2d_backward(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 3, 3)), stride=1, padding=1)
 
 
+def test_strided_float32_convolutions_run_on_the_input_phases_with_the_im2col_results(rng, monkeypatch):
+    """float32 strided layers with few channels run as stride-1 convolutions of the input's phases
+    (`F._by_phases`); float64 takes im2col. Strides 2 and 3, kernels from the stride up, any padding
+    below the kernel, sizes whose last rows no output reads."""
+    from scratchdet.kernels.cpu import nn as cpu
+
+    calls = []
+    original = cpu.space_to_depth
+    monkeypatch.setattr(cpu, "space_to_depth", lambda *args: calls.append(1) or original(*args))
+    for _ in range(25):
+        stride = int(rng.integers(2, 4))
+        size = int(rng.integers(stride, 8))
+        padding = int(rng.integers(0, size))
+        n, c, k = (int(v) for v in rng.integers(1, [3, 6, 9]))
+        h, w = (int(v) for v in rng.integers(max(size - 2 * padding, 1), 14, 2))
+        x, weight, bias = rng.standard_normal((n, c, h, w)), rng.standard_normal((k, c, size, size)), rng.standard_normal(k)
+        y = F.conv2d_forward(x, weight, bias, stride, padding)
+        y32 = F.conv2d_forward(*(a.astype(np.float32) for a in (x, weight, bias)), stride, padding)
+        np.testing.assert_allclose(y32, y, rtol=1e-4, atol=1e-4)
+        dy = rng.standard_normal(y.shape)
+        expected = F.conv2d_backward(dy, x, weight, stride, padding)
+        ours = F.conv2d_backward(*(a.astype(np.float32) for a in (dy, x, weight)), stride, padding)
+        for name, a, e in zip(("dx", "dw", "db"), ours, expected):
+            assert a.dtype == np.float32, name
+            np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-3, err_msg=name)
+        dx, dw, _ = F.conv2d_backward(*(a.astype(np.float32) for a in (dy, x, weight)), stride, padding, input_grad=False)
+        assert dx is None
+        np.testing.assert_array_equal(dw, ours[1])
+    assert len(calls) == 25 * 3  # forward, backward, backward without dx: the phases route each time
+
+
 def test_maxpool_ties_send_the_gradient_to_the_first_maximum():
     x = np.array([[[[1.0, 1.0], [1.0, 1.0]]]])
     dx = F.maxpool2d_backward(np.array([[[[5.0]]]]), x, 2, 2)

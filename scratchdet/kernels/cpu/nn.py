@@ -156,6 +156,62 @@ def nkp_to_knp_and_sum(src, dst, sums):
 
 
 # ---------------------------------------------------------------------------------------------------
+# A strided convolution as a stride-1 one on the input's phases (space-to-depth)
+# ---------------------------------------------------------------------------------------------------
+# With stride s, output (oy, ox) reads xpad[s*oy + i, s*ox + j]. Writing i = s*u + a, j = s*v + b
+# (0 <= a, b < s), that is phase (a, b) of xpad, X_ab[r, q] = xpad[s*r + a, s*q + b], read at
+# (oy + u, ox + v): a stride-1 correlation of X_ab with the sub-filter W_ab[u, v] = w[s*u + a, s*v + b].
+# Stacking the s*s phases as channels turns the layer into one stride-1, unpadded convolution of
+# (N, s*s*C, ceil(Hp/s), ceil(Wp/s)) images with (K, s*s*C, ceil(kh/s), ceil(kw/s)) filters (taps past
+# the kernel are 0), which the register-tiled kernels run (`scratchdet.nn.functional`).
+
+
+@numba.njit(cache=True, parallel=True)
+def space_to_depth(x, padding, stride, out):
+    """out[n, (a*s + b)*C + c, r, q] = xpad[n, c, s*r + a, s*q + b], xpad = x zero-padded by `padding`
+    (0 past its border too).
+
+    Args:
+        x: (N, C, H, W) float; padding: int >= 0; stride: s >= 1.
+        out: (N, s*s*C, Hs, Ws) output, same dtype, Hs >= ceil((H + 2*padding) / s) (Ws likewise).
+    """
+    n_images, channels, height, width = x.shape
+    depth, phase_h, phase_w = out.shape[1], out.shape[2], out.shape[3]
+    for nd in prange(n_images * depth):
+        n = nd // depth
+        d = nd % depth
+        a = d // channels // stride
+        b = d // channels % stride
+        c = d % channels
+        for r in range(phase_h):
+            y = stride * r + a - padding
+            for q in range(phase_w):
+                x_ = stride * q + b - padding
+                out[n, d, r, q] = x[n, c, y, x_] if 0 <= y < height and 0 <= x_ < width else 0
+
+
+@numba.njit(cache=True, parallel=True)
+def depth_to_space(dphases, padding, stride, dx):
+    """The adjoint of `space_to_depth`, which reads each pixel of x once (the padding's gradient is
+    dropped): dx[n, c, y, x] = dphases[n, (a*s + b)*C + c, r, q] with s*r + a = y + padding,
+    s*q + b = x + padding.
+
+    Args:
+        dphases: (N, s*s*C, Hs, Ws) float; padding, stride: as `space_to_depth`.
+        dx: (N, C, H, W) output, overwritten.
+    """
+    n_images, channels, height, width = dx.shape
+    for nc in prange(n_images * channels):
+        n = nc // channels
+        c = nc % channels
+        for y in range(height):
+            r, a = divmod(y + padding, stride)
+            for x_ in range(width):
+                q, b = divmod(x_ + padding, stride)
+                dx[n, c, y, x_] = dphases[n, (a * stride + b) * channels + c, r, q]
+
+
+# ---------------------------------------------------------------------------------------------------
 # Max pooling
 # ---------------------------------------------------------------------------------------------------
 
