@@ -139,7 +139,7 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     if _register_tiled(x, w, stride, padding):
         return _correlate_tiled(x, w, b, padding, padding)
     if _by_phases(x, w, stride):
-        y = _correlate_tiled(_phases(x, stride, padding, w.shape), _phase_filters(w, stride), b, 0, 0)
+        y = _correlate_tiled(_phases(x, stride, padding), _phase_filters(w, stride), b, 0, 0)
         return _cropped(y, conv2d_output_size(x.shape[2], w.shape[2], stride, padding), conv2d_output_size(x.shape[3], w.shape[3], stride, padding))
     n_images, channels, height, width = x.shape
     filters, _, kh, kw = w.shape
@@ -268,10 +268,9 @@ def _by_phases(x, w, stride):
     )
 
 
-def _phases(x, stride, padding, w_shape):
+def _phases(x, stride, padding):
     """x (N, C, H, W) zero-padded by `padding`, as its stride x stride phases stacked as channels:
-    (N, s*s*C, Hs, Ws), tall and wide enough for every output of the strided convolution with filters
-    of `w_shape` (Hs = ceil((H + 2*padding) / s))."""
+    (N, s*s*C, Hs, Ws), Hs = ceil((H + 2*padding) / s) (Ws likewise): every pixel of the padded x once."""
     n_images, channels, height, width = x.shape
     phase_h = -(-(height + 2 * padding) // stride)
     phase_w = -(-(width + 2 * padding) // stride)
@@ -304,7 +303,7 @@ def _conv2d_backward_by_phases(dy, x, w, stride, padding, input_grad):
     zero-extended to that convolution's output, its gradients, then dw gathered back from the phase
     filters' and dx from the phases' (`cpu.depth_to_space`)."""
     filters, channels, kh, kw = w.shape
-    phases = _phases(x, stride, padding, w.shape)
+    phases = _phases(x, stride, padding)
     phase_w = _phase_filters(w, stride)
     full = (phases.shape[2] - phase_w.shape[2] + 1, phases.shape[3] - phase_w.shape[3] + 1)
     if dy.shape[2:] != full:
