@@ -138,9 +138,10 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     x, w, b, stride, padding = _check_conv(x, w, b, stride, padding)
     if _register_tiled(x, w, stride, padding):
         return _correlate_tiled(x, w, b, padding, padding)
-    if _by_phases(x, w, stride):
+    if _by_phases(x, w, stride):  # a stride-1 convolution of x's phases, cropped to this one's output
         y = _correlate_tiled(_phases(x, stride, padding), _phase_filters(w, stride), b, 0, 0)
-        return _cropped(y, conv2d_output_size(x.shape[2], w.shape[2], stride, padding), conv2d_output_size(x.shape[3], w.shape[3], stride, padding))
+        out_h = conv2d_output_size(x.shape[2], w.shape[2], stride, padding)
+        return _cropped(y, out_h, conv2d_output_size(x.shape[3], w.shape[3], stride, padding))
     n_images, channels, height, width = x.shape
     filters, _, kh, kw = w.shape
     out_h = conv2d_output_size(height, kh, stride, padding)
