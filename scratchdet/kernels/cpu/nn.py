@@ -261,11 +261,11 @@ def maxpool2d_backward(dy, x, kernel_size, stride, dx):
 # The common 2 x 2 window at stride 2 (every pooling layer of VGG and of the nets here): the windows
 # tile the map, so each output reads its own two half-rows, and the backward writes every element of
 # dx once (the winner dy, the other three 0) instead of zeroing dx and then adding. Same results as
-# the general kernels above (`shared.max_of_four` and `shared.winner_of_four`, which the CUDA kernels
-# use for these windows too, unroll `window_max` and `window_argmax`). Measured on the 2-core VM, 64 x 32 x 32 x 32 float32,
-# against the general kernels: forward 0.87-0.98 -> 0.07-0.08 ms, backward 1.50 -> 1.30 ms (1.5 ->
-# 2.6 ms when it walked row views of x and dx instead of indexing them: each view costs a reference
-# count update in the loop).
+# the general kernels above: `shared.max_of_four` and `shared.winner_of_four`, which the CUDA kernels
+# use for these windows too, are `window_max` and `window_argmax` unrolled. Measured on the 2-core
+# VM, 64 x 32 x 32 x 32 float32, against the general kernels: forward 0.87-0.98 -> 0.07-0.08 ms,
+# backward 1.50 -> 1.30 ms. The backward indexes x and dx directly: walking row views of them, as
+# the forward does, took 2.6 ms there (each view updates a shared reference count in the loop).
 
 
 @numba.njit(cache=True, parallel=True)
