@@ -303,7 +303,7 @@ def _conv2d_backward_by_phases(dy, x, w, stride, padding, input_grad):
     """`conv2d_backward` of a strided convolution as the stride-1 one on x's phases (`_by_phases`): dy
     zero-extended to that convolution's output, its gradients, then dw gathered back from the phase
     filters' and dx from the phases' (`cpu.depth_to_space`)."""
-    filters, channels, kh, kw = w.shape
+    filters, channels = w.shape[:2]
     phases = _phases(x, stride, padding)
     phase_w = _phase_filters(w, stride)
     full = (phases.shape[2] - phase_w.shape[2] + 1, phases.shape[3] - phase_w.shape[3] + 1)
