@@ -80,8 +80,8 @@ def _check_boxes(name, boxes, fmt="xyxy", positive=False):
 
     A size-0 1-D array (e.g. `np.array([])`) is accepted as `(0, 4)`. Boxes must be finite and not
     inverted (x1 <= x2, y1 <= y2; or w, h >= 0); with `positive`, width and height must be > 0. Their
-    width, height and area must be finite in float64 too (coordinates up to about 1e150), or IoU
-    would be inf / inf.
+    width, height and twice the area must be finite in float64 too (coordinates up to about 1e150):
+    the union of two boxes' areas must not overflow, or IoU would be inf / inf.
 
     Returns:
         the boxes as a NumPy array of their own (integer or float) dtype, shape (N, 4).
@@ -103,11 +103,11 @@ def _check_boxes(name, boxes, fmt="xyxy", positive=False):
         else:  # xywh, cxcywh
             w = coords[:, 2]
             h = coords[:, 3]
-        too_large = ~np.isfinite(w * h) | ~np.isfinite(np.abs(coords).sum(axis=1))
+        too_large = ~np.isfinite(2.0 * w * h) | ~np.isfinite(np.abs(coords).sum(axis=1))
     if too_large.any():
         i = int(np.flatnonzero(too_large)[0])
         raise InvalidArgumentError(
-            f"{name}[{i}] = {arr[i].tolist()} is too large: its sizes or area overflow float64 "
+            f"{name}[{i}] = {arr[i].tolist()} is too large: its sizes or twice its area overflow float64 "
             "(keep coordinates below about 1e150)"
         )
     bad = (w <= 0) | (h <= 0) if positive else (w < 0) | (h < 0)
@@ -361,13 +361,24 @@ def decode(proposals, deltas, weights=(1.0, 1.0, 1.0, 1.0), clamp=DEFAULT_DECODE
 # ----------------------------------------------------------------------------------------------
 
 
+def _descending_keys(scores):
+    """(N,) keys whose ascending order is the descending order of `scores`, exactly: -s in float64 for
+    float scores, ~s (= -s - 1, which cannot overflow) for signed integers and max - s for unsigned
+    ones (integers above 2**53 are not all float64 numbers: distinct scores would tie)."""
+    if scores.dtype.kind == "i":
+        return ~scores
+    if scores.dtype.kind == "u":
+        return np.iinfo(scores.dtype).max - scores
+    return -scores.astype(np.float64)
+
+
 def _score_order(scores):
     """Indices sorting `scores` descending; equal scores keep their index order.
 
     NumPy's default sort is several times faster than its stable sort and differs from it only in
     the order of equal scores, so sort with it and then put each run of equal scores in index order.
     """
-    keys = -scores.astype(np.float64)  # (N,); negating uint8 scores directly would wrap around
+    keys = _descending_keys(scores)  # (N,)
     order = np.argsort(keys).astype(np.int64, copy=False)
     _cpu.order_ties_by_index(keys[order], order)
     return order
@@ -426,7 +437,7 @@ def batched_nms(boxes, scores, labels, iou_threshold):
     lab = _check_vector("labels", labels, n, kinds="iu")
     t = _check_threshold("iou_threshold", iou_threshold)
     # 1. sort by label, then by descending score within a label (lexsort is stable: ties by index)
-    order = np.lexsort((-s.astype(np.float64), lab)).astype(np.int64)
+    order = np.lexsort((_descending_keys(s), lab)).astype(np.int64)
     # 2. one group per label: where the sorted labels change
     sorted_labels = lab[order]
     changes = np.flatnonzero(sorted_labels[1:] != sorted_labels[:-1]) + 1

@@ -308,6 +308,32 @@ def test_nms_visits_equal_scores_in_index_order():
     assert B.nms(boxes, np.zeros(5), 1.0).tolist() == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_nms_orders_integer_scores_beyond_2_53_exactly(dtype):
+    # float64 rounds 2**53 + 1 to 2**53: sorting the scores as floats would make them tie
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 0, 30, 10]], float)
+    scores = np.array([2**53, 2**53 + 1, 2**53 - 1], dtype)
+    assert B.nms(boxes, scores, 0.5).tolist() == [1, 2]
+    assert B.batched_nms(boxes, scores, np.zeros(3, np.int64), 0.5).tolist() == [1, 2]
+    extremes = np.array([np.iinfo(dtype).min, np.iinfo(dtype).max, 0, np.iinfo(dtype).min], dtype)
+    apart = np.array([[0, 0, 1, 1], [2, 0, 3, 1], [4, 0, 5, 1], [6, 0, 7, 1]], float)
+    assert B.nms(apart, extremes, 0.5).tolist() == ([1, 2, 0, 3] if dtype == np.int64 else [1, 0, 2, 3])
+
+
+@pytest.mark.parametrize("side", [1e150, 1e153, 9e153, 1e154, 1.3e154, 1e155])
+def test_boxes_near_the_size_limit_are_refused_or_have_self_iou_one(side):
+    # the union of two boxes' areas must stay finite, not just each area
+    boxes = np.array([[0, 0, side, side], [0, 0, 0.9 * side, side]])
+    try:
+        overlaps = B.iou(boxes, boxes)
+    except InvalidArgumentError as error:
+        assert "too large" in str(error)
+        assert side > 9e153  # every box with a finite doubled area is accepted
+    else:
+        np.testing.assert_allclose(overlaps, [[1, 0.9], [0.9, 1]], rtol=1e-12)
+        assert B.nms(boxes, np.array([1.0, 0.5]), 0.5).tolist() == [0]
+
+
 def test_nms_threshold_one_keeps_everything_and_zero_keeps_only_disjoint():
     boxes = np.array([[0, 0, 2, 2], [0, 0, 2, 2], [1, 1, 3, 3], [2, 0, 4, 2]], float)  # box 3 only touches 0
     scores = np.array([0.4, 0.3, 0.2, 0.1])

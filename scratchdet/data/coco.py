@@ -36,6 +36,8 @@ __all__ = [
     "write_ground_truth",
 ]
 
+EXACT_INTEGERS = 2**53  # float64 holds every integer of at most this size, and not all larger ones
+
 
 @dataclass(frozen=True)
 class GroundTruth:
@@ -411,6 +413,16 @@ def _to_numbers(values, key, source, listname, allow_bool=False):
         for i, v in enumerate(values):
             if not (_is_number(v) or (allow_bool and _is_flag(v))) or not _is_finite(v):
                 raise DataFormatError(f'{source}: {listname}[{i}]: field "{key}" must be a finite number, got {_show(v)}')
+        array = None  # numbers, but not one array of them (an integer beyond int64, a mix of types)
+    # float64 holds every integer up to 2**53 and not all beyond, so refuse those (two distinct scores
+    # would tie); one beyond it in a list of floats has already become a float of magnitude >= 2**53
+    if array is None or (np.abs(array.astype(np.float64)) >= EXACT_INTEGERS).any():
+        for i, v in enumerate(values):
+            if isinstance(v, (int, np.integer)) and not _is_flag(v) and abs(int(v)) > EXACT_INTEGERS:
+                raise DataFormatError(
+                    f'{source}: {listname}[{i}]: field "{key}" = {v} is an integer beyond 2**53, which a float64 '
+                    "cannot hold exactly; write it as a float"
+                )
         array = np.array(values, dtype=np.float64)
     return array.astype(np.float64, copy=False)
 

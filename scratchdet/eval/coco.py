@@ -8,8 +8,9 @@ the last bit of the precision arrays. The rules, in the order the code below app
    and only the first 100 (``maxDets[-1]``) are kept.
 2. IoU of boxes ``[x, y, w, h]``; with a crowd ground truth the denominator is the detection's area
    alone (a detection inside a crowd region overlaps it fully).
-3. For each area range (all, small < 32^2 <= medium <= 96^2 < large, decided on the annotation's
-   ``area`` field) a ground truth is *ignored* when it is a crowd or its area is outside the range;
+3. For each area range (all, small, medium, large: [0, 1e10], [0, 32^2], [32^2, 96^2], [96^2, 1e10],
+   closed at both ends as in pycocotools, so that an area of exactly 32^2 is both small and medium;
+   decided on the annotation's ``area`` field) a ground truth is *ignored* when it is a crowd or its area is outside the range;
    ignored ground truths go last.
 4. For each IoU threshold 0.50:0.05:0.95, each detection in score order takes the still-free ground
    truth of highest IoU >= threshold (the later one on ties); a crowd is never used up; once a

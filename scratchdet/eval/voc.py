@@ -171,11 +171,10 @@ def voc_ap(recall, precision, method="all"):
     if not (np.isfinite(recall).all() and np.isfinite(precision).all()):
         raise InvalidArgumentError("recall and precision must be finite")
     if method == "11point":
-        ap = 0.0
-        for k in range(11):
-            reached = precision[recall >= k / 10]
-            ap += (reached.max() if reached.size else 0.0) / 11
-        return float(ap)
+        # the 11 highest precisions added first, then divided (the devkit adds p / 11 eleven times,
+        # which can pass 1 in the last bit)
+        highest = [precision[recall >= k / 10].max(initial=0.0) for k in range(11)]
+        return float(sum(highest) / 11)
     if method != "all":
         raise InvalidArgumentError(f'method must be "all" or "11point", got {method!r}')
     # 1. sentinels: the curve starts at recall 0 and ends at recall 1 with precision 0

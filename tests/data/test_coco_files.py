@@ -210,6 +210,9 @@ DET_CASES = {
     "image_id_beyond_int64": (lambda d: d[1].update(image_id=2**64 - 1), r'detections\[1\]: field "image_id" must be an integer, got 18446744073709551615'),
     # JSON integers too large for a float: math.isfinite raises OverflowError on them
     "integer_score_too_large_for_a_float": (lambda d: d[1].update(score=10**400), r'detections\[1\]: field "score" must be a finite number, got 1000'),
+    # integers beyond 2**53 are not all float64 numbers: 2**53 + 1 and 2**53 would tie as scores
+    "integer_score_beyond_2_53": (lambda d: d[1].update(score=2**53 + 1), r'detections\[1\]: field "score" = 9007199254740993 is an integer beyond 2\*\*53'),
+    "numpy_integer_score_beyond_2_53": (lambda d: d[0].update(score=np.int64(-(2**60))), r'detections\[0\]: field "score" = -1152921504606846976 is an integer beyond'),
     "integer_in_bbox_too_large_for_a_float": (lambda d: d[0].update(bbox=[10**400, 0, 1, 1]), r'detections\[0\]: field "bbox" must hold finite numbers'),
     "boolean_score_among_numbers": (lambda d: d[1].update(score=True), r'detections\[1\]: field "score" must be a finite number, got true'),
     "boolean_image_id_among_integers": (lambda d: d[1].update(image_id=True), r'detections\[1\]: field "image_id" must be an integer, got true'),

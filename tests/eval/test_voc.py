@@ -65,6 +65,12 @@ def test_11_point_counts_recall_exactly_on_a_threshold():
 
 
 @pytest.mark.parametrize("method", ["all", "11point"])
+def test_a_perfect_curve_has_ap_exactly_one(method):
+    # adding 1 / 11 eleven times gives 1.0000000000000002; AP must stay in [0, 1]
+    assert voc_ap([0.25, 0.5, 0.75, 1.0], [1.0, 1.0, 1.0, 1.0], method) == 1.0
+
+
+@pytest.mark.parametrize("method", ["all", "11point"])
 def test_empty_curve_has_zero_ap(method):
     assert voc_ap([], [], method) == 0.0
 
