@@ -4,6 +4,7 @@ A reader never sees a half-written output, and an error part-way leaves the old 
 """
 
 import contextlib
+import errno
 import os
 import tempfile
 
@@ -31,24 +32,48 @@ def require_file(path, expected):
     return path
 
 
+def _temporary_beside(path, suffix):
+    """``(fd, name)`` of a new private file in `path`'s directory (made if missing), named after `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file stands where a directory on the way should be
+        raise NotADirectoryError(errno.ENOTDIR, "a file on its way is not a directory", path) from None
+    base = os.path.basename(path)
+    return tempfile.mkstemp(dir=directory, prefix="." + base + ".", suffix=suffix)
+
+
+@contextlib.contextmanager
+def _naming(path, tmp=None):
+    """Re-raise an OSError about the temporary file `tmp` (or about no file) as one about `path`: the
+    user gave `path` and never saw the temporary name."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename in (None, tmp) and error.errno is not None:
+            raise OSError(error.errno, error.strerror, path) from error
+        raise
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="w", **open_kwargs):
     """Open a temporary file next to `path` for writing; on success rename it onto `path`.
 
     Usage: ``with atomic_write("out.json") as f: json.dump(obj, f)``. On an exception the
-    temporary file is removed and `path` is left untouched.
+    temporary file is removed and `path` is left untouched. Missing directories on the way to `path`
+    are made. An OSError of the writing names `path` (not the temporary file).
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    with _naming(path):
+        fd, tmp = _temporary_beside(path, ".tmp")
     try:
-        with os.fdopen(fd, mode, **open_kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _default_mode())  # mkstemp makes files private (0o600)
-        os.replace(tmp, path)
+        with _naming(path, tmp):
+            with os.fdopen(fd, mode, **open_kwargs) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, _default_mode())  # mkstemp makes files private (0o600)
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
@@ -60,18 +85,18 @@ def atomic_path(path):
     """Yield a temporary path next to `path` for a library that writes by name (savefig, savez).
 
     The temporary name keeps `path`'s extension so that format detection still works.
-    On success it is renamed onto `path`; on an exception it is removed.
+    On success it is renamed onto `path`; on an exception it is removed. Missing directories on the
+    way to `path` are made; an OSError about the temporary file names `path`.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + base + ".", suffix=".tmp" + ext)
+    with _naming(path):
+        fd, tmp = _temporary_beside(path, ".tmp" + os.path.splitext(path)[1])
     os.close(fd)
     try:
-        yield tmp
-        os.chmod(tmp, _default_mode())  # mkstemp makes files private (0o600)
-        os.replace(tmp, path)
+        with _naming(path, tmp):
+            yield tmp
+            os.chmod(tmp, _default_mode())  # mkstemp makes files private (0o600)
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)

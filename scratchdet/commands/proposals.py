@@ -40,15 +40,16 @@ def _plot_path(plot, image_path, several):
 def run(args):
     """Run Selective Search on every image, then write the outputs; returns 0.
 
-    Arguments and output paths are checked, then every image is read, before any work: a bad one
-    (e.g. the second of three images is corrupt) stops the run with nothing written.
+    Arguments and output paths are checked (each can be written, none overwrites another or an
+    image), then every image is read, before any work: a bad one (e.g. the second of three images is
+    corrupt) stops the run with nothing written.
     """
     import json
 
     from tqdm import tqdm
 
     from scratchdet._files import atomic_write
-    from scratchdet.commands.segment import check_output_file
+    from scratchdet.commands.outputs import check_distinct, check_output_file
     from scratchdet.data.images import load_image
     from scratchdet.proposals import selective_search
     from scratchdet.proposals.selective_search import check_rgb_image
@@ -71,6 +72,7 @@ def run(args):
             if plot_paths.count(plot_path) > 1:
                 raise InvalidArgumentError(f"--plot: two images would both be drawn to {plot_path} (same file name)")
             check_output_file("--plot", plot_path)
+    check_distinct([("--out", args.out)] + [("--plot", path) for path in plot_paths], args.images)
     # 2. read every image once, so that a bad file stops the run before any work; only the sizes are
     #    kept (a long list of photographs need not fit in memory at once)
     def read(path):

@@ -25,38 +25,37 @@ def register(subparsers):
     parser.set_defaults(run=run)
 
 
-def check_output_file(option, path):
-    """Fail before any work when an output path cannot be a file: it is, or names, a directory ("out/")."""
-    import os
-
-    if path is not None and (os.path.isdir(path) or not os.path.basename(path)):
-        raise InvalidArgumentError(f"{option} {path!r} is a directory, expected a file name")
-
-
 def run(args):
     """Segment, print the count, write the optional outputs; returns 0.
 
     Every argument and output path is checked before the image is read, so a bad one writes nothing.
+    A greyscale file is segmented on its one channel, as `felzenszwalb` segments a 2-D array (three
+    copies of it would give edges sqrt(3) times heavier: more, smaller segments).
     """
     import numpy as np
 
     from scratchdet._files import atomic_write
+    from scratchdet.commands.outputs import check_distinct, check_output_file
     from scratchdet.data.images import load_image
     from scratchdet.proposals import felzenszwalb
-    from scratchdet.proposals.selective_search import check_rgb_image
     from scratchdet.viz import figure_format
 
-    # 1. the outputs can be written
+    # 1. the outputs can be written, and overwrite neither each other nor the image
     if args.out is not None and not args.out.endswith(".npy"):
         raise InvalidArgumentError(f"--out must name a .npy file, got {args.out!r}")
     check_output_file("--out", args.out)
     if args.plot is not None:
         figure_format(args.plot, option="--plot")
+        check_output_file("--plot", args.plot)
+    check_distinct([("--out", args.out), ("--plot", args.plot)], [args.image])
     # 2. read and segment
-    image = check_rgb_image(load_image(args.image), name=args.image)
+    image = load_image(args.image, keep_grey=True)  # (H, W, 3) or, from a greyscale file, (H, W) uint8
+    if image.shape[0] * image.shape[1] < 2:
+        raise InvalidArgumentError(f"{args.image}: a {image.shape[1]}x{image.shape[0]} image; segmenting needs at least 2 pixels")
     labels = felzenszwalb(image, scale=args.scale, sigma=args.sigma, min_size=args.min_size)
     n_segments = int(labels.max()) + 1
-    print(f"{args.image}: {image.shape[1]}x{image.shape[0]}, {n_segments} segments "
+    kind = "" if image.ndim == 3 else " greyscale"
+    print(f"{args.image}: {image.shape[1]}x{image.shape[0]}{kind}, {n_segments} segments "
           f"(scale={args.scale:g}, sigma={args.sigma:g}, min_size={args.min_size})")
     # 3. write, each file atomically
     try:
@@ -66,7 +65,8 @@ def run(args):
         if args.plot:
             from scratchdet.viz import plot_segments
 
-            plot_segments(image, labels, args.plot, title=args.image)
+            shown = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
+            plot_segments(shown, labels, args.plot, title=args.image)
     except OSError as error:
         raise InvalidArgumentError(f"cannot write {error.filename or args.out}: {error.strerror or error}") from error
     return 0

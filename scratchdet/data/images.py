@@ -82,14 +82,18 @@ def _colour_mode(iio, path):
         return None
 
 
-def load_image(path):
+def load_image(path, keep_grey=False):
     """Read an image file (JPEG, PNG, TIFF, BMP, ...) as (H, W, 3) uint8 RGB.
 
     Args:
         path: file path (str, bytes or os.PathLike).
+        keep_grey: return a greyscale file (one channel, or grey + alpha) as (H, W) uint8 instead of
+            three equal channels: what works on intensities alone (Felzenszwalb segmentation of a
+            grey image) gives another result on three copies of them.
 
     Returns:
-        (H, W, 3) uint8 RGB (see `as_rgb_uint8` for greyscale, alpha, 16-bit and float files).
+        (H, W, 3) uint8 RGB (see `as_rgb_uint8` for greyscale, alpha, 16-bit and float files), or
+        (H, W) uint8 for a greyscale file with `keep_grey`.
 
     Raises:
         FileMissingError: no such file.
@@ -120,4 +124,6 @@ def load_image(path):
         image = image[0]
     if image.ndim not in (2, 3) or image.dtype == object:
         raise DataFormatError(f"{path}: expected a single 2-D image, got an array of shape {image.shape}")
-    return as_rgb_uint8(image, name=path)
+    rgb = as_rgb_uint8(image, name=path)
+    grey = image.ndim == 2 or image.shape[2] in (1, 2)
+    return np.ascontiguousarray(rgb[:, :, 0]) if keep_grey and grey else rgb

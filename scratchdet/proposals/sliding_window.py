@@ -14,6 +14,7 @@ from scratchdet.errors import InvalidArgumentError
 
 DEFAULT_SIZES = (32, 64, 128, 256)
 DEFAULT_RATIOS = (0.5, 1.0, 2.0)
+FLOAT32_EXACT = 2**24  # float32 holds every integer up to this, and not all beyond
 
 
 def _positive_numbers(name, values):
@@ -28,6 +29,12 @@ def _positive_numbers(name, values):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not 0 < v < math.inf:
             raise InvalidArgumentError(f"{name} must be finite numbers > 0, got {values!r}")
     return tuple(float(v) for v in values)
+
+
+def _round_half_up(x):
+    """The nearest integer to x >= 0, halves up. (Python's `round` takes a half to the even neighbour:
+    at stride 0.5 a 5-pixel window would move 2 pixels, a 7-pixel one 4.)"""
+    return int(math.floor(x + 0.5))
 
 
 def _window_grid(image_shape, sizes, ratios, stride):
@@ -49,12 +56,12 @@ def _window_grid(image_shape, sizes, ratios, stride):
             exact_w, exact_h = size / math.sqrt(ratio), size * math.sqrt(ratio)
             if exact_w >= width + 1 or exact_h >= height + 1:
                 continue  # wider or taller than the image however it rounds (this skips infinite sides too)
-            window_w = max(1, int(round(exact_w)))
-            window_h = max(1, int(round(exact_h)))
+            window_w = max(1, _round_half_up(exact_w))
+            window_h = max(1, _round_half_up(exact_h))
             if window_w > width or window_h > height:
                 continue
-            step_x = max(1, int(round(stride * window_w)))
-            step_y = max(1, int(round(stride * window_h)))
+            step_x = max(1, _round_half_up(stride * window_w))
+            step_y = max(1, _round_half_up(stride * window_h))
             grid.append((window_w, window_h, step_x, step_y))
     return height, width, grid
 
@@ -83,6 +90,11 @@ def sliding_windows(image_shape, sizes=DEFAULT_SIZES, ratios=DEFAULT_RATIOS, str
         windows larger than the image are left out.
     """
     height, width, grid = _window_grid(image_shape, sizes, ratios, stride)
+    if max(height, width) > FLOAT32_EXACT:
+        raise InvalidArgumentError(
+            f"image_shape {image_shape!r}: float32 boxes hold whole pixel coordinates exactly only up to 2**24; "
+            "count the windows with count_sliding_windows"
+        )
     blocks = [np.zeros((0, 4), dtype=np.float32)]
     for w, h, sx, sy in grid:
         xs = np.arange(0, width - w + 1, sx, dtype=np.float32)  # (nx,)

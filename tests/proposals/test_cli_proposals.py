@@ -39,6 +39,18 @@ def test_proposals_writes_json_and_one_plot_per_image(tmp_path, picture, photos,
     assert (tmp_path / "top_chelsea.png").exists() and (tmp_path / "top_coffee.png").exists()
 
 
+def test_segment_of_a_greyscale_file_segments_its_one_channel(tmp_path, photos):
+    # three copies of the channel would make every edge sqrt(3) heavier: more, smaller segments
+    from scratchdet.proposals import felzenszwalb
+
+    grey = photos["rocket"][:, :, 1]
+    iio.imwrite(tmp_path / "grey.png", grey)
+    assert main(["segment", str(tmp_path / "grey.png"), "--scale", "300", "--out", str(tmp_path / "labels.npy"),
+                 "--plot", str(tmp_path / "seg.png")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), felzenszwalb(grey, scale=300, sigma=0.8, min_size=50))
+    assert (tmp_path / "seg.png").stat().st_size > 0
+
+
 def test_proposals_accepts_greyscale_and_rgba(tmp_path, photos):
     iio.imwrite(tmp_path / "grey.png", photos["rocket"][:, :, 0])
     iio.imwrite(tmp_path / "rgba.png", np.concatenate([photos["rocket"], np.full((64, 96, 1), 9, np.uint8)], axis=2))
@@ -88,19 +100,30 @@ def test_proposals_with_the_second_of_three_images_corrupt_writes_nothing(tmp_pa
         (["segment", "--sigma", "inf"], "sigma"),
         (["proposals", "--out", "{tmp}/new/"], "is a directory"),
         (["proposals", "--plot", "{tmp}/new/"], "is a directory"),
+        # a later output that cannot be written stops the run before the first is written
+        (["segment", "--out", "{tmp}/labels.npy", "--plot", "{dir}/a_file/seg.png"], "a_file is not a directory"),
+        (["proposals", "--out", "{tmp}/boxes.json", "--plot", "{dir}/a_file/new/top.png"], "a_file is not a directory"),
+        (["segment", "--plot", "{image}"], "would overwrite the input"),
+        (["proposals", "--out", "{image}"], "would overwrite the input"),
+        (["proposals", "--out", "{tmp}/top.png", "--plot", "{tmp}/./top.png"], "is the file --out already writes"),
     ],
     ids=["negative-seed", "out-is-a-directory", "unknown-plot-format", "segment-unknown-plot-format",
          "segment-out-is-a-directory", "segment-infinite-sigma", "out-names-a-new-directory",
-         "plot-names-a-new-directory"],
+         "plot-names-a-new-directory", "segment-plot-under-a-file", "proposals-plot-under-a-file",
+         "segment-plot-is-the-image", "proposals-out-is-the-image", "out-and-plot-are-one-file"],
 )
 def test_bad_outputs_and_options_exit_2_before_writing_anything(tmp_path, picture, capsys, arguments, message):
     (tmp_path / "outdir").mkdir()
     (tmp_path / "outdir" / "labels.npy").mkdir()
-    filled = [a.format(tmp=tmp_path, dir=tmp_path / "outdir") for a in arguments]
+    (tmp_path / "outdir" / "a_file").write_text("")
+    filled = [a.format(tmp=tmp_path, dir=tmp_path / "outdir", image=picture) for a in arguments]
+    before = picture.read_bytes()
     assert main([filled[0], str(picture)] + filled[1:]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chelsea.png", "outdir"]
+    assert sorted(p.name for p in (tmp_path / "outdir").iterdir()) == ["a_file", "labels.npy"]
+    assert picture.read_bytes() == before
 
 
 def test_proposals_plots_of_images_with_the_same_name_would_collide_exit_2(tmp_path, picture, capsys):

@@ -71,3 +71,22 @@ def test_step_rounds_the_stride_times_the_window_to_the_nearest_pixel():
     windows = sliding_windows((15, 15), sizes=(7,), ratios=(1.0,), stride=0.5)
     np.testing.assert_array_equal(np.unique(windows[:, 0]), [0, 4, 8])
     assert count_sliding_windows((15, 15), sizes=(7,), ratios=(1.0,), stride=0.6) == 9  # round(4.2) = 4
+
+
+@pytest.mark.parametrize("size", [5, 7, 9, 11, 13])
+def test_halves_round_up_for_every_window(size):
+    # Python's round(2.5) is 2 and round(3.5) is 4: steps and sides must not depend on the parity
+    windows = sliding_windows((40, 40), sizes=(size,), ratios=(1.0,), stride=0.5)
+    assert np.diff(np.unique(windows[:, 0])).tolist() == [(size + 1) // 2] * (len(np.unique(windows[:, 0])) - 1)
+    # a ratio of 4 makes the window size / 2 wide and 2 * size tall: 2.5 -> 3 for size 5
+    narrow = sliding_windows((40, 40), sizes=(size,), ratios=(4.0,), stride=1.0)
+    assert set((narrow[:, 2] - narrow[:, 0]).tolist()) == {(size + 1) // 2}
+
+
+def test_images_beyond_float32_whole_numbers_are_refused_but_counted():
+    with pytest.raises(InvalidArgumentError, match="2\\*\\*24"):
+        sliding_windows((1, 2**24 + 4), sizes=1, ratios=1.0, stride=1.0)
+    assert count_sliding_windows((1, 2**24 + 4), sizes=1, ratios=1.0, stride=1.0) == 2**24 + 4
+    # a window 2**23 wide and 1 tall (area 2**23, height / width 2**-23) at stride 1: 2**23 + 1 positions
+    wide = sliding_windows((1, 2**24), sizes=2**11.5, ratios=2.0**-23, stride=1.0 / 2**23)
+    assert len(wide) == 2**23 + 1 and wide[-1].tolist() == [2**23, 0, 2**24, 1]

@@ -1,0 +1,56 @@
+"""Checks of a command's output paths, made before any work: a bad one stops the run with nothing written."""
+
+import os
+import tempfile
+
+from scratchdet.errors import InvalidArgumentError
+
+
+def check_output_file(option, path):
+    """Fail unless `path` (the value of `option`, or None) can be written as a file.
+
+    It must name a file, not a directory ("out/" names one too), and the nearest directory on its
+    way that exists must take a new file: a nameless temporary file is made there and dropped at once
+    (missing directories below it are made when the output is written).
+    """
+    if path is None:
+        return
+    path = os.fspath(path)
+    if os.path.isdir(path) or not os.path.basename(path):
+        raise InvalidArgumentError(f"{option} {path!r} is a directory, expected a file name")
+    existing = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise InvalidArgumentError(f"{option} {path!r}: {existing} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise InvalidArgumentError(f"{option} {path!r}: cannot write in {existing} ({error.strerror or error})") from None
+
+
+def check_distinct(outputs, inputs):
+    """Fail when two outputs are one file, or an output would overwrite an input.
+
+    Args:
+        outputs: (option, path) pairs, e.g. ``[("--out", "boxes.json"), ("--plot", "top.png")]``; a
+            None path is skipped.
+        inputs: the paths of the input files.
+    """
+    seen = {}
+    for option, path in outputs:
+        if path is None:
+            continue
+        key = os.path.realpath(path)
+        if key in seen:
+            raise InvalidArgumentError(f"{option} {path!r} is the file {seen[key]} already writes")
+        seen[key] = option
+        for source in inputs:
+            if key == os.path.realpath(source) or _same_existing_file(path, source):
+                raise InvalidArgumentError(f"{option} {path!r} would overwrite the input {source!r}")
+
+
+def _same_existing_file(a, b):
+    """Whether paths a and b both exist and are one file (a hard link too)."""
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
