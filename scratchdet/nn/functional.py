@@ -54,7 +54,18 @@ def _check_float(name, a, ndim=None, dtype=None):
         raise InvalidArgumentError(f"{name} has dtype {a.dtype} but the input is {dtype}: use one dtype")
     if ndim is not None and a.ndim != ndim:
         raise InvalidArgumentError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
-    return np.ascontiguousarray(a)
+    return contiguous(a, name=name)
+
+
+def contiguous(a, dtype=None, name="array"):
+    """`a` as a C-contiguous array (of `dtype` if given), copied only where needed; unlike
+    `np.ascontiguousarray`, a 0-d array stays 0-d. An InvalidArgumentError naming `name` where `a`
+    does not convert (e.g. strings to a float dtype)."""
+    try:
+        a = np.asarray(a, dtype=dtype)
+    except (TypeError, ValueError) as error:
+        raise InvalidArgumentError(f"{name} must hold numbers ({error})") from None
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def _check_positive_int(name, value, minimum=1):
@@ -124,10 +135,15 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     float32 at a larger stride, with few channels, as a stride-1 convolution of the input's phases
     (`_by_phases`).
 
+    Non-finite input: the float32 routes through Winograd's transforms and through the phases (whose
+    filters are zero where the kernel ends) can carry a NaN or an infinity to outputs whose window
+    does not hold it (inf - inf, 0 * inf), and turn an infinite output into NaN; float64 and the
+    other routes give exactly what the sum above gives. A NaN or infinity shows in the output either way.
+
     Args:
         x: (N, C, H, W) float32/float64 input.
         w: (K, C, kh, kw) filters, same dtype.
-        b: (K,) biases, same dtype.
+        b: (K,) biases, same dtype, or None for none.
         stride: int >= 1; padding: int >= 0 (zeros on every side).
 
     Returns:
@@ -136,6 +152,8 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     if is_cuda_array(x):
         return _cuda().conv2d_forward(x, w, b, stride, padding)
     x, w, b, stride, padding = _check_conv(x, w, b, stride, padding)
+    if b is None:  # no bias: every kernel below adds one
+        b = np.zeros(w.shape[0], dtype=x.dtype)
     if _register_tiled(x, w, stride, padding):
         return _correlate_tiled(x, w, b, padding, padding)
     if _by_phases(x, w, stride):  # a stride-1 convolution of x's phases, cropped to this one's output
@@ -179,7 +197,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
     and the gradient with respect to the columns is written over them once dW has used them: one
     column buffer of about `COLUMN_BUFFER_BYTES`, freed on return. float32 at stride 1 goes through
     `scratchdet.kernels.cpu.conv_gemm` and `scratchdet.kernels.cpu.winograd` instead (no column buffer;
-    `_register_tiled`).
+    `_register_tiled`). Non-finite values in x or dy spread as in `conv2d_forward`.
 
     Args:
         dy: (N, K, H', W') gradient of the loss with respect to y.
@@ -528,7 +546,7 @@ def _check_pool(x, kernel_size, stride):
 
 
 def relu_forward(x):
-    """y = max(x, 0) element-wise. x: any shape, float. Returns y like x."""
+    """y = max(x, 0) element-wise; a NaN stays NaN (as in PyTorch). x: any shape, float. Returns y like x."""
     if is_cuda_array(x):
         return _cuda().relu_forward(x)
     x = _check_float("x", x)
@@ -538,8 +556,8 @@ def relu_forward(x):
 
 
 def relu_backward(dy, x):
-    """dx = dy * [x > 0] (0 at x = 0, as PyTorch). dy, x: same shape, float32 or float64, one dtype.
-    Returns dx like x."""
+    """dx = dy where x > 0 or x is NaN, else 0 (0 at x = 0; both as PyTorch). dy, x: same shape,
+    float32 or float64, one dtype. Returns dx like x."""
     if is_cuda_array(dy):
         return _cuda().relu_backward(dy, x)
     x = _check_float("x", x)
@@ -602,6 +620,8 @@ def flatten_forward(x):
     """(N, C, H, W) (or any (N, ...)) -> (N, C*H*W), C order, x's dtype. A reshape: same on every backend.
 
     The feature count is the product of the trailing sizes, so an empty batch (N = 0) works too."""
+    if not (is_cuda_array(x) or isinstance(x, np.ndarray)) or x.ndim < 1:
+        raise InvalidArgumentError(f"flatten needs an (N, ...) array, got {type(x).__name__} of shape {getattr(x, 'shape', None)}")
     features = 1
     for size in x.shape[1:]:
         features *= size
@@ -611,7 +631,13 @@ def flatten_forward(x):
 def flatten_backward(dy, input_shape):
     """Gradient of `flatten_forward`: dy (N, D), any dtype, reshaped back to `input_shape` (a tuple
     such as (N, C, H, W)); returns dx with that shape and dy's dtype."""
-    return dy.reshape(tuple(input_shape))
+    input_shape = tuple(input_shape)
+    size = 1
+    for side in input_shape:
+        size *= side
+    if dy.ndim != 2 or size != dy.shape[0] * dy.shape[1] or (input_shape and input_shape[0] != dy.shape[0]):
+        raise InvalidArgumentError(f"dy of shape {dy.shape} is not the flattened gradient of an input of shape {input_shape}")
+    return dy.reshape(input_shape)
 
 
 def dropout_forward(x, p, seed):
@@ -738,7 +764,12 @@ def _check_roi_pool(features, rois, output_size, spatial_scale):
     batch = rois[:, 0]
     if rois.shape[0] and (np.any(batch != np.floor(batch)) or batch.min() < 0 or batch.max() >= features.shape[0]):
         raise InvalidArgumentError(f"rois[:, 0] must be integer batch indices in [0, {features.shape[0]})")
-    return features, rois, pair(output_size, "output_size"), check_spatial_scale(spatial_scale)
+    spatial_scale = check_spatial_scale(spatial_scale)
+    # the scaled corners are rounded to integers: beyond 2**53 float64 has no fractions left to round,
+    # and far beyond it the conversion to int64 overflows
+    if rois.shape[0] and np.abs(rois[:, 1:]).max() * spatial_scale >= 2.0**53:
+        raise InvalidArgumentError(f"rois' corners times spatial_scale must stay below 2**53 in size, got up to {np.abs(rois[:, 1:]).max():g}")
+    return features, rois, pair(output_size, "output_size"), spatial_scale
 
 
 def check_spatial_scale(spatial_scale):
@@ -764,9 +795,11 @@ def sgd_update(param, grad, velocity, *, lr, momentum, weight_decay):
         param, grad, velocity: float32 or float64 arrays of one shape and dtype, C-contiguous; param and
             velocity are updated. Returns None.
     """
+    lr, momentum, weight_decay = _check_numbers(lr=lr, momentum=momentum, weight_decay=weight_decay)
     if is_cuda_array(param):
         return _cuda_optim().sgd_update(param, grad, velocity, lr=lr, momentum=momentum, weight_decay=weight_decay)
     _check_update("param", param, grad, velocity)
+    _check_writeable(param=param, velocity=velocity)
     cpu.sgd_update(param.reshape(-1), grad.reshape(-1), velocity.reshape(-1), float(lr), float(momentum), float(weight_decay))
 
 
@@ -778,17 +811,32 @@ def adam_update(param, grad, m, v, *, step, lr, beta1, beta2, eps, weight_decay)
         param, grad, m, v: float32 or float64 arrays of one shape and dtype, C-contiguous; param,
             m (first moment) and v (second moment) are updated. Returns None.
     """
+    step = _check_positive_int("adam step", step)
+    lr, beta1, beta2, eps, weight_decay = _check_numbers(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
     if is_cuda_array(param):
         return _cuda_optim().adam_update(
             param, grad, m, v, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay
         )
     _check_update("param", param, grad, m, v)
-    if int(step) < 1:
-        raise InvalidArgumentError(f"adam step must be >= 1, got {step!r}")
+    _check_writeable(param=param, m=m, v=v)
     cpu.adam_update(
         param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
         int(step), float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
     )
+
+
+def _check_numbers(**values):
+    """The named hyperparameters as floats: each a finite real number, not a boolean."""
+    for name, value in values.items():
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise InvalidArgumentError(f"{name} must be a finite number, got {value!r}")
+    return tuple(float(value) for value in values.values())
+
+
+def _check_writeable(**arrays):
+    for name, array in arrays.items():
+        if not array.flags.writeable:
+            raise InvalidArgumentError(f"{name} is read-only; an optimiser step updates it in place")
 
 
 def _check_update(name, param, *others):

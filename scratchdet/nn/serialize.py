@@ -39,12 +39,14 @@ def save(path, model, *, classes=None, extra=None):
         raise InvalidArgumentError(f"{os.fspath(path)}: is a directory, expected a .npz file name")
     params = {PARAM_PREFIX + name: to_host(layer.params[key]) for name, layer, key in model.named_parameters()}
     dtypes = {str(a.dtype) for a in params.values()}
+    if len(dtypes) > 1:  # one dtype is stored, and `load` builds every layer in it
+        raise InvalidArgumentError(f"the model's parameters mix dtypes {sorted(dtypes)}; save a model of one dtype")
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "scratchdet_version": __version__,
         "architecture": layer_spec(model),
-        "dtype": dtypes.pop() if len(dtypes) == 1 else "float32",
+        "dtype": dtypes.pop() if dtypes else "float32",
         "classes": None if classes is None else [str(c) for c in classes],
         "extra": extra,
     }

@@ -108,12 +108,19 @@ def test_maxpool2d_propagates_nan_as_the_cpu_does(gpu, host, stride):
     np.testing.assert_array_equal(host(F.maxpool2d_backward(gpu(dy), gpu(x), 2, stride)), F.maxpool2d_backward(dy, x, 2, stride))
 
 
-def test_relu_forward_and_backward_zero_at_zero(rng, gpu, close):
+def test_conv2d_forward_without_bias(rng, gpu, host):
+    x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    np.testing.assert_allclose(host(F.conv2d_forward(gpu(x), gpu(w), None, 1, 1)), F.conv2d_forward(x, w, None, 1, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_relu_forward_and_backward_zero_at_zero_and_nan_kept(rng, gpu, host):
     x = rng.standard_normal((3, 37)).astype(np.float32)
     x[0, :5] = 0
+    x[1, :3] = np.nan, np.inf, -np.inf  # NaN passes, as on the CPU
     dy = rng.standard_normal(x.shape).astype(np.float32)
-    close(F.relu_forward(gpu(x)), F.relu_forward(x), rtol=0, atol=0)
-    close(F.relu_backward(gpu(dy), gpu(x)), F.relu_backward(dy, x), rtol=0, atol=0)
+    np.testing.assert_array_equal(host(F.relu_forward(gpu(x))), F.relu_forward(x))
+    np.testing.assert_array_equal(host(F.relu_backward(gpu(dy), gpu(x))), F.relu_backward(dy, x))
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.9])

@@ -388,6 +388,14 @@ def test_relu_gradient_is_zero_at_zero():
     np.testing.assert_array_equal(F.relu_backward(np.ones(3), x), [0.0, 0.0, 1.0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_keeps_nan_and_infinities_as_pytorch(dtype):
+    # a NaN activation must reach the loss (and pass its gradient), not turn into 0
+    x = np.array([np.nan, -np.inf, np.inf, -0.0, 3.0], dtype)
+    np.testing.assert_array_equal(F.relu_forward(x), np.array([np.nan, 0, np.inf, 0, 3], dtype))
+    np.testing.assert_array_equal(F.relu_backward(np.full(5, 7, dtype), x), np.array([7, 0, 7, 0, 7], dtype))
+
+
 def test_linear_uses_pytorch_weight_layout(rng):
     x, w, b = rng.standard_normal((2, 3)), rng.standard_normal((4, 3)), rng.standard_normal(4)
     np.testing.assert_allclose(F.linear_forward(x, w, b), x @ w.T + b)
@@ -400,6 +408,53 @@ def test_flatten_round_trip(rng):
     y = F.flatten_forward(x)
     assert y.shape == (2, 60)
     np.testing.assert_array_equal(F.flatten_backward(y, x.shape), x)
+    with pytest.raises(InvalidArgumentError, match="not the flattened gradient"):
+        F.flatten_backward(y[:, :59], x.shape)
+    with pytest.raises(InvalidArgumentError, match="not the flattened gradient"):
+        F.flatten_backward(y.reshape(4, 30), x.shape)  # the right size, but another batch
+    with pytest.raises(InvalidArgumentError, match="an \\(N, ...\\) array"):
+        F.flatten_forward([[1.0, 2.0]])
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (2, 3)])
+def test_elementwise_layers_keep_the_shape_even_0_d(shape):
+    # np.ascontiguousarray turns a 0-d array into shape (1,)
+    x = np.full(shape, -1.5)
+    assert F.relu_forward(x).shape == shape and F.relu_backward(x, x).shape == shape
+    assert [a.shape for a in F.dropout_forward(x, 0.5, 0)] == [shape, shape]
+
+
+@pytest.mark.parametrize("case", ["float32-tiled", "float32-winograd", "float32-strided", "float64", "float32-im2col"])
+def test_conv2d_forward_without_bias_is_a_zero_bias(rng, case):
+    channels, filters, stride, dtype = {
+        "float32-tiled": (3, 4, 1, np.float32), "float32-winograd": (32, 48, 1, np.float32),
+        "float32-strided": (3, 4, 2, np.float32), "float64": (3, 4, 1, np.float64), "float32-im2col": (130, 4, 2, np.float32),
+    }[case]
+    x = rng.standard_normal((2, channels, 9, 10)).astype(dtype)
+    w = rng.standard_normal((filters, channels, 3, 3)).astype(dtype)
+    np.testing.assert_array_equal(
+        F.conv2d_forward(x, w, None, stride, 1), F.conv2d_forward(x, w, np.zeros(filters, dtype), stride, 1)
+    )
+
+
+def test_optimiser_updates_refuse_read_only_state_and_non_numbers():
+    param, grad, state = np.ones(3), np.ones(3), np.zeros(3)
+    frozen = np.zeros(3)
+    frozen.setflags(write=False)
+    with pytest.raises(InvalidArgumentError, match="velocity is read-only"):
+        F.sgd_update(param, grad, frozen, lr=0.1, momentum=0.9, weight_decay=0.0)
+    with pytest.raises(InvalidArgumentError, match="param is read-only"):
+        F.adam_update(frozen, grad, state, state.copy(), step=1, lr=0.1, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0)
+    with pytest.raises(InvalidArgumentError, match="lr must be a finite number, got 'a'"):
+        F.sgd_update(param, grad, state, lr="a", momentum=0.9, weight_decay=0.0)
+    with pytest.raises(InvalidArgumentError, match="eps must be a finite number"):
+        F.adam_update(param, grad, state, state.copy(), step=1, lr=0.1, beta1=0.9, beta2=0.99, eps=float("nan"), weight_decay=0.0)
+    with pytest.raises(InvalidArgumentError, match="adam step must be an integer >= 1, got 2.5"):
+        F.adam_update(param, grad, state, state.copy(), step=2.5, lr=0.1, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0)
+    frozen_grad = np.ones(3)
+    frozen_grad.setflags(write=False)  # a read-only gradient is only read
+    F.sgd_update(param, frozen_grad, state, lr=0.1, momentum=0.9, weight_decay=0.0)
+    np.testing.assert_allclose(param, 0.9)
 
 
 def test_dropout_same_seed_same_mask_and_inverted_scaling():
@@ -484,8 +539,8 @@ def test_roi_pool_overlapping_rois_add_gradients_on_shared_argmax():
 @pytest.mark.parametrize(
     "rois, match",
     [(np.zeros((2, 4)), r"\(R, 5\)"), (np.array([[2, 0, 0, 1, 1]]), "batch indices"), (np.array([[0.5, 0, 0, 1, 1]]), "batch indices"),
-     (np.array([[0, np.nan, 0, 1, 1]]), "finite")],
-    ids=["four-columns", "batch-index-out-of-range", "fractional-batch-index", "nan-corner"],
+     (np.array([[0, np.nan, 0, 1, 1]]), "finite"), (np.array([[0, 0, 0, 1e300, 3]]), "2\\*\\*53")],
+    ids=["four-columns", "batch-index-out-of-range", "fractional-batch-index", "nan-corner", "corner-beyond-int64"],
 )
 def test_roi_pool_rejects_bad_rois(rois, match):
     with pytest.raises(InvalidArgumentError, match=match):

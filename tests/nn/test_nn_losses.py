@@ -138,3 +138,12 @@ def test_pose_regression_loss_is_l2_summed_over_joints_averaged_over_samples(rng
     np.testing.assert_allclose(grad, 2 * (pred - target) / 5)
     smooth, _ = nn.regression_loss(pred, target, loss="smooth_l1")
     assert 0 < smooth < loss
+
+
+def test_losses_keep_0_d_shapes_and_name_non_numeric_targets():
+    loss, grad = nn.l2_loss(np.array(3.0), np.array(1.0))
+    assert loss == 4.0 and grad.shape == ()
+    with pytest.raises(InvalidArgumentError, match="target must hold numbers"):
+        nn.l2_loss(np.ones(2), ["a", "b"])
+    with pytest.raises(InvalidArgumentError, match=r"\(N, D\)"):
+        nn.regression_loss(np.array(3.0), np.array(1.0))

@@ -122,6 +122,14 @@ def test_float64_model_round_trips_as_float64(tmp_path):
         np.testing.assert_array_equal(layer.params[key], original.params[key])
 
 
+def test_a_model_of_mixed_dtypes_is_refused_not_saved_as_one(tmp_path):
+    # the file stores one dtype: float64 parameters would come back float32
+    net = nn.Sequential(nn.Linear(3, 2, rng=0, dtype=np.float64), nn.Linear(2, 2, rng=1))
+    with pytest.raises(InvalidArgumentError, match="mix dtypes"):
+        nn.save(tmp_path / "model.npz", net)
+    assert not list(tmp_path.iterdir())
+
+
 def test_load_rejects_integer_parameter_arrays(tmp_path):
     path = tmp_path / "model.npz"
     nn.save(path, small_net())

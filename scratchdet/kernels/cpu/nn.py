@@ -25,6 +25,7 @@ round_half_away = numba.njit(cache=True)(shared.round_half_away)
 roi_bin_start = numba.njit(cache=True)(shared.roi_bin_start)
 roi_bin_end = numba.njit(cache=True)(shared.roi_bin_end)
 dropout_uniform = numba.njit(cache=True)(shared.dropout_uniform)
+relu_passes = numba.njit(cache=True, inline="always")(shared.relu_passes)
 # inlined into the pooling loops: called as separate functions they make max pooling 2x slower
 window_max = numba.njit(cache=True, inline="always")(shared.window_max)
 window_argmax = numba.njit(cache=True, inline="always")(shared.window_argmax)
@@ -432,16 +433,17 @@ def roi_pool_backward(dout, features, rois, spatial_scale, dfeatures):
 
 @numba.njit(cache=True, parallel=True)
 def relu_forward(x, y):
-    """y = max(x, 0) element-wise; x, y flat (size,) arrays."""
+    """y = max(x, 0) element-wise (NaN stays NaN); x, y flat (size,) arrays."""
     for k in prange(x.size):
-        y[k] = x[k] if x[k] > 0 else 0
+        y[k] = x[k] if relu_passes(x[k]) else 0
 
 
 @numba.njit(cache=True, parallel=True)
 def relu_backward(dy, x, dx):
-    """dx = dy where x > 0, else 0 (the subgradient at 0 is taken as 0, as in PyTorch); flat arrays."""
+    """dx = dy where x > 0 or x is NaN, else 0 (the subgradient at 0 is taken as 0, as in PyTorch);
+    flat arrays."""
     for k in prange(x.size):
-        dx[k] = dy[k] if x[k] > 0 else 0
+        dx[k] = dy[k] if relu_passes(x[k]) else 0
 
 
 @numba.njit(cache=True, parallel=True)

@@ -42,6 +42,7 @@ round_half_away = cuda.jit(device=True)(shared.round_half_away)
 roi_bin_start = cuda.jit(device=True)(shared.roi_bin_start)
 roi_bin_end = cuda.jit(device=True)(shared.roi_bin_end)
 dropout_uniform = cuda.jit(device=True)(shared.dropout_uniform)
+relu_passes = cuda.jit(device=True, inline="always")(shared.relu_passes)
 window_max = cuda.jit(device=True)(shared.window_max)
 window_argmax = cuda.jit(device=True)(shared.window_argmax)
 max_of_four = cuda.jit(device=True)(shared.max_of_four)
@@ -154,7 +155,7 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     """CUDA twin of `scratchdet.nn.functional.conv2d_forward`: y[n] = W (K, C*kh*kw) @ cols[n] + b.
 
     Args:
-        x: (N, C, H, W) device array; w: (K, C, kh, kw); b: (K,); same float dtype.
+        x: (N, C, H, W) device array; w: (K, C, kh, kw); b: (K,) or None (no bias); same float dtype.
 
     Returns:
         (N, K, H', W') device array, H' = 1 + (H + 2*padding - kh) // stride (W' likewise).
@@ -341,18 +342,18 @@ def maxpool2d_backward(dy, x, kernel_size, stride=None):
 
 @cuda.jit(cache=True)
 def relu_forward_kernel(x, y):
-    """y = max(x, 0)."""
+    """y = max(x, 0) (NaN stays NaN)."""
     k = cuda.grid(1)
     if k < x.size:
-        y[k] = x[k] if x[k] > 0 else 0
+        y[k] = x[k] if relu_passes(x[k]) else 0
 
 
 @cuda.jit(cache=True)
 def relu_backward_kernel(dy, x, dx):
-    """dx = dy where x > 0, else 0."""
+    """dx = dy where x > 0 or x is NaN, else 0."""
     k = cuda.grid(1)
     if k < x.size:
-        dx[k] = dy[k] if x[k] > 0 else 0
+        dx[k] = dy[k] if relu_passes(x[k]) else 0
 
 
 @cuda.jit(cache=True)
@@ -399,8 +400,8 @@ def relu_forward(x):
 
 
 def relu_backward(dy, x):
-    """CUDA twin of `relu_backward`: dx = dy * [x > 0]. dy, x: device arrays of one shape and float
-    dtype; dx like x."""
+    """CUDA twin of `relu_backward`: dx = dy where x > 0 or x is NaN, else 0. dy, x: device arrays of
+    one shape and float dtype; dx like x."""
     _check("x", x)
     _same("dy", dy, x)
     dx = empty(x.shape, x.dtype)

@@ -102,6 +102,12 @@ def window_argmax(x, n, c, y0, x0, kernel_size):
     return best_y, best_x
 
 
+def relu_passes(x):
+    """Whether ReLU lets x (and its gradient) through: x > 0, or x is NaN, which stays NaN as in
+    PyTorch (a NaN activation reaches the loss rather than turning into 0; max pooling keeps NaNs too)."""
+    return not x <= 0
+
+
 def max_of_four(a, b, c, d):
     """`window_max` of a 2 x 2 window read row by row (a b / c d), without the loops: the maximum, or
     a NaN if the window holds one."""
