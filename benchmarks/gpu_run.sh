@@ -14,6 +14,9 @@ export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0
 unset NUMBA_ENABLE_CUDASIM NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT NUMBA_CUDA_MEMORY_MANAGER
+# compile every kernel afresh: Numba's cache checks only a kernel's own file, so a kernel cached by an
+# earlier call on a warm machine would miss a change to the shared device functions it calls
+export NUMBA_CACHE_DIR="$(mktemp -d)"
 # [lead] The device image's numpy (2.5) lacks np.row_stack, which numba-cuda's import still uses, and its
 # numba CPU target wants numpy <= 2.4: install the numpy 2.4.6 wheel carried in .whl/ (call `run` with
 # carry=[".whl"]) and shim row_stack, as the proposals engineer's successful GPU run did. To fetch it:

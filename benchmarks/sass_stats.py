@@ -93,7 +93,7 @@ def main(argv=None):
         for name, kernel, signature in _kernels():
             if args.names and not any(n in name for n in args.names):
                 continue
-            ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=H100)
+            ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=H100, launch_bounds=kernel.targetoptions.get("launch_bounds"))
             source, binary = os.path.join(folder, "k.ptx"), os.path.join(folder, "k.cubin")
             with open(source, "w") as f:
                 f.write(ptx)

@@ -50,9 +50,13 @@ def compiler(request):
 
 @pytest.mark.parametrize(("name", "kernel", "signature"), SIGNATURES, ids=[entry[0] for entry in SIGNATURES])
 def test_kernel_compiles_for_h100(compiler, name, kernel, signature):
-    ptx, return_type = compiler(kernel.py_func, signature, cc=H100)
+    # with the kernel's own launch bounds (`boxes.SCAN_OPTIONS`): they change what the compiler may do
+    launch_bounds = kernel.targetoptions.get("launch_bounds")
+    ptx, return_type = compiler(kernel.py_func, signature, cc=H100, launch_bounds=launch_bounds)
     assert ".target sm_90" in ptx, f"{name}: PTX is not for sm_90"
     assert ".entry" in ptx, f"{name}: no kernel entry point in the PTX"
+    if launch_bounds:
+        assert f".maxntid {launch_bounds[0]}" in ptx, f"{name}: the launch bounds did not reach the PTX"
 
 
 def test_every_kernel_of_the_cuda_modules_is_compiled():

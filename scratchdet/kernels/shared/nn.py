@@ -164,6 +164,8 @@ def dropout_uniform(seed, index):
         h = h ^ (h >> 16)
         h = (h * 0x7FEB352D) & 0xFFFFFFFF
         h = h ^ (h >> 15)
-        h = (h * 0x846CA68B) & 0xFFFFFFFF
+        # times 0x846CA68B, written as that minus 2**32 (the same low 32 bits): h < 2**32 times a
+        # constant above 2**31 would pass 2**63, which a compiler may take for impossible
+        h = (h * -0x7B935975) & 0xFFFFFFFF
         h = h ^ (h >> 16)
     return h / 4294967296.0
