@@ -655,12 +655,12 @@ def dropout_forward(x, p, seed):
     Returns:
         (y, mask), both like x; mask holds 1 / (1 - p) for kept units and 0 for dropped ones.
     """
-    if is_cuda_array(x):
-        return _cuda().dropout_forward(x, p, seed)
-    x = _check_float("x", x)
-    p = check_probability(p)
+    p = check_probability(p)  # (the numbers are checked here for both backends)
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
         raise InvalidArgumentError(f"dropout seed must be an integer in [0, 2**31), got {seed!r}")
+    if is_cuda_array(x):
+        return _cuda().dropout_forward(x, p, int(seed))
+    x = _check_float("x", x)
     y = np.empty_like(x)
     mask = np.empty_like(x)
     cpu.dropout_forward(x.reshape(-1), p, int(seed), y.reshape(-1), mask.reshape(-1))

@@ -108,10 +108,10 @@ def smooth_l1(pred, target, beta=1.0):
     Returns:
         (loss, dpred): a float, and the gradient like pred.
     """
+    beta = _check_non_negative("smooth_l1 beta", beta)  # (the numbers are checked here for both backends)
     if is_cuda_array(pred):
         return _cuda().smooth_l1(pred, target, beta)
     pred, target = _check_pred_target(pred, target)
-    beta = _check_non_negative("smooth_l1 beta", beta)
     grad = np.empty_like(pred)
     loss = cpu.smooth_l1_loss(pred.reshape(-1), target.reshape(-1), float(beta), grad.reshape(-1))
     return float(loss), grad
@@ -150,16 +150,16 @@ def box_regression_loss(bbox_pred, bbox_targets, labels, *, loss="smooth_l1", be
         (L_loc, dbbox_pred): the unweighted L_loc as a float, and d(weight * L_loc)/d bbox_pred like
         bbox_pred (zero outside t^u of foreground rows).
     """
+    if loss not in LOC_LOSSES:
+        raise InvalidArgumentError(f"loss must be one of {LOC_LOSSES}, got {loss!r}")
+    beta = _check_non_negative("beta", beta)
+    weight = _check_non_negative("weight", weight)
     if is_cuda_array(bbox_pred):
         return _cuda().box_regression_loss(bbox_pred, bbox_targets, labels, loss=loss, beta=beta, weight=weight)
     if not isinstance(bbox_pred, np.ndarray) or bbox_pred.ndim != 2 or bbox_pred.shape[1] % 4 or bbox_pred.shape[1] == 0:
         raise InvalidArgumentError(f"bbox_pred must be (N, 4) or (N, 4 * n_classes), got {getattr(bbox_pred, 'shape', type(bbox_pred))}")
     if bbox_pred.dtype not in FLOAT_DTYPES:
         raise InvalidArgumentError(f"bbox_pred must be float32 or float64, got {bbox_pred.dtype}")
-    if loss not in LOC_LOSSES:
-        raise InvalidArgumentError(f"loss must be one of {LOC_LOSSES}, got {loss!r}")
-    beta = _check_non_negative("beta", beta)
-    weight = _check_non_negative("weight", weight)
     n_samples = bbox_pred.shape[0]
     if n_samples == 0:
         raise InvalidArgumentError("box_regression_loss needs at least one sample")
@@ -199,11 +199,10 @@ def multitask_loss(cls_scores, labels, bbox_pred, bbox_targets, *, lam=1.0, loc_
         (MultiTaskLoss(total, cls, loc), (dcls_scores, dbbox_pred)). `loc` is L_loc before the weight.
     """
     lam = _check_non_negative("lam", lam)
-    if not is_cuda_array(cls_scores):
-        for name, array in (("cls_scores", cls_scores), ("bbox_pred", bbox_pred)):
-            if not isinstance(array, np.ndarray) or array.ndim != 2:
-                raise InvalidArgumentError(f"{name} must be a 2-D array, got {getattr(array, 'shape', type(array).__name__)}")
-    if not is_cuda_array(cls_scores) and bbox_pred.shape[1] not in (4, 4 * cls_scores.shape[1]):
+    for name, array in (("cls_scores", cls_scores), ("bbox_pred", bbox_pred)):  # (a device array's shape is on the host)
+        if not (isinstance(array, np.ndarray) or is_cuda_array(array)) or array.ndim != 2:
+            raise InvalidArgumentError(f"{name} must be a 2-D array, got {getattr(array, 'shape', type(array).__name__)}")
+    if bbox_pred.shape[1] not in (4, 4 * cls_scores.shape[1]):
         raise InvalidArgumentError(
             f"bbox_pred must have 4 or 4 * {cls_scores.shape[1]} columns to match cls_scores, got {bbox_pred.shape}"
         )
@@ -227,13 +226,14 @@ def regression_loss(pred, target, *, loss="l2", beta=1.0):
     Returns:
         (loss, dpred): a float, and the gradient like pred.
     """
+    if loss not in LOC_LOSSES:
+        raise InvalidArgumentError(f"loss must be one of {LOC_LOSSES}, got {loss!r}")
+    beta = _check_non_negative("smooth_l1 beta", beta)
     if is_cuda_array(pred):
         return _cuda().regression_loss(pred, target, loss=loss, beta=beta)
     pred, target = _check_pred_target(pred, target)
     if pred.ndim < 1 or pred.shape[0] == 0:
         raise InvalidArgumentError(f"pred must be (N, D) with N >= 1, got {pred.shape}")
-    if loss not in LOC_LOSSES:
-        raise InvalidArgumentError(f"loss must be one of {LOC_LOSSES}, got {loss!r}")
     value, grad = l2_loss(pred, target) if loss == "l2" else smooth_l1(pred, target, beta)
     n_samples = pred.shape[0]
     grad /= n_samples

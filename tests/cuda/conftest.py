@@ -20,30 +20,41 @@ from scratchdet import backend
 sys.setswitchinterval(0.0005)
 
 
-def _name_shared_arrays_by_their_line_cheaply():
-    """The simulator gives each `cuda.shared.array` the array of the block already made at the same
-    source line, which it finds with `traceback.extract_stack`: that reads the file and line of every
-    frame on the thread's stack (an `os.stat` each), for every thread of every block. Only the caller's
-    (file, line) is used; take it from the frame directly."""
-    import traceback
+def _shared_arrays_made_once_per_block_and_cheaply():
+    """The simulator gives each `cuda.shared.array` call the array of the block already made at the
+    same source line, and makes it on the first call. Two things in how it does so are replaced, the
+    key and the result kept:
 
+    - it finds the caller's (file, line) with `traceback.extract_stack`, which reads the file and line
+      of every frame on the thread's stack (an `os.stat` each), for every thread of every block; the
+      caller's frame holds both;
+    - it looks the array up, then stores a new one, in two steps: a thread switch between them (likelier
+      with the short switch interval above) gave two threads of one block two different "shared"
+      tiles, and the block wrong results, about once in 500 launches. `dict.setdefault` is one step.
+    """
     from numba.cuda.simulator import kernelapi
 
-    if getattr(kernelapi, "traceback", None) is not traceback:  # another simulator: leave it alone
+    shared = getattr(kernelapi, "FakeCUDAShared", None)
+    if shared is None or not hasattr(shared(0), "_allocations"):  # another simulator: leave it alone
         return
+    types, numpy_support = kernelapi.types, kernelapi.numpy_support  # the simulator's own
+    original = shared.array
 
-    class CallerOnly:
-        @staticmethod
-        def extract_stack(frame):
-            """[..., (caller's file, line), (frame's file, line)], as the simulator reads it."""
-            caller = frame.f_back
-            return [(caller.f_code.co_filename, caller.f_lineno), (frame.f_code.co_filename, frame.f_lineno)]
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:  # dynamic shared memory, or the simulator's own refusal
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        made = self._allocations.get(key)
+        return made if made is not None else self._allocations.setdefault(key, np.empty(shape, dtype))
 
-    kernelapi.traceback = CallerOnly
+    shared.array = array
 
 
 if backend.simulated():
-    _name_shared_arrays_by_their_line_cheaply()
+    _shared_arrays_made_once_per_block_and_cheaply()
 
 
 @pytest.fixture(autouse=True)

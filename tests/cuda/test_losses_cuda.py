@@ -18,8 +18,29 @@ def test_softmax_cross_entropy_matches_cpu_even_for_huge_logits(rng, gpu, close,
 
 
 def test_softmax_cross_entropy_rejects_a_label_outside_the_classes(gpu):
-    with pytest.raises(InvalidArgumentError, match=r"outside \[0, 3\)"):
-        L.softmax_cross_entropy(gpu(np.zeros((2, 3), np.float32)), gpu(np.array([0, 3])))
+    # the message begins as the CPU's
+    for logits, labels in ((np.zeros((2, 3), np.float32), np.array([0, 3])),):
+        with pytest.raises(InvalidArgumentError, match=r"^labels must be in \[0, 3\)"):
+            L.softmax_cross_entropy(logits, labels)
+        with pytest.raises(InvalidArgumentError, match=r"^labels must be in \[0, 3\)"):
+            L.softmax_cross_entropy(gpu(logits), gpu(labels))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda g: L.smooth_l1(g(np.ones(3, np.float32)), g(np.zeros(3, np.float32)), beta=np.inf), "beta"),
+        (lambda g: L.regression_loss(g(np.ones((2, 3), np.float32)), g(np.zeros((2, 3), np.float32)), loss="huber"), "loss"),
+        (lambda g: L.box_regression_loss(g(np.ones((2, 4), np.float32)), g(np.zeros((2, 4), np.float32)), g(np.ones(2, np.int64)), weight=-1.0), "weight"),
+        (lambda g: L.box_regression_loss(g(np.ones((2, 4), np.float32)), g(np.zeros((2, 4), np.float32)), g(np.ones(2, np.int64)), weight=np.nan), "weight"),
+        (lambda g: L.multitask_loss(g(np.zeros((3, 3), np.float32)), g(np.ones(3, np.int64)), g(np.zeros((3, 8), np.float32)), g(np.zeros((3, 4), np.float32))), "4 or 4 \\* 3 columns"),
+    ],
+    ids=["infinite-beta", "unknown-loss", "negative-weight", "nan-weight", "box-columns-of-no-class-count"],
+)
+def test_losses_refuse_on_the_gpu_what_they_refuse_on_the_cpu(gpu, call, match):
+    for to in (np.asarray, gpu):
+        with pytest.raises(InvalidArgumentError, match=match):
+            call(to)
 
 
 @pytest.mark.parametrize("size", [1, 100])

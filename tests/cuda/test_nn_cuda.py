@@ -108,6 +108,14 @@ def test_maxpool2d_propagates_nan_as_the_cpu_does(gpu, host, stride):
     np.testing.assert_array_equal(host(F.maxpool2d_backward(gpu(dy), gpu(x), 2, stride)), F.maxpool2d_backward(dy, x, 2, stride))
 
 
+@pytest.mark.parametrize("seed", [True, 3.7, -1, 2**31])
+def test_dropout_refuses_on_the_gpu_the_seeds_it_refuses_on_the_cpu(gpu, seed):
+    x = np.ones(5, np.float32)
+    for to in (np.asarray, gpu):
+        with pytest.raises(InvalidArgumentError, match="dropout seed must be an integer"):
+            F.dropout_forward(to(x), 0.5, seed)
+
+
 def test_conv2d_forward_without_bias(rng, gpu, host):
     x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
     w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)

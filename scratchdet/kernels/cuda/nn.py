@@ -657,7 +657,7 @@ def _read_loss(partials):
 
 def _bad_labels(count, n_classes):
     if count:
-        raise InvalidArgumentError(f"{count} labels are outside [0, {n_classes})")
+        raise InvalidArgumentError(f"labels must be in [0, {n_classes}), got {count} outside it")
 
 
 @cuda.jit(cache=True)
