@@ -22,9 +22,17 @@ COMMANDS = (
 )
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr, exit status 2, as scratchdet's own
+    (argparse prints the usage first, several lines for a subcommand with many options)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
     """The argument parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="scratchdet",
         description="Classic object detection from scratch in NumPy and Numba.",
     )

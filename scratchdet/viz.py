@@ -35,6 +35,16 @@ def _aspect(height, width):
     return min(max(height / max(width, 1), 1.0 / MAX_FIGURE_ASPECT), MAX_FIGURE_ASPECT)
 
 
+def _literal(text):
+    """`text` as matplotlib draws it literally: a file name such as "cost_$1_and_$2.png" would
+    otherwise be read as mathematics between the dollar signs (and fail to parse)."""
+    return str(text).replace("$", r"\$")
+
+
+# formats matplotlib lists but cannot write on its own: pgf runs LaTeX
+NEEDS_OTHER_PROGRAMS = ("pgf",)
+
+
 def figure_format(path, option="path"):
     """The picture format of an output path, from its extension ("png" when it has none), checked
     before any drawing: an `InvalidArgumentError` naming `option` for a format matplotlib cannot
@@ -46,7 +56,7 @@ def figure_format(path, option="path"):
         raise InvalidArgumentError(f"{option} {path!r} is a directory, expected a picture file name")
     extension = os.path.splitext(path)[1].lower().lstrip(".")
     fmt = extension or "png"
-    supported = FigureCanvasBase.get_supported_filetypes()
+    supported = {f: name for f, name in FigureCanvasBase.get_supported_filetypes().items() if f not in NEEDS_OTHER_PROGRAMS}
     if fmt not in supported:
         raise InvalidArgumentError(f"{option} {path!r}: cannot write pictures of format {fmt!r}; use one of {sorted(supported)}")
     return fmt
@@ -110,7 +120,7 @@ def plot_segments(image, labels, path, title=None):
         ax.set_title(caption)
         ax.set_axis_off()
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_literal(title))
     return _save(fig, path)
 
 
@@ -147,7 +157,7 @@ def plot_proposals(image, boxes, path, max_boxes=20, title=None):
         ax.add_patch(
             Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.5, edgecolor=colours[index % len(colours)])
         )
-    ax.set_title(title or f"first {len(boxes)} proposals")
+    ax.set_title(_literal(title) if title else f"first {len(boxes)} proposals")
     ax.set_axis_off()
     return _save(fig, path)
 
@@ -181,7 +191,7 @@ def plot_recall_curves(curves, path, iou_threshold=0.5, title=None):
     ax.set_ylabel(f"recall at IoU >= {iou_threshold:g}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    ax.set_title(title or "recall against the number of proposals")
+    ax.set_title(_literal(title) if title else "recall against the number of proposals")
     return _save(fig, path)
 
 

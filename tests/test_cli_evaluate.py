@@ -113,6 +113,16 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, capsys):
     assert message in captured.err
 
 
+@pytest.mark.parametrize(
+    "arguments", [["evaluate", "--no-such-option"], ["segment"], ["no-such-command"], ["proposals", "x.png", "--max", "many"]]
+)
+def test_usage_errors_exit_2_with_one_line(capsys, arguments):
+    with pytest.raises(SystemExit) as exited:
+        main(arguments)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and "error: " in err and "--help" in err, err
+
+
 def test_directory_instead_of_file_exits_2_with_one_line(tmp_path, capsys):
     gt_path = _write(tmp_path, "gt.json", _good_gt())
     assert main(["evaluate", "--gt", str(gt_path), "--dets", str(tmp_path)]) == 2

@@ -118,3 +118,16 @@ def test_pictures_of_a_thin_strip_keep_a_bounded_size(tmp_path, shape):
     for name in ("top.png", "seg.png", "tree.png"):
         picture = imread(tmp_path / name)
         assert max(picture.shape[:2]) <= 4000, f"{name} is {picture.shape[1]}x{picture.shape[0]} pixels"
+
+
+def test_titles_are_drawn_literally_even_with_dollar_signs(tmp_path, image):
+    # matplotlib reads text between two dollar signs as mathematics, and fails on most file names
+    labels = felzenszwalb(image, scale=50, sigma=0.5, min_size=5)
+    viz.plot_segments(image, labels, tmp_path / "seg.png", title="cost_$1_and_$2.png")
+    viz.plot_proposals(image, np.array([[0, 0, 8, 8]], np.float32), tmp_path / "top.png", title=r"a$\x$.png")
+    assert _is_png(tmp_path / "seg.png") and _is_png(tmp_path / "top.png")
+
+
+def test_formats_that_need_other_programs_are_refused_before_drawing():
+    with pytest.raises(InvalidArgumentError, match="cannot write pictures of format 'pgf'"):
+        viz.figure_format("figure.pgf", option="--plot")

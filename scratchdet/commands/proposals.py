@@ -86,8 +86,14 @@ def run(args):
         boxes = selective_search(image, mode=args.mode, max_boxes=args.max, seed=args.seed)
         tqdm.write(f"{path}: {image.shape[1]}x{image.shape[0]}, {len(boxes)} boxes ({args.mode})")
         all_boxes.append(boxes)
-    # 4. one JSON file for all images, then the pictures, each written atomically
+    # 4. the pictures, then one JSON file for all images, each written atomically (drawing can fail
+    #    where writing JSON hardly does: the JSON file is not written then)
     try:
+        if args.plot:
+            from scratchdet.viz import plot_proposals
+
+            for path, boxes, plot_path in zip(args.images, all_boxes, plot_paths):
+                plot_proposals(read(path), boxes, plot_path, max_boxes=args.plot_boxes, title=path)
         if args.out:
             results = [
                 {"file": path, "width": int(width), "height": int(height), "boxes": boxes.tolist()}
@@ -95,11 +101,6 @@ def run(args):
             ]
             with atomic_write(args.out) as f:
                 json.dump({"mode": args.mode, "seed": args.seed, "box_format": "xyxy", "images": results}, f)
-        if args.plot:
-            from scratchdet.viz import plot_proposals
-
-            for path, boxes, plot_path in zip(args.images, all_boxes, plot_paths):
-                plot_proposals(read(path), boxes, plot_path, max_boxes=args.plot_boxes, title=path)
     except OSError as error:
         raise InvalidArgumentError(f"cannot write {error.filename or args.out}: {error.strerror or error}") from error
     return 0

@@ -57,16 +57,17 @@ def run(args):
     kind = "" if image.ndim == 3 else " greyscale"
     print(f"{args.image}: {image.shape[1]}x{image.shape[0]}{kind}, {n_segments} segments "
           f"(scale={args.scale:g}, sigma={args.sigma:g}, min_size={args.min_size})")
-    # 3. write, each file atomically
+    # 3. write, each file atomically, the picture first: drawing can fail where saving an array
+    #    hardly does, and then nothing is written
     try:
-        if args.out:
-            with atomic_write(args.out, "wb") as f:
-                np.save(f, labels)
         if args.plot:
             from scratchdet.viz import plot_segments
 
             shown = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
             plot_segments(shown, labels, args.plot, title=args.image)
+        if args.out:
+            with atomic_write(args.out, "wb") as f:
+                np.save(f, labels)
     except OSError as error:
         raise InvalidArgumentError(f"cannot write {error.filename or args.out}: {error.strerror or error}") from error
     return 0

@@ -150,16 +150,25 @@ def write_ground_truth(path, gt):
     numbers and lists.
     """
     parse_ground_truth(gt, source="ground truth to write")
-    with atomic_write(path) as f:
-        json.dump(gt, f, default=_plain_json)
+    _dump_json(path, gt)
 
 
 def write_detections(path, detections):
     """Check a COCO detection list and write it to `path` as JSON, atomically (NumPy values as in
     `write_ground_truth`)."""
     _check_detection_fields(detections, "detections to write")
-    with atomic_write(path) as f:
-        json.dump(detections, f, default=_plain_json)
+    _dump_json(path, detections)
+
+
+def _dump_json(path, value):
+    """Write `value` to `path` as strict JSON, atomically: a NaN or infinity anywhere (JSON has
+    neither; Python would write the non-standard tokens NaN and Infinity) is a DataFormatError and
+    nothing is written."""
+    try:
+        with atomic_write(path) as f:
+            json.dump(value, f, default=_plain_json, allow_nan=False)
+    except ValueError as error:
+        raise DataFormatError(f"{os.fspath(path)}: cannot write it as JSON: {error} (a NaN or infinity?)") from None
 
 
 def _plain_json(value):
@@ -223,7 +232,12 @@ def parse_ground_truth(gt, source="ground truth"):
         _integer_field(annotations, "category_id", source, "annotations"), category_ids, source, "annotations", "category_id", "categories"
     )
     boxes = _box_field(annotations, source, "annotations")
-    area = _optional_number_field(annotations, "area", boxes[:, 2] * boxes[:, 3], source, "annotations")
+    with np.errstate(over="ignore"):
+        box_area = boxes[:, 2] * boxes[:, 3]  # (A,) the area where an annotation gives none
+    if not np.isfinite(box_area).all():
+        i = int(np.flatnonzero(~np.isfinite(box_area))[0])
+        raise DataFormatError(f'{source}: annotations[{i}]: field "bbox" is too large: its width times height overflows')
+    area = _optional_number_field(annotations, "area", box_area, source, "annotations")
     iscrowd = _flag_field(annotations, "iscrowd", source, "annotations")
     difficult = _flag_field(annotations, "difficult", source, "annotations")
     return GroundTruth(

@@ -74,11 +74,16 @@ def as_rgb_uint8(array, name="image"):
 COLOUR_MODES_CONVERTED_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV")
 
 
-def _colour_mode(iio, path):
-    """The decoder's colour mode of the file ("RGB", "CMYK", ...), or None where it reports none."""
+def _colour_mode(path):
+    """Pillow's colour mode of the file ("RGB", "CMYK", ...; it reads the header only), or None where
+    Pillow cannot open it. Asked of Pillow whatever plugin imageio would pick: imageio's TIFF plugin
+    (tifffile) reports no mode, and hands a CMYK TIFF over as four channels that read as RGBA."""
+    from PIL import Image
+
     try:
-        return iio.immeta(path).get("mode")
-    except Exception:  # no metadata from this format's plugin: imread decides alone
+        with Image.open(path) as image:
+            return image.mode
+    except Exception:  # not a format Pillow knows: imread decides alone
         return None
 
 
@@ -93,7 +98,8 @@ def load_image(path, keep_grey=False):
 
     Returns:
         (H, W, 3) uint8 RGB (see `as_rgb_uint8` for greyscale, alpha, 16-bit and float files), or
-        (H, W) uint8 for a greyscale file with `keep_grey`.
+        (H, W) uint8 for a greyscale file with `keep_grey`. The pixels as stored: an EXIF orientation
+        tag is not applied (as `skimage.io.imread`).
 
     Raises:
         FileMissingError: no such file.
@@ -114,8 +120,8 @@ def load_image(path, keep_grey=False):
             warnings.simplefilter("ignore", DeprecationWarning)
             # colour models other than RGB (a CMYK JPEG: 4 channels that are not RGBA) are converted
             # to RGB by the decoder, which knows them
-            convert = _colour_mode(iio, path) in COLOUR_MODES_CONVERTED_TO_RGB
-            image = iio.imread(path, mode="RGB") if convert else iio.imread(path)
+            convert = _colour_mode(path) in COLOUR_MODES_CONVERTED_TO_RGB
+            image = iio.imread(path, plugin="pillow", mode="RGB") if convert else iio.imread(path)
     except Exception as error:  # imageio raises many types for undecodable input
         reason = " ".join(str(error).split())[:120]  # one line: imageio's messages span several
         raise DataFormatError(f"{path}: not a readable image ({type(error).__name__}: {reason})") from None

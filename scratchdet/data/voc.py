@@ -42,6 +42,8 @@ def read_voc_xml(path):
         raise DataFormatError(f"{path}: malformed XML at line {line} column {column + 1}") from None
     except OSError as error:
         raise FileMissingError(f"{path}: cannot read the file ({error.strerror or error})") from None
+    except (ValueError, LookupError) as error:  # an encoding the parser cannot read ("GBK") or does not know
+        raise DataFormatError(f"{path}: cannot decode the XML ({error})") from None
     if root.tag != "annotation":
         raise DataFormatError(f"{path}: expected an <annotation> root element, got <{root.tag}>")
 

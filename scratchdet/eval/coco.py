@@ -144,7 +144,8 @@ def coco_evaluation(ground_truth, detections):
     order, det_key, det_rank = order[keep], det_key[keep], det_rank[keep]  # (D',)
     _, det_group_start = _groups(det_key)  # (P,) where each of the P (image, category) groups starts
     det_boxes = np.ascontiguousarray(dt.boxes[order])  # (D', 4) [x, y, w, h]
-    det_area = det_boxes[:, 2] * det_boxes[:, 3]  # (D',) as pycocotools' loadRes: w * h
+    with np.errstate(over="ignore"):  # a huge box's area is infinite: outside every area range, as in pycocotools
+        det_area = det_boxes[:, 2] * det_boxes[:, 3]  # (D',) as pycocotools' loadRes: w * h
     group_det_start = np.append(det_group_start, len(order)).astype(np.int64)  # (P+1,)
 
     # 2. ground truth sorted by (category, image), annotation order kept; for each detection group,

@@ -99,6 +99,22 @@ def test_failed_write_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("where", ["ground_truth", "detections"])
+def test_a_nan_or_infinity_in_an_unchecked_field_is_not_written_as_json(tmp_path, where):
+    # Python's json writes the non-standard tokens NaN and Infinity, which strict parsers refuse
+    if where == "ground_truth":
+        gt = small_gt()
+        gt["images"][0]["width"] = math.nan
+        with pytest.raises(DataFormatError, match="gt.json: cannot write it as JSON"):
+            write_ground_truth(tmp_path / "gt.json", gt)
+    else:
+        dets = small_dets()
+        dets[0]["extra"] = -math.inf
+        with pytest.raises(DataFormatError, match="dets.json: cannot write it as JSON"):
+            write_detections(tmp_path / "dets.json", dets)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_file_raises_file_missing_error(tmp_path):
     with pytest.raises(FileMissingError, match="nope.json: no such file"):
         load_json(tmp_path / "nope.json")
@@ -178,6 +194,8 @@ GT_CASES = {
     "bbox_with_string": (lambda gt: gt["annotations"][0].update(bbox=[1, "2", 3, 4]), r'annotations\[0\]: field "bbox" must be a list of 4 numbers'),
     "negative_width": (lambda gt: gt["annotations"][1].update(bbox=[1, 2, -3, 4]), r'annotations\[1\]: field "bbox" has a negative width or height'),
     "infinite_box": (lambda gt: gt["annotations"][0].update(bbox=[1, 2, math.inf, 4]), r'annotations\[0\]: field "bbox" must hold finite numbers'),
+    # with no "area" field the area is w * h, which must not overflow (the error names the bbox, not a missing area)
+    "bbox_area_overflows": (lambda gt: (gt["annotations"][0].update(bbox=[0, 0, 1e200, 1e200]), gt["annotations"][0].pop("area", None)), r'annotations\[0\]: field "bbox" is too large'),
     "nan_area": (lambda gt: gt["annotations"][0].update(area=math.nan), r'annotations\[0\]: field "area" must be a finite number'),
     "annotation_not_an_object": (lambda gt: gt["annotations"].append([1, 2]), r"annotations\[2\] must be an object"),
     "fractional_iscrowd": (lambda gt: gt["annotations"][0].update(iscrowd=0.5), r'annotations\[0\]: field "iscrowd" must be 0 or 1, got 0.5'),

@@ -40,12 +40,13 @@ def test_rgba_file_drops_alpha(tmp_path, rgb):
     np.testing.assert_array_equal(load_image(tmp_path / "a.png"), rgb)
 
 
-def test_cmyk_jpeg_is_converted_to_rgb_not_read_as_rgba(tmp_path):
+@pytest.mark.parametrize("suffix", [".jpg", ".tif"])  # a TIFF goes through imageio's tifffile plugin, which reports no mode
+def test_cmyk_is_converted_to_rgb_not_read_as_rgba(tmp_path, suffix):
     PIL = pytest.importorskip("PIL.Image")
     red = np.zeros((8, 8, 3), np.uint8)
     red[:, :, 0] = 220
-    PIL.fromarray(red).convert("CMYK").save(tmp_path / "cmyk.jpg")
-    image = load_image(tmp_path / "cmyk.jpg")
+    PIL.fromarray(red).convert("CMYK").save(tmp_path / f"cmyk{suffix}")
+    image = load_image(tmp_path / f"cmyk{suffix}")
     assert image.shape == (8, 8, 3)
     assert np.abs(image.astype(int) - red).max() <= 8, image[0, 0]  # red, not C, M, Y taken as R, G, B
 

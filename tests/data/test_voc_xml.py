@@ -54,6 +54,14 @@ def test_empty_difficult_and_truncated_tags_read_as_zero(tmp_path):
     assert (obj["difficult"], obj["truncated"]) == (0, 0)
 
 
+@pytest.mark.parametrize("encoding", ["GBK", "no-such-encoding"])
+def test_an_encoding_the_parser_cannot_read_is_a_data_format_error(tmp_path, encoding):
+    path = tmp_path / "a.xml"
+    path.write_bytes(f'<?xml version="1.0" encoding="{encoding}"?><annotation/>'.encode())
+    with pytest.raises(DataFormatError, match="a.xml: cannot decode the XML"):
+        read_voc_xml(path)
+
+
 def test_directory_instead_of_xml_file_says_so(tmp_path):
     with pytest.raises(FileMissingError, match="is a directory, expected an XML file"):
         read_voc_xml(tmp_path)

@@ -39,6 +39,17 @@ def test_proposals_writes_json_and_one_plot_per_image(tmp_path, picture, photos,
     assert (tmp_path / "top_chelsea.png").exists() and (tmp_path / "top_coffee.png").exists()
 
 
+@pytest.mark.parametrize("command", ["segment", "proposals"])
+def test_an_image_named_with_dollar_signs_is_drawn_and_written(tmp_path, photos, command):
+    # the picture's title is the file name: matplotlib would read "$1_and_$" as mathematics
+    path = tmp_path / "cost_$1_and_$2.png"
+    iio.imwrite(path, photos["coffee"])
+    out = tmp_path / ("labels.npy" if command == "segment" else "boxes.json")
+    extra = ["--mode", "single"] if command == "proposals" else []
+    assert main([command, str(path), "--plot", str(tmp_path / "p.png"), "--out", str(out), *extra]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 0 and out.stat().st_size > 0
+
+
 def test_segment_of_a_greyscale_file_segments_its_one_channel(tmp_path, photos):
     # three copies of the channel would make every edge sqrt(3) heavier: more, smaller segments
     from scratchdet.proposals import felzenszwalb
