@@ -75,17 +75,23 @@ def read_voc_xml(path):
     return record
 
 
-def voc_to_coco(annotations, class_names=None):
+def voc_to_coco(annotations, class_names=None, continuous=False):
     """Turn VOC annotations (from `read_voc_xml`) into a COCO-style ground-truth dict.
 
     annotations: list of dicts as returned by `read_voc_xml`, one per image
     class_names: the categories, in id order (ids 1, 2, ...), each name once; default: the sorted
                  names found. Use `VOC_CLASSES` for the 20 standard classes.
+    continuous: False: boxes keep the file's numbers, ``bbox = [xmin, ymin, xmax - xmin, ymax - ymin]``
+                so that ``x + w`` is the file's xmax again; evaluate with ``legacy_voc_pixels=True``
+                to count pixels inclusively as the devkit does. True: boxes in scratchdet's own
+                convention, edges between pixels counted from the image's corner (a box that covers
+                pixels 0..2 is [0, 0, 3, 3] in xywh): VOC's xmin..xmax are the first and last
+                covered pixels counted from 1, so ``bbox = [xmin - 1, ymin - 1, xmax - xmin + 1,
+                ymax - ymin + 1]``; compare with detections made on the image's pixels (e.g. by
+                `selective_search`), evaluated with ``legacy_voc_pixels=False``.
 
-    Images get ids 1..N in the given order, annotations 1..G. Boxes keep the file's numbers:
-    ``bbox = [xmin, ymin, xmax - xmin, ymax - ymin]`` so that ``x + w`` is the file's xmax again;
-    evaluate with ``legacy_voc_pixels=True`` to count pixels inclusively as the devkit does. Each
-    annotation keeps ``difficult`` (and ``truncated``); ``area`` is ``w * h``, ``iscrowd`` 0.
+    Images get ids 1..N in the given order, annotations 1..G. Each annotation keeps ``difficult``
+    (and ``truncated``); ``area`` is ``w * h``, ``iscrowd`` 0.
     """
     if class_names is None:
         class_names = sorted({obj["name"] for record in annotations for obj in record["objects"]})
@@ -108,6 +114,8 @@ def voc_to_coco(annotations, class_names=None):
                 )
             xmin, ymin, xmax, ymax = obj["bbox"]
             w, h = xmax - xmin, ymax - ymin
+            if continuous:  # 1-based first and last pixels -> 0-based edges
+                xmin, ymin, w, h = xmin - 1, ymin - 1, w + 1, h + 1
             coco_annotations.append(
                 {
                     "id": len(coco_annotations) + 1,

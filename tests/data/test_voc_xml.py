@@ -121,6 +121,21 @@ def test_voc_to_coco_keeps_difficult_and_the_files_coordinates(voc_file):
     parse_ground_truth(gt)  # a valid COCO-style dataset
 
 
+def test_voc_to_coco_in_the_continuous_convention_matches_detections_on_the_pixels(tmp_path):
+    # an object covering 0-based pixels 0..2 (VOC: 1..3) is the box [0, 0, 3, 3] drawn on the image
+    path = tmp_path / "a.xml"
+    path.write_text(
+        "<annotation><filename>a.jpg</filename><size><width>10</width><height>10</height></size>"
+        "<object><name>dog</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>3</xmax><ymax>3</ymax></bndbox></object>"
+        "</annotation>"
+    )
+    gt = voc_to_coco([read_voc_xml(path)], continuous=True)
+    assert gt["annotations"][0]["bbox"] == [0.0, 0.0, 3.0, 3.0] and gt["annotations"][0]["area"] == 9.0
+    exact = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 3, 3], "score": 1.0}]
+    assert evaluate_voc(gt, exact, iou_threshold=0.99)["mAP"] == 1.0
+    assert evaluate_voc(voc_to_coco([read_voc_xml(path)]), exact, iou_threshold=0.5)["mAP"] == 0.0  # the file's numbers
+
+
 def test_voc_to_coco_default_classes_are_the_sorted_names(voc_file):
     gt = voc_to_coco([read_voc_xml(voc_file)])
     assert [c["name"] for c in gt["categories"]] == ["dog", "person"]
