@@ -71,10 +71,15 @@ def _save(fig, path):
 
 
 def _check_image(image):
+    """(H, W, 3) RGB of any pixel type the loader takes, as uint8: float images in [0, 1] or another
+    range, uint16 and bool are scaled as `scratchdet.data.images.as_rgb_uint8` does (matplotlib would
+    clip a float image of 0..255 to white, and paint mean colours of [0, 1] black)."""
+    from scratchdet.data.images import as_rgb_uint8
+
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise InvalidArgumentError(f"image must be (H, W, 3) RGB, got shape {image.shape}")
-    return image
+    return as_rgb_uint8(image, name="image")
 
 
 def segment_mean_colours(image, labels):
@@ -86,6 +91,9 @@ def segment_mean_colours(image, labels):
     if labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
         raise InvalidArgumentError(f"labels must be integer segment ids >= 0, got dtype {labels.dtype}")
     flat = labels.ravel()
+    if flat.size and flat.max() >= flat.size:  # sparse ids (2**40): number the ones present 0, 1, ...
+        flat = np.unique(flat, return_inverse=True)[1].ravel()
+        labels = flat.reshape(labels.shape)
     counts = np.bincount(flat).astype(np.float64)  # (n,)
     means = np.stack(
         [np.bincount(flat, weights=image[:, :, c].ravel().astype(np.float64)) for c in range(3)], axis=1

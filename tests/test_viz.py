@@ -131,3 +131,18 @@ def test_titles_are_drawn_literally_even_with_dollar_signs(tmp_path, image):
 def test_formats_that_need_other_programs_are_refused_before_drawing():
     with pytest.raises(InvalidArgumentError, match="cannot write pictures of format 'pgf'"):
         viz.figure_format("figure.pgf", option="--plot")
+
+
+def test_float_and_16_bit_images_are_scaled_as_the_loader_scales_them(image):
+    labels = felzenszwalb(image, scale=50, sigma=0.5, min_size=5)
+    expected = viz.segment_mean_colours(image, labels)
+    np.testing.assert_array_equal(viz.segment_mean_colours(image / 255.0, labels), expected)  # [0, 1], not black
+    np.testing.assert_array_equal(viz.segment_mean_colours(image.astype(np.uint16) * 257, labels), expected)
+
+
+def test_sparse_segment_ids_are_painted_without_a_table_of_every_id(image):
+    labels = np.zeros(image.shape[:2], np.int64)
+    labels[:, 16:] = 2**40  # np.bincount would ask for 8 TiB
+    painted = viz.segment_mean_colours(image, labels)
+    np.testing.assert_array_equal(painted[0, 0], np.round(image[:, :16].reshape(-1, 3).mean(axis=0)))
+    np.testing.assert_array_equal(painted[0, 31], np.round(image[:, 16:].reshape(-1, 3).mean(axis=0)))

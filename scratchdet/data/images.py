@@ -77,12 +77,16 @@ COLOUR_MODES_CONVERTED_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV")
 def _colour_mode(path):
     """Pillow's colour mode of the file ("RGB", "CMYK", ...; it reads the header only), or None where
     Pillow cannot open it. Asked of Pillow whatever plugin imageio would pick: imageio's TIFF plugin
-    (tifffile) reports no mode, and hands a CMYK TIFF over as four channels that read as RGBA."""
+    (tifffile) reports no mode, and hands a CMYK TIFF over as four channels that read as RGBA. A file
+    declaring more pixels than Pillow's decompression-bomb limit (twice `PIL.Image.MAX_IMAGE_PIXELS`)
+    is a DataFormatError here, before anything is decoded."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             return image.mode
+    except Image.DecompressionBombError as error:  # refused whichever plugin would decode it (tifffile has no limit)
+        raise DataFormatError(f"{path}: {error}") from None
     except Exception:  # not a format Pillow knows: imread decides alone
         return None
 
@@ -122,6 +126,8 @@ def load_image(path, keep_grey=False):
             # to RGB by the decoder, which knows them
             convert = _colour_mode(path) in COLOUR_MODES_CONVERTED_TO_RGB
             image = iio.imread(path, plugin="pillow", mode="RGB") if convert else iio.imread(path)
+    except DataFormatError:
+        raise
     except Exception as error:  # imageio raises many types for undecodable input
         reason = " ".join(str(error).split())[:120]  # one line: imageio's messages span several
         raise DataFormatError(f"{path}: not a readable image ({type(error).__name__}: {reason})") from None

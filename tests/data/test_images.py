@@ -142,3 +142,16 @@ def test_as_rgb_uint8_greyscale_with_alpha():
 def test_as_rgb_uint8_rejects(array, message):
     with pytest.raises(DataFormatError, match=message):
         as_rgb_uint8(array)
+
+
+def test_a_tiff_declaring_too_many_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
+    # imageio reads TIFFs with tifffile, which has no size limit: Pillow's decompression-bomb check
+    # (on the header alone) stands for every format
+    tifffile = pytest.importorskip("tifffile")
+    PIL = pytest.importorskip("PIL.Image")
+    monkeypatch.setattr(PIL, "MAX_IMAGE_PIXELS", 1000)  # the limit is twice this: a 50 x 50 image passes it
+    tifffile.imwrite(tmp_path / "big.tif", np.zeros((50, 50), np.uint8), compression="zlib")
+    with pytest.raises(DataFormatError, match="big.tif: .*exceeds limit"):
+        load_image(tmp_path / "big.tif")
+    tifffile.imwrite(tmp_path / "small.tif", np.zeros((20, 40), np.uint8), compression="zlib")
+    assert load_image(tmp_path / "small.tif").shape == (20, 40, 3)
