@@ -40,7 +40,10 @@ def _temporary_beside(path, suffix):
     except (FileExistsError, NotADirectoryError):  # a file stands where a directory on the way should be
         raise NotADirectoryError(errno.ENOTDIR, "a file on its way is not a directory", path) from None
     base = os.path.basename(path)
-    return tempfile.mkstemp(dir=directory, prefix="." + base + ".", suffix=suffix)
+    try:
+        return tempfile.mkstemp(dir=directory, prefix="." + base + ".", suffix=suffix)
+    except OSError as error:  # it names the temporary file, which the caller never saw
+        raise OSError(error.errno, error.strerror, path) from error
 
 
 @contextlib.contextmanager

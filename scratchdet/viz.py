@@ -121,7 +121,7 @@ def plot_segments(image, labels, path, title=None):
     height, width = image.shape[:2]
     fig = _figure(10, 5 * _aspect(height, width) + 0.6)
     for index, (picture, caption) in enumerate(
-        [(image, "image"), (painted, f"{int(np.max(labels)) + 1} segments")]
+        [(image, "image"), (painted, f"{len(np.unique(labels))} segments")]
     ):
         ax = fig.add_subplot(1, 2, index + 1)
         ax.imshow(picture)

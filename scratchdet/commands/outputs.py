@@ -37,20 +37,33 @@ def check_distinct(outputs, inputs):
         outputs: (option, path) pairs, e.g. ``[("--out", "boxes.json"), ("--plot", "top.png")]``; a
             None path is skipped.
         inputs: the paths of the input files.
+
+    Each path is resolved once (`realpath`, and the file's device and inode where it exists, which
+    also catches a hard link): one `proposals` run may name thousands of images and their pictures.
     """
+    input_of = {}  # realpath or (device, inode) -> the input path
+    for source in inputs:
+        for key in _identities(source):
+            input_of.setdefault(key, source)
     seen = {}
     for option, path in outputs:
         if path is None:
             continue
-        key = os.path.realpath(path)
-        if key in seen:
-            raise InvalidArgumentError(f"{option} {path!r} is the file {seen[key]} already writes")
-        seen[key] = option
-        for source in inputs:
-            if key == os.path.realpath(source) or _same_existing_file(path, source):
-                raise InvalidArgumentError(f"{option} {path!r} would overwrite the input {source!r}")
+        keys = _identities(path)
+        for key in keys:
+            if key in input_of:
+                raise InvalidArgumentError(f"{option} {path!r} would overwrite the input {input_of[key]!r}")
+            if key in seen:
+                raise InvalidArgumentError(f"{option} {path!r} is the file {seen[key]} already writes")
+        for key in keys:
+            seen[key] = option
 
 
-def _same_existing_file(a, b):
-    """Whether paths a and b both exist and are one file (a hard link too)."""
-    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+def _identities(path):
+    """How a path is recognised: its realpath, and (device, inode) when the file exists."""
+    keys = [os.path.realpath(path)]
+    try:
+        status = os.stat(path)
+    except OSError:
+        return keys
+    return keys + [(status.st_dev, status.st_ino)]

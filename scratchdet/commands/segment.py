@@ -51,7 +51,7 @@ def run(args):
     # 2. read and segment
     image = load_image(args.image, keep_grey=True)  # (H, W, 3) or, from a greyscale file, (H, W) uint8
     if image.shape[0] * image.shape[1] < 2:
-        raise InvalidArgumentError(f"{args.image}: a {image.shape[1]}x{image.shape[0]} image; segmenting needs at least 2 pixels")
+        raise InvalidArgumentError(f"{args.image} must have at least 2 pixels to segment, got a {image.shape[0]}x{image.shape[1]} image")
     labels = felzenszwalb(image, scale=args.scale, sigma=args.sigma, min_size=args.min_size)
     n_segments = int(labels.max()) + 1
     kind = "" if image.ndim == 3 else " greyscale"

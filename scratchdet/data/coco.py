@@ -167,8 +167,8 @@ def _dump_json(path, value):
     try:
         with atomic_write(path) as f:
             json.dump(value, f, default=_plain_json, allow_nan=False)
-    except ValueError as error:
-        raise DataFormatError(f"{os.fspath(path)}: cannot write it as JSON: {error} (a NaN or infinity?)") from None
+    except ValueError as error:  # json's words for a NaN or infinity: "Out of range float values are not JSON compliant"
+        raise DataFormatError(f"{os.fspath(path)}: cannot write it as JSON: {error}") from None
 
 
 def _plain_json(value):
@@ -234,9 +234,10 @@ def parse_ground_truth(gt, source="ground truth"):
     boxes = _box_field(annotations, source, "annotations")
     with np.errstate(over="ignore"):
         box_area = boxes[:, 2] * boxes[:, 3]  # (A,) the area where an annotation gives none
-    if not np.isfinite(box_area).all():
-        i = int(np.flatnonzero(~np.isfinite(box_area))[0])
-        raise DataFormatError(f'{source}: annotations[{i}]: field "bbox" is too large: its width times height overflows')
+    too_large = ~np.isfinite(2.0 * box_area)  # as `scratchdet.boxes`: IoU adds two areas
+    if too_large.any():
+        i = int(np.flatnonzero(too_large)[0])
+        raise DataFormatError(f'{source}: annotations[{i}]: field "bbox" is too large: twice its width times height overflows')
     area = _optional_number_field(annotations, "area", box_area, source, "annotations")
     iscrowd = _flag_field(annotations, "iscrowd", source, "annotations")
     difficult = _flag_field(annotations, "difficult", source, "annotations")

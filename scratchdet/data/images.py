@@ -1,4 +1,5 @@
-"""Reading images: every file or array becomes (H, W, 3) uint8 RGB, or a clear error.
+"""Reading images: every file or array becomes (H, W, 3) uint8 RGB (or, asked for, a greyscale file
+(H, W) uint8), or a clear error.
 
 Greyscale becomes three equal channels, alpha is dropped, CMYK (and other non-RGB colour models)
 is converted to RGB, 16-bit and float images are scaled to 0..255. Decoding is left to imageio (the library behind `skimage.io.imread`).
@@ -107,8 +108,8 @@ def load_image(path, keep_grey=False):
 
     Raises:
         FileMissingError: no such file.
-        DataFormatError: the file is empty, is not an image, or holds an unsupported layout
-            (e.g. an animation or a volume).
+        DataFormatError: the file is empty, is not an image, holds an unsupported layout (e.g. an
+            animation or a volume), or declares more pixels than Pillow's decompression-bomb limit.
     """
     path = os.fsdecode(path)  # a str: imageio would take bytes for the encoded image itself
     if not os.path.exists(path):

@@ -24,7 +24,8 @@ Boxes use the package's continuous convention (area ``w * h``) unless ``legacy_v
 which takes ``x2 = x + w`` as an inclusive pixel index the way the devkit does (width
 ``x2 - x1 + 1``): with boxes read from VOC XML files by `scratchdet.data.voc_to_coco` that gives the
 devkit's numbers exactly (for the 11-point AP, up to the devkit's rounded recall threshold 0.3 that
-`voc_ap` describes).
+`voc_ap` describes, and up to the last bit: the 11 precisions are added, then divided by 11, where the
+devkit adds each divided by 11).
 """
 
 import math

@@ -54,10 +54,10 @@ def _check_float(name, a, ndim=None, dtype=None):
         raise InvalidArgumentError(f"{name} has dtype {a.dtype} but the input is {dtype}: use one dtype")
     if ndim is not None and a.ndim != ndim:
         raise InvalidArgumentError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
-    return contiguous(a, name=name)
+    return _contiguous(a, name=name)
 
 
-def contiguous(a, dtype=None, name="array"):
+def _contiguous(a, dtype=None, name="array"):
     """`a` as a C-contiguous array (of `dtype` if given), copied only where needed; unlike
     `np.ascontiguousarray`, a 0-d array stays 0-d. An InvalidArgumentError naming `name` where `a`
     does not convert (e.g. strings to a float dtype)."""
@@ -756,20 +756,34 @@ def pair(value, name):
 
 def _check_roi_pool(features, rois, output_size, spatial_scale):
     features = _check_float("features", features, ndim=4)
+    spatial_scale = check_spatial_scale(spatial_scale)
+    rois = check_host_rois(rois, features.shape[0], spatial_scale)
+    return features, rois, pair(output_size, "output_size"), spatial_scale
+
+
+def check_host_rois(rois, batch_size, spatial_scale):
+    """NumPy RoIs for RoI pooling, checked (both backends: the CUDA one copies them over after this).
+
+    Args:
+        rois: (R, 5) rows (batch_index, x1, y1, x2, y2) of numbers; batch_size: the feature maps'
+            N; spatial_scale: a float > 0 (`check_spatial_scale`).
+
+    Returns:
+        (R, 5) float64, C-contiguous.
+    """
     rois = np.ascontiguousarray(rois, dtype=np.float64)
     if rois.ndim != 2 or rois.shape[1] != 5:
         raise InvalidArgumentError(f"rois must have shape (R, 5) rows (batch_index, x1, y1, x2, y2), got {rois.shape}")
     if rois.shape[0] and not np.all(np.isfinite(rois)):
         raise InvalidArgumentError("rois must be finite")
     batch = rois[:, 0]
-    if rois.shape[0] and (np.any(batch != np.floor(batch)) or batch.min() < 0 or batch.max() >= features.shape[0]):
-        raise InvalidArgumentError(f"rois[:, 0] must be integer batch indices in [0, {features.shape[0]})")
-    spatial_scale = check_spatial_scale(spatial_scale)
+    if rois.shape[0] and (np.any(batch != np.floor(batch)) or batch.min() < 0 or batch.max() >= batch_size):
+        raise InvalidArgumentError(f"rois[:, 0] must be integer batch indices in [0, {batch_size})")
     # the scaled corners are rounded to integers: beyond 2**53 float64 has no fractions left to round,
     # and far beyond it the conversion to int64 overflows
     if rois.shape[0] and np.abs(rois[:, 1:]).max() * spatial_scale >= 2.0**53:
         raise InvalidArgumentError(f"rois' corners times spatial_scale must stay below 2**53 in size, got up to {np.abs(rois[:, 1:]).max():g}")
-    return features, rois, pair(output_size, "output_size"), spatial_scale
+    return rois
 
 
 def check_spatial_scale(spatial_scale):

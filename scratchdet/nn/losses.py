@@ -15,7 +15,7 @@ import numpy as np
 from scratchdet.backend import is_cuda_array
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cpu import nn as cpu
-from scratchdet.nn.functional import FLOAT_DTYPES, contiguous
+from scratchdet.nn.functional import FLOAT_DTYPES, _contiguous
 
 LOC_LOSSES = ("smooth_l1", "l2")
 
@@ -36,8 +36,8 @@ def _check_non_negative(name, value):
 def _check_pred_target(pred, target, pred_name="pred", target_name="target"):
     if not isinstance(pred, np.ndarray) or pred.dtype not in FLOAT_DTYPES:
         raise InvalidArgumentError(f"{pred_name} must be a float32/float64 array, got {getattr(pred, 'dtype', type(pred))}")
-    pred = contiguous(pred, name=pred_name)
-    target = contiguous(target, pred.dtype, name=target_name)
+    pred = _contiguous(pred, name=pred_name)
+    target = _contiguous(target, pred.dtype, name=target_name)
     if target.shape != pred.shape:
         raise InvalidArgumentError(f"{target_name} must have the shape of {pred_name} {pred.shape}, got {target.shape}")
     return pred, target
@@ -163,8 +163,8 @@ def box_regression_loss(bbox_pred, bbox_targets, labels, *, loss="smooth_l1", be
     n_samples = bbox_pred.shape[0]
     if n_samples == 0:
         raise InvalidArgumentError("box_regression_loss needs at least one sample")
-    bbox_pred = contiguous(bbox_pred, name="bbox_pred")
-    bbox_targets = contiguous(bbox_targets, bbox_pred.dtype, name="bbox_targets")
+    bbox_pred = _contiguous(bbox_pred, name="bbox_pred")
+    bbox_targets = _contiguous(bbox_targets, bbox_pred.dtype, name="bbox_targets")
     if bbox_targets.shape != (n_samples, 4):
         raise InvalidArgumentError(f"bbox_targets must be ({n_samples}, 4), got {bbox_targets.shape}")
     n_box_classes = bbox_pred.shape[1] // 4
@@ -228,7 +228,7 @@ def regression_loss(pred, target, *, loss="l2", beta=1.0):
     """
     if loss not in LOC_LOSSES:
         raise InvalidArgumentError(f"loss must be one of {LOC_LOSSES}, got {loss!r}")
-    beta = _check_non_negative("smooth_l1 beta", beta)
+    beta = _check_non_negative("beta", beta)
     if is_cuda_array(pred):
         return _cuda().regression_loss(pred, target, loss=loss, beta=beta)
     pred, target = _check_pred_target(pred, target)

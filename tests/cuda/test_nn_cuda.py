@@ -127,8 +127,11 @@ def test_relu_forward_and_backward_zero_at_zero_and_nan_kept(rng, gpu, host):
     x[0, :5] = 0
     x[1, :3] = np.nan, np.inf, -np.inf  # NaN passes, as on the CPU
     dy = rng.standard_normal(x.shape).astype(np.float32)
-    np.testing.assert_array_equal(host(F.relu_forward(gpu(x))), F.relu_forward(x))
-    np.testing.assert_array_equal(host(F.relu_backward(gpu(dy), gpu(x))), F.relu_backward(dy, x))
+    y, dx = host(F.relu_forward(gpu(x))), host(F.relu_backward(gpu(dy), gpu(x)))
+    np.testing.assert_array_equal(y, F.relu_forward(x))
+    np.testing.assert_array_equal(dx, F.relu_backward(dy, x))
+    assert np.isnan(y[1, 0]) and y[1, 1] == np.inf and y[1, 2] == 0  # NaN and +inf pass, -inf does not
+    assert dx[1, 0] == dy[1, 0] and dx[1, 1] == dy[1, 1] and dx[1, 2] == 0
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.9])
@@ -192,6 +195,18 @@ def test_roi_pool_rejects_a_batch_index_outside_the_batch(gpu, host):
     assert host(F.roi_pool_backward(gpu(np.ones((3, 1, 2, 2), np.float32)), features, rois, 2, 1.0)).sum() == 4
     with pytest.raises(InvalidArgumentError, match="integers or floats"):
         F.roi_pool_forward(features, gpu(np.zeros((1, 5), np.bool_)), 2, 1.0)
+
+
+@pytest.mark.parametrize(
+    "rois, scale, match",
+    [([[0, 0, 0, 1e300, 3]], 1.0, "2\\*\\*53"), ([[0, np.nan, 0, 1, 1]], 1.0, "finite"), ([[0, 0, 0, 1, 1]], 0.0, "spatial_scale")],
+    ids=["corner-beyond-2**53", "nan-corner", "zero-scale"],
+)
+def test_roi_pool_refuses_on_the_gpu_the_host_rois_it_refuses_on_the_cpu(gpu, rois, scale, match):
+    features = np.ones((1, 1, 4, 4), np.float32)
+    for to in (np.asarray, gpu):
+        with pytest.raises(InvalidArgumentError, match=match):
+            F.roi_pool_forward(to(features), np.array(rois, np.float64), 2, scale)
 
 
 def test_conv2d_of_an_empty_batch(gpu, host):

@@ -87,6 +87,6 @@ def test_images_beyond_float32_whole_numbers_are_refused_but_counted():
     with pytest.raises(InvalidArgumentError, match="2\\*\\*24"):
         sliding_windows((1, 2**24 + 4), sizes=1, ratios=1.0, stride=1.0)
     assert count_sliding_windows((1, 2**24 + 4), sizes=1, ratios=1.0, stride=1.0) == 2**24 + 4
-    # a window 2**23 wide and 1 tall (area 2**23, height / width 2**-23) at stride 1: 2**23 + 1 positions
-    wide = sliding_windows((1, 2**24), sizes=2**11.5, ratios=2.0**-23, stride=1.0 / 2**23)
-    assert len(wide) == 2**23 + 1 and wide[-1].tolist() == [2**23, 0, 2**24, 1]
+    # a window 2**23 wide and 1 tall (area 2**23, height / width 2**-23) moving half its width: 3 positions
+    wide = sliding_windows((1, 2**24), sizes=2**11.5, ratios=2.0**-23, stride=0.5)
+    assert wide.tolist() == [[0, 0, 2**23, 1], [2**22, 0, 2**22 + 2**23, 1], [2**23, 0, 2**24, 1]]

@@ -100,7 +100,7 @@ def order_ties_by_index(sorted_keys, order):
     """Sort, in place, each run of `order` whose `sorted_keys` are equal, so that ties come by index.
 
     Args:
-        sorted_keys: (N,) float64, non-decreasing (the sort keys, already in sorted order).
+        sorted_keys: (N,) float64 or integer, non-decreasing (the sort keys, already in sorted order).
         order: (N,) int64 indices that sorted the keys; rearranged within runs of equal keys.
     """
     n = order.shape[0]

@@ -12,7 +12,6 @@ module copies an activation or a parameter to the host; a loss returns its value
 """
 
 import math
-import numbers
 
 import numba
 import numpy as np
@@ -576,25 +575,17 @@ def _pair(value, name):
 
 
 def _check_roi_pool(features, rois, output_size, spatial_scale):
+    from scratchdet.nn.functional import check_host_rois, check_spatial_scale  # (one definition of the checks)
+
     _check("features", features, ndim=4)
-    if not is_cuda_array(rois):
-        # host RoIs (from proposals) are validated as on the CPU, then copied once
-        rois = np.ascontiguousarray(rois, dtype=np.float64)
-        if rois.ndim != 2 or rois.shape[1] != 5:
-            raise InvalidArgumentError(f"rois must have shape (R, 5) rows (batch_index, x1, y1, x2, y2), got {rois.shape}")
-        batch = rois[:, 0]
-        if rois.shape[0] and not np.all(np.isfinite(rois)):
-            raise InvalidArgumentError("rois must be finite")
-        if rois.shape[0] and (np.any(batch != np.floor(batch)) or batch.min() < 0 or batch.max() >= features.shape[0]):
-            raise InvalidArgumentError(f"rois[:, 0] must be integer batch indices in [0, {features.shape[0]})")
-        rois = cuda.to_device(rois)
+    spatial_scale = check_spatial_scale(spatial_scale)
+    if not is_cuda_array(rois):  # host RoIs (from proposals) are checked as on the CPU, then copied once
+        rois = cuda.to_device(check_host_rois(rois, features.shape[0], spatial_scale))
     elif rois.ndim != 2 or rois.shape[1] != 5:
         raise InvalidArgumentError(f"rois must have shape (R, 5) rows (batch_index, x1, y1, x2, y2), got {rois.shape}")
     elif rois.dtype.kind not in "iuf":
         raise InvalidArgumentError(f"rois must hold integers or floats, got dtype {rois.dtype}")
-    if isinstance(spatial_scale, (bool, np.bool_)) or not isinstance(spatial_scale, numbers.Real) or not 0 < spatial_scale < math.inf:
-        raise InvalidArgumentError(f"spatial_scale must be a finite number > 0, got {spatial_scale!r}")
-    return rois, _pair(output_size, "output_size"), float(spatial_scale)
+    return rois, _pair(output_size, "output_size"), spatial_scale
 
 
 def roi_pool_forward(features, rois, output_size, spatial_scale):
