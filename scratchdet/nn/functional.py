@@ -814,7 +814,7 @@ def sgd_update(param, grad, velocity, *, lr, momentum, weight_decay):
         return _cuda_optim().sgd_update(param, grad, velocity, lr=lr, momentum=momentum, weight_decay=weight_decay)
     _check_update("param", param, grad, velocity)
     _check_writeable(param=param, velocity=velocity)
-    cpu.sgd_update(param.reshape(-1), grad.reshape(-1), velocity.reshape(-1), float(lr), float(momentum), float(weight_decay))
+    cpu.sgd_update(param.reshape(-1), grad.reshape(-1), velocity.reshape(-1), lr, momentum, weight_decay)
 
 
 def adam_update(param, grad, m, v, *, step, lr, beta1, beta2, eps, weight_decay):
@@ -835,7 +835,7 @@ def adam_update(param, grad, m, v, *, step, lr, beta1, beta2, eps, weight_decay)
     _check_writeable(param=param, m=m, v=v)
     cpu.adam_update(
         param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
-        int(step), float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
+        step, lr, beta1, beta2, eps, weight_decay,
     )
 
 
@@ -848,6 +848,7 @@ def _check_numbers(**values):
 
 
 def _check_writeable(**arrays):
+    """Refuse, by name, a read-only array that an update would write."""
     for name, array in arrays.items():
         if not array.flags.writeable:
             raise InvalidArgumentError(f"{name} is read-only; an optimiser step updates it in place")
