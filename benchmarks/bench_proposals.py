@@ -32,7 +32,7 @@ from scratchdet.proposals import count_sliding_windows, felzenszwalb, selective_
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COCO128 = ROOT.parent / "shared" / "data" / "coco128"
 N_IMAGES = int(os.environ.get("SCRATCHDET_BENCH_IMAGES", "20"))
-OUT = ROOT / "out"
+FIGURES = ROOT / "benchmarks" / "figures"  # the README shows the figures drawn here
 
 
 
@@ -187,7 +187,7 @@ def test_sliding_windows_needed_for_selective_search_recall(coco):
 
     path = plot_recall_curves(
         {"Selective Search (fast)": (ss_curve["counts"], ss_curve["recall"]), "sliding windows": (window_counts, window_recalls)},
-        OUT / "proposals_recall.png", iou_threshold=0.5, title=f"{len(images)} COCO images",
+        FIGURES / "proposals_recall.png", iou_threshold=0.5, title=f"{len(images)} COCO images",
     )
     print(f"figure: {path}")
 
