@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from scratchdet._files import atomic_path
+from scratchdet.data.images import as_rgb_uint8
 from scratchdet.errors import InvalidArgumentError
 
 
@@ -74,8 +75,6 @@ def _check_image(image):
     """(H, W, 3) RGB of any pixel type the loader takes, as uint8: float images in [0, 1] or another
     range, uint16 and bool are scaled as `scratchdet.data.images.as_rgb_uint8` does (matplotlib would
     clip a float image of 0..255 to white, and paint mean colours of [0, 1] black)."""
-    from scratchdet.data.images import as_rgb_uint8
-
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise InvalidArgumentError(f"image must be (H, W, 3) RGB, got shape {image.shape}")

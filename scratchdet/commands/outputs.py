@@ -13,21 +13,32 @@ def check_output_file(option, path):
     way that exists must take a new file: a nameless temporary file is made there and dropped at once
     (missing directories below it are made when the output is written).
     """
-    if path is None:
-        return
-    path = os.fspath(path)
-    if os.path.isdir(path) or not os.path.basename(path):
-        raise InvalidArgumentError(f"{option} {path!r} is a directory, expected a file name")
-    existing = os.path.dirname(os.path.abspath(path))
-    while not os.path.lexists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise InvalidArgumentError(f"{option} {path!r}: {existing} is not a directory")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        raise InvalidArgumentError(f"{option} {path!r}: cannot write in {existing} ({error.strerror or error})") from None
+    check_output_files(option, [path])
+
+
+def check_output_files(option, paths):
+    """`check_output_file` for each of `paths` (None skipped), each directory probed once: the
+    pictures of a `proposals` run over thousands of images all go to one directory."""
+    probed = set()
+    for path in paths:
+        if path is None:
+            continue
+        path = os.fspath(path)
+        if os.path.isdir(path) or not os.path.basename(path):
+            raise InvalidArgumentError(f"{option} {path!r} is a directory, expected a file name")
+        existing = os.path.dirname(os.path.abspath(path))
+        while not os.path.lexists(existing):
+            existing = os.path.dirname(existing)
+        if existing in probed:
+            continue
+        if not os.path.isdir(existing):
+            raise InvalidArgumentError(f"{option} {path!r}: {existing} is not a directory")
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as error:
+            raise InvalidArgumentError(f"{option} {path!r}: cannot write in {existing} ({error.strerror or error})") from None
+        probed.add(existing)
 
 
 def check_distinct(outputs, inputs):

@@ -49,7 +49,7 @@ def run(args):
     from tqdm import tqdm
 
     from scratchdet._files import atomic_write
-    from scratchdet.commands.outputs import check_distinct, check_output_file
+    from scratchdet.commands.outputs import check_distinct, check_output_file, check_output_files
     from scratchdet.data.images import load_image
     from scratchdet.proposals import selective_search
     from scratchdet.proposals.selective_search import check_rgb_image
@@ -68,10 +68,12 @@ def run(args):
     if args.plot:
         figure_format(args.plot, option="--plot")
         plot_paths = [_plot_path(args.plot, path, several) for path in args.images]
+        drawn = set()
         for plot_path in plot_paths:
-            if plot_paths.count(plot_path) > 1:
+            if plot_path in drawn:
                 raise InvalidArgumentError(f"--plot: two images would both be drawn to {plot_path} (same file name)")
-            check_output_file("--plot", plot_path)
+            drawn.add(plot_path)
+        check_output_files("--plot", plot_paths)
     check_distinct([("--out", args.out)] + [("--plot", path) for path in plot_paths], args.images)
     # 2. read every image once, so that a bad file stops the run before any work; only the sizes are
     #    kept (a long list of photographs need not fit in memory at once)

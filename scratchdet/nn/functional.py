@@ -632,10 +632,7 @@ def flatten_backward(dy, input_shape):
     """Gradient of `flatten_forward`: dy (N, D), any dtype, reshaped back to `input_shape` (a tuple
     such as (N, C, H, W)); returns dx with that shape and dy's dtype."""
     input_shape = tuple(input_shape)
-    size = 1
-    for side in input_shape:
-        size *= side
-    if dy.ndim != 2 or size != dy.shape[0] * dy.shape[1] or (input_shape and input_shape[0] != dy.shape[0]):
+    if dy.ndim != 2 or math.prod(input_shape) != dy.shape[0] * dy.shape[1] or (input_shape and input_shape[0] != dy.shape[0]):
         raise InvalidArgumentError(f"dy of shape {dy.shape} is not the flattened gradient of an input of shape {input_shape}")
     return dy.reshape(input_shape)
 
