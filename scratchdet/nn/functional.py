@@ -567,6 +567,17 @@ def relu_backward(dy, x):
     return dx
 
 
+def add(a, b):
+    """a + b element-wise: the gradient of a tensor that feeds two layers is the sum of the two
+    gradients that come back (a fork in the network, e.g. Fast R-CNN's classifier and box regressor
+    reading one feature vector). a, b: same shape, float32 or float64, one dtype. Returns a new array."""
+    if is_cuda_array(a):
+        return _cuda().add(a, b)
+    a = _check_float("a", a)
+    b = _check_same("b", b, a)
+    return a + b
+
+
 def linear_forward(x, w, b):
     """Fully connected layer, PyTorch's weight layout: y = x @ w.T + b.
 

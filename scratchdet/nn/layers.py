@@ -419,6 +419,15 @@ class Sequential(Layer):
 LAYER_TYPES = {cls.__name__: cls for cls in (Conv2d, Linear, ReLU, MaxPool2d, Flatten, Dropout, RoIPool, Sequential)}
 
 
+def register_layer(cls):
+    """Class decorator: make a model built of layers (a detector) known to `nn.save` / `nn.load` by its
+    class name. The class must offer `from_config(config, dtype)`, the inverse of its `config()`."""
+    if not callable(getattr(cls, "from_config", None)):
+        raise InvalidArgumentError(f"{cls.__name__} needs a from_config(config, dtype) class method to be loadable")
+    LAYER_TYPES[cls.__name__] = cls
+    return cls
+
+
 def layer_spec(layer):
     """A layer's architecture as JSON-ready data: {"type": name, **config}."""
     return {"type": type(layer).__name__, **layer.config()}
@@ -426,6 +435,8 @@ def layer_spec(layer):
 
 def build_layer(spec, dtype=np.float32):
     """Rebuild a layer (parameters freshly initialised from seed 0) from `layer_spec`'s output."""
+    if isinstance(spec, dict) and spec.get("type") not in LAYER_TYPES:
+        import scratchdet.models  # noqa: F401  (registers the detectors)
     if not isinstance(spec, dict) or spec.get("type") not in LAYER_TYPES:
         raise DataFormatError(f"unknown layer specification {spec!r}; known types: {sorted(LAYER_TYPES)}")
     kind = spec["type"]
@@ -435,6 +446,8 @@ def build_layer(spec, dtype=np.float32):
             return Sequential([build_layer(s, dtype) for s in args["layers"]])
         if kind in ("Conv2d", "Linear"):
             return LAYER_TYPES[kind](**args, rng=0, dtype=dtype)
+        if hasattr(LAYER_TYPES[kind], "from_config"):
+            return LAYER_TYPES[kind].from_config(args, dtype)
         if kind == "Dropout":
             return Dropout(**args, rng=0)
         return LAYER_TYPES[kind](**args)

@@ -375,6 +375,14 @@ def multiply_kernel(a, b, out):
 
 
 @cuda.jit(cache=True)
+def add_kernel(a, b, out):
+    """out = a + b."""
+    k = cuda.grid(1)
+    if k < a.size:
+        out[k] = a[k] + b[k]
+
+
+@cuda.jit(cache=True)
 def divide_kernel(a, divisor, out):
     """out = a / divisor."""
     k = cuda.grid(1)
@@ -406,6 +414,15 @@ def relu_backward(dy, x):
     dx = empty(x.shape, x.dtype)
     relu_backward_kernel[launch_1d(x.size)](flat(dy), flat(x), flat(dx))
     return dx
+
+
+def add(a, b):
+    """CUDA twin of `add`: a + b for two device arrays of one shape and float dtype; a new array."""
+    _check("a", a)
+    _same("b", b, a)
+    out = empty(a.shape, a.dtype)
+    add_kernel[launch_1d(a.size)](flat(a), flat(b), flat(out))
+    return out
 
 
 def dropout_forward(x, p, seed):
@@ -872,6 +889,7 @@ def compile_signatures():
             (f"relu_backward_{name}", relu_backward_kernel, (a1, a1, a1)),
             (f"dropout_forward_{name}", dropout_forward_kernel, (a1, float64, int64, a1, a1)),
             (f"multiply_{name}", multiply_kernel, (a1, a1, a1)),
+            (f"add_{name}", add_kernel, (a1, a1, a1)),
             (f"divide_{name}", divide_kernel, (a1, int64, a1)),
             (f"roi_pool_forward_{name}", roi_pool_forward_kernel, (a4, float64[:, ::1], float64, a4)),
             (f"roi_pool_backward_{name}", roi_pool_backward_kernel, (a4, a4, float64[:, ::1], float64, a4)),
