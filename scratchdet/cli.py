@@ -19,6 +19,10 @@ COMMANDS = (
     "scratchdet.commands.evaluate",
     "scratchdet.commands.segment",
     "scratchdet.commands.proposals",
+    "scratchdet.commands.data",
+    "scratchdet.commands.train",
+    "scratchdet.commands.detect",
+    "scratchdet.commands.demo",
 )
 
 

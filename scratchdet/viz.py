@@ -240,3 +240,114 @@ def plot_hierarchy(image, hierarchy, path, steps=(0.0, 0.5, 0.8, 0.95)):
     s = hierarchy.strategy
     fig.suptitle(f"hierarchical grouping: {s.colour_space}, k={s.k:g}, {s.similarity}")
     return _save(fig, path)
+
+
+def plot_detections(images, detections, path, classes=None, ground_truth=None, titles=None, columns=4):
+    """Write one or more images with their detections drawn: a box per detection, coloured by class,
+    labelled "class score"; ground-truth boxes, when given, dashed in white underneath.
+
+    Args:
+        images: one (H, W, 3) uint8 RGB image, or a list of them (sizes may differ).
+        detections: for each image, its detections: anything with `boxes` (N, 4) xyxy, `scores` (N,)
+            and `labels` (N,) classes 1..K (`scratchdet.models.Detections`); one for a single image.
+        path: output file.
+        classes: optional K class names; label u is drawn as classes[u - 1] (else as the number u).
+        ground_truth: optional, for each image, its (G, 4) xyxy ground-truth boxes.
+        titles: optional, for each image, its title (default: the number of detections).
+        columns: images per row of the grid.
+
+    Returns:
+        `path`.
+    """
+    from matplotlib.patches import Rectangle
+
+    if isinstance(images, np.ndarray) and images.ndim == 3:  # one image
+        images, detections = [images], [detections]
+        ground_truth = None if ground_truth is None else [ground_truth]
+        titles = None if titles is None else [titles]
+    images = [_check_image(image) for image in images]
+    n_images = len(images)
+    if n_images == 0 or len(detections) != n_images:
+        raise InvalidArgumentError(f"need one or more images and one detections per image, got {n_images} and {len(detections)}")
+    for name, per_image in (("ground_truth", ground_truth), ("titles", titles)):
+        if per_image is not None and len(per_image) != n_images:
+            raise InvalidArgumentError(f"{name} must have one entry per image ({n_images}), got {len(per_image)}")
+    if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
+        raise InvalidArgumentError(f"columns must be a positive integer, got {columns!r}")
+    columns = min(int(columns), n_images)
+    rows = -(-n_images // columns)
+    colours = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan", "tab:pink", "tab:olive")
+
+    def as_boxes(value, what):
+        boxes = np.asarray(value, dtype=np.float64)
+        boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise InvalidArgumentError(f"{what} must be (N, 4) rows (x1, y1, x2, y2), got shape {boxes.shape}")
+        return boxes
+
+    aspect = max(_aspect(*image.shape[:2]) for image in images)
+    side = 4.0 if n_images > 1 else 7.0  # inches per image
+    fig = _figure(side * columns, side * aspect * rows + 0.4)
+    for index, (image, found) in enumerate(zip(images, detections)):
+        ax = fig.add_subplot(rows, columns, index + 1)
+        ax.imshow(image)
+        # 1. the ground truth, dashed, under the detections
+        if ground_truth is not None:
+            for x1, y1, x2, y2 in as_boxes(ground_truth[index], "ground_truth boxes"):
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.0, linestyle="--", edgecolor="white"))
+        # 2. the detections, worst first so that the best are drawn on top
+        boxes = as_boxes(found.boxes, "detection boxes")
+        scores = np.asarray(found.scores, dtype=np.float64).reshape(-1)
+        labels = np.asarray(found.labels).reshape(-1).astype(np.int64)
+        if not len(boxes) == len(scores) == len(labels):
+            raise InvalidArgumentError(f"image {index}: boxes, scores and labels must have one row per detection")
+        for (x1, y1, x2, y2), score, label in reversed(list(zip(boxes, scores, labels))):
+            colour = colours[(label - 1) % len(colours)]
+            name = classes[label - 1] if classes is not None and 1 <= label <= len(classes) else str(label)
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.5, edgecolor=colour))
+            ax.text(x1, y1, _literal(f"{name} {score:.2f}"), fontsize=7, color="white", va="bottom",
+                    bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.0, "alpha": 0.8})
+        ax.set_title(_literal(titles[index]) if titles is not None else f"{len(boxes)} detections", fontsize=9)
+        ax.set_axis_off()
+    return _save(fig, path)
+
+
+def plot_training_curves(history, path, title=None):
+    """Write the loss of every component (total, cls, loc, ...) against the training step.
+
+    Args:
+        history: a `scratchdet.train.History`, or its `as_dict()`: {"steps": [int], "losses": {name: [float]}}.
+        path: output file.
+        title: optional title.
+
+    Each component is drawn per step (thin) and as a running mean over about 1/20 of the run (thick).
+
+    Returns:
+        `path`.
+    """
+    record = history.as_dict() if hasattr(history, "as_dict") else history
+    try:
+        steps = np.asarray(record["steps"], dtype=np.float64)
+        losses = {str(name): np.asarray(values, dtype=np.float64) for name, values in record["losses"].items()}
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise InvalidArgumentError(f"history must be a History or a dict with 'steps' and 'losses': {error}") from None
+    if steps.ndim != 1 or any(values.shape != steps.shape for values in losses.values()):
+        raise InvalidArgumentError("history: every loss must have one value per step")
+    window = max(1, len(steps) // 20)
+    fig = _figure(6, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    for index, (name, values) in enumerate(losses.items()):
+        colour = f"C{index}"
+        ax.plot(steps, values, color=colour, linewidth=0.6, alpha=0.35)
+        if len(values) >= window:
+            mean = np.convolve(values, np.ones(window) / window, mode="valid")  # (n - window + 1,)
+            ax.plot(steps[window - 1 :], mean, color=colour, linewidth=1.8, label=name)
+        else:
+            ax.plot([], [], color=colour, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(True, alpha=0.3)
+    if losses:
+        ax.legend()
+    ax.set_title(_literal(title) if title else "training loss")
+    return _save(fig, path)

@@ -282,6 +282,7 @@ def save_checkpoint(path, model, optimizer, schedule, step, history):
         "format_version": FORMAT_VERSION,
         "scratchdet_version": __version__,
         "step": step,
+        "model": type(model).__name__,
         "parameters": parameters,
         "optimizer": type(optimizer).__name__,
         "schedule": None if schedule is None else type(schedule).__name__,
@@ -297,7 +298,7 @@ def load_checkpoint(path, model, optimizer, schedule=None):
     """Restore a run saved by `save_checkpoint` into `model`, `optimizer` and `schedule`; return (step, history).
 
     The file is checked first, and nothing is changed unless it fits: the same parameter names, shapes
-    and dtypes, the same optimiser class, a schedule of the same class when it was saved with one (and
+    and dtypes, the same model and optimiser classes, a schedule of the same class when it was saved with one (and
     none when it was not), and the same random generators in the model. Then the optimiser and schedule
     states are loaded, the generators' states set, and every parameter overwritten in place (a parameter
     on the GPU gets the saved values copied to the GPU).
@@ -315,7 +316,7 @@ def load_checkpoint(path, model, optimizer, schedule=None):
     try:
         step = metadata["step"]
         saved_parameters = {name: (tuple(entry["shape"]), entry["dtype"]) for name, entry in metadata["parameters"].items()}
-        saved_optimizer, saved_schedule = metadata["optimizer"], metadata["schedule"]
+        saved_model, saved_optimizer, saved_schedule = metadata["model"], metadata["optimizer"], metadata["schedule"]
         saved_generators = list(metadata["generators"])
     except (KeyError, TypeError, AttributeError) as error:
         raise DataFormatError(f"{path}: checkpoint metadata is malformed ({type(error).__name__}: {error})") from error
@@ -323,6 +324,8 @@ def load_checkpoint(path, model, optimizer, schedule=None):
         raise DataFormatError(f"{path}: checkpoint step must be an int >= 0, got {step!r}")
 
     # 1. the checkpoint must belong to this model, optimiser and schedule
+    if saved_model != type(model).__name__:  # (R-CNN and Fast R-CNN can have the same parameters)
+        raise DataFormatError(f"{path}: the checkpoint is of a {saved_model}, this run trains a {type(model).__name__}")
     parameters = {name: (layer, key) for name, layer, key in model.named_parameters()}
     missing, unexpected = sorted(set(parameters) - set(saved_parameters)), sorted(set(saved_parameters) - set(parameters))
     if missing or unexpected:

@@ -44,7 +44,7 @@ def assert_same_step(cpu_model, gpu_model, batch, cpu_opt, gpu_opt):
 
 @pytest.mark.parametrize("cls", [FastRCNN, RCNN], ids=["fast_rcnn", "rcnn"])
 def test_detector_training_step_on_gpu_matches_cpu(cls):
-    kwargs = {"roi_size": 2} if cls is FastRCNN else {"crop_size": 8, "context": 1}
+    kwargs = {"roi_size": 2} if cls is FastRCNN else {"crop_size": 4, "context": 1}
     cpu_model, gpu_model = tiny(cls, 0, **kwargs), tiny(cls, 0, **kwargs).to("cuda")
     cpu_opt, gpu_opt = nn.SGD(cpu_model, lr=0.1, momentum=0.9), nn.SGD(gpu_model, lr=0.1, momentum=0.9)
     batch = detection_batch()

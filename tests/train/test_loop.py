@@ -202,7 +202,7 @@ def test_non_finite_loss_stops_before_the_update_and_checkpoints_the_last_good_s
     assert schedule.epoch == 3
     assert dropout_state(model) == dropout_state(model_ref)
     # the checkpoint holds those 3 steps, and resuming from it would redo step 3 with the same batch and masks
-    fresh, fresh_opt, fresh_schedule = make_run(seed=9)
+    fresh, fresh_opt, fresh_schedule = make_run(model=DivergingClassifier(seed=9, nan_at=None))
     step, history = load_checkpoint(path, fresh, fresh_opt, fresh_schedule)
     assert step == 3
     assert history.as_dict() == history_ref.as_dict()
@@ -415,3 +415,17 @@ def test_checkpoint_of_a_model_on_the_gpu_restores_onto_the_gpu(tmp_path):
         np.testing.assert_array_equal(backend.to_host(fresh_layer.params[key]), backend.to_host(layer.params[key]))
     history = fit(fresh, gpu_batches, fresh_opt, steps=3, checkpoint=tmp_path / "run.npz", resume=True, progress=False)
     assert history.steps == [0, 1, 2]
+
+
+def test_resume_refuses_a_checkpoint_of_another_model_class_with_the_same_parameters(tmp_path):
+    """R-CNN and Fast R-CNN can share every parameter name and shape: the class decides."""
+    from scratchdet.models import RCNN, FastRCNN
+
+    path = tmp_path / "ckpt.npz"
+    fast, slow = FastRCNN(("a",), hidden=4), RCNN(("a",), hidden=4)
+    assert [(n, layer.params[k].shape) for n, layer, k in fast.named_parameters()] == [
+        (n, layer.params[k].shape) for n, layer, k in slow.named_parameters()
+    ]
+    save_checkpoint(path, fast, nn.SGD(fast, lr=0.1), None, 0, History())
+    with pytest.raises(DataFormatError, match="FastRCNN.*RCNN"):
+        load_checkpoint(path, slow, nn.SGD(slow, lr=0.1))

@@ -1,0 +1,106 @@
+"""`scratchdet data shapes`: the synthetic shapes dataset written as PNG images and COCO ground truth.
+
+    scratchdet data shapes OUT_DIR --images N [--seed 0] [--size H W] [--force]
+
+Writes ``OUT_DIR/shapes_000001.png``, ... and ``OUT_DIR/annotations.json``, a COCO dataset whose
+``file_name`` fields name the PNG files (so ``scratchdet train --gt OUT_DIR/annotations.json --images
+OUT_DIR`` reads it). The images are written first and the annotations last, each file atomically: a
+directory with an ``annotations.json`` holds the whole dataset. A non-empty OUT_DIR is refused unless
+``--force``. See `scratchdet.data.shapes.shapes_dataset` for what the images show.
+"""
+
+import contextlib
+import os
+
+from scratchdet.errors import InvalidArgumentError
+
+ANNOTATIONS = "annotations.json"
+MIN_SIDE = 16  # pixels, as `shapes_dataset` requires
+
+
+def register(subparsers):
+    """Add the `data` subcommand, with one sub-subcommand per dataset (`shapes`)."""
+    parser = subparsers.add_parser(
+        "data",
+        help="write a synthetic detection dataset (PNG images + COCO JSON)",
+        description="Write a synthetic detection dataset as PNG images and a COCO ground-truth file.",
+    )
+    datasets = parser.add_subparsers(title="datasets", metavar="DATASET", dest="dataset", required=True)
+    shapes = datasets.add_parser(
+        "shapes",
+        help="flat-coloured rectangles, ellipses and triangles on cluttered backgrounds",
+        description="Rectangles, ellipses and triangles on cluttered backgrounds, 1-3 per image, with exact boxes.",
+        epilog=f"Writes OUT_DIR/shapes_000001.png, ... then OUT_DIR/{ANNOTATIONS} (COCO ground truth).",
+    )
+    shapes.add_argument("out_dir", metavar="OUT_DIR", help="directory to write into (made if missing)")
+    shapes.add_argument("--images", type=int, required=True, metavar="N", help="number of images")
+    shapes.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same dataset (default 0)")
+    shapes.add_argument("--size", type=int, nargs=2, default=(96, 96), metavar=("H", "W"), help="image height and width (default 96 96)")
+    shapes.add_argument("--force", action="store_true", help="write into a non-empty OUT_DIR (files of the same names are replaced)")
+    shapes.set_defaults(run=run_shapes)
+
+
+def object_sizes(height, width):
+    """The (min, max) box side of the objects in an image of (height, width): 1/6 to 5/12 of the
+    shorter side, (16, 40) for the default 96 x 96, and at least 4 pixels."""
+    side = min(height, width)
+    return max(4, side // 6), max(4, side * 5 // 12)
+
+
+def run_shapes(args):
+    """Draw the dataset, write the images, then the annotations; returns 0."""
+    from scratchdet._files import atomic_path
+    from scratchdet.commands.outputs import check_output_files
+    from scratchdet.data.coco import write_ground_truth
+    from scratchdet.data.shapes import shapes_dataset
+
+    # 1. the options, and OUT_DIR: a directory (or nothing yet), empty unless --force, writable
+    if args.images < 1:
+        raise InvalidArgumentError(f"--images must be a positive number of images, got {args.images}")
+    if args.seed < 0:
+        raise InvalidArgumentError(f"--seed must be >= 0, got {args.seed}")
+    height, width = args.size
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise InvalidArgumentError(f"--size must be H W with each >= {MIN_SIDE}, got {height} {width}")
+    out_dir = args.out_dir
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise InvalidArgumentError(f"OUT_DIR {out_dir!r} exists and is not a directory")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not args.force:
+        raise InvalidArgumentError(
+            f"OUT_DIR {out_dir!r} is not empty ({len(os.listdir(out_dir))} entries); choose another or add --force"
+        )
+    dataset = shapes_dataset(args.images, image_size=(height, width), size=object_sizes(height, width), seed=args.seed)
+    gt = dataset.to_coco()
+    image_paths = [os.path.join(out_dir, entry["file_name"]) for entry in gt["images"]]
+    annotations_path = os.path.join(out_dir, ANNOTATIONS)
+    check_output_files("OUT_DIR", image_paths + [annotations_path])
+
+    # 2. the images, then the annotations that name them; on a failure the images this run added go
+    new_files = []
+    try:
+        import imageio.v3 as iio
+
+        for path, image in zip(image_paths, dataset.images):
+            existed = os.path.lexists(path)
+            with atomic_path(path) as tmp:
+                iio.imwrite(tmp, image, extension=".png")
+            if not existed:
+                new_files.append(path)
+        write_ground_truth(annotations_path, gt)
+    except OSError as error:
+        _remove(new_files)
+        raise InvalidArgumentError(f"cannot write {error.filename or out_dir}: {error.strerror or error}") from error
+    except BaseException:
+        _remove(new_files)
+        raise
+    print(
+        f"wrote {len(dataset)} images of {width}x{height} with {len(gt['annotations'])} objects "
+        f"({', '.join(dataset.classes)}) to {out_dir}; ground truth {annotations_path}"
+    )
+    return 0
+
+
+def _remove(paths):
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.remove(path)

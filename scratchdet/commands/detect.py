@@ -1,0 +1,192 @@
+"""`scratchdet detect`: run a trained detector on images and write COCO detections.
+
+    scratchdet detect WEIGHTS.npz IMAGE... --out dets.json [--score 0.05] [--nms 0.3] [--max 100]
+                      [--gt GT.json] [--plot DIR] [--plot-score 0.5] [--proposals fast|quality]
+                      [--max-proposals N] [--no-progress]
+
+The weights are those `scratchdet train` writes (a Fast R-CNN or R-CNN). Each image gets Selective
+Search proposals (the mode the detector was trained with, unless ``--proposals``), then `predict`:
+class scores and boxes per proposal, per-class NMS, the best ``--max``. Detections carry the COCO
+category ids the detector was trained on; the image id is that of the image's entry in ``--gt`` (matched
+by file name), or 1, 2, ... in the order of the arguments. ``--plot DIR`` draws each image's detections
+to ``DIR/<image name>.png``.
+"""
+
+import os
+
+from scratchdet.errors import DataFormatError, InvalidArgumentError
+
+
+def register(subparsers):
+    """Add the `detect` subcommand."""
+    parser = subparsers.add_parser(
+        "detect",
+        help="detect objects with trained weights; write COCO detections",
+        description="Run a trained Fast R-CNN or R-CNN on images and write the detections as a COCO result list.",
+        epilog="Image ids: from the entry of --gt with the image's file name, else 1, 2, ... in argument order.",
+    )
+    parser.add_argument("weights", metavar="WEIGHTS.npz", help="weights written by `scratchdet train`")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    parser.add_argument("--out", required=True, metavar="DETS.json", help="write the detections here (COCO result list)")
+    parser.add_argument("--score", type=float, default=0.05, metavar="S", help="keep detections scoring above this (default 0.05)")
+    parser.add_argument("--nms", type=float, default=0.3, metavar="IOU", help="per-class NMS IoU threshold (default 0.3)")
+    parser.add_argument("--max", type=int, default=100, metavar="N", help="at most N detections per image (default 100)")
+    parser.add_argument("--gt", metavar="GT.json", help="COCO ground truth whose image ids the detections take")
+    parser.add_argument("--plot", metavar="DIR", help="draw each image's detections to DIR/<image name>.png")
+    parser.add_argument("--plot-score", type=float, default=0.5, metavar="S", help="--plot draws detections scoring at least this (default 0.5)")
+    parser.add_argument("--proposals", choices=("fast", "quality"), metavar="MODE", help="Selective Search mode, fast or quality (default: as trained)")
+    parser.add_argument("--max-proposals", type=int, metavar="N", help="proposals per image (default: as trained)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def load_detector(path):
+    """A detector saved with `nn.save`, and the COCO category id of each of its classes.
+
+    Returns (model, category_ids, extra): category_ids a list of K ints (label u -> category_ids[u - 1]),
+    1..K when the weights do not say; extra the metadata's "extra" dict ({} when absent).
+    Raises FileMissingError / DataFormatError naming the file when it is missing, not a weights file,
+    or not a detector's.
+    """
+    from scratchdet import nn
+    from scratchdet.commands.train import CATEGORY_IDS
+    from scratchdet.models.detections import Detector
+
+    try:
+        model, metadata = nn.load(path, with_metadata=True)
+    except DataFormatError as error:
+        if str(error).startswith(os.fspath(path)):
+            raise
+        raise DataFormatError(f"{path}: {error}") from error
+    if not isinstance(model, Detector):
+        raise DataFormatError(f"{path}: holds a {type(model).__name__}, not a detector (Fast R-CNN or R-CNN weights from `scratchdet train`)")
+    extra = metadata.get("extra") if isinstance(metadata.get("extra"), dict) else {}
+    n_classes = len(model.classes)
+    ids = extra.get(CATEGORY_IDS, list(range(1, n_classes + 1)))
+    if (
+        not isinstance(ids, list) or len(ids) != n_classes or len(set(ids)) != n_classes
+        or any(isinstance(i, bool) or not isinstance(i, int) for i in ids)
+    ):
+        raise DataFormatError(f"{path}: metadata extra.{CATEGORY_IDS} must be {n_classes} distinct integers, got {ids!r}")
+    return model, ids, extra
+
+
+def _parts(path):
+    """A path's components, normalised: "./data/a.png" -> ("data", "a.png")."""
+    return tuple(part for part in os.path.normpath(path).replace("\\", "/").split("/") if part not in ("", "."))
+
+
+def match_image_ids(paths, gt, gt_path):
+    """The id of each image path's entry in a `GroundTruth`: the entry whose ``file_name`` the path ends
+    with (compared by path components, the longest such name winning). A DataFormatError names an
+    image no entry, or two entries equally, match."""
+    names = [(_parts(name), image_id) for name, image_id in zip(gt.image_names, gt.image_ids.tolist()) if name]
+    ids = []
+    for path in paths:
+        parts = _parts(os.path.abspath(path))
+        found = [(len(name), image_id) for name, image_id in names if len(name) <= len(parts) and parts[len(parts) - len(name) :] == name]
+        if not found:
+            raise DataFormatError(f"{path}: no image of {gt_path} has this file name")
+        found.sort(reverse=True)
+        if len(found) > 1 and found[0][0] == found[1][0]:
+            raise DataFormatError(f"{path}: several images of {gt_path} have this file name (ids {found[0][1]} and {found[1][1]})")
+        ids.append(found[0][1])
+    return ids
+
+
+def _plot_paths(plot_dir, images):
+    """DIR/<image name>.png for each image; two images of one name would draw over each other."""
+    paths, seen = [], {}
+    for image in images:
+        path = os.path.join(plot_dir, os.path.splitext(os.path.basename(image))[0] + ".png")
+        if path in seen:
+            raise InvalidArgumentError(f"--plot: {seen[path]} and {image} would both be drawn to {path} (same file name)")
+        seen[path] = image
+        paths.append(path)
+    return paths
+
+
+def scoring_at_least(detections, score):
+    """The `Detections` whose score is at least `score` (what a picture shows)."""
+    keep = detections.scores >= score
+    return type(detections)(detections.boxes[keep], detections.scores[keep], detections.labels[keep])
+
+
+def check_detection_options(args):
+    """--score, --nms, --max (InvalidArgumentError naming the bad one)."""
+    for option, value in (("--score", args.score), ("--nms", args.nms)):
+        if not 0 <= value <= 1:
+            raise InvalidArgumentError(f"{option} must be in [0, 1], got {value}")
+    if args.max < 1:
+        raise InvalidArgumentError(f"--max must be a positive number of detections, got {args.max}")
+
+
+def run(args):
+    """Load the detector, check every input and output, detect, write; returns 0."""
+    from tqdm import tqdm
+
+    from scratchdet.commands.outputs import check_distinct, check_output_file, check_output_files
+    from scratchdet.data.coco import parse_ground_truth, read_ground_truth, write_detections
+    from scratchdet.data.images import load_image
+    from scratchdet.proposals import selective_search
+    from scratchdet.proposals.selective_search import check_rgb_image
+
+    # 1. the options and the outputs
+    check_detection_options(args)
+    if not 0 <= args.plot_score <= 1:
+        raise InvalidArgumentError(f"--plot-score must be in [0, 1], got {args.plot_score}")
+    if args.max_proposals is not None and args.max_proposals < 1:
+        raise InvalidArgumentError(f"--max-proposals must be positive, got {args.max_proposals}")
+    check_output_file("--out", args.out)
+    plot_paths = []
+    if args.plot:
+        if os.path.lexists(args.plot) and not os.path.isdir(args.plot):
+            raise InvalidArgumentError(f"--plot {args.plot!r} is not a directory")
+        plot_paths = _plot_paths(args.plot, args.images)
+        check_output_files("--plot", plot_paths)
+    inputs = [args.weights, *args.images] + ([args.gt] if args.gt else [])
+    check_distinct([("--out", args.out)] + [("--plot", path) for path in plot_paths], inputs)
+
+    # 2. the detector, the image ids, and every image read once (a bad one stops the run before any work)
+    model, category_ids, extra = load_detector(args.weights)
+    if args.gt:
+        gt = parse_ground_truth(read_ground_truth(args.gt), source=args.gt)
+        missing = sorted(set(category_ids) - set(gt.category_ids.tolist()))
+        if missing:
+            raise DataFormatError(f"{args.gt}: has no categories with the ids {missing} that {args.weights} detects")
+        image_ids = match_image_ids(args.images, gt, args.gt)
+    else:
+        image_ids = list(range(1, len(args.images) + 1))
+    for path in args.images:
+        check_rgb_image(load_image(path), name=path)  # e.g. one pixel: too small for Selective Search
+    mode = args.proposals or extra.get("proposals", "fast")
+    max_proposals = args.max_proposals or extra.get("max_proposals", 2000)
+
+    # 3. detect, image by image
+    records, kept = [], []
+    several = len(args.images) > 1
+    for path, image_id in tqdm(list(zip(args.images, image_ids)), desc="detect", unit="image", disable=args.no_progress or not several):
+        image = load_image(path)
+        proposals = selective_search(image, mode=mode, max_boxes=max_proposals)
+        found = model.predict(image, proposals, score_threshold=args.score, nms_threshold=args.nms, max_detections=args.max)
+        records += found.to_coco(image_id, category_ids)
+        if args.plot:
+            kept.append(found)
+        tqdm.write(f"{path}: {len(found)} detections (image id {image_id})")
+
+    # 4. the pictures, then the detections, each file atomically
+    try:
+        if args.plot:
+            from scratchdet.viz import plot_detections
+
+            for path, found, plot_path in zip(args.images, kept, plot_paths):
+                shown = scoring_at_least(found, args.plot_score)
+                plot_detections(
+                    load_image(path), shown, plot_path, classes=model.classes,
+                    titles=f"{path}: {len(shown)} detections (score >= {args.plot_score:g})",
+                )
+        write_detections(args.out, records)
+    except OSError as error:
+        raise InvalidArgumentError(f"cannot write {error.filename or args.out}: {error.strerror or error}") from error
+    print(f"{len(records)} detections in {len(args.images)} image(s) written to {args.out}")
+    return 0

@@ -1,0 +1,349 @@
+"""`scratchdet data shapes`, `train`, `detect` and `demo`: the files they write, a train -> detect round
+trip, exact resuming, and one-line errors with exit status 2 that leave nothing written."""
+
+import json
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from scratchdet import nn, viz
+from scratchdet.cli import main
+from scratchdet.commands.demo import FILES
+from scratchdet.data.coco import read_detections, read_ground_truth
+from scratchdet.data.shapes import shapes_dataset
+from scratchdet.errors import InvalidArgumentError
+from scratchdet.models import RCNN, Detections, FastRCNN
+
+# a tiny dataset: 4 images of 48 x 48, and 3 training steps
+N_IMAGES, SIDE, STEPS = 4, 48, 3
+
+
+def files_under(path):
+    """Every file and directory below `path`, as sorted relative names (to check nothing was written)."""
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def assert_one_line_error(capsys, command, message):
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith(f"scratchdet {command}: error: "), captured.err
+    assert message in captured.err, captured.err
+
+
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory):
+    """A dataset written by `scratchdet data shapes`, its categories renumbered 10, 20, 30 so that the
+    mapping of labels 1..K back to category ids shows."""
+    directory = tmp_path_factory.mktemp("shapes")
+    assert main(["data", "shapes", str(directory), "--images", str(N_IMAGES), "--size", str(SIDE), str(SIDE), "--seed", "3"]) == 0
+    gt = json.loads((directory / "annotations.json").read_text())
+    for category in gt["categories"]:
+        category["id"] *= 10
+    for annotation in gt["annotations"]:
+        annotation["category_id"] *= 10
+    (directory / "gt10.json").write_text(json.dumps(gt))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def trained(shapes_dir, tmp_path_factory):
+    """Fast R-CNN weights trained for 3 steps on `shapes_dir` by `scratchdet train`, and its loss log."""
+    out = tmp_path_factory.mktemp("trained")
+    status = main(["train", "--gt", str(shapes_dir / "gt10.json"), "--images", str(shapes_dir), "--model", "fast-rcnn",
+                   "--steps", str(STEPS), "--out", str(out / "weights.npz"), "--log", str(out / "losses.json"), "--no-progress"])
+    assert status == 0
+    return out / "weights.npz", out / "losses.json"
+
+
+# -- data shapes ---------------------------------------------------------------------------------------
+
+
+def test_data_shapes_writes_the_pngs_its_ground_truth_names(tmp_path, capsys):
+    out = tmp_path / "shapes"
+    assert main(["data", "shapes", str(out), "--images", "3", "--size", "40", "56", "--seed", "7"]) == 0
+    assert "wrote 3 images of 56x40" in capsys.readouterr().out
+    gt = read_ground_truth(out / "annotations.json")
+    assert sorted(p.name for p in out.iterdir()) == sorted(["annotations.json"] + [im["file_name"] for im in gt["images"]])
+    expected = shapes_dataset(3, image_size=(40, 56), size=(6, 16), seed=7)  # sides 1/6 to 5/12 of 40
+    assert gt == json.loads(json.dumps(expected.to_coco()))
+    for entry, image in zip(gt["images"], expected.images):
+        np.testing.assert_array_equal(iio.imread(out / entry["file_name"]), image)  # PNG is lossless
+
+
+def test_data_shapes_refuses_a_non_empty_directory_unless_forced(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["data", "shapes", str(tmp_path), "--images", "2"]) == 2
+    assert_one_line_error(capsys, "data", "is not empty")
+    assert files_under(tmp_path) == ["notes.txt"]
+    assert main(["data", "shapes", str(tmp_path), "--images", "2", "--force"]) == 0
+    assert files_under(tmp_path) == ["annotations.json", "notes.txt", "shapes_000001.png", "shapes_000002.png"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [(["--images", "0"], "--images must be a positive"), (["--images", "2", "--size", "8", "48"], "--size must be"),
+     (["--images", "2", "--seed", "-1"], "--seed must be >= 0")],
+    ids=["no-images", "too-small", "negative-seed"],
+)
+def test_data_shapes_bad_options_exit_2(tmp_path, capsys, arguments, message):
+    assert main(["data", "shapes", str(tmp_path / "out"), *arguments]) == 2
+    assert_one_line_error(capsys, "data", message)
+    assert files_under(tmp_path) == []
+
+
+def test_data_shapes_into_a_file_exits_2(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["data", "shapes", str(tmp_path / "file"), "--images", "1"]) == 2
+    assert_one_line_error(capsys, "data", "is not a directory")
+
+
+# -- train and detect ----------------------------------------------------------------------------------
+
+
+def test_train_writes_loadable_weights_with_the_category_ids_and_a_loss_log(trained, shapes_dir):
+    weights, log = trained
+    model, metadata = nn.load(weights, with_metadata=True)
+    assert isinstance(model, FastRCNN)
+    assert model.classes == ("rectangle", "ellipse", "triangle")
+    assert metadata["extra"]["category_ids"] == [10, 20, 30]
+    history = json.loads(log.read_text())
+    assert history["steps"] == list(range(STEPS))
+    assert set(history["losses"]) == {"total", "cls", "loc"}
+    assert all(np.isfinite(history["losses"]["total"]))
+
+
+def test_detect_writes_coco_detections_with_ground_truth_ids(trained, shapes_dir, tmp_path, capsys):
+    weights, _ = trained
+    gt_path = shapes_dir / "gt10.json"
+    gt = read_ground_truth(gt_path)
+    images = [shapes_dir / "shapes_000003.png", shapes_dir / "shapes_000001.png"]
+    out = tmp_path / "dets.json"
+    status = main(["detect", str(weights), *map(str, images), "--out", str(out), "--gt", str(gt_path), "--score", "0",
+                   "--max", "7", "--plot", str(tmp_path / "pictures"), "--no-progress"])
+    assert status == 0
+    assert "detections in 2 image(s)" in capsys.readouterr().out
+    dets = read_detections(out, gt)  # checks image and category ids against the ground truth
+    id_of = {entry["file_name"]: entry["id"] for entry in gt["images"]}
+    assert {d["image_id"] for d in dets} == {id_of["shapes_000003.png"], id_of["shapes_000001.png"]}
+    assert {d["category_id"] for d in dets} <= {10, 20, 30}
+    for image_id in {d["image_id"] for d in dets}:
+        assert sum(d["image_id"] == image_id for d in dets) <= 7
+    assert files_under(tmp_path / "pictures") == ["shapes_000001.png", "shapes_000003.png"]
+    assert main(["evaluate", "--gt", str(gt_path), "--dets", str(out), "--metric", "voc"]) == 0
+
+
+def test_detect_without_gt_numbers_the_images_in_argument_order(trained, shapes_dir, tmp_path):
+    weights, _ = trained
+    out = tmp_path / "dets.json"
+    images = [shapes_dir / "shapes_000004.png", shapes_dir / "shapes_000002.png"]
+    assert main(["detect", str(weights), *map(str, images), "--out", str(out), "--score", "0", "--no-progress"]) == 0
+    dets = read_detections(out)
+    assert {d["image_id"] for d in dets} == {1, 2}
+    # the detections of image 1 are those of the first argument: detecting it alone gives the same
+    assert main(["detect", str(weights), str(images[0]), "--out", str(tmp_path / "one.json"), "--score", "0"]) == 0
+    assert read_detections(tmp_path / "one.json") == [d for d in dets if d["image_id"] == 1]
+
+
+@pytest.mark.parametrize("model, cls", [("rcnn", RCNN), ("fast-rcnn", FastRCNN)])
+def test_train_on_images_of_different_sizes(tmp_path, capsys, model, cls):
+    # two sizes cannot share a batch array: one image per step
+    small = shapes_dataset(1, image_size=(40, 48), size=(8, 16), seed=1)
+    large = shapes_dataset(1, image_size=(56, 64), size=(8, 16), seed=2)
+    gt = small.to_coco()
+    second = large.to_coco()
+    second["images"][0].update(id=2, file_name="large.png")
+    gt["images"] += second["images"]
+    for annotation in second["annotations"]:
+        gt["annotations"].append({**annotation, "id": len(gt["annotations"]) + 1, "image_id": 2})
+    iio.imwrite(tmp_path / gt["images"][0]["file_name"], small.images[0])
+    iio.imwrite(tmp_path / "large.png", large.images[0])
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    status = main(["train", "--gt", str(tmp_path / "gt.json"), "--images", str(tmp_path), "--model", model,
+                   "--steps", "2", "--out", str(tmp_path / "w.npz"), "--no-progress"])
+    assert status == 0
+    assert capsys.readouterr().out.startswith(f"{model}: 2 images, 3 classes")
+    assert isinstance(nn.load(tmp_path / "w.npz"), cls)
+
+
+def _train(shapes_dir, out, steps, *extra, model="fast-rcnn"):
+    """`scratchdet train` on `shapes_dir` writing `out` (weights) and `out`.json (losses); its exit status."""
+    return main(["train", "--gt", str(shapes_dir / "annotations.json"), "--images", str(shapes_dir), "--model", model,
+                 "--steps", str(steps), "--out", str(out), "--log", f"{out}.json", "--no-progress", *extra])
+
+
+def test_resume_goes_on_from_the_checkpoint_exactly(shapes_dir, tmp_path, capsys):
+    checkpoint = str(tmp_path / "ckpt.npz")
+    assert _train(shapes_dir, tmp_path / "straight", 4) == 0
+    assert _train(shapes_dir, tmp_path / "half", 2, "--checkpoint", checkpoint) == 0
+    capsys.readouterr()
+    assert _train(shapes_dir, tmp_path / "resumed", 4, "--checkpoint", checkpoint, "--resume") == 0
+    assert "resumed from" in capsys.readouterr().out
+    straight, resumed = nn.load(tmp_path / "straight"), nn.load(tmp_path / "resumed")
+    for (name, layer, key), (_, other, _) in zip(straight.named_parameters(), resumed.named_parameters()):
+        np.testing.assert_array_equal(layer.params[key], other.params[key], err_msg=name)
+    assert json.loads((tmp_path / "resumed.json").read_text()) == json.loads((tmp_path / "straight.json").read_text())
+
+
+def test_resume_keeps_the_steps_the_checkpoint_holds(shapes_dir, tmp_path):
+    # the first two steps ran at another learning rate: a run that ignored the checkpoint would differ
+    checkpoint = str(tmp_path / "ckpt.npz")
+    assert _train(shapes_dir, tmp_path / "half", 2, "--checkpoint", checkpoint, "--lr", "0.05") == 0
+    assert _train(shapes_dir, tmp_path / "resumed", 4, "--checkpoint", checkpoint, "--resume") == 0
+    assert _train(shapes_dir, tmp_path / "fresh", 4) == 0
+    half, resumed, fresh = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("half", "resumed", "fresh"))
+    assert resumed["steps"] == [0, 1, 2, 3]
+    assert resumed["losses"]["total"][:2] == half["losses"]["total"]
+    assert resumed["losses"]["total"][1] != fresh["losses"]["total"][1]
+
+
+@pytest.mark.parametrize("content, message", [(b"PK\x03\x04 cut short", "not a readable .npz checkpoint"), (None, "the checkpoint is of another model")],
+                         ids=["corrupt", "other-classes"])
+def test_resume_from_a_bad_checkpoint_exits_2(shapes_dir, tmp_path, capsys, content, message):
+    checkpoint = tmp_path / "ckpt.npz"
+    if content is None:  # a checkpoint of a detector of 2 classes, not 3
+        gt = json.loads((shapes_dir / "annotations.json").read_text())
+        gt["categories"] = gt["categories"][:2]
+        gt["annotations"] = [a for a in gt["annotations"] if a["category_id"] <= 2]
+        (tmp_path / "two.json").write_text(json.dumps(gt))
+        assert main(["train", "--gt", str(tmp_path / "two.json"), "--images", str(shapes_dir), "--model", "fast-rcnn",
+                     "--steps", "1", "--out", str(tmp_path / "two.npz"), "--checkpoint", str(checkpoint), "--no-progress"]) == 0
+    else:
+        checkpoint.write_bytes(content)
+    before = files_under(tmp_path)
+    capsys.readouterr()
+    assert _train(shapes_dir, tmp_path / "w.npz", 2, "--checkpoint", str(checkpoint), "--resume") == 2
+    assert_one_line_error(capsys, "train", message)
+    assert files_under(tmp_path) == before
+
+
+# -- bad input: one line on stderr, exit status 2, nothing written --------------------------------------
+
+
+def _sequential_weights(path):
+    nn.save(path, nn.Sequential([nn.Linear(2, 3, rng=0)]))
+
+
+# name -> (arguments with {data}, {tmp} and {weights} to fill, command, expected part of the message)
+BAD_INPUTS = {
+    "train-missing-gt": (["train", "--gt", "{tmp}/none.json", "--images", "{data}", "--model", "rcnn", "--steps", "1",
+                          "--out", "{tmp}/w.npz"], "none.json: no such file"),
+    "train-malformed-gt": (["train", "--gt", "{tmp}/bad.json", "--images", "{data}", "--model", "rcnn", "--steps", "1",
+                            "--out", "{tmp}/w.npz"], "bad.json: malformed JSON"),
+    "train-missing-image": (["train", "--gt", "{tmp}/other.json", "--images", "{data}", "--model", "fast-rcnn",
+                             "--steps", "1", "--out", "{tmp}/w.npz"], "nowhere.png: no such file"),
+    "train-zero-steps": (["train", "--gt", "{data}/annotations.json", "--images", "{data}", "--model", "fast-rcnn",
+                          "--steps", "0", "--out", "{tmp}/w.npz"], "--steps must be a positive"),
+    "train-negative-steps": (["train", "--gt", "{data}/annotations.json", "--images", "{data}", "--model", "fast-rcnn",
+                              "--steps", "-3", "--out", "{tmp}/w.npz"], "--steps must be a positive"),
+    "train-resume-without-checkpoint": (["train", "--gt", "{data}/annotations.json", "--images", "{data}", "--model",
+                                         "rcnn", "--steps", "1", "--out", "{tmp}/w.npz", "--resume"], "--resume needs --checkpoint"),
+    "train-out-is-a-directory": (["train", "--gt", "{data}/annotations.json", "--images", "{data}", "--model", "rcnn",
+                                  "--steps", "1", "--out", "{tmp}/dir"], "is a directory"),
+    "train-log-overwrites-the-gt": (["train", "--gt", "{tmp}/other.json", "--images", "{data}", "--model", "rcnn",
+                                     "--steps", "1", "--out", "{tmp}/w.npz", "--log", "{tmp}/other.json"], "would overwrite the input"),
+    "train-images-not-a-directory": (["train", "--gt", "{data}/annotations.json", "--images", "{tmp}/bad.json", "--model",
+                                      "rcnn", "--steps", "1", "--out", "{tmp}/w.npz"], "is not a directory"),
+    "train-image-of-another-size": (["train", "--gt", "{tmp}/sized.json", "--images", "{data}", "--model", "fast-rcnn",
+                                     "--steps", "1", "--out", "{tmp}/w.npz"], "the image is 48x48 pixels, "),
+    "detect-not-a-detector": (["detect", "{tmp}/seq.npz", "{data}/shapes_000001.png", "--out", "{tmp}/d.json"],
+                              "holds a Sequential, not a detector"),
+    "detect-json-as-weights": (["detect", "{tmp}/bad.json", "{data}/shapes_000001.png", "--out", "{tmp}/d.json"],
+                               "not a readable .npz weights file"),
+    "detect-missing-weights": (["detect", "{tmp}/none.npz", "{data}/shapes_000001.png", "--out", "{tmp}/d.json"],
+                               "weights file not found"),
+    "detect-missing-image": (["detect", "{weights}", "{data}/shapes_000001.png", "{tmp}/none.png", "--out", "{tmp}/d.json"],
+                             "none.png: no such file"),
+    "detect-one-pixel-image": (["detect", "{weights}", "{data}/shapes_000001.png", "{tmp}/dot.png", "--out", "{tmp}/d.json"],
+                               "dot.png must have at least 2 pixels"),
+    "detect-image-not-in-gt": (["detect", "{weights}", "{data}/shapes_000001.png", "--gt", "{tmp}/other.json",
+                                "--out", "{tmp}/d.json"], "no image of"),
+    "detect-gt-without-the-categories": (["detect", "{weights}", "{data}/shapes_000001.png", "--gt", "{data}/annotations.json",
+                                          "--out", "{tmp}/d.json"], "has no categories with the ids [10, 20, 30]"),
+    "detect-score-out-of-range": (["detect", "{weights}", "{data}/shapes_000001.png", "--out", "{tmp}/d.json", "--score", "2"],
+                                  "--score must be in [0, 1]"),
+    "detect-out-overwrites-an-image": (["detect", "{weights}", "{data}/shapes_000001.png", "--out", "{data}/shapes_000001.png"],
+                                       "would overwrite the input"),
+    "detect-plot-is-a-file": (["detect", "{weights}", "{data}/shapes_000001.png", "--out", "{tmp}/d.json", "--plot",
+                               "{tmp}/bad.json"], "is not a directory"),
+    "demo-zero-steps": (["demo", "--out", "{tmp}/demo", "--steps", "0"], "--steps must be a positive"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, shapes_dir, trained, tmp_path, capsys):
+    arguments, message = BAD_INPUTS[case]
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "bad.json").write_text('{"images": [,]}')
+    (tmp_path / "other.json").write_text(json.dumps(
+        {"images": [{"id": 1, "file_name": "nowhere.png"}], "categories": [{"id": 10 * k, "name": str(k)} for k in (1, 2, 3)],
+         "annotations": []}
+    ))
+    (tmp_path / "sized.json").write_text(json.dumps(
+        {"images": [{"id": 1, "file_name": "shapes_000001.png", "width": 99, "height": 48}],
+         "categories": [{"id": 1, "name": "a"}], "annotations": []}
+    ))
+    iio.imwrite(tmp_path / "dot.png", np.zeros((1, 1, 3), np.uint8))
+    _sequential_weights(tmp_path / "seq.npz")
+    before, data_before = files_under(tmp_path), files_under(shapes_dir)
+    filled = [a.format(data=shapes_dir, tmp=tmp_path, weights=trained[0]) for a in arguments]
+    assert main([*filled, "--no-progress"]) == 2
+    assert_one_line_error(capsys, arguments[0], message)
+    assert files_under(tmp_path) == before and files_under(shapes_dir) == data_before
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["train", "--gt", "gt.json", "--images", ".", "--model", "yolo", "--steps", "1", "--out", "w.npz"],
+     ["train", "--gt", "gt.json", "--images", ".", "--model", "rcnn", "--steps", "many", "--out", "w.npz"],
+     ["detect", "w.npz"], ["data"], ["data", "shapes", "out"]],
+    ids=["unknown-model", "steps-not-a-number", "detect-without-images", "data-without-dataset", "shapes-without-images"],
+)
+def test_usage_errors_exit_2_with_one_line(capsys, arguments):
+    with pytest.raises(SystemExit) as exited:
+        main(arguments)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and "error: " in err and "--help" in err, err
+
+
+# -- demo ----------------------------------------------------------------------------------------------
+
+
+def test_demo_writes_every_file_and_prints_the_map(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--steps", "3", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "VOC mAP @[IoU=0.5, all-point] = " in printed and "COCO AP @[IoU=0.50:0.95] = " in printed
+    assert files_under(out) == sorted(FILES.values())
+    gt = read_ground_truth(out / FILES["ground_truth"])
+    read_detections(out / FILES["detections"], gt)
+    assert isinstance(nn.load(out / FILES["weights"]), FastRCNN)
+    assert json.loads((out / FILES["losses"]).read_text())["steps"] == [0, 1, 2]
+    for picture in (FILES["detections_picture"], FILES["losses_picture"]):
+        assert iio.imread(out / picture).ndim == 3
+
+
+def test_detection_pictures_refuse_mismatched_input_and_write_nothing(tmp_path):
+    image = np.zeros((20, 30, 3), np.uint8)
+    found = Detections(np.array([[1, 2, 10, 12]], np.float32), np.array([0.9], np.float32), np.array([2]))
+    with pytest.raises(InvalidArgumentError, match="one detections per image"):
+        viz.plot_detections([image, image], [found], tmp_path / "d.png")
+    with pytest.raises(InvalidArgumentError, match="one value per step"):
+        viz.plot_training_curves({"steps": [0, 1], "losses": {"total": [1.0]}}, tmp_path / "l.png")
+    assert files_under(tmp_path) == []
+    viz.plot_detections(image, found, tmp_path / "d.png", classes=("a", "b"), ground_truth=np.array([[0, 0, 5, 5]]))
+    assert iio.imread(tmp_path / "d.png").ndim == 3
+
+
+def test_subprocess_bad_weights_prints_no_traceback(tmp_path):
+    (tmp_path / "w.npz").write_text("not weights")
+    proc = subprocess.run(
+        [sys.executable, "-m", "scratchdet", "detect", str(tmp_path / "w.npz"), str(tmp_path / "x.png"), "--out", str(tmp_path / "d.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("scratchdet detect: error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert files_under(tmp_path) == ["w.npz"]
