@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 
 from scratchdet.backend import to_host
+from scratchdet.boxes import clip
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.models.base import (
     Model,
@@ -134,14 +135,17 @@ class Localizer(Model):
 
     def predict(self, images):
         """images: (N, H, W, 3) or (H, W, 3) uint8 -> (labels (N,) int64, scores (N,) float64 (the
-        class probability), boxes (N, 4) float64 xyxy pixels)."""
+        class probability), boxes (N, 4) float64 xyxy pixels: the box the two regressed corners span,
+        clipped to the image)."""
         images = _check_batch_images(images, self.image_size)
         with evaluation_mode(self):
             scores, pred = self.forward(self._on_device(images_to_input(images, self.dtype)))
         probs = softmax(scores)
         labels = probs.argmax(axis=1)
-        boxes = np.asarray(to_host(pred), dtype=np.float64) * self._scale()
-        return labels, probs[np.arange(len(labels)), labels], boxes
+        corners = (np.asarray(to_host(pred), dtype=np.float64) * self._scale()).reshape(-1, 2, 2)  # (N, 2 corners, x y)
+        # the regressed corners are not bound to any order: the box is the one they span, in the image
+        boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+        return labels, probs[np.arange(len(labels)), labels], clip(boxes, self.image_size)
 
 
 @register_layer

@@ -167,7 +167,9 @@ def test_localizer_predict_gives_the_best_class_its_probability_and_the_box_in_p
     assert labels.dtype == np.int64 and confidences.dtype == np.float64 and boxes.dtype == np.float64
     np.testing.assert_array_equal(labels, probs.argmax(axis=1))
     np.testing.assert_allclose(confidences, probs.max(axis=1), rtol=1e-6)
-    np.testing.assert_allclose(boxes, pred * [16, 8, 16, 8], rtol=1e-6)
+    corners = (pred * [16, 8, 16, 8]).reshape(-1, 2, 2)  # the box the two corners span, clipped to the image
+    spanned = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+    np.testing.assert_allclose(boxes, np.clip(spanned, 0, [16, 8, 16, 8]), rtol=1e-6)
 
 
 def test_predict_takes_one_image_as_a_batch_of_one(rng):
@@ -384,3 +386,13 @@ def test_pdj_rejects_arrays_that_are_not_n_by_j_by_2(pred_shape, true_shape):
 def test_pdj_rejects_a_torso_joint_beyond_the_joints():
     with pytest.raises(InvalidArgumentError, match="torso"):
         percent_detected_joints(np.zeros((1, 3, 2)), np.zeros((1, 3, 2)))  # the default torso (9, 2) needs J >= 10
+
+
+def test_localizer_predicts_the_box_its_corners_span_inside_the_image():
+    """The box output is unconstrained: corners regressed in the wrong order, or beyond the image,
+    still give a valid xyxy box in the image."""
+    model = Localizer(("a", "b"), image_size=(16, 16), channels=(2, 3), hidden=4, rng=0)
+    model.box.params["weight"][:] = 0
+    model.box.params["bias"][:] = np.array([0.75, 1.5, 0.25, -0.25], dtype=np.float32)  # x2 < x1, y beyond both edges
+    _, _, boxes = model.predict(np.zeros((2, 16, 16, 3), np.uint8))
+    np.testing.assert_array_equal(boxes, [[4.0, 0.0, 12.0, 16.0]] * 2)
