@@ -192,8 +192,10 @@ def check_positive(name, value):
 
 
 def check_image(image):
-    """`image` as an (H, W, 3) uint8 RGB array, or an InvalidArgumentError."""
+    """`image` as an (H, W, 3) uint8 RGB array with H, W >= 1, or an InvalidArgumentError."""
     image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise InvalidArgumentError(f"image must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
+        raise InvalidArgumentError(
+            f"image must be (H, W, 3) uint8 RGB with H, W >= 1, got shape {image.shape} dtype {image.dtype}"
+        )
     return image

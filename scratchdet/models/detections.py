@@ -9,8 +9,8 @@ import numpy as np
 
 from scratchdet import boxes as B
 from scratchdet.errors import InvalidArgumentError
-from scratchdet.models.base import Model, check_image
-from scratchdet.nn.losses import multitask_loss
+from scratchdet.models.base import Model, check_channels, check_classes, check_fraction, check_image, check_positive
+from scratchdet.nn.losses import _check_non_negative, multitask_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +35,8 @@ class Detections:
         category_ids: optional sequence mapping label u to category_ids[u - 1] (default: the label)."""
         records = []
         for (x1, y1, x2, y2), score, label in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist()):
+            if category_ids is not None and not 1 <= label <= len(category_ids):
+                raise InvalidArgumentError(f"category_ids has {len(category_ids)} ids, label {label} needs {label}")
             category = int(label) if category_ids is None else int(category_ids[label - 1])
             records.append(
                 {"image_id": image_id, "category_id": category, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
@@ -99,6 +101,16 @@ class Detector(Model):
     """What R-CNN and Fast R-CNN share: the training step on a `scratchdet.train.RoIBatch` and test-time
     detection. A subclass gives `batch_outputs(batch)` and `score_proposals(image, proposals)`, and has
     `classes`, `box_weights`, `lam` and `beta`."""
+
+    def keep_settings(self, classes, channels, hidden, dropout, box_weights, lam, beta):
+        """Check and keep the settings R-CNN and Fast R-CNN share (InvalidArgumentError naming a bad one)."""
+        self.classes = check_classes(classes)
+        self.channels = check_channels(channels)
+        self.hidden = check_positive("hidden", hidden)
+        self.dropout = check_fraction("dropout", dropout)
+        self.box_weights = tuple(float(w) for w in B._check_weights(box_weights))
+        self.lam = _check_non_negative("lam", lam)
+        self.beta = _check_non_negative("beta", beta)
 
     def training_step(self, batch):
         """One step's forward, multi-task loss (Fast R-CNN, eq. 1: softmax cross-entropy + lam x smooth

@@ -28,15 +28,18 @@ from scratchdet.models.base import (
     softmax,
 )
 from scratchdet.nn.layers import Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, as_generator, register_layer
-from scratchdet.nn.losses import box_regression_loss, regression_loss, softmax_cross_entropy
+from scratchdet.nn.losses import _check_non_negative, box_regression_loss, regression_loss, softmax_cross_entropy
 
 
 def check_image_size(image_size, stride):
     """(H, W) positive ints that the backbone's stride (and one more 2x2 pooling) divides."""
     try:
-        height, width = (int(v) for v in image_size)
+        height, width = image_size
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"image_size must be (height, width), got {image_size!r}") from None
+    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) for v in (height, width)):
+        raise InvalidArgumentError(f"image_size must be two ints (height, width), got {image_size!r}")  # 32.5 is not 32
+    height, width = int(height), int(width)
     if height < 1 or width < 1 or height % (2 * stride) or width % (2 * stride):
         raise InvalidArgumentError(f"image_size must be positive multiples of {2 * stride}, got {image_size!r}")
     return height, width
@@ -91,7 +94,7 @@ class Localizer(Model):
         self.channels = check_channels(channels)
         self.hidden = check_positive("hidden", hidden)
         self.dropout = check_fraction("dropout", dropout)
-        self.lam = float(lam)
+        self.lam = _check_non_negative("lam", lam)
         self.backbone, self.head, self.image_size = features_head(self.channels, image_size, self.hidden, self.dropout, rng, dtype)
         self.cls_score = Linear(self.hidden, len(self.classes), rng=rng, dtype=dtype)
         self.box = Linear(self.hidden, 4, rng=rng, dtype=dtype)
@@ -213,8 +216,9 @@ class PoseRegressor(Model):
 
 
 def percent_detected_joints(pred, true, fraction=0.2, torso=(9, 2)):
-    """PDJ (DeepPose, section 6.1): the share of joints predicted within `fraction` x the torso
-    diameter of the truth, per joint.
+    """PDJ, the Percent of Detected Joints (DeepPose, Toshev and Szegedy 2014, section 4.1, "Metrics"):
+    per joint, the share of images where it is predicted within `fraction` x the torso diameter of
+    the truth (distance <= the limit).
 
     Args:
         pred, true: (N, J, 2) joint coordinates (x, y).

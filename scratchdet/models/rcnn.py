@@ -10,13 +10,11 @@ with the multi-task loss (the paper fits ridge regressors on pool5 features, app
 
 import numpy as np
 
+from scratchdet import boxes as B
 from scratchdet.backend import to_host
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.models.base import (
-    check_channels,
-    check_classes,
     check_count,
-    check_fraction,
     check_image,
     check_positive,
     conv_backbone,
@@ -41,7 +39,8 @@ def warp_regions(image, boxes, size, context=2):
 
     Args:
         image: (H, W, 3) uint8 RGB.
-        boxes: (R, 4) float xyxy boxes in the image's continuous pixel coordinates.
+        boxes: (R, 4) integer or float xyxy boxes in the image's continuous pixel coordinates: finite,
+            x1 <= x2 and y1 <= y2 (InvalidArgumentError otherwise); they may reach beyond the image.
         size: S, the warped side (227 in the paper).
         context: p, pixels of context per side at the warped size (16 of 227 in the paper), 0 <= 2p < S.
 
@@ -52,7 +51,7 @@ def warp_regions(image, boxes, size, context=2):
     size, context = check_positive("size", size), check_count("context", context)
     if not 2 * context < size:
         raise InvalidArgumentError(f"context must satisfy 0 <= 2 * context < size = {size}, got {context}")
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    boxes = B._check_boxes("boxes", boxes).astype(np.float64)  # finite, not inverted: (R, 4)
     height, width = image.shape[:2]
     pixels = images_to_input(image)[0]  # (3, H, W)
     # 1. the dilated box: `context` warped pixels of margin, each (box side / (S - 2p)) image pixels wide
@@ -107,14 +106,9 @@ class RCNN(Detector):
     ):
         super().__init__()
         rng = as_generator(rng)
-        self.classes = check_classes(classes)
-        self.channels = check_channels(channels)
+        self.keep_settings(classes, channels, hidden, dropout, box_weights, lam, beta)
         self.crop_size = check_positive("crop_size", crop_size)
         self.context = check_count("context", context)
-        self.hidden = check_positive("hidden", hidden)
-        self.dropout = check_fraction("dropout", dropout)
-        self.box_weights = tuple(float(w) for w in box_weights)
-        self.lam, self.beta = float(lam), float(beta)
         self.batch_regions = check_positive("batch_regions", batch_regions)
         self.backbone, self.stride = conv_backbone(self.channels, rng, dtype)
         if self.crop_size % (2 * self.stride):

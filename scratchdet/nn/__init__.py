@@ -6,7 +6,7 @@ Read in this order: `functional` (the math of each operation, forward beside bac
 """
 
 from scratchdet.nn import functional
-from scratchdet.nn.gradcheck import gradcheck, gradcheck_layer, numerical_gradient, relative_error
+from scratchdet.nn.gradcheck import gradcheck, gradcheck_layer, gradcheck_model, numerical_gradient, relative_error
 from scratchdet.nn.layers import (
     Conv2d,
     Dropout,
@@ -33,6 +33,6 @@ from scratchdet.nn.serialize import load, read_metadata, save
 __all__ = [
     "SGD", "Adam", "Conv2d", "Dropout", "Flatten", "Layer", "Linear", "MaxPool2d", "MultiTaskLoss",
     "ReLU", "RoIPool", "Sequential", "StepLR", "box_regression_loss", "functional", "gradcheck",
-    "gradcheck_layer", "l2_loss", "load", "multitask_loss", "numerical_gradient", "read_metadata",
+    "gradcheck_layer", "gradcheck_model", "l2_loss", "load", "multitask_loss", "numerical_gradient", "read_metadata",
     "regression_loss", "relative_error", "save", "smooth_l1", "softmax_cross_entropy",
 ]

@@ -97,25 +97,36 @@ def load(path, *, with_metadata=False):
 
 
 def _read(path):
-    """(metadata dict, {name: array}) of every array in the file, all read now (so truncation shows)."""
+    """(metadata dict, {name: array}) of a weights file, every array read now (so truncation shows)."""
+    metadata, arrays = read_archive(path, "weights file", FORMAT, FORMAT_VERSION)
+    if "architecture" not in metadata:
+        raise DataFormatError(f"{os.fspath(path)}: metadata has no architecture; not a {FORMAT} file")
+    return metadata, arrays
+
+
+def read_archive(path, what, format_name, format_version):
+    """(metadata dict, {name: array}) of a scratchdet .npz file (weights or a training checkpoint):
+    every array read now, so a truncated file shows here, with `allow_pickle=False`; the JSON
+    "metadata" entry must name `format_name` and `format_version`. `what` names the file in errors
+    ("weights file", "checkpoint")."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise DataFormatError(f"{path}: is a directory, expected a .npz weights file")
+        raise DataFormatError(f"{path}: is a directory, expected a .npz {what}")
     if not os.path.isfile(path):
-        raise FileMissingError(f"weights file not found: {path}")
+        raise FileMissingError(f"{what} not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
-        raise DataFormatError(f"{path}: not a readable .npz weights file (truncated or corrupt?): {error}") from error
+        raise DataFormatError(f"{path}: not a readable .npz {what} (truncated or corrupt?): {error}") from error
     if METADATA_KEY not in arrays:
-        raise DataFormatError(f"{path}: no {METADATA_KEY!r} entry; not a scratchdet weights file")
+        raise DataFormatError(f"{path}: no {METADATA_KEY!r} entry; not a scratchdet {what}")
     try:
         metadata = json.loads(str(arrays.pop(METADATA_KEY)))
     except json.JSONDecodeError as error:
         raise DataFormatError(f"{path}: metadata is not valid JSON: {error}") from error
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT or "architecture" not in metadata:
-        raise DataFormatError(f"{path}: metadata does not describe a {FORMAT} file")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise DataFormatError(f"{path}: format version {metadata.get('format_version')!r}, this scratchdet reads {FORMAT_VERSION}")
+    if not isinstance(metadata, dict) or metadata.get("format") != format_name:
+        raise DataFormatError(f"{path}: metadata does not describe a {format_name} file")
+    if metadata.get("format_version") != format_version:
+        raise DataFormatError(f"{path}: format version {metadata.get('format_version')!r}, this scratchdet reads {format_version}")
     return metadata, arrays

@@ -48,7 +48,7 @@ def array_batches(arrays, *, batch_size, seed=0):
     Args:
         arrays: a tuple of arrays with one first dimension (e.g. images, labels, boxes).
         batch_size: items per step (an epoch may be split across two steps).
-        seed: the shuffling seed.
+        seed: the shuffling seed, an int >= 0.
 
     Returns:
         `batches(step) -> tuple` of the arrays' rows for that step.
@@ -57,6 +57,7 @@ def array_batches(arrays, *, batch_size, seed=0):
     if not arrays or len({len(a) for a in arrays}) != 1 or len(arrays[0]) == 0:
         raise InvalidArgumentError(f"arrays must be non-empty with one length, got lengths {[len(a) for a in arrays]}")
     batch_size = check_size("batch_size", batch_size)
+    seed = check_size("seed", seed, minimum=0)
 
     def batches(step):
         rows = epoch_order(len(arrays[0]), step, batch_size, seed)
@@ -83,6 +84,11 @@ def roi_batches(
     each (`sample_rois`), flips the image and its boxes with probability 0.5 when `flip`, and encodes
     the foreground RoIs' box targets (`regression_targets`).
 
+    An image from which `sample_rois` can draw nothing (no foreground and no background RoI: e.g. an
+    image without ground truth, whose proposals all have IoU 0 < bg_iou[0]) is left out of the epochs,
+    as py-faster-rcnn's `filter_roidb` leaves it out: a step of only such images would have no RoI
+    for the loss. Every step's batch then holds at least one RoI per image.
+
     Args:
         images: sequence of (H, W, 3) uint8 images, all one size when images_per_batch > 1.
         gt_boxes: sequence of (G_i, 4) xyxy boxes; gt_labels: sequence of (G_i,) classes 1..K.
@@ -90,10 +96,13 @@ def roi_batches(
         images_per_batch, rois_per_image: N and R / N (the paper: 2 and 64).
         fg_fraction, fg_iou, bg_iou: as `sample_rois` and `match_proposals`.
         box_weights: the encoding weights; the model must decode with the same.
-        flip: horizontal flips as data augmentation; seed: the shuffling and sampling seed.
+        flip: horizontal flips as data augmentation; seed: the shuffling and sampling seed, an int >= 0.
 
     Returns:
         `batches(step) -> RoIBatch`.
+
+    Raises:
+        InvalidArgumentError: a bad argument, or no image with a RoI to sample.
     """
     n_images = len(images)
     if not n_images or not len(gt_boxes) == len(gt_labels) == len(proposals) == n_images:
@@ -103,10 +112,13 @@ def roi_batches(
         )
     images_per_batch = check_size("images_per_batch", images_per_batch)
     rois_per_image = check_size("rois_per_image", rois_per_image)
+    seed = check_size("seed", seed, minimum=0)
     images = [np.asarray(image) for image in images]
     for i, image in enumerate(images):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InvalidArgumentError(f"images[{i}] must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
+            raise InvalidArgumentError(
+                f"images[{i}] must be (H, W, 3) uint8 RGB with H, W >= 1, got shape {image.shape} dtype {image.dtype}"
+            )
     if images_per_batch > 1 and len({image.shape for image in images}) > 1:
         raise InvalidArgumentError("images of different sizes need images_per_batch=1 (a batch is one array)")
     # 1. label every image's RoIs once: proposals and ground truth, by IoU
@@ -118,22 +130,31 @@ def roi_batches(
         matches.append(match_proposals(image_rois, gt, gt_labels[i], fg_iou=fg_iou, bg_iou=bg_iou))
     gt_boxes = [np.asarray(g, dtype=np.float64).reshape(-1, 4) for g in gt_boxes]
     regression_targets(rois[0], gt_boxes[0], matches[0], weights=box_weights)  # checks the weights now
+    # 2. only images that give RoIs take part (how many `sample_rois` draws depends on the labels alone)
+    n_drawn = [len(sample_rois(m.labels, batch_size=rois_per_image, fg_fraction=fg_fraction, rng=0)) for m in matches]
+    usable = np.flatnonzero(n_drawn)  # (U,) int64 indices of the images that take part
+    if usable.size == 0:
+        raise InvalidArgumentError(
+            f"no image has a RoI to train on: none of the {n_images} images has a foreground RoI (IoU >= {fg_iou}) "
+            f"or a background one (IoU in [{bg_iou[0]}, {bg_iou[1]})) that rois_per_image={rois_per_image} and "
+            f"fg_fraction={fg_fraction} let sample_rois draw"
+        )
 
     def batches(step):
         rng = np.random.default_rng([seed, step, 1])
         batch_images, batch_rois, batch_labels, batch_targets = [], [], [], []
-        for n, i in enumerate(epoch_order(n_images, step, images_per_batch, seed)):
-            # 2. sample this image's RoIs: a quarter foreground, the rest background
+        for n, i in enumerate(usable[epoch_order(len(usable), step, images_per_batch, seed)]):
+            # 3. sample this image's RoIs: a quarter foreground, the rest background
             keep = sample_rois(matches[i].labels, batch_size=rois_per_image, fg_fraction=fg_fraction, rng=rng)
             image, image_rois, gt = images[i], rois[i][keep], gt_boxes[i]
-            # 3. flip the image and every box with it, half the time
+            # 4. flip the image and every box with it, half the time
             if flip and rng.random() < 0.5:
                 width = image.shape[1]
                 image, image_rois, gt = image[:, ::-1], flip_boxes(image_rois, width), flip_boxes(gt, width)
             sampled = matches[i]._replace(
                 labels=matches[i].labels[keep], gt_index=matches[i].gt_index[keep], max_iou=matches[i].max_iou[keep]
             )
-            # 4. the box targets of the foreground RoIs (zero rows for the background)
+            # 5. the box targets of the foreground RoIs (zero rows for the background)
             batch_targets.append(regression_targets(image_rois, gt, sampled, weights=box_weights))
             batch_images.append(image)
             batch_rois.append(np.concatenate([np.full((len(keep), 1), n), image_rois], axis=1))

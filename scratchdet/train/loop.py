@@ -11,7 +11,6 @@ import json
 import math
 import numbers
 import os
-import zipfile
 from collections.abc import Mapping
 
 import numpy as np
@@ -20,14 +19,15 @@ from tqdm import tqdm
 from scratchdet import __version__
 from scratchdet._files import atomic_path
 from scratchdet.backend import device_of, to_device, to_host
-from scratchdet.errors import DataFormatError, FileMissingError, InvalidArgumentError, TrainingDivergedError
+from scratchdet.errors import DataFormatError, InvalidArgumentError, TrainingDivergedError
 from scratchdet.nn.layers import Layer
+from scratchdet.nn.serialize import METADATA_KEY, read_archive
 
 FORMAT = "scratchdet-checkpoint"
 FORMAT_VERSION = 1
 
 # The entries of a checkpoint file (.npz, read with allow_pickle=False):
-METADATA_KEY = "metadata"  # JSON text: format, version, step, parameter shapes, optimiser and schedule classes
+# METADATA_KEY (from nn.serialize): JSON text of format, version, step, parameter shapes, optimiser and schedule classes
 PARAM_PREFIX = "param/"  # "param/<name>": each parameter, a host copy
 OPTIM_PREFIX = "optim/"  # "optim/<key>": the optimiser's state_dict()
 SCHEDULE_PREFIX = "schedule/"  # "schedule/<key>": the schedule's state_dict(), when there is one
@@ -386,28 +386,7 @@ def load_checkpoint(path, model, optimizer, schedule=None):
 
 def _read_checkpoint(path):
     """(metadata dict, {name: array}) of a checkpoint file, every array read now (so truncation shows)."""
-    if os.path.isdir(path):
-        raise DataFormatError(f"{path}: is a directory, expected a .npz checkpoint file")
-    if not os.path.isfile(path):
-        raise FileMissingError(f"checkpoint file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
-        raise DataFormatError(f"{path}: not a readable .npz checkpoint (truncated or corrupt?): {error}") from error
-    if METADATA_KEY not in arrays:
-        raise DataFormatError(f"{path}: no {METADATA_KEY!r} entry; not a scratchdet checkpoint")
-    try:
-        metadata = json.loads(str(arrays.pop(METADATA_KEY)))
-    except json.JSONDecodeError as error:
-        raise DataFormatError(f"{path}: checkpoint metadata is not valid JSON: {error}") from error
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise DataFormatError(f"{path}: metadata does not describe a {FORMAT} file")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise DataFormatError(
-            f"{path}: checkpoint format version {metadata.get('format_version')!r}, this scratchdet reads {FORMAT_VERSION}"
-        )
-    return metadata, arrays
+    return read_archive(path, "checkpoint", FORMAT, FORMAT_VERSION)
 
 
 def _entries(arrays, prefix):

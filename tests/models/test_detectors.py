@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from scratchdet import nn
+from scratchdet.nn.gradcheck import gradcheck_model
 from scratchdet.data.shapes import shapes_dataset
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.models import RCNN, Detections, FastRCNN, detections_from_scores, images_to_input, warp_regions
+from scratchdet.models.fast_rcnn import network_input
 from scratchdet.nn import functional as F
 from scratchdet.proposals import selective_search
 from scratchdet.train import RoIBatch, dataset_proposals, roi_batches
@@ -52,28 +54,9 @@ def toy_batch(rng, size=16):
     return RoIBatch(images, rois, labels, targets)
 
 
-def gradient_errors(model, total_loss, rng, per_tensor=8, eps=1e-6):
-    """{parameter name: error} between the gradients that `total_loss()` (a training step) leaves in
-    the model and centred differences of the loss it returns, on up to `per_tensor` random entries of
-    each parameter; the error is |a - n| / max(|a| + |n|, GRADIENT_FLOOR) over those entries."""
-    total_loss()
-    analytic = {name: np.array(layer.grads[key]) for name, layer, key in model.named_parameters()}
-    errors = {}
-    for name, layer, key in model.named_parameters():
-        flat = layer.params[key].reshape(-1)  # a view: perturbing it perturbs the parameter
-        entries = np.arange(flat.size) if flat.size <= per_tensor else rng.choice(flat.size, per_tensor, replace=False)
-        numeric = np.empty(len(entries))
-        for j, i in enumerate(entries):
-            saved = flat[i]
-            flat[i] = saved + eps
-            plus = total_loss()
-            flat[i] = saved - eps
-            minus = total_loss()
-            flat[i] = saved
-            numeric[j] = (plus - minus) / (2 * eps)
-        a = analytic[name].reshape(-1)[entries]
-        errors[name] = float(np.linalg.norm(a - numeric) / max(np.linalg.norm(a) + np.linalg.norm(numeric), GRADIENT_FLOOR))
-    return errors, analytic
+def gradient_errors(model, total_loss, rng):
+    """`nn.gradcheck_model` with the floor these tests use (see GRADIENT_FLOOR)."""
+    return gradcheck_model(model, total_loss, rng, floor=GRADIENT_FLOOR)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -233,6 +216,57 @@ def test_fast_rcnn_rois_are_in_image_pixels_scaled_by_one_over_the_stride(rng):
     assert not np.allclose(before[1], after[1])
 
 
+def test_fast_rcnn_input_is_padded_with_the_mean_pixel_to_a_multiple_of_the_stride(rng):
+    images = rng.integers(0, 256, (2, 5, 9, 3), dtype=np.uint8)
+    x = network_input(images, 4, np.float64)
+    assert x.shape == (2, 3, 8, 12) and x.dtype == np.float64
+    np.testing.assert_array_equal(x[:, :, :5, :9], images_to_input(images, np.float64))
+    assert np.all(x[:, :, 5:, :] == 0) and np.all(x[:, :, :, 9:] == 0)
+    np.testing.assert_array_equal(network_input(images[:, :4, :8], 4), images_to_input(images[:, :4, :8]))
+
+
+@pytest.mark.parametrize("side", [1, 3], ids=["one-pixel", "below-the-stride"])
+def test_fast_rcnn_detects_in_an_image_smaller_than_the_stride(side, rng):
+    """Stride 4: a 3 x 3 image used to reach the second 2x2 pooling as a 1 x 1 map and fail there."""
+    model = FastRCNN(CLASSES, channels=(2, 3, 4), roi_size=2, hidden=5, dropout=0.0)
+    image = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+    dets = model.predict(image, [[0, 0, side, side]], score_threshold=0.0)
+    assert len(dets) > 0 and np.all(dets.boxes >= 0) and np.all(dets.boxes <= side)
+    batch = RoIBatch(image[None], np.array([[0, 0, 0, side, side]], np.float32), np.array([1]), np.zeros((1, 4), np.float32))
+    assert np.isfinite(model.training_step(batch)["total"])
+
+
+def test_fast_rcnn_rois_in_the_last_columns_see_those_pixels(rng):
+    """An 18-pixel-wide image at stride 4: the poolings (18 -> 9 -> 4) used to leave columns 16 and 17
+    without a feature cell, so an RoI over them pooled nothing and scored the same on any image."""
+    model = FastRCNN(CLASSES, channels=(2, 3, 4), roi_size=2, hidden=5, dropout=0.0)
+    image = rng.integers(0, 256, (16, 18, 3), dtype=np.uint8)
+    changed = image.copy()
+    changed[:, 16:] = 255 - changed[:, 16:]
+    proposals = [[16, 0, 18, 16]]
+    before, after = model.score_proposals(image, proposals)[0], model.score_proposals(changed, proposals)[0]
+    assert not np.allclose(before, after, rtol=1e-6, atol=0)
+
+
+def test_fast_rcnn_scores_proposals_in_chunks_of_batch_rois_after_one_backbone_pass(monkeypatch, rng):
+    chunked, whole = tiny(FastRCNN, batch_rois=2), tiny(FastRCNN)
+    backbone_calls = count_calls(monkeypatch, chunked.backbone)
+    pool_calls = count_calls(monkeypatch, chunked.roi_pool)
+    image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    corners = rng.uniform(0, 10, (5, 2))
+    proposals = np.concatenate([corners, corners + rng.uniform(2, 6, (5, 2))], axis=1)
+
+    probs, deltas = chunked.score_proposals(image, proposals)
+
+    assert backbone_calls[0] == 1 and pool_calls[0] == 3  # 2 + 2 + 1 RoIs
+    assert probs.shape == (5, 4) and deltas.shape == (5, 16) and probs.dtype == np.float64
+    whole_probs, whole_deltas = whole.score_proposals(image, proposals)
+    np.testing.assert_allclose(probs, whole_probs, rtol=1e-5)
+    np.testing.assert_allclose(deltas, whole_deltas, rtol=1e-5, atol=1e-7)
+    with pytest.raises(InvalidArgumentError, match="batch_rois"):
+        tiny(FastRCNN, batch_rois=0)
+
+
 # ---------------------------------------------------------------------------------------------------
 # R-CNN: region warping
 # ---------------------------------------------------------------------------------------------------
@@ -312,6 +346,25 @@ def test_warp_rejects_a_context_that_is_not_an_int(context, rng):
     image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
     with pytest.raises(InvalidArgumentError, match="context"):
         warp_regions(image, [[0, 0, 8, 8]], 8, context)
+
+
+@pytest.mark.parametrize(
+    "box, match",
+    [([np.nan, 0, 4, 4], "not finite"), ([0, 0, np.inf, 4], "not finite"), ([6, 6, 2, 2], "width"), ([0, 0, 4], "shape")],
+    ids=["nan", "inf", "inverted", "three-numbers"],
+)
+def test_warp_rejects_boxes_that_are_not_finite_xyxy(box, match, rng):
+    """A NaN corner used to become an index of -2**63 (an IndexError), and an inverted box a mirrored crop."""
+    image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    with pytest.raises(InvalidArgumentError, match=match):
+        warp_regions(image, [box], 8, context=1)
+
+
+def test_warp_takes_degenerate_boxes_and_boxes_beyond_the_image(rng):
+    image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    crops = warp_regions(image, [[3, 3, 3, 7], [20, 20, 30, 30], [-9, -9, -1, -1]], 4, context=0)
+    np.testing.assert_array_equal(crops[0], np.repeat(crops[0][:, :, :1], 4, axis=2))  # one column, repeated
+    assert np.all(crops[1:] == 0)  # wholly outside: the mean pixel
 
 
 def test_warp_rejects_an_image_that_is_not_uint8_rgb():
@@ -576,8 +629,11 @@ def test_predict_leaves_the_model_in_the_mode_it_found(kind, scene):
 @pytest.mark.parametrize("kind", [FastRCNN, RCNN])
 @pytest.mark.parametrize(
     "image, match",
-    [(np.zeros((16, 16, 3), np.float32), "uint8"), (np.zeros((16, 16), np.uint8), "image"), (np.zeros((16, 16, 4), np.uint8), "image")],
-    ids=["float-image", "grey-image", "rgba-image"],
+    [
+        (np.zeros((16, 16, 3), np.float32), "uint8"), (np.zeros((16, 16), np.uint8), "image"), (np.zeros((16, 16, 4), np.uint8), "image"),
+        (np.zeros((0, 16, 3), np.uint8), "H, W >= 1"), (np.zeros((16, 0, 3), np.uint8), "H, W >= 1"),
+    ],
+    ids=["float-image", "grey-image", "rgba-image", "no-rows", "no-columns"],
 )
 def test_predict_rejects_images_that_are_not_uint8_rgb(kind, image, match):
     with pytest.raises(InvalidArgumentError, match=match):
@@ -764,3 +820,37 @@ def test_fast_rcnn_lowers_its_loss_on_a_tiny_shapes_dataset(seed):
     assert last < 0.5 * first, f"total loss {first:.3f} -> {last:.3f}"
     # below the 0.84 nats of always answering the class frequencies (75% background, 3 classes)
     assert mean("cls", slice(-5, None)) < 0.6
+
+
+@pytest.mark.parametrize("kind", [FastRCNN, RCNN])
+def test_training_goes_through_a_dataset_with_an_image_without_objects(kind):
+    """COCO has images without annotations: with Fast R-CNN's bg_iou = (0.1, 0.5) such an image has no
+    RoI to sample, and a step of that image alone used to reach the loss with no RoI and fail."""
+    from scratchdet.train import fit
+
+    data = shapes_dataset(3, image_size=(16, 16), objects=(1, 1), size=(6, 10), seed=2)
+    gt_boxes, gt_labels = list(data.boxes), list(data.labels)
+    gt_boxes[1], gt_labels[1] = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    proposals = [np.array([[0, 0, 8, 8], [4, 4, 12, 12], [8, 8, 16, 16]], np.float32)] * 3
+    batches = roi_batches(data.images, gt_boxes, gt_labels, proposals, images_per_batch=1, rois_per_image=8, seed=0)
+    model = tiny(kind)
+    history = fit(model, batches, nn.SGD(model, lr=0.01), steps=6, progress=False)
+    assert len(history) == 6 and np.all(np.isfinite(history.losses["total"]))
+
+
+@pytest.mark.parametrize("kind", [FastRCNN, RCNN])
+@pytest.mark.parametrize(
+    ("setting", "match"),
+    [({"lam": -1.0}, "lam"), ({"beta": float("nan")}, "beta"), ({"box_weights": (10, 10, 5)}, "weights"),
+     ({"box_weights": (10, 10, 5, 0)}, "weights")],
+    ids=["negative-lam", "nan-beta", "three-weights", "zero-weight"],
+)
+def test_detectors_refuse_bad_loss_and_box_settings_when_built(kind, setting, match):
+    """Checked at construction, not at the first training step or the first decode."""
+    with pytest.raises(InvalidArgumentError, match=match):
+        kind(("a",), **setting)
+
+
+def test_to_coco_names_a_label_beyond_the_category_ids():
+    with pytest.raises(InvalidArgumentError, match="category_ids"):
+        two_detections().to_coco(image_id=1, category_ids=[7])

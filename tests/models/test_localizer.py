@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from scratchdet import nn
+from scratchdet.nn.gradcheck import gradcheck_model
 from scratchdet.data.shapes import POSE_JOINTS, SHAPE_CLASSES, single_object_dataset, stick_figures
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.models import Localizer, PoseRegressor, images_to_input, percent_detected_joints
@@ -38,27 +39,9 @@ def off_the_kinks(model, rng):
     return model
 
 
-def gradient_errors(model, total_loss, rng, per_tensor=8, eps=1e-6):
-    """{parameter name: error} between the gradients `total_loss()` (a training step) leaves and
-    centred differences of the loss it returns, on up to `per_tensor` random entries per parameter."""
-    total_loss()
-    analytic = {name: np.array(layer.grads[key]) for name, layer, key in model.named_parameters()}
-    errors = {}
-    for name, layer, key in model.named_parameters():
-        flat = layer.params[key].reshape(-1)  # a view: perturbing it perturbs the parameter
-        entries = np.arange(flat.size) if flat.size <= per_tensor else rng.choice(flat.size, per_tensor, replace=False)
-        numeric = np.empty(len(entries))
-        for j, i in enumerate(entries):
-            saved = flat[i]
-            flat[i] = saved + eps
-            plus = total_loss()
-            flat[i] = saved - eps
-            minus = total_loss()
-            flat[i] = saved
-            numeric[j] = (plus - minus) / (2 * eps)
-        a = analytic[name].reshape(-1)[entries]
-        errors[name] = float(np.linalg.norm(a - numeric) / max(np.linalg.norm(a) + np.linalg.norm(numeric), GRADIENT_FLOOR))
-    return errors, analytic
+def gradient_errors(model, total_loss, rng):
+    """`nn.gradcheck_model` with the floor these tests use (see GRADIENT_FLOOR)."""
+    return gradcheck_model(model, total_loss, rng, floor=GRADIENT_FLOOR)
 
 
 def as_arrays(prediction):
@@ -232,8 +215,11 @@ def test_pose_training_step_rejects_joints_of_another_shape(shape):
 
 @pytest.mark.parametrize(
     "make, image_size",
-    [(tiny_localizer, (6, 8)), (tiny_localizer, (8, 10)), (tiny_pose, (0, 8)), (tiny_pose, (8,)), (tiny_pose, 8)],
-    ids=["height-not-multiple", "width-not-multiple", "zero", "one-side", "int"],
+    [
+        (tiny_localizer, (6, 8)), (tiny_localizer, (8, 10)), (tiny_pose, (0, 8)), (tiny_pose, (8,)), (tiny_pose, 8),
+        (tiny_localizer, (8.5, 8)), (tiny_pose, (8, 8.9)), (tiny_localizer, ("8", 8)),
+    ],
+    ids=["height-not-multiple", "width-not-multiple", "zero", "one-side", "int", "float-height", "float-width", "text"],
 )
 def test_image_size_must_be_a_pair_of_multiples_of_twice_the_stride(make, image_size):
     with pytest.raises(InvalidArgumentError, match="image_size"):

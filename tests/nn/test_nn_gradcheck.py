@@ -166,3 +166,21 @@ def test_conv_gradient_in_float32_is_close_to_float64(rng):
     for name, a, b in zip(("dx", "dw", "db"), low, ref):
         assert a.dtype == np.float32, name
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_gradcheck_model_passes_a_true_step_and_catches_a_wrong_gradient(rng):
+    from scratchdet.nn.gradcheck import gradcheck_model
+
+    model = nn.Sequential(nn.Linear(3, 4, rng=0, dtype=np.float64), nn.ReLU(), nn.Linear(4, 2, rng=1, dtype=np.float64))
+    x, labels = rng.standard_normal((5, 3)), np.array([0, 1, 1, 0, 1])
+
+    def step(scale=1.0):
+        loss, dscores = nn.softmax_cross_entropy(model.forward(x), labels)
+        model.backward(dscores * scale)
+        return loss
+
+    errors, analytic = gradcheck_model(model, step, rng)
+    assert set(errors) == {"0.weight", "0.bias", "2.weight", "2.bias"} and max(errors.values()) < 1e-6
+    assert analytic["2.weight"].shape == (2, 4)
+    errors, _ = gradcheck_model(model, lambda: step(scale=1.5), rng)  # gradients 1.5x too large
+    assert min(errors.values()) > 0.1

@@ -265,10 +265,80 @@ def test_roi_batches_reject_bad_settings(detection_data, change, match):
         roi_batches(*detection_data, **change)
 
 
+def without_ground_truth(detection_data, i):
+    """The fixture with image i's ground truth removed: its proposals all have IoU 0, below bg_iou[0] = 0.1."""
+    images, gt_boxes, gt_labels, proposals = detection_data
+    gt_boxes, gt_labels = list(gt_boxes), list(gt_labels)
+    gt_boxes[i], gt_labels[i] = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    return images, gt_boxes, gt_labels, proposals
+
+
+@pytest.mark.parametrize("images_per_batch", [1, 2])
+def test_an_image_with_no_roi_to_sample_is_left_out_of_the_epochs(detection_data, images_per_batch):
+    """An image without ground truth has no foreground, and with bg_iou = (0.1, 0.5) no background
+    either: sampling it gives no RoI, and a step of only such images would have nothing for the loss
+    (py-faster-rcnn's filter_roidb drops such images)."""
+    images = detection_data[0]
+    batches = roi_batches(*without_ground_truth(detection_data, 1), images_per_batch=images_per_batch, rois_per_image=8, seed=0)
+    taken = []
+    for step in range(12):
+        batch = batches(step)
+        assert len(batch.images) == images_per_batch
+        for n, image in enumerate(batch.images):
+            taken.append(image_index(image, images)[0])
+            assert (batch.rois[:, 0] == n).sum() > 0, f"step {step}: image {n} of the batch has no RoI"
+    assert sorted(set(taken)) == [0, 2]
+    # the two images left are visited epoch by epoch, as the whole dataset would be
+    flat = [image_index(image, images)[0] for step in range(4) for image in batches(step).images]
+    assert sorted(flat[:2]) == [0, 2]
+
+
+def test_an_image_without_ground_truth_trains_as_background_when_bg_iou_starts_at_zero(detection_data):
+    """R-CNN's setting, bg_iou = (0, 0.5): every proposal of an image without objects is background."""
+    images = detection_data[0]
+    batches = roi_batches(*without_ground_truth(detection_data, 1), images_per_batch=1, rois_per_image=8, bg_iou=(0.0, 0.5), seed=0)
+    seen = False
+    for step in range(3):  # one epoch: every image once
+        batch = batches(step)
+        if image_index(batch.images[0], images)[0] == 1:
+            seen = True
+            assert len(batch.labels) == 8 and np.all(batch.labels == 0) and np.all(batch.bbox_targets == 0)
+    assert seen
+
+
+def test_an_image_of_only_foreground_is_left_out_when_the_batch_takes_no_foreground(detection_data):
+    """rois_per_image=2 and fg_fraction=0.25 take round(0.5) = 0 foreground RoIs, so an image whose
+    RoIs are its ground-truth boxes alone (no proposals) gives nothing."""
+    images, gt_boxes, gt_labels, proposals = detection_data
+    proposals = [proposals[0], np.zeros((0, 4), np.float32), proposals[2]]
+    batches = roi_batches(images, gt_boxes, gt_labels, proposals, images_per_batch=1, rois_per_image=2, seed=0)
+    taken = {image_index(batches(step).images[0], images)[0] for step in range(6)}
+    assert taken == {0, 2}
+    assert all(len(batches(step).labels) == 2 for step in range(6))
+
+
+def test_roi_batches_reject_a_dataset_with_no_roi_to_sample(detection_data):
+    data = detection_data
+    for i in range(3):
+        data = without_ground_truth(data, i)
+    with pytest.raises(InvalidArgumentError, match="no image has a RoI"):
+        roi_batches(*data)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, None], ids=["negative", "float", "none"])
+def test_batches_reject_a_seed_that_is_not_an_int_at_least_zero(detection_data, seed):
+    with pytest.raises(InvalidArgumentError, match="seed"):
+        roi_batches(*detection_data, seed=seed)
+    with pytest.raises(InvalidArgumentError, match="seed"):
+        array_batches((np.zeros(3),), batch_size=2, seed=seed)
+
+
 def test_roi_batches_reject_images_that_are_not_uint8_rgb(detection_data):
     images, gt_boxes, gt_labels, proposals = detection_data
     with pytest.raises(InvalidArgumentError, match=r"images\[1\]"):
         roi_batches([images[0], images[1].astype(np.float32), images[2]], gt_boxes, gt_labels, proposals)
+    with pytest.raises(InvalidArgumentError, match=r"images\[2\] .* H, W >= 1"):
+        roi_batches([images[0], images[1], images[2][:0]], gt_boxes, gt_labels, proposals, images_per_batch=1)
 
 
 # ---------------------------------------------------------------------------------------------------
