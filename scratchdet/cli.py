@@ -14,15 +14,16 @@ import sys
 from scratchdet import __version__
 from scratchdet.errors import ScratchdetError
 
-# Subcommand modules, in the order `--help` lists them.
+# Subcommand modules, in the order `--help` lists them: the whole pipeline at once, then its steps in
+# the order they run (data, regions, training, detection, evaluation).
 COMMANDS = (
-    "scratchdet.commands.evaluate",
+    "scratchdet.commands.demo",
+    "scratchdet.commands.data",
     "scratchdet.commands.segment",
     "scratchdet.commands.proposals",
-    "scratchdet.commands.data",
     "scratchdet.commands.train",
     "scratchdet.commands.detect",
-    "scratchdet.commands.demo",
+    "scratchdet.commands.evaluate",
 )
 
 

@@ -158,7 +158,7 @@ def plot_proposals(image, boxes, path, max_boxes=20, title=None):
     height, width = image.shape[:2]
     fig = _figure(8, 8 * _aspect(height, width))
     ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(image)
+    ax.imshow(image, extent=(0, width, height, 0))  # pixel (i, j) covers [j, j+1) x [i, i+1), as boxes count
     colours = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple")
     for index, (x1, y1, x2, y2) in enumerate(boxes):
         ax.add_patch(
@@ -242,9 +242,15 @@ def plot_hierarchy(image, hierarchy, path, steps=(0.0, 0.5, 0.8, 0.95)):
     return _save(fig, path)
 
 
+# a detection's label: its font size and the padding of its coloured box, in points
+LABEL_FONTSIZE = 7
+LABEL_PAD = 1.0
+
+
 def plot_detections(images, detections, path, classes=None, ground_truth=None, titles=None, columns=4):
     """Write one or more images with their detections drawn: a box per detection, coloured by class,
-    labelled "class score"; ground-truth boxes, when given, dashed in white underneath.
+    labelled "class score" on its top edge (inside the box at the image's top); ground-truth boxes,
+    when given, dashed in white underneath.
 
     Args:
         images: one (H, W, 3) uint8 RGB image, or a list of them (sizes may differ).
@@ -288,9 +294,16 @@ def plot_detections(images, detections, path, classes=None, ground_truth=None, t
     aspect = max(_aspect(*image.shape[:2]) for image in images)
     side = 4.0 if n_images > 1 else 7.0  # inches per image
     fig = _figure(side * columns, side * aspect * rows + 0.4)
+    label_points = LABEL_FONTSIZE * 1.2 + 2 * LABEL_PAD  # a label's height, in points
     for index, (image, found) in enumerate(zip(images, detections)):
         ax = fig.add_subplot(rows, columns, index + 1)
-        ax.imshow(image)
+        height, width = image.shape[:2]
+        ax.imshow(image, extent=(0, width, height, 0))  # pixel (i, j) covers [j, j+1) x [i, i+1), as boxes count
+        # a label sits on its box's top edge, or just inside it where the image ends above the box
+        # (above the image it would cover the title); the image fills the axes' width or height
+        box = ax.get_position()  # in figure fractions
+        shown_points = 72 * min(box.height * fig.get_figheight(), box.width * fig.get_figwidth() * height / width)
+        label_height = label_points * height / shown_points  # in image pixels
         # 1. the ground truth, dashed, under the detections
         if ground_truth is not None:
             for x1, y1, x2, y2 in as_boxes(ground_truth[index], "ground_truth boxes"):
@@ -305,8 +318,9 @@ def plot_detections(images, detections, path, classes=None, ground_truth=None, t
             colour = colours[(label - 1) % len(colours)]
             name = classes[label - 1] if classes is not None and 1 <= label <= len(classes) else str(label)
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.5, edgecolor=colour))
-            ax.text(x1, y1, _literal(f"{name} {score:.2f}"), fontsize=7, color="white", va="bottom",
-                    bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.0, "alpha": 0.8})
+            ax.text(x1, y1, _literal(f"{name} {score:.2f}"), fontsize=LABEL_FONTSIZE, color="white",
+                    va="bottom" if y1 >= label_height else "top",
+                    bbox={"facecolor": colour, "edgecolor": "none", "pad": LABEL_PAD, "alpha": 0.8})
         ax.set_title(_literal(titles[index]) if titles is not None else f"{len(boxes)} detections", fontsize=9)
         ax.set_axis_off()
     return _save(fig, path)

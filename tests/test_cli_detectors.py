@@ -2,6 +2,7 @@
 trip, exact resuming, and one-line errors with exit status 2 that leave nothing written."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from scratchdet.models import RCNN, Detections, FastRCNN
 
 # a tiny dataset: 4 images of 48 x 48, and 3 training steps
 N_IMAGES, SIDE, STEPS = 4, 48, 3
+SHAPES = ((1, "rectangle"), (2, "ellipse"), (3, "triangle"))  # the shapes' category ids and names
 
 
 def files_under(path):
@@ -71,6 +73,29 @@ def test_data_shapes_writes_the_pngs_its_ground_truth_names(tmp_path, capsys):
     assert gt == json.loads(json.dumps(expected.to_coco()))
     for entry, image in zip(gt["images"], expected.images):
         np.testing.assert_array_equal(iio.imread(out / entry["file_name"]), image)  # PNG is lossless
+
+
+def test_data_shapes_shows_progress_unless_told_not_to(tmp_path, capsys):
+    assert main(["data", "shapes", str(tmp_path / "a"), "--images", "2"]) == 0
+    assert "data shapes: 100%" in capsys.readouterr().err
+    assert main(["data", "shapes", str(tmp_path / "b"), "--images", "2", "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_data_shapes_that_cannot_write_exits_2_and_removes_the_images_it_wrote(tmp_path, capsys, monkeypatch):
+    (tmp_path / "notes.txt").write_text("mine")
+    written = []
+
+    def imwrite(path, image, **kwargs):  # the second image meets a full disk
+        if written:
+            raise OSError(28, "No space left on device", str(path))
+        written.append(path)
+        (tmp_path / path).write_bytes(b"png")
+
+    monkeypatch.setattr(iio, "imwrite", imwrite)
+    assert main(["data", "shapes", str(tmp_path), "--images", "3", "--force", "--no-progress"]) == 2
+    assert_one_line_error(capsys, "data", f"cannot write {tmp_path / 'shapes_000002.png'}: No space left on device")
+    assert files_under(tmp_path) == ["notes.txt"]
 
 
 def test_data_shapes_refuses_a_non_empty_directory_unless_forced(tmp_path, capsys):
@@ -136,6 +161,23 @@ def test_detect_writes_coco_detections_with_ground_truth_ids(trained, shapes_dir
     assert main(["evaluate", "--gt", str(gt_path), "--dets", str(out), "--metric", "voc"]) == 0
 
 
+def test_detect_plot_draws_the_ground_truth_of_gt(trained, shapes_dir, tmp_path, monkeypatch):
+    drawn = {}
+
+    def plot_detections(image, detections, path, **kwargs):
+        drawn[os.path.basename(path)] = kwargs["ground_truth"]
+
+    monkeypatch.setattr(viz, "plot_detections", plot_detections)
+    weights, _ = trained
+    gt = read_ground_truth(shapes_dir / "gt10.json")
+    assert main(["detect", str(weights), str(shapes_dir / "shapes_000002.png"), "--gt", str(shapes_dir / "gt10.json"),
+                 "--out", str(tmp_path / "d.json"), "--plot", str(tmp_path), "--max-proposals", "50", "--no-progress"]) == 0
+    image_id = next(entry["id"] for entry in gt["images"] if entry["file_name"] == "shapes_000002.png")
+    expected = [[x, y, x + w, y + h] for a in gt["annotations"] if a["image_id"] == image_id for x, y, w, h in [a["bbox"]]]
+    assert len(expected) > 0
+    np.testing.assert_allclose(drawn["shapes_000002.png"], expected)
+
+
 def test_detect_without_gt_numbers_the_images_in_argument_order(trained, shapes_dir, tmp_path):
     weights, _ = trained
     out = tmp_path / "dets.json"
@@ -169,6 +211,21 @@ def test_train_on_images_of_different_sizes(tmp_path, capsys, model, cls):
     assert isinstance(nn.load(tmp_path / "w.npz"), cls)
 
 
+def test_train_leaves_out_the_images_without_boxes(shapes_dir, tmp_path, capsys):
+    # an image of another size makes every step take one image: this one alone would have no RoIs (a
+    # background RoI overlaps an object by IoU 0.1 to 0.5), and its step no loss to take the mean of
+    gt = json.loads((shapes_dir / "annotations.json").read_text())
+    gt["images"].append({"id": 99, "file_name": "empty.png", "width": 40, "height": 40})
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    for entry in gt["images"][:-1]:
+        (tmp_path / entry["file_name"]).write_bytes((shapes_dir / entry["file_name"]).read_bytes())
+    iio.imwrite(tmp_path / "empty.png", np.full((40, 40, 3), 128, np.uint8))
+    status = main(["train", "--gt", str(tmp_path / "gt.json"), "--images", str(tmp_path), "--model", "fast-rcnn",
+                   "--steps", str(N_IMAGES + 1), "--out", str(tmp_path / "w.npz"), "--no-progress"])  # every image once
+    assert status == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith(f"fast-rcnn: {N_IMAGES} images, 3 classes (1 image without boxes left out); ")
+
+
 def _train(shapes_dir, out, steps, *extra, model="fast-rcnn"):
     """`scratchdet train` on `shapes_dir` writing `out` (weights) and `out`.json (losses); its exit status."""
     return main(["train", "--gt", str(shapes_dir / "annotations.json"), "--images", str(shapes_dir), "--model", model,
@@ -200,9 +257,54 @@ def test_resume_keeps_the_steps_the_checkpoint_holds(shapes_dir, tmp_path):
     assert resumed["losses"]["total"][1] != fresh["losses"]["total"][1]
 
 
+def test_resume_records_the_learning_rate_the_checkpoint_trained_with(shapes_dir, tmp_path):
+    checkpoint = str(tmp_path / "ckpt.npz")
+    assert _train(shapes_dir, tmp_path / "half", 2, "--checkpoint", checkpoint, "--lr", "0.05") == 0
+    assert _train(shapes_dir, tmp_path / "resumed", 3, "--checkpoint", checkpoint, "--resume") == 0  # --lr 0.01 by default
+    assert nn.load(tmp_path / "resumed", with_metadata=True)[1]["extra"]["lr"] == 0.05
+
+
+def _no_proposals(*args, **kwargs):
+    raise AssertionError("Selective Search ran")
+
+
+def test_resume_from_a_checkpoint_of_every_step_writes_its_weights_without_training(shapes_dir, tmp_path, capsys, monkeypatch):
+    checkpoint = str(tmp_path / "ckpt.npz")
+    assert _train(shapes_dir, tmp_path / "done", 2, "--checkpoint", checkpoint) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("scratchdet.train.dataset_proposals", _no_proposals)
+    assert _train(shapes_dir, tmp_path / "again", 2, "--checkpoint", checkpoint, "--resume") == 0
+    assert f"nothing to train: {checkpoint} already holds 2 steps" in capsys.readouterr().out
+    done, again = nn.load(tmp_path / "done"), nn.load(tmp_path / "again")
+    for (name, layer, key), (_, other, _) in zip(done.named_parameters(), again.named_parameters()):
+        np.testing.assert_array_equal(layer.params[key], other.params[key], err_msg=name)
+    assert json.loads((tmp_path / "again.json").read_text()) == json.loads((tmp_path / "done.json").read_text())
+
+
+def test_resume_to_fewer_steps_than_the_checkpoint_holds_exits_2(shapes_dir, tmp_path, capsys, monkeypatch):
+    # the weights would be those of 2 steps, said to be of 1
+    checkpoint = str(tmp_path / "ckpt.npz")
+    assert _train(shapes_dir, tmp_path / "two", 2, "--checkpoint", checkpoint) == 0
+    before = files_under(tmp_path)
+    capsys.readouterr()
+    monkeypatch.setattr("scratchdet.train.dataset_proposals", _no_proposals)
+    assert _train(shapes_dir, tmp_path / "one", 1, "--checkpoint", checkpoint, "--resume") == 2
+    assert_one_line_error(capsys, "train", f"--steps 1: {checkpoint} already holds 2 steps; give --steps 2 or more")
+    assert files_under(tmp_path) == before
+
+
+def test_train_interrupted_while_writing_leaves_neither_weights_nor_log(shapes_dir, tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):  # Ctrl-C after the weights were written, while the log is
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dump", interrupt)
+    assert _train(shapes_dir, tmp_path / "w.npz", 1) == 130
+    assert files_under(tmp_path) == []
+
+
 @pytest.mark.parametrize("content, message", [(b"PK\x03\x04 cut short", "not a readable .npz checkpoint"), (None, "the checkpoint is of another model")],
                          ids=["corrupt", "other-classes"])
-def test_resume_from_a_bad_checkpoint_exits_2(shapes_dir, tmp_path, capsys, content, message):
+def test_resume_from_a_bad_checkpoint_exits_2(shapes_dir, tmp_path, capsys, monkeypatch, content, message):
     checkpoint = tmp_path / "ckpt.npz"
     if content is None:  # a checkpoint of a detector of 2 classes, not 3
         gt = json.loads((shapes_dir / "annotations.json").read_text())
@@ -215,6 +317,7 @@ def test_resume_from_a_bad_checkpoint_exits_2(shapes_dir, tmp_path, capsys, cont
         checkpoint.write_bytes(content)
     before = files_under(tmp_path)
     capsys.readouterr()
+    monkeypatch.setattr("scratchdet.train.dataset_proposals", _no_proposals)  # checked before any work
     assert _train(shapes_dir, tmp_path / "w.npz", 2, "--checkpoint", str(checkpoint), "--resume") == 2
     assert_one_line_error(capsys, "train", message)
     assert files_under(tmp_path) == before
@@ -249,6 +352,12 @@ BAD_INPUTS = {
                                       "rcnn", "--steps", "1", "--out", "{tmp}/w.npz"], "is not a directory"),
     "train-image-of-another-size": (["train", "--gt", "{tmp}/sized.json", "--images", "{data}", "--model", "fast-rcnn",
                                      "--steps", "1", "--out", "{tmp}/w.npz"], "the image is 48x48 pixels, "),
+    "train-no-boxes": (["train", "--gt", "{tmp}/no_boxes.json", "--images", "{data}", "--model", "fast-rcnn", "--steps", "1",
+                        "--out", "{tmp}/w.npz"], "no_boxes.json: no boxes to train on"),
+    "detect-gt-names-other-objects": (["detect", "{weights}", "{data}/shapes_000001.png", "--gt", "{tmp}/renamed.json",
+                                       "--out", "{tmp}/d.json"], "category 10 is 'person', "),
+    "detect-image-of-another-size": (["detect", "{weights}", "{data}/shapes_000001.png", "--gt", "{tmp}/sized.json",
+                                      "--out", "{tmp}/d.json"], "the image is 48x48 pixels, "),
     "detect-not-a-detector": (["detect", "{tmp}/seq.npz", "{data}/shapes_000001.png", "--out", "{tmp}/d.json"],
                               "holds a Sequential, not a detector"),
     "detect-json-as-weights": (["detect", "{tmp}/bad.json", "{data}/shapes_000001.png", "--out", "{tmp}/d.json"],
@@ -279,12 +388,19 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, shapes_dir, tr
     (tmp_path / "dir").mkdir()
     (tmp_path / "bad.json").write_text('{"images": [,]}')
     (tmp_path / "other.json").write_text(json.dumps(
-        {"images": [{"id": 1, "file_name": "nowhere.png"}], "categories": [{"id": 10 * k, "name": str(k)} for k in (1, 2, 3)],
-         "annotations": []}
+        {"images": [{"id": 1, "file_name": "nowhere.png"}], "categories": [{"id": 10 * k, "name": name} for k, name in SHAPES],
+         "annotations": [{"id": 1, "image_id": 1, "category_id": 10, "bbox": [1, 2, 10, 10]}]}
     ))
     (tmp_path / "sized.json").write_text(json.dumps(
         {"images": [{"id": 1, "file_name": "shapes_000001.png", "width": 99, "height": 48}],
-         "categories": [{"id": 1, "name": "a"}], "annotations": []}
+         "categories": [{"id": 10 * k, "name": name} for k, name in SHAPES],
+         "annotations": [{"id": 1, "image_id": 1, "category_id": 10, "bbox": [1, 2, 10, 10]}]}
+    ))
+    gt = json.loads((shapes_dir / "gt10.json").read_text())
+    (tmp_path / "no_boxes.json").write_text(json.dumps({**gt, "annotations": []}))
+    coco_names = {10: "person", 20: "bicycle", 30: "car"}  # the same ids, other objects
+    (tmp_path / "renamed.json").write_text(json.dumps(
+        {**gt, "categories": [{**c, "name": coco_names[c["id"]]} for c in gt["categories"]]}
     ))
     iio.imwrite(tmp_path / "dot.png", np.zeros((1, 1, 3), np.uint8))
     _sequential_weights(tmp_path / "seq.npz")
@@ -314,16 +430,67 @@ def test_usage_errors_exit_2_with_one_line(capsys, arguments):
 
 def test_demo_writes_every_file_and_prints_the_map(tmp_path, capsys):
     out = tmp_path / "demo"
+    (out / "mine").mkdir(parents=True)
+    (out / "mine" / "notes.txt").write_text("mine")  # another file in the directory: left alone
     assert main(["demo", "--out", str(out), "--steps", "3", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "VOC mAP @[IoU=0.5, all-point] = " in printed and "COCO AP @[IoU=0.50:0.95] = " in printed
-    assert files_under(out) == sorted(FILES.values())
+    assert files_under(out) == sorted([*FILES.values(), "mine", "mine/notes.txt"])
+    assert (out / "mine" / "notes.txt").read_text() == "mine"
     gt = read_ground_truth(out / FILES["ground_truth"])
     read_detections(out / FILES["detections"], gt)
     assert isinstance(nn.load(out / FILES["weights"]), FastRCNN)
     assert json.loads((out / FILES["losses"]).read_text())["steps"] == [0, 1, 2]
     for picture in (FILES["detections_picture"], FILES["losses_picture"]):
         assert iio.imread(out / picture).ndim == 3
+
+
+def test_demo_interrupted_while_writing_writes_none_of_its_files(tmp_path, monkeypatch):
+    # Ctrl-C at the last file: the five before it must not be left beside an earlier run's weights
+    (tmp_path / "notes.txt").write_text("mine")
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("scratchdet.commands.train.save_detector", interrupt)
+    assert main(["demo", "--out", str(tmp_path), "--steps", "1", "--no-progress"]) == 130
+    assert files_under(tmp_path) == ["notes.txt"]
+
+
+def test_scratchdet_help_lists_the_commands_in_pipeline_order(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = [line.split()[0] for line in capsys.readouterr().out.split("commands:")[1].splitlines()[2:] if line[4:5].isalpha()]
+    assert listed == ["demo", "data", "segment", "proposals", "train", "detect", "evaluate"]
+
+
+def test_detection_labels_at_the_top_of_an_image_stay_inside_it(tmp_path, monkeypatch):
+    # a label above a box at the image's top edge would be drawn over the title
+    figures = []
+    monkeypatch.setattr(viz, "_save", lambda fig, path: figures.append(fig))
+    found = Detections(np.array([[2, 0, 30, 20], [10, 30, 40, 50]], np.float32), np.array([0.9, 0.8], np.float32), np.array([1, 2]))
+    viz.plot_detections(np.zeros((60, 80, 3), np.uint8), found, tmp_path / "d.png", classes=("a", "b"))
+    (fig,) = figures
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    image = ax.images[0].get_window_extent()
+    labels = {text.get_text(): text.get_window_extent() for text in ax.texts}
+    assert labels["a 0.90"].y1 <= image.y1 + 1  # inside the image (display y grows upwards)
+    assert labels["b 0.80"].y0 >= image.y1 - 30 * image.height / 60 - 1  # above its box, which has room
+
+
+def test_detection_boxes_follow_the_pixel_convention(tmp_path, monkeypatch):
+    # pixel (i, j) covers [j, j+1) x [i, i+1): a box (0, 0, W, H) is the image's outline, not half a pixel off
+    figures = []
+    monkeypatch.setattr(viz, "_save", lambda fig, path: figures.append(fig))
+    found = Detections(np.array([[0, 0, 8, 6]], np.float32), np.array([0.9], np.float32), np.array([1]))
+    viz.plot_detections(np.zeros((6, 8, 3), np.uint8), found, tmp_path / "d.png", ground_truth=np.array([[0, 0, 8, 6]]))
+    (fig,) = figures
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    image = ax.images[0].get_window_extent()
+    for patch in ax.patches:  # the ground truth's box and the detection's
+        np.testing.assert_allclose(patch.get_window_extent().get_points(), image.get_points(), atol=1.5)  # the line's width
 
 
 def test_detection_pictures_refuse_mismatched_input_and_write_nothing(tmp_path):

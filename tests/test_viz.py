@@ -146,3 +146,15 @@ def test_sparse_segment_ids_are_painted_without_a_table_of_every_id(image):
     painted = viz.segment_mean_colours(image, labels)
     np.testing.assert_array_equal(painted[0, 0], np.round(image[:, :16].reshape(-1, 3).mean(axis=0)))
     np.testing.assert_array_equal(painted[0, 31], np.round(image[:, 16:].reshape(-1, 3).mean(axis=0)))
+
+
+def test_proposal_boxes_follow_the_pixel_convention(tmp_path, monkeypatch):
+    """Pixel (i, j) covers [j, j+1) x [i, i+1): the box (0, 0, W, H) is the image's outline, not half a pixel off."""
+    figures = []
+    monkeypatch.setattr(viz, "_save", lambda fig, path: figures.append(fig))
+    viz.plot_proposals(np.zeros((6, 8, 3), np.uint8), np.array([[0.0, 0.0, 8.0, 6.0]]), tmp_path / "p.png")
+    (fig,) = figures
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    (patch,) = ax.patches
+    np.testing.assert_allclose(patch.get_window_extent().get_points(), ax.images[0].get_window_extent().get_points(), atol=1.5)

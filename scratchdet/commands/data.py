@@ -1,6 +1,6 @@
 """`scratchdet data shapes`: the synthetic shapes dataset written as PNG images and COCO ground truth.
 
-    scratchdet data shapes OUT_DIR --images N [--seed 0] [--size H W] [--force]
+    scratchdet data shapes OUT_DIR --images N [--seed 0] [--size H W] [--force] [--no-progress]
 
 Writes ``OUT_DIR/shapes_000001.png``, ... and ``OUT_DIR/annotations.json``, a COCO dataset whose
 ``file_name`` fields name the PNG files (so ``scratchdet train --gt OUT_DIR/annotations.json --images
@@ -37,6 +37,7 @@ def register(subparsers):
     shapes.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same dataset (default 0)")
     shapes.add_argument("--size", type=int, nargs=2, default=(96, 96), metavar=("H", "W"), help="image height and width (default 96 96)")
     shapes.add_argument("--force", action="store_true", help="write into a non-empty OUT_DIR (files of the same names are replaced)")
+    shapes.add_argument("--no-progress", action="store_true", help="no progress bar")
     shapes.set_defaults(run=run_shapes)
 
 
@@ -49,8 +50,11 @@ def object_sizes(height, width):
 
 def run_shapes(args):
     """Draw the dataset, write the images, then the annotations; returns 0."""
+    from tqdm import tqdm
+
     from scratchdet._files import atomic_path
     from scratchdet.commands.outputs import check_output_files
+    from scratchdet.commands.train import check_output_directory, reporting_write_errors
     from scratchdet.data.coco import write_ground_truth
     from scratchdet.data.shapes import shapes_dataset
 
@@ -63,8 +67,7 @@ def run_shapes(args):
     if height < MIN_SIDE or width < MIN_SIDE:
         raise InvalidArgumentError(f"--size must be H W with each >= {MIN_SIDE}, got {height} {width}")
     out_dir = args.out_dir
-    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
-        raise InvalidArgumentError(f"OUT_DIR {out_dir!r} exists and is not a directory")
+    check_output_directory("OUT_DIR", out_dir)
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not args.force:
         raise InvalidArgumentError(
             f"OUT_DIR {out_dir!r} is not empty ({len(os.listdir(out_dir))} entries); choose another or add --force"
@@ -80,16 +83,15 @@ def run_shapes(args):
     try:
         import imageio.v3 as iio
 
-        for path, image in zip(image_paths, dataset.images):
-            existed = os.path.lexists(path)
-            with atomic_path(path) as tmp:
-                iio.imwrite(tmp, image, extension=".png")
-            if not existed:
-                new_files.append(path)
-        write_ground_truth(annotations_path, gt)
-    except OSError as error:
-        _remove(new_files)
-        raise InvalidArgumentError(f"cannot write {error.filename or out_dir}: {error.strerror or error}") from error
+        with reporting_write_errors(out_dir):
+            bar = tqdm(image_paths, desc="data shapes", unit="image", disable=args.no_progress)
+            for path, image in zip(bar, dataset.images):
+                existed = os.path.lexists(path)
+                with atomic_path(path) as tmp:
+                    iio.imwrite(tmp, image, extension=".png")
+                if not existed:
+                    new_files.append(path)
+            write_ground_truth(annotations_path, gt)
     except BaseException:
         _remove(new_files)
         raise

@@ -8,8 +8,9 @@ The weights are those `scratchdet train` writes (a Fast R-CNN or R-CNN). Each im
 Search proposals (the mode the detector was trained with, unless ``--proposals``), then `predict`:
 class scores and boxes per proposal, per-class NMS, the best ``--max``. Detections carry the COCO
 category ids the detector was trained on; the image id is that of the image's entry in ``--gt`` (matched
-by file name), or 1, 2, ... in the order of the arguments. ``--plot DIR`` draws each image's detections
-to ``DIR/<image name>.png``.
+by file name, and of the size the entry declares), or 1, 2, ... in the order of the arguments. ``--gt``
+must name the detector's categories with the ids and names it was trained on. ``--plot DIR`` draws each
+image's detections to ``DIR/<image name>.png``, over its ground-truth boxes (dashed) with ``--gt``.
 """
 
 import os
@@ -31,8 +32,8 @@ def register(subparsers):
     parser.add_argument("--score", type=float, default=0.05, metavar="S", help="keep detections scoring above this (default 0.05)")
     parser.add_argument("--nms", type=float, default=0.3, metavar="IOU", help="per-class NMS IoU threshold (default 0.3)")
     parser.add_argument("--max", type=int, default=100, metavar="N", help="at most N detections per image (default 100)")
-    parser.add_argument("--gt", metavar="GT.json", help="COCO ground truth whose image ids the detections take")
-    parser.add_argument("--plot", metavar="DIR", help="draw each image's detections to DIR/<image name>.png")
+    parser.add_argument("--gt", metavar="GT.json", help="COCO ground truth whose image ids the detections take, and --plot draws")
+    parser.add_argument("--plot", metavar="DIR", help="draw each image's detections (and --gt boxes) to DIR/<image>.png")
     parser.add_argument("--plot-score", type=float, default=0.5, metavar="S", help="--plot draws detections scoring at least this (default 0.5)")
     parser.add_argument("--proposals", choices=("fast", "quality"), metavar="MODE", help="Selective Search mode, fast or quality (default: as trained)")
     parser.add_argument("--max-proposals", type=int, metavar="N", help="proposals per image (default: as trained)")
@@ -121,15 +122,31 @@ def check_detection_options(args):
         raise InvalidArgumentError(f"--max must be a positive number of detections, got {args.max}")
 
 
+def check_categories(gt, gt_path, category_ids, classes, weights_path):
+    """Fail unless the `GroundTruth` has every category the detector was trained on, under the same
+    name: labels are written as category ids, and an id that names another object (ids 1, 2, 3 of a
+    synthetic dataset are "person", "bicycle", "car" in COCO) would score detections of the wrong thing."""
+    name_of = dict(zip(gt.category_ids.tolist(), gt.category_names))
+    missing = sorted(set(category_ids) - set(name_of))
+    if missing:
+        raise DataFormatError(f"{gt_path}: has no categories with the ids {missing} that {weights_path} detects")
+    for category_id, name in zip(category_ids, classes):
+        if name_of[category_id] != name:
+            raise DataFormatError(
+                f"{gt_path}: category {category_id} is {name_of[category_id]!r}, {weights_path} was trained on it as {name!r}"
+            )
+
+
 def run(args):
     """Load the detector, check every input and output, detect, write; returns 0."""
+    import numpy as np
     from tqdm import tqdm
 
+    from scratchdet import boxes as B
     from scratchdet.commands.outputs import check_distinct, check_output_file, check_output_files
-    from scratchdet.data.coco import parse_ground_truth, read_ground_truth, write_detections
-    from scratchdet.data.images import load_image
+    from scratchdet.commands.train import check_output_directory, read_checked_image, reporting_write_errors
+    from scratchdet.data.coco import load_json, parse_ground_truth, write_detections
     from scratchdet.proposals import selective_search
-    from scratchdet.proposals.selective_search import check_rgb_image
 
     # 1. the options and the outputs
     check_detection_options(args)
@@ -140,25 +157,27 @@ def run(args):
     check_output_file("--out", args.out)
     plot_paths = []
     if args.plot:
-        if os.path.lexists(args.plot) and not os.path.isdir(args.plot):
-            raise InvalidArgumentError(f"--plot {args.plot!r} is not a directory")
+        check_output_directory("--plot", args.plot)
         plot_paths = _plot_paths(args.plot, args.images)
         check_output_files("--plot", plot_paths)
     inputs = [args.weights, *args.images] + ([args.gt] if args.gt else [])
     check_distinct([("--out", args.out)] + [("--plot", path) for path in plot_paths], inputs)
 
-    # 2. the detector, the image ids, and every image read once (a bad one stops the run before any work)
+    # 2. the detector, the image ids (and entries of --gt), and every image read once (a bad one stops
+    #    the run before any work)
     model, category_ids, extra = load_detector(args.weights)
+    entries = [None] * len(args.images)
     if args.gt:
-        gt = parse_ground_truth(read_ground_truth(args.gt), source=args.gt)
-        missing = sorted(set(category_ids) - set(gt.category_ids.tolist()))
-        if missing:
-            raise DataFormatError(f"{args.gt}: has no categories with the ids {missing} that {args.weights} detects")
+        gt_dict = load_json(args.gt)
+        gt = parse_ground_truth(gt_dict, source=args.gt)  # checks every field, naming the file
+        check_categories(gt, args.gt, category_ids, model.classes, args.weights)
         image_ids = match_image_ids(args.images, gt, args.gt)
+        entry_of = {entry["id"]: entry for entry in gt_dict["images"]}
+        entries = [entry_of[image_id] for image_id in image_ids]
     else:
         image_ids = list(range(1, len(args.images) + 1))
-    for path in args.images:
-        check_rgb_image(load_image(path), name=path)  # e.g. one pixel: too small for Selective Search
+    for path, entry in zip(args.images, entries):
+        read_checked_image(path, entry, args.gt)
     mode = args.proposals or extra.get("proposals", "fast")
     max_proposals = args.max_proposals or extra.get("max_proposals", 2000)
 
@@ -166,7 +185,7 @@ def run(args):
     records, kept = [], []
     several = len(args.images) > 1
     for path, image_id in tqdm(list(zip(args.images, image_ids)), desc="detect", unit="image", disable=args.no_progress or not several):
-        image = load_image(path)
+        image = read_checked_image(path)
         proposals = selective_search(image, mode=mode, max_boxes=max_proposals)
         found = model.predict(image, proposals, score_threshold=args.score, nms_threshold=args.nms, max_detections=args.max)
         records += found.to_coco(image_id, category_ids)
@@ -174,19 +193,22 @@ def run(args):
             kept.append(found)
         tqdm.write(f"{path}: {len(found)} detections (image id {image_id})")
 
-    # 4. the pictures, then the detections, each file atomically
-    try:
+    # 4. the pictures (over the ground truth's boxes with --gt), then the detections, each file atomically
+    with reporting_write_errors(args.out):
         if args.plot:
             from scratchdet.viz import plot_detections
 
-            for path, found, plot_path in zip(args.images, kept, plot_paths):
+            for path, image_id, found, plot_path in zip(args.images, image_ids, kept, plot_paths):
                 shown = scoring_at_least(found, args.plot_score)
+                title = f"{path}: {len(shown)} detections (score >= {args.plot_score:g})"
+                truth = None
+                if args.gt:
+                    rank = int(np.searchsorted(gt.image_ids, image_id))  # image_ids are sorted
+                    truth = B.convert(gt.boxes[gt.image == rank], "xywh", "xyxy")  # (G, 4)
+                    title += f", {len(truth)} ground-truth boxes (dashed)"
                 plot_detections(
-                    load_image(path), shown, plot_path, classes=model.classes,
-                    titles=f"{path}: {len(shown)} detections (score >= {args.plot_score:g})",
+                    read_checked_image(path), shown, plot_path, classes=model.classes, ground_truth=truth, titles=title
                 )
         write_detections(args.out, records)
-    except OSError as error:
-        raise InvalidArgumentError(f"cannot write {error.filename or args.out}: {error.strerror or error}") from error
     print(f"{len(records)} detections in {len(args.images)} image(s) written to {args.out}")
     return 0

@@ -6,11 +6,18 @@
 
 Each image's ``file_name`` is read relative to DIR. The categories become the classes 1..K in sorted
 id order (the ids are kept in the weights, so `scratchdet detect` writes them back); crowd, difficult
-and empty boxes are left out. Selective Search proposes the regions, then SGD (momentum 0.9, weight
-decay 5e-4) trains the detector on Fast R-CNN's mini-batches (Girshick 2015, section 2.3: 2 images
-of 64 RoIs each, or 1 image when their sizes differ) through `scratchdet.train.fit`.
+and empty boxes are left out, and so are images with no box left: Fast R-CNN's background RoIs are
+proposals that overlap an object (IoU 0.1 to 0.5), so such an image has nothing to learn from.
+Selective Search proposes the regions, then SGD (momentum 0.9, weight decay 5e-4) trains the detector
+on Fast R-CNN's mini-batches (Girshick 2015, section 2.3: 2 images of 64 RoIs each, or 1 image when
+their sizes differ) through `scratchdet.train.fit`.
+
+A resumed run (``--resume``) takes the checkpoint's state, its learning rate included, and trains up
+to ``--steps``; the checkpoint is checked before any work, and one that already holds ``--steps``
+steps gives its weights without training.
 """
 
+import contextlib
 import os
 from typing import NamedTuple
 
@@ -31,17 +38,20 @@ def register(subparsers):
         "train",
         help="train Fast R-CNN or R-CNN on a COCO dataset",
         description="Train Fast R-CNN or R-CNN on a COCO ground-truth file and its images; write the weights (.npz).",
-        epilog="Images of different sizes train one per step. --resume goes on from --checkpoint up to --steps.",
+        epilog="Images of different sizes train one per step; images without boxes are left out. "
+        "--resume goes on from --checkpoint (its learning rate included) up to --steps.",
     )
     parser.add_argument("--gt", required=True, metavar="GT.json", help="ground truth, a COCO dataset JSON file")
     parser.add_argument("--images", required=True, metavar="DIR", help="directory the images' file_name fields are relative to")
     parser.add_argument("--model", required=True, choices=MODELS, metavar="NAME", help="fast-rcnn (Girshick 2015) or rcnn (Girshick et al. 2014)")
-    parser.add_argument("--steps", required=True, type=int, metavar="N", help="number of SGD steps")
+    parser.add_argument(
+        "--steps", required=True, type=int, metavar="N", help="number of SGD steps (with --resume: in all, the checkpoint's included)"
+    )
     parser.add_argument("--out", required=True, metavar="WEIGHTS.npz", help="write the trained weights here")
-    parser.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    parser.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01; a resumed run keeps the checkpoint's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches (default 0)")
     parser.add_argument("--checkpoint", metavar="CKPT.npz", help="save the run here every 100 steps and at the end")
-    parser.add_argument("--resume", action="store_true", help="go on from --checkpoint if it exists")
+    parser.add_argument("--resume", action="store_true", help="go on from --checkpoint if it exists (else start afresh)")
     parser.add_argument("--log", metavar="LOSSES.json", help="write the loss of every step here")
     parser.add_argument("--proposals", choices=PROPOSAL_MODES, default="fast", metavar="MODE", help="Selective Search mode: fast (default) or quality")
     parser.add_argument("--max-proposals", type=int, default=2000, metavar="N", help="proposals per image (default 2000)")
@@ -50,15 +60,16 @@ def register(subparsers):
 
 
 class Dataset(NamedTuple):
-    """A COCO dataset read for training: per image its path, pixels, boxes and labels.
+    """A COCO dataset read for training: per image with at least one box its path, pixels, boxes and labels.
 
     paths: list of n image paths.
     images: list of n (H_i, W_i, 3) uint8 RGB.
-    boxes: list of n (G_i, 4) float64 xyxy boxes (crowd, difficult and empty ones left out).
+    boxes: list of n (G_i, 4) float64 xyxy boxes, G_i >= 1 (crowd, difficult and empty ones left out).
     labels: list of n (G_i,) int64 classes 1..K.
     classes: tuple of K category names, in sorted id order.
     category_ids: list of K ints, the COCO id of each class (label u is category_ids[u - 1]).
     ignored: how many boxes were left out.
+    without_boxes: how many images were left out, having no box left.
     """
 
     paths: list
@@ -68,6 +79,7 @@ class Dataset(NamedTuple):
     classes: tuple
     category_ids: list
     ignored: int
+    without_boxes: int
 
 
 def read_annotations(gt_path, image_dir):
@@ -95,37 +107,53 @@ def read_annotations(gt_path, image_dir):
     return gt_dict, gt, paths
 
 
-def read_dataset(gt_dict, gt, paths, gt_path):
-    """The images and boxes of a ground truth read by `read_annotations`: a `Dataset`.
-
-    Raises FileMissingError / DataFormatError naming an image that is missing or unreadable, or whose
-    size is not the ``width`` / ``height`` the ground truth gives.
-    """
-    import numpy as np
-
+def read_checked_image(path, entry=None, gt_path=None):
+    """An image file as (H, W, 3) uint8 RGB that Selective Search can take, of the size its ground-truth
+    entry declares (`entry`, a COCO ``images`` dict from the file `gt_path`, may omit ``width`` and
+    ``height``). Raises FileMissingError / DataFormatError naming the image."""
     from scratchdet.data.images import load_image
     from scratchdet.proposals.selective_search import check_rgb_image
 
-    # 1. the pixels, checked against the sizes the file declares
-    declared = {entry["id"]: entry for entry in gt_dict["images"]}  # ids are checked integers
-    images = []
-    for image_id, path in zip(gt.image_ids.tolist(), paths):
-        image = check_rgb_image(load_image(path), name=path)  # e.g. one pixel: too small for Selective Search
-        height, width = image.shape[:2]
-        entry = declared[image_id]
-        if entry.get("width", width) != width or entry.get("height", height) != height:
-            raise DataFormatError(
-                f"{path}: the image is {width}x{height} pixels, {gt_path} says {entry.get('width')}x{entry.get('height')}"
-            )
-        images.append(image)
+    image = check_rgb_image(load_image(path), name=path)  # e.g. one pixel: too small for Selective Search
+    height, width = image.shape[:2]
+    if entry is not None and (entry.get("width", width) != width or entry.get("height", height) != height):
+        raise DataFormatError(
+            f"{path}: the image is {width}x{height} pixels, {gt_path} says {entry.get('width')}x{entry.get('height')}"
+        )
+    return image
 
-    # 2. the boxes: [x, y, w, h] -> (x1, y1, x2, y2); crowd, difficult and empty boxes are not learned from
-    x, y, w, h = gt.boxes.T  # (G,) each
-    xyxy = np.stack([x, y, x + w, y + h], axis=1)  # (G, 4)
-    used = ~gt.iscrowd & ~gt.difficult & (w > 0) & (h > 0)
-    boxes = [xyxy[(gt.image == i) & used] for i in range(len(images))]
-    labels = [gt.category[(gt.image == i) & used] + 1 for i in range(len(images))]  # rank 0..K-1 -> label 1..K
-    return Dataset(paths, images, boxes, labels, tuple(gt.category_names), gt.category_ids.tolist(), int((~used).sum()))
+
+def read_dataset(gt_dict, gt, paths, gt_path):
+    """The images and boxes of a ground truth read by `read_annotations`: a `Dataset` of the images
+    that have at least one box to learn from.
+
+    Every image is read and checked, those left out too. Raises FileMissingError / DataFormatError
+    naming an image that is missing or unreadable, or whose size is not the ``width`` / ``height`` the
+    ground truth gives, and a DataFormatError naming `gt_path` when no image has a box.
+    """
+    from scratchdet import boxes as B
+
+    # 1. the boxes: [x, y, w, h] -> (x1, y1, x2, y2); crowd, difficult and empty boxes are not learned from
+    xyxy = B.convert(gt.boxes, "xywh", "xyxy")  # (G, 4)
+    used = ~gt.iscrowd & ~gt.difficult & (gt.boxes[:, 2] > 0) & (gt.boxes[:, 3] > 0)
+    boxes = [xyxy[(gt.image == i) & used] for i in range(len(paths))]
+    labels = [gt.category[(gt.image == i) & used] + 1 for i in range(len(paths))]  # rank 0..K-1 -> label 1..K
+    if not any(len(b) for b in boxes):
+        why = f"its {len(gt.boxes)} annotations are all crowd, difficult or empty" if len(gt.boxes) else "it has no annotations"
+        raise DataFormatError(f"{gt_path}: no boxes to train on ({why})")
+
+    # 2. the pixels, checked against the sizes the file declares; only the images with boxes are kept
+    declared = {entry["id"]: entry for entry in gt_dict["images"]}  # ids are checked integers
+    kept = []
+    for i, (image_id, path) in enumerate(zip(gt.image_ids.tolist(), paths)):
+        image = read_checked_image(path, declared[image_id], gt_path)
+        if len(boxes[i]):
+            kept.append((path, image, boxes[i], labels[i]))
+    paths, images, boxes, labels = (list(column) for column in zip(*kept))
+    return Dataset(
+        paths, images, boxes, labels, tuple(gt.category_names), gt.category_ids.tolist(), int((~used).sum()),
+        len(gt.image_ids) - len(kept),
+    )
 
 
 def build_model(name, classes, seed):
@@ -135,20 +163,26 @@ def build_model(name, classes, seed):
     return {"fast-rcnn": FastRCNN, "rcnn": RCNN}[name](classes, rng=seed)
 
 
+def build_optimizer(model, lr):
+    """SGD with momentum 0.9 and weight decay 5e-4 (Girshick 2015, section 2.3) over the model's parameters."""
+    from scratchdet import nn
+
+    return nn.SGD(model, lr=lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+
+
 def train_detector(model, images, boxes, labels, proposals, *, steps, lr, seed, checkpoint=None, resume=False, progress=True):
     """Train `model` with SGD (momentum 0.9, weight decay 5e-4) on Fast R-CNN's mini-batches; returns the `History`.
 
-    images: list of (H_i, W_i, 3) uint8; boxes: list of (G_i, 4) xyxy; labels: list of (G_i,) in 1..K;
-    proposals: list of (P_i, 4) xyxy. Two images per step when all have one size, else one.
+    images: list of (H_i, W_i, 3) uint8; boxes: list of (G_i, 4) xyxy, G_i >= 1; labels: list of
+    (G_i,) in 1..K; proposals: list of (P_i, 4) xyxy. Two images per step when all have one size, else one.
     """
-    from scratchdet import nn
     from scratchdet.train import fit, roi_batches
 
     images_per_batch = 2 if len({image.shape for image in images}) == 1 else 1
     batches = roi_batches(
         images, boxes, labels, proposals, images_per_batch=images_per_batch, rois_per_image=ROIS_PER_IMAGE, seed=seed
     )
-    optimizer = nn.SGD(model, lr=lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    optimizer = build_optimizer(model, lr)
     return fit(model, batches, optimizer, steps=steps, checkpoint=checkpoint, resume=resume, progress=progress, desc="train")
 
 
@@ -172,29 +206,68 @@ def loss_summary(history):
     return f"loss {means['total']:.3f}" + (f" ({parts})" if parts else "") + f", {over}"
 
 
-def check_training_options(args):
-    """The options every training run shares: --steps, --lr, --seed (InvalidArgumentError naming the bad one)."""
+def check_training_options(*, steps, seed, lr=None):
+    """The options every training run shares: --steps, --seed and --lr (InvalidArgumentError naming the bad one)."""
     import math
 
-    if args.steps < 1:
-        raise InvalidArgumentError(f"--steps must be a positive number of steps, got {args.steps}")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise InvalidArgumentError(f"--lr must be a positive number, got {args.lr}")
-    if args.seed < 0:
-        raise InvalidArgumentError(f"--seed must be >= 0, got {args.seed}")
+    if steps < 1:
+        raise InvalidArgumentError(f"--steps must be a positive number of steps, got {steps}")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise InvalidArgumentError(f"--lr must be a positive number, got {lr}")
+    if seed < 0:
+        raise InvalidArgumentError(f"--seed must be >= 0, got {seed}")
+
+
+def check_output_directory(option, path):
+    """Fail unless `path` (the value of `option`) is a directory or nothing yet (made when written)."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise InvalidArgumentError(f"{option} {path!r} exists and is not a directory")
+
+
+@contextlib.contextmanager
+def reporting_write_errors(path):
+    """Turn an OSError of the writing inside into an InvalidArgumentError "cannot write FILE: why", FILE
+    being the file the error names, else `path` (what the command was writing)."""
+    try:
+        yield
+    except OSError as error:
+        raise InvalidArgumentError(f"cannot write {error.filename or path}: {error.strerror or error}") from error
+
+
+@contextlib.contextmanager
+def written_together(paths):
+    """Temporary paths for the files `paths` ({key: path}, None paths skipped) to write, one
+    each, renamed onto them together when the block ends; on an error or Ctrl-C every temporary file
+    is removed instead: the files of one run are never mixed with those an earlier run left."""
+    from scratchdet._files import atomic_path
+
+    paths = {key: path for key, path in paths.items() if path is not None}
+    with contextlib.ExitStack() as stack:
+        temporary = {key: stack.enter_context(atomic_path(path)) for key, path in paths.items()}
+        try:
+            yield temporary
+        except OSError as error:
+            if error.filename is None and error.errno is not None:  # e.g. a full disk: about every file
+                raise OSError(error.errno, error.strerror, ", ".join(paths.values())) from error
+            raise
+
+
+def _count(n, noun, plural=None):
+    """'1 step', '2 steps' ('1 box', '2 boxes' with plural="boxes")."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def run(args):
-    """Read the data, propose regions, train, write the weights (and the losses); returns 0."""
+    """Read the data, check a checkpoint to resume, propose regions, train, write the weights (and the
+    losses); returns 0."""
     import json
     import time
 
-    from scratchdet._files import atomic_write
     from scratchdet.commands.outputs import check_distinct, check_output_file
-    from scratchdet.train import dataset_proposals
+    from scratchdet.train import dataset_proposals, load_checkpoint
 
     # 1. the options and the outputs, before any work
-    check_training_options(args)
+    check_training_options(steps=args.steps, seed=args.seed, lr=args.lr)
     if args.max_proposals < 1:
         raise InvalidArgumentError(f"--max-proposals must be positive, got {args.max_proposals}")
     if args.resume and args.checkpoint is None:
@@ -208,33 +281,52 @@ def run(args):
     check_distinct(outputs, [args.gt, *paths])
     dataset = read_dataset(gt_dict, gt, paths, args.gt)
     progress = not args.no_progress
-    resuming = args.resume and os.path.isfile(args.checkpoint)
-
-    # 3. proposals and training
-    start = time.perf_counter()
-    proposals = dataset_proposals(dataset.images, mode=args.proposals, max_boxes=args.max_proposals, progress=progress)
     model = build_model(args.model, dataset.classes, args.seed)
-    history = train_detector(
-        model, dataset.images, dataset.boxes, dataset.labels, proposals, steps=args.steps, lr=args.lr, seed=args.seed,
-        checkpoint=args.checkpoint, resume=args.resume, progress=progress,
-    )
+
+    # 3. the checkpoint to resume from, checked before the proposals: it must be of this model, and
+    #    hold no more steps than --steps; its learning rate is the one the run goes on with
+    done, lr, history = 0, args.lr, None
+    if args.resume and os.path.isfile(args.checkpoint):
+        optimizer = build_optimizer(model, args.lr)
+        done, history = load_checkpoint(args.checkpoint, model, optimizer)
+        lr = optimizer.lr
+        if done > args.steps:
+            raise InvalidArgumentError(
+                f"--steps {args.steps}: {args.checkpoint} already holds {_count(done, 'step')}; give --steps {done} or more to resume it"
+            )
+
+    # 4. proposals and training (none when the checkpoint already holds every step)
+    start = time.perf_counter()
+    if done < args.steps:
+        proposals = dataset_proposals(dataset.images, mode=args.proposals, max_boxes=args.max_proposals, progress=progress)
+        history = train_detector(
+            model, dataset.images, dataset.boxes, dataset.labels, proposals, steps=args.steps, lr=lr, seed=args.seed,
+            checkpoint=args.checkpoint, resume=args.resume, progress=progress,
+        )
     seconds = time.perf_counter() - start
 
-    # 4. the weights, with what `detect` needs to map labels back to category ids, then the losses
-    try:
+    # 5. the weights, with what `detect` needs to map labels back to category ids, and the losses: both or neither
+    with reporting_write_errors(args.out), written_together({"out": args.out, "log": args.log}) as tmp:
         save_detector(
-            args.out, model, dataset.category_ids, model=args.model, steps=args.steps, lr=args.lr, seed=args.seed,
+            tmp["out"], model, dataset.category_ids, model=args.model, steps=args.steps, lr=lr, seed=args.seed,
             proposals=args.proposals, max_proposals=args.max_proposals,
         )
         if args.log:
-            with atomic_write(args.log) as f:
+            with open(tmp["log"], "w") as f:
                 json.dump(history.as_dict(), f)
-    except OSError as error:
-        raise InvalidArgumentError(f"cannot write {error.filename or args.out}: {error.strerror or error}") from error
-    resumed = f", resumed from {args.checkpoint}" if resuming else ""
-    ignored = f", {dataset.ignored} crowd / difficult / empty boxes left out" if dataset.ignored else ""
+    left_out = []
+    if dataset.ignored:
+        left_out.append(_count(dataset.ignored, "crowd / difficult / empty box", "crowd / difficult / empty boxes"))
+    if dataset.without_boxes:
+        left_out.append(_count(dataset.without_boxes, "image") + " without boxes")
+    left_out = f" ({' and '.join(left_out)} left out)" if left_out else ""
+    if done == args.steps:
+        trained = f"nothing to train: {args.checkpoint} already holds {_count(done, 'step')}"
+    else:
+        resumed = f" (resumed from {args.checkpoint} at step {done})" if done else ""
+        trained = f"{_count(args.steps, 'step')}{resumed} in {seconds:.1f} s"
     print(
-        f"{args.model}: {len(dataset.images)} images, {len(dataset.classes)} classes{ignored}; {args.steps} steps{resumed} "
-        f"in {seconds:.1f} s; {loss_summary(history)}; weights {args.out}"
+        f"{args.model}: {len(dataset.images)} images, {len(dataset.classes)} classes{left_out}; {trained}; "
+        f"{loss_summary(history)}; weights {args.out}"
     )
     return 0
