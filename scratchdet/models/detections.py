@@ -9,7 +9,8 @@ import numpy as np
 
 from scratchdet import boxes as B
 from scratchdet.errors import InvalidArgumentError
-from scratchdet.models.base import Model, check_channels, check_classes, check_fraction, check_image, check_positive
+from scratchdet.backend import to_host
+from scratchdet.models.base import Model, check_channels, check_classes, check_fraction, check_image, check_positive, softmax
 from scratchdet.nn.losses import _check_non_negative, multitask_loss
 
 
@@ -122,6 +123,18 @@ class Detector(Model):
         )
         self.backward(dscores, ddeltas)
         return {"total": loss.total, "cls": loss.cls, "loc": loss.loc}
+
+    def score_in_chunks(self, n_regions, chunk, outputs):
+        """Run `outputs(start, stop)` -> (scores (r, K + 1), deltas (r, 4 (K + 1))) of regions start..stop-1
+        on `chunk` regions at a time (bounding the memory) and gather the results on the host:
+        (probabilities (R, K + 1), deltas (R, 4 (K + 1))), float64."""
+        n_classes1 = len(self.classes) + 1
+        probs, deltas = [np.zeros((0, n_classes1))], [np.zeros((0, 4 * n_classes1))]
+        for start in range(0, n_regions, chunk):
+            scores, chunk_deltas = outputs(start, min(start + chunk, n_regions))
+            probs.append(softmax(scores))
+            deltas.append(np.asarray(to_host(chunk_deltas), dtype=np.float64))
+        return np.concatenate(probs), np.concatenate(deltas)
 
     def predict(self, image, proposals=None, *, score_threshold=0.05, nms_threshold=0.3, max_detections=100, max_proposals=2000):
         """Detect objects in one image.

@@ -5,7 +5,6 @@ softmax over K + 1 classes and class-specific box deltas, trained with the multi
 
 import numpy as np
 
-from scratchdet.backend import to_host
 from scratchdet.models.base import (
     check_image,
     check_positive,
@@ -14,7 +13,6 @@ from scratchdet.models.base import (
     fork_backward,
     images_to_input,
     small_normal_linear,
-    softmax,
 )
 from scratchdet.models.detections import Detector
 from scratchdet.nn.layers import Dropout, Flatten, Linear, ReLU, RoIPool, Sequential, as_generator, register_layer
@@ -134,14 +132,6 @@ class FastRCNN(Detector):
         image = check_image(image)
         proposals = np.asarray(proposals, dtype=np.float64).reshape(-1, 4)
         rois = np.concatenate([np.zeros((len(proposals), 1)), proposals], axis=1)  # (R, 5), all from image 0
-        probs, deltas = [], []
         with evaluation_mode(self):
             features = self.backbone.forward(self._on_device(network_input(image, self.stride, self.dtype)))
-            for start in range(0, len(rois), self.batch_rois):
-                scores, chunk_deltas = self.roi_forward(features, rois[start : start + self.batch_rois])
-                probs.append(softmax(scores))
-                deltas.append(np.asarray(to_host(chunk_deltas), dtype=np.float64))
-        n_classes1 = len(self.classes) + 1
-        if not probs:
-            return np.zeros((0, n_classes1)), np.zeros((0, 4 * n_classes1))
-        return np.concatenate(probs), np.concatenate(deltas)
+            return self.score_in_chunks(len(rois), self.batch_rois, lambda a, b: self.roi_forward(features, rois[a:b]))

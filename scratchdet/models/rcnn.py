@@ -11,7 +11,6 @@ with the multi-task loss (the paper fits ridge regressors on pool5 features, app
 import numpy as np
 
 from scratchdet import boxes as B
-from scratchdet.backend import to_host
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.models.base import (
     check_count,
@@ -21,7 +20,6 @@ from scratchdet.models.base import (
     evaluation_mode,
     fork_backward,
     images_to_input,
-    softmax,
 )
 from scratchdet.models.detections import Detector
 from scratchdet.models.fast_rcnn import detection_heads
@@ -162,15 +160,10 @@ class RCNN(Detector):
         in `image` (H, W, 3) uint8: `batch_regions` warped regions per forward pass (evaluation mode)."""
         image = check_image(image)
         proposals = np.asarray(proposals, dtype=np.float64).reshape(-1, 4)
-        probs, deltas = [], []
+
+        def outputs(start, stop):
+            crops = warp_regions(image, proposals[start:stop], self.crop_size, self.context)  # (r, 3, S, S)
+            return self.forward(self._on_device(crops.astype(self.dtype, copy=False)))
+
         with evaluation_mode(self):
-            for start in range(0, len(proposals), self.batch_regions):
-                chunk = proposals[start : start + self.batch_regions]
-                crops = warp_regions(image, chunk, self.crop_size, self.context).astype(self.dtype, copy=False)
-                scores, chunk_deltas = self.forward(self._on_device(crops))
-                probs.append(softmax(scores))
-                deltas.append(np.asarray(to_host(chunk_deltas), dtype=np.float64))
-        n_classes1 = len(self.classes) + 1
-        if not probs:
-            return np.zeros((0, n_classes1)), np.zeros((0, 4 * n_classes1))
-        return np.concatenate(probs), np.concatenate(deltas)
+            return self.score_in_chunks(len(proposals), self.batch_regions, outputs)
