@@ -514,3 +514,15 @@ def test_subprocess_bad_weights_prints_no_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("scratchdet detect: error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert files_under(tmp_path) == ["w.npz"]
+
+
+def test_resume_with_another_seed_exits_2_before_any_work(shapes_dir, tmp_path, capsys, monkeypatch):
+    # another --seed draws other batches: the resumed run would not be the one the checkpoint began
+    checkpoint = str(tmp_path / "ckpt.npz")
+    assert _train(shapes_dir, tmp_path / "half", 1, "--checkpoint", checkpoint, "--seed", "1") == 0
+    before = files_under(tmp_path)
+    capsys.readouterr()
+    monkeypatch.setattr("scratchdet.train.dataset_proposals", _no_proposals)
+    assert _train(shapes_dir, tmp_path / "resumed", 2, "--checkpoint", checkpoint, "--resume", "--seed", "2") == 2
+    assert_one_line_error(capsys, "train", f"{checkpoint}: the checkpoint's run had seed=1; resume it with the same settings")
+    assert files_under(tmp_path) == before

@@ -170,11 +170,20 @@ def build_optimizer(model, lr):
     return nn.SGD(model, lr=lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
 
-def train_detector(model, images, boxes, labels, proposals, *, steps, lr, seed, checkpoint=None, resume=False, progress=True):
+def run_settings(args):
+    """What a checkpoint of `train` must match to be resumed besides the model: the batches' seed and
+    the proposals (another --seed would draw other batches, other proposals other RoIs)."""
+    return {"seed": args.seed, "proposals": args.proposals, "max_proposals": args.max_proposals}
+
+
+def train_detector(
+    model, images, boxes, labels, proposals, *, steps, lr, seed, checkpoint=None, resume=False, settings=None, progress=True
+):
     """Train `model` with SGD (momentum 0.9, weight decay 5e-4) on Fast R-CNN's mini-batches; returns the `History`.
 
     images: list of (H_i, W_i, 3) uint8; boxes: list of (G_i, 4) xyxy, G_i >= 1; labels: list of
     (G_i,) in 1..K; proposals: list of (P_i, 4) xyxy. Two images per step when all have one size, else one.
+    settings: what the checkpoint must match to be resumed (see `fit`).
     """
     from scratchdet.train import fit, roi_batches
 
@@ -183,7 +192,10 @@ def train_detector(model, images, boxes, labels, proposals, *, steps, lr, seed, 
         images, boxes, labels, proposals, images_per_batch=images_per_batch, rois_per_image=ROIS_PER_IMAGE, seed=seed
     )
     optimizer = build_optimizer(model, lr)
-    return fit(model, batches, optimizer, steps=steps, checkpoint=checkpoint, resume=resume, progress=progress, desc="train")
+    return fit(
+        model, batches, optimizer, steps=steps, checkpoint=checkpoint, resume=resume, settings=settings, progress=progress,
+        desc="train",
+    )
 
 
 def save_detector(path, detector, category_ids, **settings):
@@ -288,7 +300,7 @@ def run(args):
     done, lr, history = 0, args.lr, None
     if args.resume and os.path.isfile(args.checkpoint):
         optimizer = build_optimizer(model, args.lr)
-        done, history = load_checkpoint(args.checkpoint, model, optimizer)
+        done, history = load_checkpoint(args.checkpoint, model, optimizer, settings=run_settings(args))
         lr = optimizer.lr
         if done > args.steps:
             raise InvalidArgumentError(
@@ -301,7 +313,7 @@ def run(args):
         proposals = dataset_proposals(dataset.images, mode=args.proposals, max_boxes=args.max_proposals, progress=progress)
         history = train_detector(
             model, dataset.images, dataset.boxes, dataset.labels, proposals, steps=args.steps, lr=lr, seed=args.seed,
-            checkpoint=args.checkpoint, resume=args.resume, progress=progress,
+            checkpoint=args.checkpoint, resume=args.resume, settings=run_settings(args), progress=progress,
         )
     seconds = time.perf_counter() - start
 

@@ -89,7 +89,7 @@ class History:
 
 
 def fit(model, batches, optimizer, *, steps, schedule=None, checkpoint=None, checkpoint_every=100,
-        resume=False, progress=True, desc="train"):
+        resume=False, settings=None, progress=True, desc="train"):
     """Train `model` for steps 0, 1, ..., steps - 1 (or from a checkpoint's step on) and return its `History`.
 
     Each step:
@@ -116,8 +116,10 @@ def fit(model, batches, optimizer, *, steps, schedule=None, checkpoint=None, che
         schedule: None or a learning-rate schedule such as `nn.StepLR`, stepped once per step, i.e.
             per iteration: StepLR's `step_size` counts iterations here, not epochs.
         checkpoint: None or a path (.npz). The checkpoint is written atomically every
-            `checkpoint_every` steps, at the end, and before raising TrainingDivergedError (then it
-            holds the last finite state). See `save_checkpoint` for what it holds.
+            `checkpoint_every` steps, at the end, before raising TrainingDivergedError (then it
+            holds the last finite state), and on a KeyboardInterrupt (Ctrl-C) that comes before a
+            step's update (the common case: the update is a small part of a step); one during the
+            update leaves the last checkpoint as it was. See `save_checkpoint` for what it holds.
         checkpoint_every: an int >= 1, in steps.
         resume: with an existing `checkpoint` file, restore the run from it (parameters, optimiser and
             schedule state, the model's random generators, the history) and go on from its step up to
@@ -127,6 +129,9 @@ def fit(model, batches, optimizer, *, steps, schedule=None, checkpoint=None, che
             Resuming is exact when the optimiser and schedule are built with the same settings as
             before (their state and the learning rate are in the checkpoint, settings such as momentum
             are not): the run's numbers are then the same, bit for bit, as an uninterrupted run's.
+        settings: None or a JSON-ready dict of what else makes the run what it is (e.g. the batches'
+            seed, the data), kept in the checkpoint; resuming with different settings is refused (a
+            DataFormatError naming them), since the run would no longer be the one it continues.
         progress: show a tqdm progress bar (on stderr) with the current losses; False prints nothing.
         desc: the progress bar's label.
 
@@ -156,11 +161,12 @@ def fit(model, batches, optimizer, *, steps, schedule=None, checkpoint=None, che
         raise InvalidArgumentError(f"resume must be True or False, got {resume!r}")
     if resume and checkpoint is None:
         raise InvalidArgumentError("resume=True needs a checkpoint path to resume from")
+    settings = _check_settings(settings)
 
     # 1. start from scratch, or from where the checkpoint left off
     history, start, saved_step = History(), 0, None
     if resume and os.path.isfile(checkpoint):
-        start, history = load_checkpoint(checkpoint, model, optimizer, schedule)
+        start, history = load_checkpoint(checkpoint, model, optimizer, schedule, settings=settings)
         saved_step = start
         if start >= steps:
             return history
@@ -172,16 +178,23 @@ def fit(model, batches, optimizer, *, steps, schedule=None, checkpoint=None, che
             # 2. forward, loss and backward; the generators' states are kept so that a diverged step
             # can be undone completely (the dropout masks it drew included)
             rng_states = [generator.bit_generator.state for generator in generators]
-            components = _loss_components(model.training_step(batches(step)), step)
+            try:
+                components = _loss_components(model.training_step(batches(step)), step)
+            except KeyboardInterrupt:
+                # interrupted before the update (Ctrl-C): the state is still the end of the last step,
+                # so keep it (with this step's dropout draws undone); the run resumes from it exactly
+                _rewind(generators, rng_states)
+                if checkpoint is not None and saved_step != step:
+                    save_checkpoint(checkpoint, model, optimizer, schedule, step, history, settings=settings)
+                raise
             history.check_names(components, step)
 
             # 3. stop before a non-finite loss reaches the parameters
             if not all(math.isfinite(value) for value in components.values()):
-                for generator, state in zip(generators, rng_states):
-                    generator.bit_generator.state = state
+                _rewind(generators, rng_states)
                 where = ""
                 if checkpoint is not None:
-                    save_checkpoint(checkpoint, model, optimizer, schedule, step, history)
+                    save_checkpoint(checkpoint, model, optimizer, schedule, step, history, settings=settings)
                     where = f"; {checkpoint} holds the state before step {step}"
                 left = f"as after step {step - 1}" if step > 0 else "as they were at the start"
                 raise TrainingDivergedError(
@@ -200,12 +213,30 @@ def fit(model, batches, optimizer, *, steps, schedule=None, checkpoint=None, che
             bar.update(1)
             done = step + 1
             if checkpoint is not None and (done % checkpoint_every == 0 or done == steps):
-                save_checkpoint(checkpoint, model, optimizer, schedule, done, history)
+                save_checkpoint(checkpoint, model, optimizer, schedule, done, history, settings=settings)
                 saved_step = done
 
     if checkpoint is not None and saved_step != steps:  # a run of 0 steps still leaves its checkpoint
-        save_checkpoint(checkpoint, model, optimizer, schedule, steps, history)
+        save_checkpoint(checkpoint, model, optimizer, schedule, steps, history, settings=settings)
     return history
+
+
+def _check_settings(settings):
+    """`settings` as it reads back from JSON (tuples become lists), or an InvalidArgumentError."""
+    if settings is None:
+        return None
+    if not isinstance(settings, Mapping):
+        raise InvalidArgumentError(f"settings must be a dict, got {type(settings).__name__}")
+    try:
+        return json.loads(json.dumps(dict(settings), allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise InvalidArgumentError(f"settings must be JSON-ready (str keys, numbers, text, lists): {error}") from None
+
+
+def _rewind(generators, states):
+    """Put each random generator back to the state it had (undoing a step's dropout draws)."""
+    for generator, state in zip(generators, states):
+        generator.bit_generator.state = state
 
 
 def _loss_components(components, step):
@@ -240,7 +271,7 @@ def _format_components(components):
 # -- checkpoints ------------------------------------------------------------------------------------
 
 
-def save_checkpoint(path, model, optimizer, schedule, step, history):
+def save_checkpoint(path, model, optimizer, schedule, step, history, *, settings=None):
     """Write the state of a run after `step` steps to `path` (.npz), atomically, without pickle.
 
     The file holds "metadata" (JSON text: format and version, `step`, each parameter's shape and dtype,
@@ -255,9 +286,11 @@ def save_checkpoint(path, model, optimizer, schedule, step, history):
         model, optimizer, schedule: as given to `fit` (schedule may be None).
         step: the number of steps done, i.e. the step a resumed run starts from (an int >= 0).
         history: the `History` of those steps.
+        settings: None or a JSON-ready dict kept in the metadata (see `fit`).
     """
     path = _check_checkpoint_path(path)
     step = _check_int("step", step, 0)
+    settings = _check_settings(settings)
     if not isinstance(history, History):
         raise InvalidArgumentError(f"history must be a History, got {type(history).__name__}")
     arrays = {}
@@ -287,6 +320,7 @@ def save_checkpoint(path, model, optimizer, schedule, step, history):
         "optimizer": type(optimizer).__name__,
         "schedule": None if schedule is None else type(schedule).__name__,
         "generators": [generator_path for generator_path, _ in generators],
+        "settings": settings,
     }
     arrays[METADATA_KEY] = np.array(json.dumps(metadata))
     with atomic_path(path) as tmp:
@@ -294,12 +328,13 @@ def save_checkpoint(path, model, optimizer, schedule, step, history):
             np.savez(f, **arrays)
 
 
-def load_checkpoint(path, model, optimizer, schedule=None):
+def load_checkpoint(path, model, optimizer, schedule=None, *, settings=None):
     """Restore a run saved by `save_checkpoint` into `model`, `optimizer` and `schedule`; return (step, history).
 
     The file is checked first, and nothing is changed unless it fits: the same parameter names, shapes
     and dtypes, the same model and optimiser classes, a schedule of the same class when it was saved with one (and
-    none when it was not), and the same random generators in the model. Then the optimiser and schedule
+    none when it was not), the same random generators in the model, and the same `settings` (when
+    given; see `fit`). Then the optimiser and schedule
     states are loaded, the generators' states set, and every parameter overwritten in place (a parameter
     on the GPU gets the saved values copied to the GPU).
 
@@ -312,18 +347,24 @@ def load_checkpoint(path, model, optimizer, schedule=None):
             checkpoint of another model, optimiser or schedule (the message names what differs).
     """
     path = os.fspath(path)
+    settings = _check_settings(settings)
     metadata, arrays = _read_checkpoint(path)
     try:
         step = metadata["step"]
         saved_parameters = {name: (tuple(entry["shape"]), entry["dtype"]) for name, entry in metadata["parameters"].items()}
         saved_model, saved_optimizer, saved_schedule = metadata["model"], metadata["optimizer"], metadata["schedule"]
         saved_generators = list(metadata["generators"])
+        saved_settings = metadata.get("settings")
     except (KeyError, TypeError, AttributeError) as error:
         raise DataFormatError(f"{path}: checkpoint metadata is malformed ({type(error).__name__}: {error})") from error
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise DataFormatError(f"{path}: checkpoint step must be an int >= 0, got {step!r}")
 
-    # 1. the checkpoint must belong to this model, optimiser and schedule
+    # 1. the checkpoint must belong to this model, optimiser, schedule and settings
+    if settings is not None and saved_settings != settings:
+        differ = sorted(k for k in set(settings) | set(saved_settings or {}) if (saved_settings or {}).get(k) != settings.get(k))
+        were = ", ".join(f"{k}={(saved_settings or {}).get(k)!r}" for k in differ)
+        raise DataFormatError(f"{path}: the checkpoint's run had {were}; resume it with the same settings")
     if saved_model != type(model).__name__:  # (R-CNN and Fast R-CNN can have the same parameters)
         raise DataFormatError(f"{path}: the checkpoint is of a {saved_model}, this run trains a {type(model).__name__}")
     parameters = {name: (layer, key) for name, layer, key in model.named_parameters()}

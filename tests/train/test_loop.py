@@ -429,3 +429,51 @@ def test_resume_refuses_a_checkpoint_of_another_model_class_with_the_same_parame
     save_checkpoint(path, fast, nn.SGD(fast, lr=0.1), None, 0, History())
     with pytest.raises(DataFormatError, match="FastRCNN.*RCNN"):
         load_checkpoint(path, slow, nn.SGD(slow, lr=0.1))
+
+
+class InterruptedClassifier(TinyClassifier):
+    """Trains normally, except that its `stop_at`-th call (0-based) draws its dropout masks and is then
+    interrupted (Ctrl-C) before returning."""
+
+    def __init__(self, seed, stop_at):
+        super().__init__(seed)
+        self.stop_at, self.calls = stop_at, 0
+
+    def training_step(self, batch):
+        components = super().training_step(batch)
+        self.calls += 1
+        if self.calls - 1 == self.stop_at:
+            raise KeyboardInterrupt
+        return components
+
+
+def test_ctrl_c_before_an_update_checkpoints_the_last_step_and_resumes_exactly(tmp_path):
+    path = tmp_path / "run.npz"
+    model, opt, schedule = make_run(model=InterruptedClassifier(seed=0, stop_at=5))
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, batches, opt, steps=8, schedule=schedule, checkpoint=path, checkpoint_every=100, progress=False)
+    # the checkpoint holds the 5 steps done, although the next periodic one was 95 steps away
+    fresh, fresh_opt, fresh_schedule = make_run(model=InterruptedClassifier(seed=9, stop_at=None))
+    history = fit(fresh, batches, fresh_opt, steps=8, schedule=fresh_schedule, checkpoint=path, resume=True, progress=False)
+    reference, ref_opt, ref_schedule = make_run()
+    ref_history = fit(reference, batches, ref_opt, steps=8, schedule=ref_schedule, progress=False)
+    assert history.as_dict() == ref_history.as_dict()
+    assert_same_arrays(parameters(fresh), parameters(reference))
+    assert dropout_state(fresh) == dropout_state(reference)
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings_and_accepts_the_same(tmp_path):
+    """The batches' seed (or the data) is not in the model: `settings` keeps it, and a resumed run
+    with another would silently no longer be the run it continues."""
+    path = tmp_path / "run.npz"
+    model, opt, schedule = make_run()
+    fit(model, batches, opt, steps=2, schedule=schedule, checkpoint=path, settings={"seed": 3, "sizes": (8, 8)}, progress=False)
+    model, opt, schedule = make_run()
+    with pytest.raises(DataFormatError, match="seed=3"):
+        fit(model, batches, opt, steps=4, schedule=schedule, checkpoint=path, resume=True, settings={"seed": 4, "sizes": (8, 8)},
+            progress=False)
+    history = fit(model, batches, opt, steps=4, schedule=schedule, checkpoint=path, resume=True,
+                  settings={"seed": 3, "sizes": (8, 8)}, progress=False)  # tuples read back as lists: still the same
+    assert history.steps == [0, 1, 2, 3]
+    with pytest.raises(InvalidArgumentError, match="settings"):
+        fit(model, batches, opt, steps=4, settings={"seed": object()}, progress=False)
