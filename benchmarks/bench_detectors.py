@@ -64,21 +64,23 @@ def test_fast_rcnn_against_rcnn(compare_with_peer, scene, n_regions):
     )
 
 
+def _with_weights(theirs, ours, torch):
+    """PyTorch layer `theirs` given the weight and bias of our layer `ours`; returns it."""
+    theirs.weight.data = torch.from_numpy(ours.params["weight"].copy())
+    theirs.bias.data = torch.from_numpy(ours.params["bias"].copy())
+    return theirs
+
+
 def _torch_rcnn(model, torch):
-    """The R-CNN network of `model` in PyTorch, with its weights."""
+    """The R-CNN network of `model` in PyTorch, with its weights: (trunk, [cls_score, bbox_pred])."""
     layers = []
     for layer in model.backbone.layers + [model.pool] + model.head.layers:
         name = type(layer).__name__
         if name == "Conv2d":
             conv = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, padding=layer.padding)
-            conv.weight.data = torch.from_numpy(layer.params["weight"].copy())
-            conv.bias.data = torch.from_numpy(layer.params["bias"].copy())
-            layers.append(conv)
+            layers.append(_with_weights(conv, layer, torch))
         elif name == "Linear":
-            linear = torch.nn.Linear(layer.in_features, layer.out_features)
-            linear.weight.data = torch.from_numpy(layer.params["weight"].copy())
-            linear.bias.data = torch.from_numpy(layer.params["bias"].copy())
-            layers.append(linear)
+            layers.append(_with_weights(torch.nn.Linear(layer.in_features, layer.out_features), layer, torch))
         elif name == "ReLU":
             layers.append(torch.nn.ReLU())
         elif name == "MaxPool2d":
@@ -87,14 +89,8 @@ def _torch_rcnn(model, torch):
             layers.append(torch.nn.Flatten())
         elif name == "Dropout":
             layers.append(torch.nn.Dropout(layer.p))
-    trunk = torch.nn.Sequential(*layers)
-    heads = []
-    for layer in (model.cls_score, model.bbox_pred):
-        linear = torch.nn.Linear(layer.in_features, layer.out_features)
-        linear.weight.data = torch.from_numpy(layer.params["weight"].copy())
-        linear.bias.data = torch.from_numpy(layer.params["bias"].copy())
-        heads.append(linear)
-    return trunk, heads
+    heads = [_with_weights(torch.nn.Linear(h.in_features, h.out_features), h, torch) for h in (model.cls_score, model.bbox_pred)]
+    return torch.nn.Sequential(*layers), heads
 
 
 def test_rcnn_network_against_pytorch(compare_with_peer, scene):

@@ -53,8 +53,7 @@ def run_shapes(args):
     from tqdm import tqdm
 
     from scratchdet._files import atomic_path
-    from scratchdet.commands.outputs import check_output_files
-    from scratchdet.commands.train import check_output_directory, reporting_write_errors
+    from scratchdet.commands.outputs import check_output_directory, check_output_files, reporting_write_errors
     from scratchdet.data.coco import write_ground_truth
     from scratchdet.data.shapes import shapes_dataset
 

@@ -62,11 +62,8 @@ def run(args):
     import numpy as np
 
     from scratchdet.commands.detect import scoring_at_least
-    from scratchdet.commands.outputs import check_output_files
-    from scratchdet.commands.train import (
-        build_model, check_output_directory, check_training_options, loss_summary, reporting_write_errors, save_detector,
-        train_detector, written_together,
-    )
+    from scratchdet.commands.outputs import check_output_directory, check_output_files, reporting_write_errors, written_together
+    from scratchdet.commands.train import build_model, check_training_options, loss_summary, save_detector, train_detector
     from scratchdet.data.coco import write_detections, write_ground_truth
     from scratchdet.data.shapes import shapes_dataset
     from scratchdet.eval import evaluate_coco, evaluate_voc

@@ -143,8 +143,10 @@ def run(args):
     from tqdm import tqdm
 
     from scratchdet import boxes as B
-    from scratchdet.commands.outputs import check_distinct, check_output_file, check_output_files
-    from scratchdet.commands.train import check_output_directory, read_checked_image, reporting_write_errors
+    from scratchdet.commands.outputs import (
+        check_distinct, check_output_directory, check_output_file, check_output_files, reporting_write_errors,
+    )
+    from scratchdet.commands.train import read_checked_image
     from scratchdet.data.coco import load_json, parse_ground_truth, write_detections
     from scratchdet.proposals import selective_search
 

@@ -1,5 +1,7 @@
-"""Checks of a command's output paths, made before any work: a bad one stops the run with nothing written."""
+"""A command's outputs: their paths checked before any work (a bad one stops the run with nothing
+written), write errors reported as one line, and the files of one run written together."""
 
+import contextlib
 import os
 import tempfile
 
@@ -78,3 +80,37 @@ def _identities(path):
     except OSError:
         return keys
     return keys + [(status.st_dev, status.st_ino)]
+
+
+def check_output_directory(option, path):
+    """Fail unless `path` (the value of `option`) is a directory or nothing yet (made when written)."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise InvalidArgumentError(f"{option} {path!r} exists and is not a directory")
+
+
+@contextlib.contextmanager
+def reporting_write_errors(path):
+    """Turn an OSError of the writing inside into an InvalidArgumentError "cannot write FILE: why", FILE
+    being the file the error names, else `path` (what the command was writing)."""
+    try:
+        yield
+    except OSError as error:
+        raise InvalidArgumentError(f"cannot write {error.filename or path}: {error.strerror or error}") from error
+
+
+@contextlib.contextmanager
+def written_together(paths):
+    """Temporary paths for the files `paths` ({key: path}, None paths skipped) to write, one
+    each, renamed onto them together when the block ends; on an error or Ctrl-C every temporary file
+    is removed instead: the files of one run are never mixed with those an earlier run left."""
+    from scratchdet._files import atomic_path
+
+    paths = {key: path for key, path in paths.items() if path is not None}
+    with contextlib.ExitStack() as stack:
+        temporary = {key: stack.enter_context(atomic_path(path)) for key, path in paths.items()}
+        try:
+            yield temporary
+        except OSError as error:
+            if error.filename is None and error.errno is not None:  # e.g. a full disk: about every file
+                raise OSError(error.errno, error.strerror, ", ".join(paths.values())) from error
+            raise

@@ -49,7 +49,7 @@ def run(args):
     from tqdm import tqdm
 
     from scratchdet._files import atomic_write
-    from scratchdet.commands.outputs import check_distinct, check_output_file, check_output_files
+    from scratchdet.commands.outputs import check_distinct, check_output_file, check_output_files, reporting_write_errors
     from scratchdet.data.images import load_image
     from scratchdet.proposals import selective_search
     from scratchdet.proposals.selective_search import check_rgb_image
@@ -90,7 +90,7 @@ def run(args):
         all_boxes.append(boxes)
     # 4. the pictures, then one JSON file for all images, each written atomically (drawing can fail
     #    where writing JSON hardly does: the JSON file is not written then)
-    try:
+    with reporting_write_errors(args.out):
         if args.plot:
             from scratchdet.viz import plot_proposals
 
@@ -103,6 +103,4 @@ def run(args):
             ]
             with atomic_write(args.out) as f:
                 json.dump({"mode": args.mode, "seed": args.seed, "box_format": "xyxy", "images": results}, f)
-    except OSError as error:
-        raise InvalidArgumentError(f"cannot write {error.filename or args.out}: {error.strerror or error}") from error
     return 0

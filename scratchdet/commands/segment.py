@@ -35,7 +35,7 @@ def run(args):
     import numpy as np
 
     from scratchdet._files import atomic_write
-    from scratchdet.commands.outputs import check_distinct, check_output_file
+    from scratchdet.commands.outputs import check_distinct, check_output_file, reporting_write_errors
     from scratchdet.data.images import load_image
     from scratchdet.proposals import felzenszwalb
     from scratchdet.viz import figure_format
@@ -59,7 +59,7 @@ def run(args):
           f"(scale={args.scale:g}, sigma={args.sigma:g}, min_size={args.min_size})")
     # 3. write, each file atomically, the picture first: drawing can fail where saving an array
     #    hardly does, and then nothing is written
-    try:
+    with reporting_write_errors(args.out):
         if args.plot:
             from scratchdet.viz import plot_segments
 
@@ -68,6 +68,4 @@ def run(args):
         if args.out:
             with atomic_write(args.out, "wb") as f:
                 np.save(f, labels)
-    except OSError as error:
-        raise InvalidArgumentError(f"cannot write {error.filename or args.out}: {error.strerror or error}") from error
     return 0

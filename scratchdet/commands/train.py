@@ -17,7 +17,6 @@ to ``--steps``; the checkpoint is checked before any work, and one that already 
 steps gives its weights without training.
 """
 
-import contextlib
 import os
 from typing import NamedTuple
 
@@ -230,40 +229,6 @@ def check_training_options(*, steps, seed, lr=None):
         raise InvalidArgumentError(f"--seed must be >= 0, got {seed}")
 
 
-def check_output_directory(option, path):
-    """Fail unless `path` (the value of `option`) is a directory or nothing yet (made when written)."""
-    if os.path.lexists(path) and not os.path.isdir(path):
-        raise InvalidArgumentError(f"{option} {path!r} exists and is not a directory")
-
-
-@contextlib.contextmanager
-def reporting_write_errors(path):
-    """Turn an OSError of the writing inside into an InvalidArgumentError "cannot write FILE: why", FILE
-    being the file the error names, else `path` (what the command was writing)."""
-    try:
-        yield
-    except OSError as error:
-        raise InvalidArgumentError(f"cannot write {error.filename or path}: {error.strerror or error}") from error
-
-
-@contextlib.contextmanager
-def written_together(paths):
-    """Temporary paths for the files `paths` ({key: path}, None paths skipped) to write, one
-    each, renamed onto them together when the block ends; on an error or Ctrl-C every temporary file
-    is removed instead: the files of one run are never mixed with those an earlier run left."""
-    from scratchdet._files import atomic_path
-
-    paths = {key: path for key, path in paths.items() if path is not None}
-    with contextlib.ExitStack() as stack:
-        temporary = {key: stack.enter_context(atomic_path(path)) for key, path in paths.items()}
-        try:
-            yield temporary
-        except OSError as error:
-            if error.filename is None and error.errno is not None:  # e.g. a full disk: about every file
-                raise OSError(error.errno, error.strerror, ", ".join(paths.values())) from error
-            raise
-
-
 def _count(n, noun, plural=None):
     """'1 step', '2 steps' ('1 box', '2 boxes' with plural="boxes")."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
@@ -275,7 +240,7 @@ def run(args):
     import json
     import time
 
-    from scratchdet.commands.outputs import check_distinct, check_output_file
+    from scratchdet.commands.outputs import check_distinct, check_output_file, reporting_write_errors, written_together
     from scratchdet.train import dataset_proposals, load_checkpoint
 
     # 1. the options and the outputs, before any work

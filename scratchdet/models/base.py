@@ -138,8 +138,9 @@ def conv_backbone(channels, rng, dtype=np.float32):
 
 
 def small_normal_linear(in_features, out_features, std, rng, dtype=np.float32):
-    """A Linear layer with weights from N(0, std**2) and zero bias: Fast R-CNN (Girshick 2015,
-    section 2.3) starts its classifier at std 0.01 and its box regressor at std 0.001."""
+    """A Linear layer (in_features -> out_features; weight (out_features, in_features)) with weights
+    from N(0, std**2) and zero bias: Fast R-CNN (Girshick 2015, section 2.3) starts its classifier at
+    std 0.01 and its box regressor at std 0.001."""
     layer = Linear(in_features, out_features, rng=rng, dtype=dtype)
     layer.params["weight"] = (as_generator(rng).standard_normal((out_features, in_features)) * std).astype(dtype)
     return layer
@@ -171,24 +172,6 @@ def check_classes(classes):
     if not classes or len(set(classes)) != len(classes):
         raise InvalidArgumentError(f"classes must be non-empty and without repeats, got {classes!r}")
     return classes
-
-
-def check_fraction(name, value, high_inclusive=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 <= value <= 1 if high_inclusive else 0 <= value < 1):
-        raise InvalidArgumentError(f"{name} must be a number in [0, 1{']' if high_inclusive else ')'}, got {value!r}")
-    return float(value)
-
-
-def check_count(name, value, minimum=0):
-    """`value` as an int >= `minimum` (not a bool, not a float), or an InvalidArgumentError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_positive(name, value):
-    """`value` as an int >= 1, or an InvalidArgumentError naming `name`."""
-    return check_count(name, value, minimum=1)
 
 
 def check_image(image):

@@ -3,14 +3,15 @@ and box deltas into it: decode each class's box, clip, drop low scores, per-clas
 """
 
 import dataclasses
-import numbers
 
 import numpy as np
 
 from scratchdet import boxes as B
-from scratchdet.errors import InvalidArgumentError
 from scratchdet.backend import to_host
-from scratchdet.models.base import Model, check_channels, check_classes, check_fraction, check_image, check_positive, softmax
+from scratchdet.errors import InvalidArgumentError
+from scratchdet.models.base import Model, check_channels, check_classes, check_image, softmax
+from scratchdet.nn import functional as F
+from scratchdet.nn.layers import check_size
 from scratchdet.nn.losses import _check_non_negative, multitask_loss
 
 
@@ -37,7 +38,7 @@ class Detections:
         records = []
         for (x1, y1, x2, y2), score, label in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist()):
             if category_ids is not None and not 1 <= label <= len(category_ids):
-                raise InvalidArgumentError(f"category_ids has {len(category_ids)} ids, label {label} needs {label}")
+                raise InvalidArgumentError(f"label {label} has no category id: category_ids holds {len(category_ids)}")
             category = int(label) if category_ids is None else int(category_ids[label - 1])
             records.append(
                 {"image_id": image_id, "category_id": category, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
@@ -91,11 +92,9 @@ def detections_from_scores(
 
 def check_detection_settings(score_threshold, nms_threshold, max_detections):
     """The three post-processing settings, checked (InvalidArgumentError naming the bad one)."""
-    for name, value in (("score_threshold", score_threshold), ("nms_threshold", nms_threshold)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not 0 <= value <= 1:
-            raise InvalidArgumentError(f"{name} must be a number in [0, 1], got {value!r}")
-    if isinstance(max_detections, bool) or not isinstance(max_detections, (int, np.integer)) or max_detections < 1:
-        raise InvalidArgumentError(f"max_detections must be a positive int, got {max_detections!r}")
+    B._check_threshold("score_threshold", score_threshold)
+    B._check_threshold("nms_threshold", nms_threshold)
+    check_size("max_detections", max_detections)
 
 
 class Detector(Model):
@@ -107,8 +106,8 @@ class Detector(Model):
         """Check and keep the settings R-CNN and Fast R-CNN share (InvalidArgumentError naming a bad one)."""
         self.classes = check_classes(classes)
         self.channels = check_channels(channels)
-        self.hidden = check_positive("hidden", hidden)
-        self.dropout = check_fraction("dropout", dropout)
+        self.hidden = check_size("hidden", hidden)
+        self.dropout = F.check_probability(dropout)
         self.box_weights = tuple(float(w) for w in B._check_weights(box_weights))
         self.lam = _check_non_negative("lam", lam)
         self.beta = _check_non_negative("beta", beta)
@@ -152,8 +151,7 @@ class Detector(Model):
         if proposals is None:
             from scratchdet.proposals import selective_search
 
-            if isinstance(max_proposals, bool) or not isinstance(max_proposals, numbers.Integral) or max_proposals < 1:
-                raise InvalidArgumentError(f"max_proposals must be a positive int, got {max_proposals!r}")
+            check_size("max_proposals", max_proposals)
             proposals = selective_search(image, mode="fast", max_boxes=max_proposals)
         proposals = B._check_boxes("proposals", proposals).astype(np.float64).reshape(-1, 4)
         if len(proposals) == 0:

@@ -7,7 +7,6 @@ import numpy as np
 
 from scratchdet.models.base import (
     check_image,
-    check_positive,
     conv_backbone,
     evaluation_mode,
     fork_backward,
@@ -15,7 +14,7 @@ from scratchdet.models.base import (
     small_normal_linear,
 )
 from scratchdet.models.detections import Detector
-from scratchdet.nn.layers import Dropout, Flatten, Linear, ReLU, RoIPool, Sequential, as_generator, register_layer
+from scratchdet.nn.layers import Dropout, Flatten, Linear, ReLU, RoIPool, Sequential, as_generator, check_size, register_layer
 from scratchdet.train.targets import FAST_RCNN_WEIGHTS
 
 
@@ -83,8 +82,8 @@ class FastRCNN(Detector):
         super().__init__()
         rng = as_generator(rng)
         self.keep_settings(classes, channels, hidden, dropout, box_weights, lam, beta)
-        self.roi_size = check_positive("roi_size", roi_size)
-        self.batch_rois = check_positive("batch_rois", batch_rois)
+        self.roi_size = check_size("roi_size", roi_size)
+        self.batch_rois = check_size("batch_rois", batch_rois)
         self.backbone, self.stride = conv_backbone(self.channels, rng, dtype)
         # the backbone's last max pooling is replaced by RoI pooling (section 2.3)
         self.roi_pool = RoIPool(self.roi_size, 1.0 / self.stride)

@@ -19,15 +19,14 @@ from scratchdet.models.base import (
     Model,
     check_channels,
     check_classes,
-    check_fraction,
-    check_positive,
     conv_backbone,
     evaluation_mode,
     fork_backward,
     images_to_input,
     softmax,
 )
-from scratchdet.nn.layers import Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, as_generator, register_layer
+from scratchdet.nn import functional as F
+from scratchdet.nn.layers import Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, as_generator, check_size, register_layer
 from scratchdet.nn.losses import _check_non_negative, box_regression_loss, regression_loss, softmax_cross_entropy
 
 
@@ -46,9 +45,10 @@ def check_image_size(image_size, stride):
 
 
 def features_head(channels, image_size, hidden, dropout, rng, dtype):
-    """The layers between the backbone and the outputs: a 2x2 max pooling, flatten, fc - ReLU - dropout.
+    """The conv backbone and the layers between it and the outputs (`head`: a 2x2 max pooling,
+    flatten, fc - ReLU - dropout): images (N, 3, H, W) -> backbone -> head -> (N, hidden).
 
-    Returns (head, stride of the backbone, (H, W))."""
+    Returns (backbone, head, (H, W) checked)."""
     backbone, stride = conv_backbone(channels, rng, dtype)
     height, width = check_image_size(image_size, stride)
     cells = (height // (2 * stride)) * (width // (2 * stride))
@@ -92,8 +92,8 @@ class Localizer(Model):
         rng = as_generator(rng)
         self.classes = check_classes(classes)
         self.channels = check_channels(channels)
-        self.hidden = check_positive("hidden", hidden)
-        self.dropout = check_fraction("dropout", dropout)
+        self.hidden = check_size("hidden", hidden)
+        self.dropout = F.check_probability(dropout)
         self.lam = _check_non_negative("lam", lam)
         self.backbone, self.head, self.image_size = features_head(self.channels, image_size, self.hidden, self.dropout, rng, dtype)
         self.cls_score = Linear(self.hidden, len(self.classes), rng=rng, dtype=dtype)
@@ -168,10 +168,10 @@ class PoseRegressor(Model):
     def __init__(self, *, n_joints=14, image_size=(48, 48), channels=(16, 32, 64), hidden=256, dropout=0.0, rng=0, dtype=np.float32):
         super().__init__()
         rng = as_generator(rng)
-        self.n_joints = check_positive("n_joints", n_joints)
+        self.n_joints = check_size("n_joints", n_joints)
         self.channels = check_channels(channels)
-        self.hidden = check_positive("hidden", hidden)
-        self.dropout = check_fraction("dropout", dropout)
+        self.hidden = check_size("hidden", hidden)
+        self.dropout = F.check_probability(dropout)
         self.backbone, self.head, self.image_size = features_head(self.channels, image_size, self.hidden, self.dropout, rng, dtype)
         self.joints = Linear(self.hidden, 2 * self.n_joints, rng=rng, dtype=dtype)
 

@@ -13,9 +13,7 @@ import numpy as np
 from scratchdet import boxes as B
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.models.base import (
-    check_count,
     check_image,
-    check_positive,
     conv_backbone,
     evaluation_mode,
     fork_backward,
@@ -23,7 +21,7 @@ from scratchdet.models.base import (
 )
 from scratchdet.models.detections import Detector
 from scratchdet.models.fast_rcnn import detection_heads
-from scratchdet.nn.layers import MaxPool2d, as_generator, register_layer
+from scratchdet.nn.layers import MaxPool2d, as_generator, check_size, register_layer
 from scratchdet.train.targets import FAST_RCNN_WEIGHTS
 
 
@@ -46,12 +44,25 @@ def warp_regions(image, boxes, size, context=2):
         (R, 3, S, S) float32 network input (scaled as `images_to_input`).
     """
     image = check_image(image)
-    size, context = check_positive("size", size), check_count("context", context)
+    size, context = check_size("size", size), check_size("context", context, minimum=0)
     if not 2 * context < size:
         raise InvalidArgumentError(f"context must satisfy 0 <= 2 * context < size = {size}, got {context}")
     boxes = B._check_boxes("boxes", boxes).astype(np.float64)  # finite, not inverted: (R, 4)
-    height, width = image.shape[:2]
-    pixels = images_to_input(image)[0]  # (3, H, W)
+    return warp_pixels(images_to_input(image)[0], boxes, size, context)
+
+
+def warp_pixels(pixels, boxes, size, context):
+    """`warp_regions` on an image already scaled to the network's input, so that R-CNN's test time
+    scales its image once for all its chunks of regions.
+
+    Args:
+        pixels: (3, H, W) float32, `images_to_input(image)[0]`.
+        boxes: (R, 4) float64 xyxy boxes, finite and not inverted; size, context: as `warp_regions`.
+
+    Returns:
+        (R, 3, S, S) float32.
+    """
+    height, width = pixels.shape[1:]
     # 1. the dilated box: `context` warped pixels of margin, each (box side / (S - 2p)) image pixels wide
     step_x = (boxes[:, 2] - boxes[:, 0]) / (size - 2 * context)  # (R,) image pixels per warped pixel
     step_y = (boxes[:, 3] - boxes[:, 1]) / (size - 2 * context)
@@ -105,9 +116,9 @@ class RCNN(Detector):
         super().__init__()
         rng = as_generator(rng)
         self.keep_settings(classes, channels, hidden, dropout, box_weights, lam, beta)
-        self.crop_size = check_positive("crop_size", crop_size)
-        self.context = check_count("context", context)
-        self.batch_regions = check_positive("batch_regions", batch_regions)
+        self.crop_size = check_size("crop_size", crop_size)
+        self.context = check_size("context", context, minimum=0)
+        self.batch_regions = check_size("batch_regions", batch_regions)
         self.backbone, self.stride = conv_backbone(self.channels, rng, dtype)
         if self.crop_size % (2 * self.stride):
             raise InvalidArgumentError(f"crop_size must be a multiple of {2 * self.stride} for channels {self.channels}, got {crop_size}")
@@ -159,10 +170,11 @@ class RCNN(Detector):
         """Class probabilities (R, K + 1) float64 and deltas (R, 4 (K + 1)) for `proposals` (R, 4) xyxy
         in `image` (H, W, 3) uint8: `batch_regions` warped regions per forward pass (evaluation mode)."""
         image = check_image(image)
-        proposals = np.asarray(proposals, dtype=np.float64).reshape(-1, 4)
+        proposals = B._check_boxes("proposals", proposals).astype(np.float64)  # (R, 4)
+        pixels = images_to_input(image)[0]  # (3, H, W), scaled once for every chunk
 
         def outputs(start, stop):
-            crops = warp_regions(image, proposals[start:stop], self.crop_size, self.context)  # (r, 3, S, S)
+            crops = warp_pixels(pixels, proposals[start:stop], self.crop_size, self.context)  # (r, 3, S, S)
             return self.forward(self._on_device(crops.astype(self.dtype, copy=False)))
 
         with evaluation_mode(self):

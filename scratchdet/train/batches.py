@@ -122,13 +122,12 @@ def roi_batches(
     if images_per_batch > 1 and len({image.shape for image in images}) > 1:
         raise InvalidArgumentError("images of different sizes need images_per_batch=1 (a batch is one array)")
     # 1. label every image's RoIs once: proposals and ground truth, by IoU
+    gt_boxes = [np.asarray(g, dtype=np.float64).reshape(-1, 4) for g in gt_boxes]  # (G_i, 4) each
     rois, matches = [], []
-    for i in range(n_images):
-        gt = np.asarray(gt_boxes[i], dtype=np.float64).reshape(-1, 4)
-        image_rois = with_gt_boxes(np.asarray(proposals[i], dtype=np.float64).reshape(-1, 4), gt)
+    for i, gt in enumerate(gt_boxes):
+        image_rois = with_gt_boxes(np.asarray(proposals[i], dtype=np.float64).reshape(-1, 4), gt)  # (P_i + G_i, 4)
         rois.append(image_rois)
         matches.append(match_proposals(image_rois, gt, gt_labels[i], fg_iou=fg_iou, bg_iou=bg_iou))
-    gt_boxes = [np.asarray(g, dtype=np.float64).reshape(-1, 4) for g in gt_boxes]
     regression_targets(rois[0], gt_boxes[0], matches[0], weights=box_weights)  # checks the weights now
     # 2. only images that give RoIs take part (how many `sample_rois` draws depends on the labels alone)
     n_drawn = [len(sample_rois(m.labels, batch_size=rois_per_image, fg_fraction=fg_fraction, rng=0)) for m in matches]
