@@ -779,7 +779,7 @@ def check_host_rois(rois, batch_size, spatial_scale):
     Returns:
         (R, 5) float64, C-contiguous.
     """
-    rois = np.ascontiguousarray(rois, dtype=np.float64)
+    rois = _contiguous(rois, np.float64, name="rois")  # (an InvalidArgumentError for e.g. strings)
     if rois.ndim != 2 or rois.shape[1] != 5:
         raise InvalidArgumentError(f"rois must have shape (R, 5) rows (batch_index, x1, y1, x2, y2), got {rois.shape}")
     if rois.shape[0] and not np.all(np.isfinite(rois)):

@@ -72,14 +72,18 @@ def load(path, *, with_metadata=False):
 
     Raises:
         FileMissingError: no file at `path`.
-        DataFormatError: a directory, not a scratchdet weights file, truncated, with a dtype other than
-            float32 / float64, or with missing / extra / misshapen arrays.
+        DataFormatError: a directory, not a scratchdet weights file (a .npy array or a pickle included),
+            truncated, with an architecture no layer accepts, a dtype other than float32 / float64, or
+            missing / extra / misshapen / non-finite parameter arrays.
     """
     metadata, arrays = _read(path)
     dtype = metadata.get("dtype", "float32")
     if dtype not in ("float32", "float64"):
         raise DataFormatError(f"{path}: metadata dtype {dtype!r}, expected 'float32' or 'float64'")
-    model = build_layer(metadata["architecture"], dtype=np.dtype(dtype))
+    try:
+        model = build_layer(metadata["architecture"], dtype=np.dtype(dtype))
+    except (DataFormatError, InvalidArgumentError) as error:  # an architecture no layer accepts: the file is at fault
+        raise DataFormatError(f"{path}: metadata architecture: {error}") from error
     expected = {PARAM_PREFIX + name: (layer, key) for name, layer, key in model.named_parameters()}
     missing = sorted(set(expected) - set(arrays))
     extra = sorted(set(arrays) - set(expected))
@@ -91,6 +95,8 @@ def load(path, *, with_metadata=False):
             raise DataFormatError(f"{path}: {name} has shape {value.shape}, the architecture needs {layer.params[key].shape}")
         if value.dtype.kind != "f":
             raise DataFormatError(f"{path}: {name} has dtype {value.dtype}, expected float")
+        if not np.all(np.isfinite(value)):  # `save` of a trained model never writes one (`fit` stops first)
+            raise DataFormatError(f"{path}: {name} holds values that are not finite (NaN or infinity); the file is damaged")
         layer.params[key] = np.ascontiguousarray(value, dtype=layer.params[key].dtype)
         layer.grads[key] = np.zeros_like(layer.params[key])
     return (model, metadata) if with_metadata else model
@@ -114,6 +120,10 @@ def read_archive(path, what, format_name, format_version):
         raise DataFormatError(f"{path}: is a directory, expected a .npz {what}")
     if not os.path.isfile(path):
         raise FileMissingError(f"{what} not found: {path}")
+    # a .npz is a zip archive; np.load would take anything else for a .npy array (and then return an
+    # array, not the archive's entries) or a pickle (and suggest loading it unsafely)
+    if not zipfile.is_zipfile(path):
+        raise DataFormatError(f"{path}: not a readable .npz {what} (truncated or corrupt?): not a zip archive")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}

@@ -17,6 +17,16 @@ def test_softmax_cross_entropy_matches_cpu_even_for_huge_logits(rng, gpu, close,
     close(dlogits_gpu, dlogits, atol=1e-7)
 
 
+def test_softmax_cross_entropy_of_tied_huge_logits_keeps_the_log_sum(gpu, close):
+    # m + log 2 - z_u would round to 0 at 3e38: the CPU's order, (m - z_u) first
+    logits = np.array([[np.finfo(np.float32).max] * 2 + [0.0], [1e20] * 3], dtype=np.float32)
+    labels = np.array([1, 2])
+    loss, dlogits = L.softmax_cross_entropy(logits, labels)
+    loss_gpu, dlogits_gpu = L.softmax_cross_entropy(gpu(logits), gpu(labels))
+    assert loss_gpu == pytest.approx((np.log(2) + np.log(3)) / 2) and loss_gpu == pytest.approx(loss, rel=1e-6)
+    close(dlogits_gpu, dlogits, atol=1e-7)
+
+
 def test_softmax_cross_entropy_rejects_a_label_outside_the_classes(gpu):
     # the message begins as the CPU's
     for logits, labels in ((np.zeros((2, 3), np.float32), np.array([0, 3])),):

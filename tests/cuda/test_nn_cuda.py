@@ -185,6 +185,17 @@ def test_roi_pool_forward_and_backward_match_cpu(rng, gpu, close, output_size):
     close(F.roi_pool_backward(gpu(dout), gpu(features), ROIS, output_size, 0.25), expected, atol=1e-6, what="dfeatures")
 
 
+def test_roi_pool_nan_wins_its_bin_as_on_the_cpu(rng, gpu, close):
+    features = rng.standard_normal((2, 3, 8, 9)).astype(np.float32)
+    features[0, 1, 3, 4] = features[1, 2, 0, 0] = features[0, 0, 5, 5] = np.nan
+    out = F.roi_pool_forward(features, ROIS, 2, 0.25)
+    assert np.isnan(out).any()
+    close(F.roi_pool_forward(gpu(features), gpu(ROIS), 2, 0.25), out, rtol=0, atol=0, what="pooled")
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    expected = F.roi_pool_backward(dout, features, ROIS, 2, 0.25)
+    close(F.roi_pool_backward(gpu(dout), gpu(features), gpu(ROIS), 2, 0.25), expected, atol=1e-6, what="dfeatures")
+
+
 def test_roi_pool_rejects_a_batch_index_outside_the_batch(gpu, host):
     features = gpu(np.ones((1, 1, 4, 4), np.float32))
     with pytest.raises(InvalidArgumentError, match="batch indices"):

@@ -536,6 +536,19 @@ def test_roi_pool_overlapping_rois_add_gradients_on_shared_argmax():
     assert dfeatures[0, 0, 1, 1] == 2.0 and dfeatures.sum() == 2.0
 
 
+@pytest.mark.parametrize("where", [(0, 0), (1, 1)], ids=["first-cell", "later-cell"])
+def test_roi_pool_lets_a_nan_win_its_bin_wherever_it_is(where):
+    """As max pooling (and PyTorch's max pooling): a NaN feature reaches the pooled output and takes the
+    bin's gradient, whether or not it is the bin's first cell (where a running `>` would keep it)."""
+    features = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    features[0, 0, where[0], where[1]] = np.nan
+    rois = np.array([[0, 0, 0, 3, 3]], dtype=np.float32)  # 2 x 2 bins of 2 x 2 cells
+    out = F.roi_pool_forward(features, rois, 2, 1.0)
+    assert np.isnan(out[0, 0, 0, 0]) and out[0, 0].ravel()[1:].tolist() == [7.0, 13.0, 15.0]
+    dfeatures = F.roi_pool_backward(np.ones_like(out), features, rois, 2, 1.0)
+    assert dfeatures[0, 0, where[0], where[1]] == 1.0 and dfeatures.sum() == 4.0
+
+
 @pytest.mark.parametrize(
     "rois, match",
     [(np.zeros((2, 4)), r"\(R, 5\)"), (np.array([[2, 0, 0, 1, 1]]), "batch indices"), (np.array([[0.5, 0, 0, 1, 1]]), "batch indices"),
@@ -545,6 +558,11 @@ def test_roi_pool_overlapping_rois_add_gradients_on_shared_argmax():
 def test_roi_pool_rejects_bad_rois(rois, match):
     with pytest.raises(InvalidArgumentError, match=match):
         F.roi_pool_forward(np.zeros((2, 1, 4, 4)), rois, 2, 1.0)
+
+
+def test_roi_pool_names_rois_that_are_not_numbers():
+    with pytest.raises(InvalidArgumentError, match="rois must hold numbers"):  # was numpy's ValueError
+        F.roi_pool_forward(np.zeros((1, 1, 4, 4)), [["first", 0, 0, 1, 1]], 2, 1.0)
 
 
 @pytest.mark.parametrize("spatial_scale", [True, 0.0, -0.5, float("inf"), float("nan"), "0.5", None])

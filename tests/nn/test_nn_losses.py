@@ -16,6 +16,16 @@ def test_cross_entropy_is_stable_for_huge_logits():
     np.testing.assert_allclose(grad, [[0.5, -0.5], [0.0, 0.0]], atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_of_tied_huge_logits_keeps_the_log_sum(dtype):
+    # the row maximum is tied: loss = log(number of ties) + (m - z_u); m + log 2 - z_u would round to 0
+    big = np.finfo(dtype).max
+    logits = np.array([[big, big, 0.0], [1e20, 1e20, 1e20]], dtype=dtype)
+    loss, grad = nn.softmax_cross_entropy(logits, np.array([1, 2]))
+    assert loss == pytest.approx((np.log(2) + np.log(3)) / 2)
+    np.testing.assert_allclose(grad, [[0.25, -0.25, 0.0], [1 / 6, 1 / 6, -1 / 3]], rtol=1e-6)
+
+
 def test_cross_entropy_of_uniform_scores_is_log_k():
     loss, grad = nn.softmax_cross_entropy(np.zeros((3, 4)), np.array([0, 1, 3]))
     assert loss == pytest.approx(np.log(4))

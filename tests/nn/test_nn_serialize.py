@@ -87,6 +87,46 @@ def test_load_rejects_inconsistent_files(tmp_path, change, match):
         nn.load(path)
 
 
+@pytest.mark.parametrize("kind", ["npy", "pickle", "text"])
+def test_load_of_a_file_that_is_not_a_zip_archive_is_a_data_format_error(tmp_path, kind):
+    # np.load alone returns a .npy file's array (then the archive code crashed with a TypeError) and,
+    # for a pickle, suggests loading it with allow_pickle
+    path = tmp_path / "model.npz"
+    if kind == "npy":
+        with open(path, "wb") as f:
+            np.save(f, np.zeros(3, np.float32))
+    elif kind == "pickle":
+        path.write_bytes(b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01.")
+    else:
+        path.write_text("weights")
+    with pytest.raises(DataFormatError, match="not a zip archive") as error:
+        nn.load(path)
+    assert "allow_pickle" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "architecture, match",
+    [({"type": "Nope"}, "unknown layer"), ({"type": "Linear", "in_features": 0, "out_features": 2, "init": "he"}, "in_features")],
+    ids=["unknown-type", "rejected-size"],
+)
+def test_load_names_the_file_of_an_architecture_no_layer_accepts(tmp_path, architecture, match):
+    path = tmp_path / "model.npz"
+    nn.save(path, small_net())
+    _rewrite(path, lambda a: _set_metadata(a, architecture=architecture))
+    with pytest.raises(DataFormatError, match=match) as error:
+        nn.load(path)
+    assert str(error.value).startswith(str(path))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_load_rejects_parameters_that_are_not_finite(tmp_path, bad):
+    path = tmp_path / "model.npz"
+    nn.save(path, small_net())
+    _rewrite(path, lambda a: a["param/5.bias"].__setitem__(1, bad))
+    with pytest.raises(DataFormatError, match=r"param/5.bias holds values that are not finite"):
+        nn.load(path)
+
+
 def test_load_directory_is_a_data_format_error(tmp_path):
     (tmp_path / "model.npz").mkdir()
     with pytest.raises(DataFormatError, match="is a directory"):

@@ -254,7 +254,7 @@ def maxpool2d_backward(dy, x, kernel_size, stride, dx):
         for oy in range(out_h):
             for ox in range(out_w):
                 # 1. find the window's argmax again (first maximum wins)
-                best_y, best_x = window_argmax(x, n, c, oy * stride, ox * stride, kernel_size)
+                best_y, best_x = window_argmax(x, n, c, oy * stride, oy * stride + kernel_size, ox * stride, ox * stride + kernel_size)
                 # 2. only the winner receives the gradient
                 dx[n, c, best_y, best_x] += dy[n, c, oy, ox]
 
@@ -359,7 +359,7 @@ def roi_bins(rois, spatial_scale, pooled_h, pooled_w, height, width):
 
 @numba.njit(cache=True, parallel=True)
 def roi_pool_forward(features, rois, spatial_scale, out):
-    """out[r, c, ph, pw] = max of features[b, c] over bin (ph, pw) of RoI r (0 for an empty bin).
+    """out[r, c, ph, pw] = max of features[b, c] over bin (ph, pw) of RoI r (0 for an empty bin; a NaN wins its bin).
 
     Args:
         features: (B, C, H, W) float feature maps.
@@ -381,11 +381,8 @@ def roi_pool_forward(features, rois, spatial_scale, out):
                 if y1 <= y0 or x1 <= x0:  # the bin fell off the map
                     out[r, c, ph, pw] = 0
                     continue
-                best = features[b, c, y0, x0]
-                for y in range(y0, y1):
-                    for x in range(x0, x1):
-                        best = max(best, features[b, c, y, x])
-                out[r, c, ph, pw] = best
+                best_y, best_x = window_argmax(features, b, c, y0, y1, x0, x1)  # a NaN wins, as in max pooling
+                out[r, c, ph, pw] = features[b, c, best_y, best_x]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -393,7 +390,7 @@ def roi_pool_backward(dout, features, rois, spatial_scale, dfeatures):
     """Add each pooled gradient onto the feature cell that won its bin (Fast R-CNN, eq. 4).
 
     dL/dx_i = sum over RoIs r and bins j of [i = argmax of bin j of r] * dL/dy_rj, the argmax being the
-    first maximum in row-major order on ties.
+    first maximum in row-major order on ties, or the bin's last NaN (`shared.window_argmax`).
 
     Args:
         dout: (R, C, PH, PW) gradient of the pooled output; features, rois, spatial_scale: as forward.
@@ -415,13 +412,7 @@ def roi_pool_backward(dout, features, rois, spatial_scale, dfeatures):
                     if y1 <= y0 or x1 <= x0:
                         continue
                     # 1. find the bin's argmax again
-                    best_y, best_x = y0, x0
-                    best = features[b, c, y0, x0]
-                    for y in range(y0, y1):
-                        for x in range(x0, x1):
-                            if features[b, c, y, x] > best:
-                                best = features[b, c, y, x]
-                                best_y, best_x = y, x
+                    best_y, best_x = window_argmax(features, b, c, y0, y1, x0, x1)
                     # 2. only the winner receives the gradient
                     dfeatures[b, c, best_y, best_x] += dout[r, c, ph, pw]
 
@@ -478,8 +469,10 @@ def softmax_cross_entropy(logits, labels, dlogits):
     """Mean over samples of -log softmax(logits[n])[labels[n]], and its gradient.
 
     Uses log-sum-exp with the row maximum subtracted, so large logits do not overflow:
-        loss_n = log(sum_k exp(z_nk - m_n)) + m_n - z_n,u
+        loss_n = log(sum_k exp(z_nk - m_n)) + (m_n - z_n,u)
         dL/dz_nk = (softmax(z_n)_k - [k = u_n]) / N
+    The difference m_n - z_n,u is taken first: added to m_n, a log-sum of order 1 would vanish in a
+    logit of order 1e17 or more (the loss of ties at 3e38 would come out 0 instead of log 2).
 
     Args:
         logits: (N, K) float; labels: (N,) int64 in [0, K).
@@ -501,7 +494,7 @@ def softmax_cross_entropy(logits, labels, dlogits):
             s += np.exp(logits[n, k] - m)
         log_sum = np.log(s)
         u = labels[n]
-        total += log_sum + m - logits[n, u]
+        total += log_sum + (m - logits[n, u])  # (m - z_u) first: see above
         # 3. gradient: softmax minus the one-hot label, averaged over the batch
         for k in range(n_classes):
             dlogits[n, k] = np.exp(logits[n, k] - m - log_sum) / n_samples

@@ -291,7 +291,7 @@ def maxpool2d_backward_kernel(dy, x, kernel_size, stride, dx):
     total = numba.float64(0.0)
     for oy in range(oy_lo, oy_hi + 1):
         for ox in range(ox_lo, ox_hi + 1):
-            best_y, best_x = window_argmax(x, n, c, oy * stride, ox * stride, kernel_size)
+            best_y, best_x = window_argmax(x, n, c, oy * stride, oy * stride + kernel_size, ox * stride, ox * stride + kernel_size)
             if best_y == y and best_x == xx:
                 total += dy[n, c, oy, ox]
     dx[n, c, y, xx] = total
@@ -527,16 +527,11 @@ def roi_bin_argmax(features, rois, r, c, ph, pw, pooled_h, pooled_w, spatial_sca
     y1 = roi_bin_end(ph, bin_h, start_y, height)
     x0 = roi_bin_start(pw, bin_w, start_x, width)
     x1 = roi_bin_end(pw, bin_w, start_x, width)
-    # 3. the first maximum in row-major order
-    best_index = -1
-    best = 0.0
-    for y in range(y0, y1):
-        for x in range(x0, x1):
-            v = features[b, c, y, x]
-            if best_index < 0 or v > best:
-                best = v
-                best_index = y * width + x
-    return best_index
+    if y1 <= y0 or x1 <= x0:  # the bin fell off the map
+        return -1
+    # 3. the first maximum in row-major order (or the last NaN), as the CPU kernel
+    best_y, best_x = window_argmax(features, b, c, y0, y1, x0, x1)
+    return best_y * width + best_x
 
 
 @cuda.jit(cache=True)
@@ -695,7 +690,7 @@ def softmax_cross_entropy_kernel(logits, labels, dlogits, partials):
             for k in range(n_classes):
                 s += math.exp(logits[n, k] - m)
             log_sum = math.log(s)
-            loss = log_sum + m - logits[n, u]
+            loss = log_sum + (m - logits[n, u])  # (m - z_u) first, as the CPU kernel
             # 3. gradient: softmax minus the one-hot label, averaged over the batch
             for k in range(n_classes):
                 dlogits[n, k] = math.exp(logits[n, k] - m - log_sum) / n_samples

@@ -3,7 +3,7 @@
 Each function works on plain numbers (or reads one window of an array) and calls no other Python
 function, so that it compiles both as a `numba.njit` function (`scratchdet.kernels.cpu.nn`) and as a
 `numba.cuda.jit(device=True)` device function (`scratchdet.kernels.cuda.nn`): the two backends cannot
-disagree on the smooth-L1 kink, on a max-pooling window's maximum and which input wins it, on how a RoI is rounded onto
+disagree on the smooth-L1 kink, on a max-pooling window's or a RoI bin's maximum and which input wins it, on how a RoI is rounded onto
 the feature map, or on which units dropout keeps.
 """
 
@@ -70,35 +70,36 @@ def window_max(x, n, c, y0, x0, kernel_size):
     return best
 
 
-def window_argmax(x, n, c, y0, x0, kernel_size):
-    """(row, column) of the maximum of one max-pooling window of x (N, C, H, W).
+def window_argmax(x, n, c, y0, y1, x0, x1):
+    """(row, column) of the maximum of one window of x (N, C, H, W): ``x[n, c, y0:y1, x0:x1]``, not empty.
 
-    The window is ``x[n, c, y0:y0 + kernel_size, x0:x0 + kernel_size]``, scanned row by row; on ties
-    the first maximum wins, and a NaN wins over any number (the last NaN of the window), as in
-    PyTorch: a NaN activation reaches the loss rather than vanishing in the pooling. The forward pass
-    reads the window's value there, the backward pass routes the window's gradient there. (NaNs are
-    looked for only when the window holds a NaN or an infinity, which `poison` tells without a
-    branch per element: the common case keeps its plain running maximum.)
+    The window is a max-pooling window (y1 = y0 + kernel_size) or a RoI pooling bin. It is scanned
+    row by row; on ties the first maximum wins, and a NaN wins over any number (the last NaN of the
+    window), as in PyTorch's max pooling: a NaN activation reaches the loss rather than vanishing in
+    the pooling. The forward pass reads the window's value there, the backward pass routes the
+    window's gradient there. (NaNs are looked for only when the window holds a NaN or an infinity,
+    which `poison` tells without a branch per element: the common case keeps its plain running
+    maximum.)
     """
     best_y = y0
     best_x = x0
     best = x[n, c, y0, x0]
     poison = best - best
-    for i in range(kernel_size):
-        for j in range(kernel_size):
-            v = x[n, c, y0 + i, x0 + j]
+    for y in range(y0, y1):
+        for x_ in range(x0, x1):
+            v = x[n, c, y, x_]
             if v > best:
                 best = v
-                best_y = y0 + i
-                best_x = x0 + j
+                best_y = y
+                best_x = x_
             poison += v
     if poison != poison:
-        for i in range(kernel_size):
-            for j in range(kernel_size):
-                v = x[n, c, y0 + i, x0 + j]
+        for y in range(y0, y1):
+            for x_ in range(x0, x1):
+                v = x[n, c, y, x_]
                 if v != v:
-                    best_y = y0 + i
-                    best_x = x0 + j
+                    best_y = y
+                    best_x = x_
     return best_y, best_x
 
 
