@@ -162,12 +162,15 @@ def write_detections(path, detections):
 
 def _dump_json(path, value):
     """Write `value` to `path` as strict JSON, atomically: a NaN or infinity anywhere (JSON has
-    neither; Python would write the non-standard tokens NaN and Infinity) is a DataFormatError and
-    nothing is written."""
+    neither; Python would write the non-standard tokens NaN and Infinity), or a value JSON cannot
+    hold at all (a set, a date, a key that is not a string or a number, in a field the checks leave
+    alone such as ``info``), is a DataFormatError and nothing is written."""
     try:
         with atomic_write(path) as f:
             json.dump(value, f, default=_plain_json, allow_nan=False)
     except ValueError as error:  # json's words for a NaN or infinity: "Out of range float values are not JSON compliant"
+        raise DataFormatError(f"{os.fspath(path)}: cannot write it as JSON: {error}") from None
+    except TypeError as error:  # "Object of type set is not JSON serializable", "keys must be str, int, ..."
         raise DataFormatError(f"{os.fspath(path)}: cannot write it as JSON: {error}") from None
 
 

@@ -2,7 +2,8 @@
 (H, W) uint8), or a clear error.
 
 Greyscale becomes three equal channels, alpha is dropped, CMYK (and other non-RGB colour models)
-is converted to RGB, 16-bit and float images are scaled to 0..255. Decoding is left to imageio (the library behind `skimage.io.imread`).
+is converted to RGB, a TIFF that stores each channel as its own plane is put back in (H, W, C)
+order, 16-bit and float images are scaled to 0..255. Decoding is left to imageio (the library behind `skimage.io.imread`).
 """
 
 import os
@@ -74,22 +75,28 @@ def as_rgb_uint8(array, name="image"):
 # Pillow colour modes whose channels are not R, G, B (+ alpha): the decoder converts them to RGB.
 COLOUR_MODES_CONVERTED_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV")
 
+TIFF_PLANAR_CONFIGURATION = 284  # the TIFF tag: 1 = channels interleaved (RGBRGB...), 2 = one plane per channel
 
-def _colour_mode(path):
-    """Pillow's colour mode of the file ("RGB", "CMYK", ...; it reads the header only), or None where
-    Pillow cannot open it. Asked of Pillow whatever plugin imageio would pick: imageio's TIFF plugin
-    (tifffile) reports no mode, and hands a CMYK TIFF over as four channels that read as RGBA. A file
-    declaring more pixels than Pillow's decompression-bomb limit (twice `PIL.Image.MAX_IMAGE_PIXELS`)
-    is a DataFormatError here, before anything is decoded."""
+
+def _header(path):
+    """``(mode, planar)`` from the file's header as Pillow reads it (it decodes no pixels): the colour
+    mode ("RGB", "CMYK", ...) and whether it is a TIFF that stores each channel as a separate plane
+    (PlanarConfiguration 2); ``(None, False)`` where Pillow cannot open the file.
+
+    Asked of Pillow whatever plugin imageio would pick: imageio's TIFF plugin (tifffile) reports no
+    mode, hands a CMYK TIFF over as four channels that read as RGBA, and a planar RGB TIFF as
+    (3, H, W). A file declaring more pixels than Pillow's decompression-bomb limit (twice
+    `PIL.Image.MAX_IMAGE_PIXELS`) is a DataFormatError here, before anything is decoded."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            return image.mode
+            planar = getattr(image, "tag_v2", {}).get(TIFF_PLANAR_CONFIGURATION) == 2
+            return image.mode, planar
     except Image.DecompressionBombError as error:  # refused whichever plugin would decode it (tifffile has no limit)
         raise DataFormatError(f"{path}: {error}") from None
     except Exception:  # not a format Pillow knows: imread decides alone
-        return None
+        return None, False
 
 
 def load_image(path, keep_grey=False):
@@ -123,10 +130,18 @@ def load_image(path, keep_grey=False):
     try:
         with warnings.catch_warnings():  # imageio warns about deprecated plugins it tries on the way
             warnings.simplefilter("ignore", DeprecationWarning)
-            # colour models other than RGB (a CMYK JPEG: 4 channels that are not RGBA) are converted
-            # to RGB by the decoder, which knows them
-            convert = _colour_mode(path) in COLOUR_MODES_CONVERTED_TO_RGB
-            image = iio.imread(path, plugin="pillow", mode="RGB") if convert else iio.imread(path)
+            mode, planar = _header(path)
+            if mode in COLOUR_MODES_CONVERTED_TO_RGB:
+                # colour models other than RGB (a CMYK JPEG: 4 channels that are not RGBA) are
+                # converted to RGB by the decoder, which knows them
+                image = iio.imread(path, plugin="pillow", mode="RGB")
+            elif planar and mode in ("RGB", "RGBA"):
+                # one plane per channel: tifffile gives (C, H, W), in every bit depth; -> (H, W, C)
+                # (several pages give (pages, C, H, W), refused below)
+                image = np.asarray(iio.imread(path, plugin="tifffile"))
+                image = np.moveaxis(image, 0, -1) if image.ndim == 3 else image
+            else:
+                image = iio.imread(path)
     except DataFormatError:
         raise
     except Exception as error:  # imageio raises many types for undecodable input

@@ -6,6 +6,7 @@ per box with ``<name>``, ``<bndbox>`` (xmin, ymin, xmax, ymax: inclusive 1-based
 ``<difficult>`` and ``<truncated>``.
 """
 
+import re
 import xml.etree.ElementTree as ElementTree
 
 from scratchdet._files import require_file
@@ -32,7 +33,8 @@ def read_voc_xml(path):
     ``difficult`` and ``truncated`` default to 0 where the file leaves them out or leaves their tag
     empty (``<difficult/>``, as some annotation tools write it), and ``depth`` to 3 where it is absent.
     Raises FileMissingError for a missing file and DataFormatError, naming the file and the field,
-    for malformed XML, a missing or non-numeric field, or a box with xmax < xmin or ymax < ymin.
+    for malformed XML, a missing or non-numeric field (numbers are plain decimals such as ``48``,
+    ``48.5`` or ``1e3``), a negative size, or a box with xmax < xmin or ymax < ymin.
     """
     path = require_file(path, "an XML file")
     try:
@@ -52,9 +54,9 @@ def read_voc_xml(path):
         "path": path,
         "filename": _text(root, "filename", path, "annotation"),
         "size": {
-            "width": _integer(size, "width", path, "size"),
-            "height": _integer(size, "height", path, "size"),
-            "depth": _integer(size, "depth", path, "size") if size.find("depth") is not None else 3,
+            "width": _size(size, "width", path, "size"),
+            "height": _size(size, "height", path, "size"),
+            "depth": _size(size, "depth", path, "size") if size.find("depth") is not None else 3,
         },
         "objects": [],
     }
@@ -146,13 +148,17 @@ def _text(element, tag, path, where):
     return text
 
 
+# A decimal number as the annotation files write it ("48", "48.5", "-0.5", "1e3"). Python's float()
+# reads more: "4_8" as 48, Arabic-Indic digits, "nan" and "infinity", none of which is a coordinate.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _number(element, tag, path, where):
     text = _text(element, tag, path, where)
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataFormatError(f"{path}: {where}: <{tag}> must be a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
+    if not _DECIMAL.fullmatch(text):
+        raise DataFormatError(f"{path}: {where}: <{tag}> must be a number, got {text!r}")
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # "1e400"
         raise DataFormatError(f"{path}: {where}: <{tag}> must be finite, got {text!r}")
     return value
 
@@ -162,6 +168,14 @@ def _integer(element, tag, path, where):
     if value != int(value):
         raise DataFormatError(f"{path}: {where}: <{tag}> must be an integer, got {value}")
     return int(value)
+
+
+def _size(element, tag, path, where):
+    """A non-negative integer field of <size> (width, height, depth)."""
+    value = _integer(element, tag, path, where)
+    if value < 0:
+        raise DataFormatError(f"{path}: {where}: <{tag}> must be a non-negative integer, got {value}")
+    return value
 
 
 def _flag(element, tag, path, where):

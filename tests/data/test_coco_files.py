@@ -115,6 +115,25 @@ def test_a_nan_or_infinity_in_an_unchecked_field_is_not_written_as_json(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "where, value",
+    [("ground_truth", {"a", "set"}), ("ground_truth", object()), ("detections", {(1, 2): "tuple key"})],
+)
+def test_a_value_json_cannot_hold_in_an_unchecked_field_raises_data_format_error(tmp_path, where, value):
+    # a set, a date, any object (or a non-string key) in "info" or an extra field: json raises TypeError
+    if where == "ground_truth":
+        gt = small_gt()
+        gt["info"] = {"made": value}
+        with pytest.raises(DataFormatError, match="gt.json: cannot write it as JSON"):
+            write_ground_truth(tmp_path / "gt.json", gt)
+    else:
+        dets = small_dets()
+        dets[1]["extra"] = value
+        with pytest.raises(DataFormatError, match="dets.json: cannot write it as JSON"):
+            write_detections(tmp_path / "dets.json", dets)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_file_raises_file_missing_error(tmp_path):
     with pytest.raises(FileMissingError, match="nope.json: no such file"):
         load_json(tmp_path / "nope.json")

@@ -61,6 +61,19 @@ def test_palette_png_with_transparency_is_its_palette_colours(tmp_path):
     np.testing.assert_array_equal(load_image(tmp_path / "palette.png")[0], [[200, 10, 20], [5, 250, 30]])
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+def test_planar_rgb_tiff_is_read_as_rgb_not_refused(tmp_path, rng, channels):
+    # TIFF's PlanarConfiguration 2 stores R, G, B (, A) as separate planes; tifffile hands them
+    # over as (C, H, W). A 3 x 3 image, where (C, H, W) and (H, W, C) have the same shape, too.
+    tifffile = pytest.importorskip("tifffile")
+    for height, width in ((5, 6), (channels, channels)):
+        pixels = rng.integers(0, 256, size=(height, width, channels), dtype=np.uint8)  # (H, W, C)
+        extra = {"extrasamples": ["unassalpha"]} if channels == 4 else {}
+        path = tmp_path / f"planar{height}.tif"
+        tifffile.imwrite(path, np.moveaxis(pixels, 2, 0), photometric="rgb", planarconfig="separate", **extra)
+        np.testing.assert_array_equal(load_image(path), pixels[:, :, :3])
+
+
 def test_path_may_be_bytes_or_pathlib(tmp_path, rgb):
     iio.imwrite(tmp_path / "a.png", rgb)
     np.testing.assert_array_equal(load_image(str(tmp_path / "a.png").encode()), rgb)  # not read as image data

@@ -97,6 +97,11 @@ BAD_XML = {
     "empty_name": (VOC_XML.replace("<name>dog</name>", "<name> </name>"), r"object\[0\]: <name> is empty"),
     "inverted_box": (VOC_XML.replace("<xmax>195</xmax>", "<xmax>40</xmax>"), r"object\[0\]/bndbox: xmax < xmin"),
     "difficult_two": (VOC_XML.replace("<difficult>1</difficult>", "<difficult>2</difficult>"), r"object\[1\]: <difficult> must be 0 or 1"),
+    # Python's float() reads "4_8" as 48 and Arabic-Indic digits as 48; no VOC file means either
+    "underscore_in_number": (VOC_XML.replace("<xmin>48</xmin>", "<xmin>4_8</xmin>"), r"object\[0\]/bndbox: <xmin> must be a number, got '4_8'"),
+    "non_ascii_digits": (VOC_XML.replace("<xmin>48</xmin>", "<xmin>\u0664\u0668</xmin>"), r"object\[0\]/bndbox: <xmin> must be a number"),
+    "not_finite": (VOC_XML.replace("<xmax>195</xmax>", "<xmax>1e400</xmax>"), r"object\[0\]/bndbox: <xmax> must be finite, got '1e400'"),
+    "negative_width": (VOC_XML.replace("<width>353</width>", "<width>-353</width>"), r"size: <width> must be a non-negative integer, got -353"),
 }
 
 
