@@ -63,9 +63,12 @@ def figure_format(path, option="path"):
     return fmt
 
 
-def _save(fig, path):
+def _save(fig, path, fmt=None):
+    """Write `fig` to `path` atomically, in the format `fmt` (checked; default: `path`'s, see
+    `figure_format`). A command that draws to a temporary file names the format of the output it
+    stands for."""
     # the format is named explicitly: the temporary file's name ends in ".tmp" when `path` has no extension
-    fmt = figure_format(path)
+    fmt = figure_format(path) if fmt is None else figure_format(f"picture.{fmt}", option="fmt")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, bbox_inches="tight")
     return path
@@ -100,7 +103,7 @@ def segment_mean_colours(image, labels):
     return np.round(means[labels]).astype(np.uint8)
 
 
-def plot_segments(image, labels, path, title=None):
+def plot_segments(image, labels, path, title=None, fmt=None):
     """Write a figure of an image beside its segments (each painted with its mean colour, outlined).
 
     Args:
@@ -108,6 +111,8 @@ def plot_segments(image, labels, path, title=None):
         labels: (H, W) int segment ids.
         path: output file (.png, .pdf, ...).
         title: optional title over the figure.
+        fmt: the picture format, from `figure_format` (default: `path`'s); a command that draws to a
+            temporary file names the format of the file it stands for.
 
     Returns:
         `path`.
@@ -128,10 +133,10 @@ def plot_segments(image, labels, path, title=None):
         ax.set_axis_off()
     if title:
         fig.suptitle(_literal(title))
-    return _save(fig, path)
+    return _save(fig, path, fmt)
 
 
-def plot_proposals(image, boxes, path, max_boxes=20, title=None):
+def plot_proposals(image, boxes, path, max_boxes=20, title=None, fmt=None):
     """Write the image with its first `max_boxes` proposals drawn as rectangles.
 
     Args:
@@ -140,6 +145,7 @@ def plot_proposals(image, boxes, path, max_boxes=20, title=None):
         path: output file.
         max_boxes: how many of the first boxes to draw (an integer >= 0).
         title: optional title.
+        fmt: the picture format, as in `plot_segments`.
 
     Returns:
         `path`.
@@ -166,7 +172,7 @@ def plot_proposals(image, boxes, path, max_boxes=20, title=None):
         )
     ax.set_title(_literal(title) if title else f"first {len(boxes)} proposals")
     ax.set_axis_off()
-    return _save(fig, path)
+    return _save(fig, path, fmt)
 
 
 def plot_recall_curves(curves, path, iou_threshold=0.5, title=None):
@@ -182,13 +188,15 @@ def plot_recall_curves(curves, path, iou_threshold=0.5, title=None):
     Returns:
         `path`.
     """
-    if not curves:
-        raise InvalidArgumentError("curves must hold at least one (counts, recall) pair")
+    if not isinstance(curves, dict) or not curves:
+        raise InvalidArgumentError(f"curves must be a dict of at least one name -> (counts, recall), got {type(curves).__name__}")
     fig = _figure(6, 4.5)
     ax = fig.add_subplot(1, 1, 1)
-    for name, (counts, recall) in curves.items():
-        counts = np.asarray(counts, dtype=np.float64)
-        recall = np.asarray(recall, dtype=np.float64)
+    for name, curve in curves.items():
+        if not isinstance(curve, (tuple, list)) or len(curve) != 2:
+            raise InvalidArgumentError(f"curve {name!r} must be a pair (counts, recall), got {curve!r}")
+        counts = np.asarray(curve[0], dtype=np.float64)
+        recall = np.asarray(curve[1], dtype=np.float64)
         if counts.shape != recall.shape or counts.ndim != 1:
             raise InvalidArgumentError(f"curve {name!r}: counts and recall must be 1-D of the same length")
         ax.plot(counts, recall, marker="o", markersize=3, label=name)
@@ -209,13 +217,18 @@ def plot_hierarchy(image, hierarchy, path, steps=(0.0, 0.5, 0.8, 0.95)):
         image: (H, W, 3) uint8 RGB.
         hierarchy: a `scratchdet.proposals.Hierarchy`.
         path: output file.
-        steps: fractions in [0, 1] of the merges done before each snapshot (0: the starting segments).
+        steps: fractions in [0, 1] of the merges done before each snapshot (0: the starting segments);
+            one number for a single snapshot.
 
     Returns:
         `path`.
     """
     image = _check_image(image)
-    steps = tuple(steps)
+    steps = (steps,) if isinstance(steps, (int, float, np.integer, np.floating)) else steps  # one snapshot
+    try:
+        steps = tuple(steps)
+    except TypeError:  # None, or another object that is no sequence
+        raise InvalidArgumentError(f"steps must be one or more fractions of the merges in [0, 1], got {steps!r}") from None
     if not steps or not all(isinstance(f, (int, float, np.integer, np.floating)) and 0.0 <= f <= 1.0 for f in steps):
         raise InvalidArgumentError(f"steps must be one or more fractions of the merges in [0, 1], got {steps!r}")
     labels = np.asarray(hierarchy.labels)

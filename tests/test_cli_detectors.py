@@ -126,6 +126,45 @@ def test_data_shapes_into_a_file_exits_2(tmp_path, capsys):
     assert_one_line_error(capsys, "data", "is not a directory")
 
 
+def test_data_shapes_into_an_empty_directory_name_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    # "" is no directory: it must not write into the current one (past the check that it is empty)
+    (tmp_path / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "shapes", "", "--images", "1", "--no-progress"]) == 2
+    assert_one_line_error(capsys, "data", "OUT_DIR must name a directory")
+    assert files_under(tmp_path) == ["notes.txt"]
+
+
+def test_data_shapes_draws_and_writes_one_image_at_a_time(tmp_path, monkeypatch):
+    # a large dataset must not be drawn whole in memory before the first file is written
+    import scratchdet.data.shapes as shapes
+
+    drawn, drawn_when_written = [], []
+    real_scene, real_imwrite = shapes._scene, iio.imwrite
+    monkeypatch.setattr(shapes, "_scene", lambda *args: drawn.append(1) or real_scene(*args))
+    monkeypatch.setattr(iio, "imwrite", lambda *args, **kwargs: drawn_when_written.append(len(drawn)) or real_imwrite(*args, **kwargs))
+    assert main(["data", "shapes", str(tmp_path / "out"), "--images", "3", "--size", "16", "16", "--no-progress"]) == 0
+    assert drawn_when_written == [1, 2, 3]
+
+
+def test_data_shapes_without_memory_for_the_images_exits_2_and_removes_what_it_wrote(tmp_path, capsys, monkeypatch):
+    import scratchdet.data.shapes as shapes
+
+    real = shapes.shapes_dataset
+    calls = []
+
+    def out_of_memory_at_the_second(*args, **kwargs):  # as numpy fails for --size 100000 100000
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("Unable to allocate 149. GiB for an array")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shapes, "shapes_dataset", out_of_memory_at_the_second)
+    assert main(["data", "shapes", str(tmp_path / "out" / "new"), "--images", "3", "--size", "16", "16", "--no-progress"]) == 2
+    assert_one_line_error(capsys, "data", "not enough memory")
+    assert files_under(tmp_path) == [], "the image written and the directories made for it are removed"
+
+
 # -- train and detect ----------------------------------------------------------------------------------
 
 
@@ -467,7 +506,7 @@ def test_scratchdet_help_lists_the_commands_in_pipeline_order(capsys):
 def test_detection_labels_at_the_top_of_an_image_stay_inside_it(tmp_path, monkeypatch):
     # a label above a box at the image's top edge would be drawn over the title
     figures = []
-    monkeypatch.setattr(viz, "_save", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(viz, "_save", lambda fig, path, fmt=None: figures.append(fig))
     found = Detections(np.array([[2, 0, 30, 20], [10, 30, 40, 50]], np.float32), np.array([0.9, 0.8], np.float32), np.array([1, 2]))
     viz.plot_detections(np.zeros((60, 80, 3), np.uint8), found, tmp_path / "d.png", classes=("a", "b"))
     (fig,) = figures
@@ -482,7 +521,7 @@ def test_detection_labels_at_the_top_of_an_image_stay_inside_it(tmp_path, monkey
 def test_detection_boxes_follow_the_pixel_convention(tmp_path, monkeypatch):
     # pixel (i, j) covers [j, j+1) x [i, i+1): a box (0, 0, W, H) is the image's outline, not half a pixel off
     figures = []
-    monkeypatch.setattr(viz, "_save", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(viz, "_save", lambda fig, path, fmt=None: figures.append(fig))
     found = Detections(np.array([[0, 0, 8, 6]], np.float32), np.array([0.9], np.float32), np.array([1]))
     viz.plot_detections(np.zeros((6, 8, 3), np.uint8), found, tmp_path / "d.png", ground_truth=np.array([[0, 0, 8, 6]]))
     (fig,) = figures

@@ -104,6 +104,28 @@ def test_plot_hierarchy_rejects_steps_outside_zero_one(tmp_path, image, steps):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("steps", [None, object()], ids=["none", "not-a-sequence"])
+def test_plot_hierarchy_steps_that_are_no_sequence_are_an_invalid_argument(tmp_path, image, steps):
+    _, (hierarchy,) = selective_search(image, mode="single", return_hierarchy=True)
+    with pytest.raises(InvalidArgumentError, match="steps"):
+        viz.plot_hierarchy(image, hierarchy, tmp_path / "tree.png", steps=steps)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_hierarchy_takes_one_step_as_a_number(tmp_path, image):
+    _, (hierarchy,) = selective_search(image, mode="single", return_hierarchy=True)
+    assert viz.plot_hierarchy(image, hierarchy, tmp_path / "tree.png", steps=0.5) == tmp_path / "tree.png"
+    assert (tmp_path / "tree.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("curves", [[([1, 2], [0.1, 0.2])], {"ours": 5}, {"ours": ([1], [0.5], [2])}],
+                         ids=["list-not-dict", "number-not-pair", "triple-not-pair"])
+def test_plot_recall_curves_rejects_curves_that_are_not_name_to_pair(tmp_path, curves):
+    with pytest.raises(InvalidArgumentError, match="curve"):
+        viz.plot_recall_curves(curves, tmp_path / "recall.png")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("shape", [(60000, 2), (2, 60000)], ids=["tall-strip", "wide-strip"])
 def test_pictures_of_a_thin_strip_keep_a_bounded_size(tmp_path, shape):
     # the figure follows the image's shape only up to MAX_FIGURE_ASPECT: a 60000 x 2 strip would
@@ -151,7 +173,7 @@ def test_sparse_segment_ids_are_painted_without_a_table_of_every_id(image):
 def test_proposal_boxes_follow_the_pixel_convention(tmp_path, monkeypatch):
     """Pixel (i, j) covers [j, j+1) x [i, i+1): the box (0, 0, W, H) is the image's outline, not half a pixel off."""
     figures = []
-    monkeypatch.setattr(viz, "_save", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(viz, "_save", lambda fig, path, fmt=None: figures.append(fig))
     viz.plot_proposals(np.zeros((6, 8, 3), np.uint8), np.array([[0.0, 0.0, 8.0, 6.0]]), tmp_path / "p.png")
     (fig,) = figures
     fig.canvas.draw()

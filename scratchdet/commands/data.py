@@ -7,6 +7,9 @@ Writes ``OUT_DIR/shapes_000001.png``, ... and ``OUT_DIR/annotations.json``, a CO
 OUT_DIR`` reads it). The images are written first and the annotations last, each file atomically: a
 directory with an ``annotations.json`` holds the whole dataset. A non-empty OUT_DIR is refused unless
 ``--force``. See `scratchdet.data.shapes.shapes_dataset` for what the images show.
+
+The images are drawn and written one at a time (the same images as ``shapes_dataset(N, seed=...)``
+draws all at once), so a large dataset never has to fit in memory.
 """
 
 import contextlib
@@ -49,13 +52,14 @@ def object_sizes(height, width):
 
 
 def run_shapes(args):
-    """Draw the dataset, write the images, then the annotations; returns 0."""
+    """Draw and write the images one at a time, then the annotations; returns 0."""
+    import numpy as np
     from tqdm import tqdm
 
     from scratchdet._files import atomic_path
     from scratchdet.commands.outputs import check_output_directory, check_output_files, reporting_write_errors
     from scratchdet.data.coco import write_ground_truth
-    from scratchdet.data.shapes import shapes_dataset
+    from scratchdet.data.shapes import ShapesDataset, shapes_dataset
 
     # 1. the options, and OUT_DIR: a directory (or nothing yet), empty unless --force, writable
     if args.images < 1:
@@ -66,42 +70,71 @@ def run_shapes(args):
     if height < MIN_SIDE or width < MIN_SIDE:
         raise InvalidArgumentError(f"--size must be H W with each >= {MIN_SIDE}, got {height} {width}")
     out_dir = args.out_dir
+    if not out_dir:  # "" would write into the current directory, past the emptiness check below
+        raise InvalidArgumentError("OUT_DIR must name a directory, got ''")
     check_output_directory("OUT_DIR", out_dir)
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not args.force:
         raise InvalidArgumentError(
             f"OUT_DIR {out_dir!r} is not empty ({len(os.listdir(out_dir))} entries); choose another or add --force"
         )
-    dataset = shapes_dataset(args.images, image_size=(height, width), size=object_sizes(height, width), seed=args.seed)
-    gt = dataset.to_coco()
-    image_paths = [os.path.join(out_dir, entry["file_name"]) for entry in gt["images"]]
+    image_paths = [os.path.join(out_dir, f"shapes_{i:06d}.png") for i in range(1, args.images + 1)]  # to_coco's names
     annotations_path = os.path.join(out_dir, ANNOTATIONS)
     check_output_files("OUT_DIR", image_paths + [annotations_path])
 
-    # 2. the images, then the annotations that name them; on a failure the images this run added go
-    new_files = []
+    # 2. the images one at a time from one generator (the draws of `shapes_dataset(N, seed=seed)`),
+    #    then the annotations that name them; on a failure or Ctrl-C the images (and directories)
+    #    this run added go
+    rng = np.random.default_rng(args.seed)
+    boxes, labels = [], []
+    made = _missing_directories(out_dir)  # directories the first write makes, then the new images
     try:
         import imageio.v3 as iio
 
         with reporting_write_errors(out_dir):
-            bar = tqdm(image_paths, desc="data shapes", unit="image", disable=args.no_progress)
-            for path, image in zip(bar, dataset.images):
+            for path in tqdm(image_paths, desc="data shapes", unit="image", disable=args.no_progress):
+                one = shapes_dataset(1, image_size=(height, width), size=object_sizes(height, width), seed=rng)
                 existed = os.path.lexists(path)
                 with atomic_path(path) as tmp:
-                    iio.imwrite(tmp, image, extension=".png")
+                    iio.imwrite(tmp, one.images[0], extension=".png")
                 if not existed:
-                    new_files.append(path)
+                    made.append(path)
+                boxes.append(one.boxes[0])
+                labels.append(one.labels[0])
+                classes = one.classes
+            # the ground truth needs only each image's shape: a read-only (H, W, 3) view of one zero
+            shape_only = np.broadcast_to(np.zeros((), np.uint8), (height, width, 3))
+            gt = ShapesDataset(images=[shape_only] * len(boxes), boxes=boxes, labels=labels, classes=classes).to_coco()
             write_ground_truth(annotations_path, gt)
-    except BaseException:
-        _remove(new_files)
+    except BaseException as error:
+        _remove(made)  # the images, then the directories, newest first
+        if isinstance(error, MemoryError):  # e.g. --size 100000 100000: gigabytes per image
+            raise InvalidArgumentError(
+                f"not enough memory to draw and write {args.images} images of --size {height} {width}"
+            ) from None
         raise
     print(
-        f"wrote {len(dataset)} images of {width}x{height} with {len(gt['annotations'])} objects "
-        f"({', '.join(dataset.classes)}) to {out_dir}; ground truth {annotations_path}"
+        f"wrote {len(boxes)} images of {width}x{height} with {len(gt['annotations'])} objects "
+        f"({', '.join(classes)}) to {out_dir}; ground truth {annotations_path}"
     )
     return 0
 
 
+def _missing_directories(directory):
+    """The directories on the way to `directory` (itself included) that do not exist yet, outermost
+    first: writing into `directory` will make them."""
+    missing = []
+    directory = os.path.abspath(directory)
+    while not os.path.lexists(directory):
+        missing.insert(0, directory)
+        directory = os.path.dirname(directory)
+    return missing
+
+
 def _remove(paths):
-    for path in paths:
+    """Remove files and (empty) directories, the last named first."""
+    for path in reversed(paths):
         with contextlib.suppress(OSError):
-            os.remove(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.rmdir(path)
+            else:
+                os.remove(path)

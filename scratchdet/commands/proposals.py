@@ -48,8 +48,13 @@ def run(args):
 
     from tqdm import tqdm
 
-    from scratchdet._files import atomic_write
-    from scratchdet.commands.outputs import check_distinct, check_output_file, check_output_files, reporting_write_errors
+    from scratchdet.commands.outputs import (
+        check_distinct,
+        check_output_file,
+        check_output_files,
+        reporting_write_errors,
+        written_together,
+    )
     from scratchdet.data.images import load_image
     from scratchdet.proposals import selective_search
     from scratchdet.proposals.selective_search import check_rgb_image
@@ -88,19 +93,21 @@ def run(args):
         boxes = selective_search(image, mode=args.mode, max_boxes=args.max, seed=args.seed)
         tqdm.write(f"{path}: {image.shape[1]}x{image.shape[0]}, {len(boxes)} boxes ({args.mode})")
         all_boxes.append(boxes)
-    # 4. the pictures, then one JSON file for all images, each written atomically (drawing can fail
-    #    where writing JSON hardly does: the JSON file is not written then)
-    with reporting_write_errors(args.out):
+    # 4. the pictures, then one JSON file for all images, to temporary files renamed together at the
+    #    end: a failure or Ctrl-C while drawing (minutes, for many images) writes none of them
+    outputs = {"out": args.out, **{("plot", index): plot_path for index, plot_path in enumerate(plot_paths)}}
+    with reporting_write_errors(args.out), written_together(outputs) as tmp:
         if args.plot:
             from scratchdet.viz import plot_proposals
 
-            for path, boxes, plot_path in zip(args.images, all_boxes, plot_paths):
-                plot_proposals(read(path), boxes, plot_path, max_boxes=args.plot_boxes, title=path)
+            for index, (path, boxes, plot_path) in enumerate(zip(args.images, all_boxes, plot_paths)):
+                plot_proposals(read(path), boxes, tmp[("plot", index)], max_boxes=args.plot_boxes, title=path,
+                               fmt=figure_format(plot_path))
         if args.out:
             results = [
                 {"file": path, "width": int(width), "height": int(height), "boxes": boxes.tolist()}
                 for path, (height, width), boxes in zip(args.images, sizes, all_boxes)
             ]
-            with atomic_write(args.out) as f:
+            with open(tmp["out"], "w") as f:
                 json.dump({"mode": args.mode, "seed": args.seed, "box_format": "xyxy", "images": results}, f)
     return 0

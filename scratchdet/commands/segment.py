@@ -34,8 +34,7 @@ def run(args):
     """
     import numpy as np
 
-    from scratchdet._files import atomic_write
-    from scratchdet.commands.outputs import check_distinct, check_output_file, reporting_write_errors
+    from scratchdet.commands.outputs import check_distinct, check_output_file, reporting_write_errors, written_together
     from scratchdet.data.images import load_image
     from scratchdet.proposals import felzenszwalb
     from scratchdet.viz import figure_format
@@ -57,15 +56,15 @@ def run(args):
     kind = "" if image.ndim == 3 else " greyscale"
     print(f"{args.image}: {image.shape[1]}x{image.shape[0]}{kind}, {n_segments} segments "
           f"(scale={args.scale:g}, sigma={args.sigma:g}, min_size={args.min_size})")
-    # 3. write, each file atomically, the picture first: drawing can fail where saving an array
-    #    hardly does, and then nothing is written
-    with reporting_write_errors(args.out):
+    # 3. write both files to temporary ones, renamed together at the end: a failure or Ctrl-C on the
+    #    way writes neither (nor leaves one of this run beside one of an earlier run)
+    with reporting_write_errors(args.out), written_together({"plot": args.plot, "out": args.out}) as tmp:
         if args.plot:
             from scratchdet.viz import plot_segments
 
             shown = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
-            plot_segments(shown, labels, args.plot, title=args.image)
+            plot_segments(shown, labels, tmp["plot"], title=args.image, fmt=figure_format(args.plot))
         if args.out:
-            with atomic_write(args.out, "wb") as f:
+            with open(tmp["out"], "wb") as f:
                 np.save(f, labels)
     return 0

@@ -12,6 +12,7 @@ starting regions); `hierarchical_grouping` (the greedy merging, with a heap over
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -411,6 +412,17 @@ def _group_one_segmentation(prepared, shape, k, strategies, keep_labels=True):
     return results
 
 
+@contextlib.contextmanager
+def _cancelling_queued_jobs(pool):
+    """On an error or Ctrl-C inside the block, cancel the jobs `pool` has queued but not started: the
+    kernels already running finish (they cannot be stopped part-way), not the whole strategy set."""
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+
+
 def _run_strategies(rgb, strategies, n_threads, keep_labels=True):
     """Every strategy's (strategy, labels, merges, boxes), in the order of `strategies`.
 
@@ -418,11 +430,12 @@ def _run_strategies(rgb, strategies, n_threads, keep_labels=True):
     colour space, then one per (colour space, k), each started as soon as its colour space is ready.
     At most `n_threads` colour spaces are prepared ahead, and each one's per-pixel data is dropped as
     soon as its jobs are done (on a 6-megapixel image it is about 350 MB per colour space, and
-    "quality" has five).
+    "quality" has five). On an error or Ctrl-C the jobs not started yet are cancelled.
     """
-    spaces = iter(dict.fromkeys(s.colour_space for s in strategies))
+    all_spaces = tuple(dict.fromkeys(s.colour_space for s in strategies))
+    spaces = iter(all_spaces)
     shape = rgb.shape[:2]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=n_threads) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n_threads) as pool, _cancelling_queued_jobs(pool):
         preparing = {}  # future -> colour space, at most n_threads at a time
 
         def prepare_next_space():
@@ -431,7 +444,7 @@ def _run_strategies(rgb, strategies, n_threads, keep_labels=True):
             if space is not None:
                 preparing[pool.submit(_prepare_colour_space, rgb, space)] = space
 
-        for _ in range(n_threads):
+        for _ in range(min(n_threads, len(all_spaces))):  # n_threads may be far more than the spaces
             prepare_next_space()
         jobs = []
         while preparing:

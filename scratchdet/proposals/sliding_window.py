@@ -18,13 +18,17 @@ FLOAT32_EXACT = 2**24  # float32 holds every integer up to this, and not all bey
 
 
 def _positive_numbers(name, values):
-    """`values` (one number or a sequence of them) as a tuple of finite floats > 0."""
+    """`values` (one number or a non-empty sequence of them) as a tuple of finite floats > 0.
+
+    An empty sequence is refused: it would silently give no windows at all."""
     if isinstance(values, numbers.Real):
         values = (values,)
     try:
         values = tuple(values)
     except TypeError:
         raise InvalidArgumentError(f"{name} must be a number or a sequence of numbers, got {values!r}") from None
+    if not values:
+        raise InvalidArgumentError(f"{name} must hold at least one number, got an empty sequence")
     for v in values:
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not 0 < v < math.inf:
             raise InvalidArgumentError(f"{name} must be finite numbers > 0, got {values!r}")

@@ -144,3 +144,43 @@ def test_proposals_plots_of_images_with_the_same_name_would_collide_exit_2(tmp_p
                    "--plot", str(tmp_path / "top.png")])
     assert status == 2 and "top_chelsea.png" in capsys.readouterr().err
     assert not (tmp_path / "top_chelsea.png").exists()
+
+
+def test_segment_that_cannot_write_its_labels_leaves_no_picture_either(tmp_path, picture, capsys, monkeypatch):
+    # the picture is drawn first; a full disk when the labels are saved must not leave it behind alone
+    def full_disk(file, array):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full_disk)
+    status = main(["segment", str(picture), "--plot", str(tmp_path / "seg.png"), "--out", str(tmp_path / "labels.npy")])
+    err = capsys.readouterr().err
+    assert status == 2 and "No space left on device" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chelsea.png"]
+
+
+def test_proposals_interrupted_while_drawing_writes_no_picture_and_no_json(tmp_path, picture, photos, monkeypatch):
+    # Ctrl-C while the pictures of many images are drawn: none of the files of the run is written
+    import scratchdet.viz
+
+    second = tmp_path / "coffee.png"
+    iio.imwrite(second, photos["coffee"])
+    real = scratchdet.viz.plot_proposals
+    drawn = []
+
+    def interrupted_at_the_second(*args, **kwargs):
+        if drawn:
+            raise KeyboardInterrupt
+        drawn.append(real(*args, **kwargs))
+
+    monkeypatch.setattr(scratchdet.viz, "plot_proposals", interrupted_at_the_second)
+    status = main(["proposals", str(picture), str(second), "--mode", "single", "--out", str(tmp_path / "boxes.json"),
+                   "--plot", str(tmp_path / "top")])
+    assert status == 130 and len(drawn) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chelsea.png", "coffee.png"]
+
+
+def test_a_plot_without_extension_is_written_as_png(tmp_path, picture):
+    assert main(["segment", str(picture), "--plot", str(tmp_path / "seg")]) == 0
+    assert main(["proposals", str(picture), "--mode", "single", "--plot", str(tmp_path / "top")]) == 0
+    for name in ("seg", "top"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

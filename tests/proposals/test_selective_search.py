@@ -283,3 +283,43 @@ def test_plain_python_run_gives_the_same_boxes_as_the_compiled_kernels():
     image = (np.random.default_rng(0).random((12, 14, 3)) * 255).astype(np.uint8)
     compiled = selective_search(image, strategies=[Strategy("hsv", 10, "CTSF"), Strategy("lab", 10, "TSF")], seed=1)
     assert json.loads(run.stdout) == compiled.astype(int).tolist()
+
+
+def test_far_more_threads_than_work_runs_at_once():
+    # n_threads beyond the number of colour spaces must not loop over the unused threads (10**18
+    # passes of "start the next colour space" would never end)
+    import threading
+
+    image = np.random.default_rng(0).integers(0, 256, size=(6, 7, 3), dtype=np.uint8)
+    result = []
+    worker = threading.Thread(target=lambda: result.append(selective_search(image, mode="fast", n_threads=10**18)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert result, "selective_search with n_threads=10**18 did not return"
+    np.testing.assert_array_equal(result[0], selective_search(image, mode="fast"))
+
+
+def test_an_interrupted_run_cancels_the_queued_strategies(monkeypatch):
+    # Ctrl-C (KeyboardInterrupt) or an error in one job must not leave the whole strategy set running:
+    # with one thread, "fast" queues four (colour space, k) jobs; the first one is interrupted, the
+    # second and third may run meanwhile, and the fourth is cancelled
+    import importlib
+    import time
+
+    module = importlib.import_module("scratchdet.proposals.selective_search")  # the module, not the function
+
+    started = []
+    real = module._group_one_segmentation
+
+    def interrupted_then_slow(*args, **kwargs):
+        started.append(args[2])
+        if len(started) == 1:
+            raise KeyboardInterrupt
+        time.sleep(0.2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "_group_one_segmentation", interrupted_then_slow)
+    image = np.random.default_rng(0).integers(0, 256, size=(6, 7, 3), dtype=np.uint8)
+    with pytest.raises(KeyboardInterrupt):
+        selective_search(image, mode="fast", n_threads=1)
+    assert len(started) <= 3, f"{len(started)} of the 4 jobs ran after the interrupt"

@@ -62,6 +62,13 @@ def test_rejects_bad_arguments(kwargs):
         count_sliding_windows(**args)
 
 
+@pytest.mark.parametrize("kwargs", [{"sizes": ()}, {"ratios": []}, {"sizes": np.zeros(0)}])
+def test_rejects_no_sizes_or_no_ratios_instead_of_returning_no_windows(kwargs):
+    for function in (sliding_windows, count_sliding_windows):
+        with pytest.raises(InvalidArgumentError, match=f"{next(iter(kwargs))} must hold at least one number"):
+            function((20, 20), **kwargs)
+
+
 def test_one_size_and_one_ratio_may_be_given_as_numbers():
     np.testing.assert_array_equal(sliding_windows((16, 16), sizes=16, ratios=1.0), [[0, 0, 16, 16]])
 
