@@ -197,6 +197,9 @@ def depth_to_space(dphases, padding, stride, dx):
     dropped): dx[n, c, y, x] = dphases[n, (a*s + b)*C + c, r, q] with s*r + a = y + padding,
     s*q + b = x + padding.
 
+    A row y of dx interleaves s phase rows (one per b): each is copied into every s-th pixel, from the
+    first x of its phase, without a division per pixel.
+
     Args:
         dphases: (N, s*s*C, Hs, Ws) float; padding, stride: as `space_to_depth`.
         dx: (N, C, H, W) output, overwritten.
@@ -206,10 +209,16 @@ def depth_to_space(dphases, padding, stride, dx):
         n = nc // channels
         c = nc % channels
         for y in range(height):
-            r, a = divmod(y + padding, stride)
-            for x_ in range(width):
-                q, b = divmod(x_ + padding, stride)
-                dx[n, c, y, x_] = dphases[n, (a * stride + b) * channels + c, r, q]
+            r = (y + padding) // stride
+            a = (y + padding) % stride
+            for b in range(stride):
+                d = (a * stride + b) * channels + c
+                x_ = (b - padding) % stride  # the first x with (x + padding) % stride == b
+                q = (x_ + padding) // stride
+                while x_ < width:
+                    dx[n, c, y, x_] = dphases[n, d, r, q]
+                    x_ += stride
+                    q += 1
 
 
 # ---------------------------------------------------------------------------------------------------
