@@ -10,7 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from scratchdet import nn, viz
+from scratchdet import backend, nn, viz
 from scratchdet.cli import main
 from scratchdet.commands.demo import FILES
 from scratchdet.data.coco import read_detections, read_ground_truth
@@ -494,6 +494,20 @@ def test_demo_interrupted_while_writing_writes_none_of_its_files(tmp_path, monke
     monkeypatch.setattr("scratchdet.commands.train.save_detector", interrupt)
     assert main(["demo", "--out", str(tmp_path), "--steps", "1", "--no-progress"]) == 130
     assert files_under(tmp_path) == ["notes.txt"]
+
+
+@pytest.mark.skipif("cuda" in backend.available(), reason="a GPU or the CUDA simulator is present")
+@pytest.mark.parametrize("command", ["train", "detect", "demo"])
+def test_device_cuda_without_a_gpu_exits_2_before_any_work(command, trained, shapes_dir, tmp_path, capsys):
+    arguments = {
+        "train": ["--gt", str(shapes_dir / "gt10.json"), "--images", str(shapes_dir), "--model", "fast-rcnn", "--steps", "1",
+                  "--out", str(tmp_path / "w.npz")],
+        "detect": [str(trained[0]), str(shapes_dir / "shapes_000001.png"), "--out", str(tmp_path / "dets.json")],
+        "demo": ["--out", str(tmp_path / "demo"), "--steps", "1"],
+    }[command]
+    assert main([command, *arguments, "--device", "cuda", "--no-progress"]) == 2
+    assert_one_line_error(capsys, command, "the 'cuda' backend is not available here")
+    assert files_under(tmp_path) == []
 
 
 def test_scratchdet_help_lists_the_commands_in_pipeline_order(capsys):

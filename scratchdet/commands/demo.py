@@ -1,6 +1,6 @@
 """`scratchdet demo`: the whole pipeline in one command, on the synthetic shapes.
 
-    scratchdet demo [--out DIR] [--steps 1200] [--seed 0] [--no-progress]
+    scratchdet demo [--out DIR] [--steps 1200] [--seed 0] [--device cpu|cuda] [--no-progress]
 
 1. draws a training set (64 images) and a test set (24 images) of 96 x 96 shapes (`scratchdet data shapes`),
 2. proposes regions with Selective Search (Uijlings et al. 2013),
@@ -11,10 +11,13 @@
 and writes to DIR the weights, the test ground truth and detections (COCO JSON), the losses, a picture
 of test images with their detections and a picture of the loss curves (other files in DIR are left
 alone). The default run takes about 10 s on two CPU cores, plus a minute or two the first time, while
-Numba compiles the kernels (it caches them on disk).
+Numba compiles the kernels (it caches them on disk). ``--device cuda`` trains and runs the network on an
+NVIDIA GPU.
 """
 
 import os
+
+from scratchdet.commands.train import add_device_option
 
 TRAIN_IMAGES = 64
 TEST_IMAGES = 24
@@ -50,6 +53,7 @@ def register(subparsers):
         help=f"training steps (default {DEFAULT_STEPS}: about 10 s on 2 cores once Numba's kernels are compiled)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the weights and the batches (default 0)")
+    add_device_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
@@ -61,6 +65,7 @@ def run(args):
 
     import numpy as np
 
+    from scratchdet import backend
     from scratchdet.commands.detect import scoring_at_least
     from scratchdet.commands.outputs import check_output_directory, check_output_files, reporting_write_errors, written_together
     from scratchdet.commands.train import build_model, check_training_options, loss_summary, save_detector, train_detector
@@ -72,6 +77,7 @@ def run(args):
 
     # 1. the options and the outputs, before any work
     check_training_options(steps=args.steps, seed=args.seed)
+    backend.require(args.device)
     check_output_directory("--out", args.out)
     paths = {key: os.path.join(args.out, name) for key, name in FILES.items()}
     check_output_files("--out", list(paths.values()))
@@ -87,7 +93,7 @@ def run(args):
     proposals = dataset_proposals(train.images + test.images, mode="fast", max_boxes=MAX_PROPOSALS, progress=progress)
     train_proposals, test_proposals = proposals[: len(train)], proposals[len(train) :]
     print(f"proposals: {np.mean([len(p) for p in proposals]):.0f} per image (Selective Search, fast)")
-    model = build_model("fast-rcnn", train.classes, args.seed)
+    model = build_model("fast-rcnn", train.classes, args.seed, args.device)
     history = train_detector(
         model, train.images, train.boxes, train.labels, train_proposals, steps=args.steps, lr=LR, seed=args.seed, progress=progress
     )

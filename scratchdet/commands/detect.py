@@ -2,7 +2,7 @@
 
     scratchdet detect WEIGHTS.npz IMAGE... --out dets.json [--score 0.05] [--nms 0.3] [--max 100]
                       [--gt GT.json] [--plot DIR] [--plot-score 0.5] [--proposals fast|quality]
-                      [--max-proposals N] [--no-progress]
+                      [--max-proposals N] [--device cpu|cuda] [--no-progress]
 
 The weights are those `scratchdet train` writes (a Fast R-CNN or R-CNN). Each image gets Selective
 Search proposals (the mode the detector was trained with, unless ``--proposals``), then `predict`:
@@ -11,10 +11,12 @@ category ids the detector was trained on; the image id is that of the image's en
 by file name, and of the size the entry declares), or 1, 2, ... in the order of the arguments. ``--gt``
 must name the detector's categories with the ids and names it was trained on. ``--plot DIR`` draws each
 image's detections to ``DIR/<image name>.png``, over its ground-truth boxes (dashed) with ``--gt``.
+``--device cuda`` runs the network on an NVIDIA GPU.
 """
 
 import os
 
+from scratchdet.commands.train import add_device_option
 from scratchdet.errors import DataFormatError, InvalidArgumentError
 
 
@@ -37,6 +39,7 @@ def register(subparsers):
     parser.add_argument("--plot-score", type=float, default=0.5, metavar="S", help="--plot draws detections scoring at least this (default 0.5)")
     parser.add_argument("--proposals", choices=("fast", "quality"), metavar="MODE", help="Selective Search mode, fast or quality (default: as trained)")
     parser.add_argument("--max-proposals", type=int, metavar="N", help="proposals per image (default: as trained)")
+    add_device_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -142,6 +145,7 @@ def run(args):
     import numpy as np
     from tqdm import tqdm
 
+    from scratchdet import backend
     from scratchdet import boxes as B
     from scratchdet.commands.outputs import (
         check_distinct, check_output_directory, check_output_file, check_output_files, reporting_write_errors,
@@ -152,6 +156,7 @@ def run(args):
 
     # 1. the options and the outputs
     check_detection_options(args)
+    backend.require(args.device)
     if not 0 <= args.plot_score <= 1:
         raise InvalidArgumentError(f"--plot-score must be in [0, 1], got {args.plot_score}")
     if args.max_proposals is not None and args.max_proposals < 1:
@@ -168,6 +173,7 @@ def run(args):
     # 2. the detector, the image ids (and entries of --gt), and every image read once (a bad one stops
     #    the run before any work)
     model, category_ids, extra = load_detector(args.weights)
+    model.to(args.device)
     entries = [None] * len(args.images)
     if args.gt:
         gt_dict = load_json(args.gt)

@@ -2,7 +2,7 @@
 
     scratchdet train --gt annotations.json --images DIR --model fast-rcnn|rcnn --steps N --out weights.npz
                      [--lr 0.01] [--seed 0] [--checkpoint ckpt.npz] [--resume] [--log losses.json]
-                     [--proposals fast|quality] [--max-proposals 2000] [--no-progress]
+                     [--proposals fast|quality] [--max-proposals 2000] [--device cpu|cuda] [--no-progress]
 
 Each image's ``file_name`` is read relative to DIR. The categories become the classes 1..K in sorted
 id order (the ids are kept in the weights, so `scratchdet detect` writes them back); crowd, difficult
@@ -11,6 +11,9 @@ proposals that overlap an object (IoU 0.1 to 0.5), so such an image has nothing 
 Selective Search proposes the regions, then SGD (momentum 0.9, weight decay 5e-4) trains the detector
 on Fast R-CNN's mini-batches (Girshick 2015, section 2.3: 2 images of 64 RoIs each, or 1 image when
 their sizes differ) through `scratchdet.train.fit`.
+
+``--device cuda`` trains the network on an NVIDIA GPU (`model.to("cuda")`: the mini-batches are
+copied to it each step; the proposals are found on the CPU either way).
 
 A resumed run (``--resume``) takes the checkpoint's state, its learning rate included, and trains up
 to ``--steps``; the checkpoint is checked before any work, and one that already holds ``--steps``
@@ -54,8 +57,19 @@ def register(subparsers):
     parser.add_argument("--log", metavar="LOSSES.json", help="write the loss of every step here")
     parser.add_argument("--proposals", choices=PROPOSAL_MODES, default="fast", metavar="MODE", help="Selective Search mode: fast (default) or quality")
     parser.add_argument("--max-proposals", type=int, default=2000, metavar="N", help="proposals per image (default 2000)")
+    add_device_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
+
+
+def add_device_option(parser):
+    """``--device cpu|cuda``: where the network runs (`train`, `detect`, `demo`)."""
+    from scratchdet.backend import DEVICES
+
+    parser.add_argument(
+        "--device", choices=DEVICES, default="cpu", metavar="DEVICE",
+        help="run the network on the cpu (default) or on an NVIDIA GPU: cuda (the proposals run on the CPU either way)",
+    )
 
 
 class Dataset(NamedTuple):
@@ -155,11 +169,12 @@ def read_dataset(gt_dict, gt, paths, gt_path):
     )
 
 
-def build_model(name, classes, seed):
-    """A fresh detector: `name` one of MODELS, `classes` its K class names, `seed` its initial weights."""
+def build_model(name, classes, seed, device="cpu"):
+    """A fresh detector on `device`: `name` one of MODELS, `classes` its K class names, `seed` its initial
+    weights (the same on either device)."""
     from scratchdet.models import RCNN, FastRCNN
 
-    return {"fast-rcnn": FastRCNN, "rcnn": RCNN}[name](classes, rng=seed)
+    return {"fast-rcnn": FastRCNN, "rcnn": RCNN}[name](classes, rng=seed).to(device)
 
 
 def build_optimizer(model, lr):
@@ -240,11 +255,13 @@ def run(args):
     import json
     import time
 
+    from scratchdet import backend
     from scratchdet.commands.outputs import check_distinct, check_output_file, reporting_write_errors, written_together
     from scratchdet.train import dataset_proposals, load_checkpoint
 
     # 1. the options and the outputs, before any work
     check_training_options(steps=args.steps, seed=args.seed, lr=args.lr)
+    backend.require(args.device)  # a clear error now, not after the proposals, where there is no GPU
     if args.max_proposals < 1:
         raise InvalidArgumentError(f"--max-proposals must be positive, got {args.max_proposals}")
     if args.resume and args.checkpoint is None:
@@ -258,7 +275,7 @@ def run(args):
     check_distinct(outputs, [args.gt, *paths])
     dataset = read_dataset(gt_dict, gt, paths, args.gt)
     progress = not args.no_progress
-    model = build_model(args.model, dataset.classes, args.seed)
+    model = build_model(args.model, dataset.classes, args.seed, args.device)
 
     # 3. the checkpoint to resume from, checked before the proposals: it must be of this model, and
     #    hold no more steps than --steps; its learning rate is the one the run goes on with
