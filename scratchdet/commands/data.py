@@ -59,7 +59,7 @@ def run_shapes(args):
     from scratchdet._files import atomic_path
     from scratchdet.commands.outputs import check_output_directory, check_output_files, reporting_write_errors
     from scratchdet.data.coco import write_ground_truth
-    from scratchdet.data.shapes import ShapesDataset, shapes_dataset
+    from scratchdet.data.shapes import ShapesDataset, file_name, shapes_dataset
 
     # 1. the options, and OUT_DIR: a directory (or nothing yet), empty unless --force, writable
     if args.images < 1:
@@ -77,7 +77,7 @@ def run_shapes(args):
         raise InvalidArgumentError(
             f"OUT_DIR {out_dir!r} is not empty ({len(os.listdir(out_dir))} entries); choose another or add --force"
         )
-    image_paths = [os.path.join(out_dir, f"shapes_{i:06d}.png") for i in range(1, args.images + 1)]  # to_coco's names
+    image_paths = [os.path.join(out_dir, file_name(i)) for i in range(1, args.images + 1)]  # the names to_coco gives
     annotations_path = os.path.join(out_dir, ANNOTATIONS)
     check_output_files("OUT_DIR", image_paths + [annotations_path])
 

@@ -15,6 +15,7 @@ __all__ = [
     "POSE_LIMBS",
     "SHAPE_CLASSES",
     "ShapesDataset",
+    "file_name",
     "shapes_dataset",
     "single_object_dataset",
     "stick_figures",
@@ -106,7 +107,7 @@ class ShapesDataset:
         for i, (image, boxes, labels) in enumerate(zip(self.images, self.boxes, self.labels)):
             image_id = i + 1
             height, width = image.shape[:2]
-            images.append({"id": image_id, "file_name": f"shapes_{image_id:06d}.png", "width": int(width), "height": int(height)})
+            images.append({"id": image_id, "file_name": file_name(image_id), "width": int(width), "height": int(height)})
             for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist()):  # Python floats and ints
                 w, h = x2 - x1, y2 - y1
                 annotations.append(
@@ -115,6 +116,11 @@ class ShapesDataset:
                 )  # fmt: skip
         categories = [{"id": k + 1, "name": name} for k, name in enumerate(self.classes)]
         return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def file_name(image_id):
+    """The file name `ShapesDataset.to_coco` gives image `image_id` (1, 2, ...): ``shapes_000001.png``."""
+    return f"shapes_{image_id:06d}.png"
 
 
 def shapes_dataset(n_images, *, image_size=(96, 96), objects=(1, 3), size=(16, 40), classes=SHAPE_CLASSES, seed=0):

@@ -240,7 +240,7 @@ def maxpool2d_forward(x, kernel_size, stride, y):
         c = nc % channels
         for oy in range(out_h):
             for ox in range(out_w):
-                y[n, c, oy, ox] = window_max(x, n, c, oy * stride, ox * stride, kernel_size)
+                y[n, c, oy, ox] = window_max(x, n, c, oy * stride, oy * stride + kernel_size, ox * stride, ox * stride + kernel_size)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -390,8 +390,7 @@ def roi_pool_forward(features, rois, spatial_scale, out):
                 if y1 <= y0 or x1 <= x0:  # the bin fell off the map
                     out[r, c, ph, pw] = 0
                     continue
-                best_y, best_x = window_argmax(features, b, c, y0, y1, x0, x1)  # a NaN wins, as in max pooling
-                out[r, c, ph, pw] = features[b, c, best_y, best_x]
+                out[r, c, ph, pw] = window_max(features, b, c, y0, y1, x0, x1)  # a NaN wins, as in max pooling
 
 
 @numba.njit(cache=True, parallel=True)

@@ -253,7 +253,7 @@ def maxpool2d_forward_kernel(x, kernel_size, stride, y):
     if kernel_size == 2 and stride == 2:  # the common window, unrolled
         y[n, c, oy, ox] = max_of_four(x[n, c, y0, x0], x[n, c, y0, x0 + 1], x[n, c, y0 + 1, x0], x[n, c, y0 + 1, x0 + 1])
     else:
-        y[n, c, oy, ox] = window_max(x, n, c, y0, x0, kernel_size)
+        y[n, c, oy, ox] = window_max(x, n, c, y0, y0 + kernel_size, x0, x0 + kernel_size)
 
 
 @cuda.jit(cache=True)

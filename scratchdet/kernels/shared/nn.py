@@ -45,26 +45,28 @@ def round_half_away(v):
     return -math.floor(-v + 0.5)
 
 
-def window_max(x, n, c, y0, x0, kernel_size):
-    """The maximum of one max-pooling window of x (N, C, H, W): the value `window_argmax` points at.
+def window_max(x, n, c, y0, y1, x0, x1):
+    """The maximum of one window of x (N, C, H, W), ``x[n, c, y0:y1, x0:x1]``, not empty: the value
+    `window_argmax` points at.
 
-    The window is ``x[n, c, y0:y0 + kernel_size, x0:x0 + kernel_size]``; a NaN in it wins, as in
-    `window_argmax`. Kept apart from `window_argmax` because a plain running maximum compiles to
+    The window is a max-pooling window (y1 = y0 + kernel_size) or a RoI pooling bin; a NaN in it wins,
+    as in `window_argmax`. Kept apart from `window_argmax` because a plain running maximum compiles to
     faster code (max pooling forward + backward, 64x64x32x32: 4.4 ms against 5.5 ms with the forward
-    going through `window_argmax`, before NaNs were looked for).
+    going through `window_argmax`, before NaNs were looked for; RoI pooling forward, 256 RoIs of 7 x 7
+    bins over 512 channels: 20.8 ms against 28.9 ms, on the 2-core VM).
     """
     best = x[n, c, y0, x0]
     poison = best - best  # the window's sum, offset: NaN if the window holds a NaN (or +inf and -inf)
-    for i in range(kernel_size):
-        for j in range(kernel_size):
-            v = x[n, c, y0 + i, x0 + j]
+    for y in range(y0, y1):
+        for x_ in range(x0, x1):
+            v = x[n, c, y, x_]
             if v > best:
                 best = v
             poison += v
     if poison != poison:  # rare: look for a NaN, which wins (see `window_argmax`)
-        for i in range(kernel_size):
-            for j in range(kernel_size):
-                v = x[n, c, y0 + i, x0 + j]
+        for y in range(y0, y1):
+            for x_ in range(x0, x1):
+                v = x[n, c, y, x_]
                 if v != v:
                     return v
     return best
