@@ -8,7 +8,7 @@
 #      default)                                                        -> $OUT/gpu_results_caching.md
 #   4. if time is left: CUDA tests with the caching allocator          -> $OUT/cuda_tests_caching.log
 # Steps 1-2 took about 160 s on an H200 in run 2 (Numba compiles each kernel on first use; autotuning
-# compiles every candidate tile); the whole script stops itself by 420 s.
+# compiles every candidate tile); the whole script stops itself by $GPU_RUN_LIMIT s (default 420).
 set -o pipefail
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -32,6 +32,7 @@ OUT="${OUT:-/tmp/gpu_out}"
 mkdir -p "$OUT"
 status=0
 begin=$SECONDS
+limit="${GPU_RUN_LIMIT:-420}"
 
 echo "== GPU"; nvidia-smi -L | tee "$OUT/gpu.txt"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee -a "$OUT/gpu.txt"
@@ -64,9 +65,9 @@ echo "benchmarks took $((SECONDS - start)) s" | tee -a "$OUT/bench.log"
 
 # The caching allocator (scratchdet/kernels/cuda/memory.py, off by default): the same benchmarks with
 # freed device blocks reused instead of cuMemAlloc / cuMemFree, then the CUDA tests with it switched on,
-# each only if the run is still well inside its 420 s
+# each only if the run is still well inside its limit
 CACHING=scratchdet.kernels.cuda.memory
-left=$((420 - (SECONDS - begin)))
+left=$((limit - (SECONDS - begin)))
 if [ "$left" -gt 60 ]; then
   echo "== benchmarks with the caching allocator ($left s left)"
   start=$SECONDS
@@ -76,7 +77,7 @@ if [ "$left" -gt 60 ]; then
 else
   echo "== skipped the caching-allocator benchmarks: only $left s left"
 fi
-left=$((420 - (SECONDS - begin)))
+left=$((limit - (SECONDS - begin)))
 if [ "$left" -gt 45 ]; then
   echo "== CUDA tests with the caching allocator ($left s left)"
   NUMBA_CUDA_MEMORY_MANAGER=$CACHING timeout $((left - 5)) python3 -m pytest -q -p no:cacheprovider \
