@@ -179,8 +179,8 @@ def conv_breakdown(shape, repeat=5):
         "sum of dW over images (and parts)": lambda: reduce.sum_axis0(dw_per_image),
     }
     if c <= cuda_nn.FEW_CHANNELS:  # what conv2d_backward runs for an RGB layer
-        stages["dx: one thread per input pixel (<= 4 channels)"] = lambda: cuda_nn.input_grad_few_channels_kernel[
-            launch_1d(n * h * w)](dy, weight, 1, 1, dx)
+        stages["dx: a thread per column piece, all channels (<= 4 channels)"] = lambda: cuda_nn.input_grad_few_channels(
+            dy, weight, 1, 1, dx)
     else:
         stages["swap filter axes"] = lambda: cuda_nn.swap_filter_axes_kernel[launch_1d(k * rows)](weight, w_swapped)
         stages["dx: implicit GEMM W~ dcols"] = lambda: conv_gemm.conv_gemm_launch(

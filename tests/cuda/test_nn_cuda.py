@@ -34,6 +34,29 @@ def test_conv2d_forward_and_backward_match_cpu(rng, gpu, close, n, c, h, w, k, k
         close(a, b, atol=1e-5, what=name)
 
 
+# (C, H, W, K, kernel, stride, padding): heights that 2 and 4 rows per thread do not divide
+FEW_CHANNEL_CASES = [
+    (3, 5, 6, 2, 3, 1, 1),
+    (1, 7, 3, 3, 2, 1, 0),  # even kernel, no padding
+    (4, 6, 5, 2, 3, 2, 1),  # stride 2: every other row and column of taps
+    (2, 7, 7, 1, 4, 3, 2),  # stride 3, 4x4, wide padding
+]
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4])
+@pytest.mark.parametrize(("c", "h", "w", "k", "ks", "stride", "padding"), FEW_CHANNEL_CASES)
+def test_few_channels_input_gradient_matches_cpu_for_every_rows_per_thread(rng, gpu, close, rows, c, h, w, k, ks, stride, padding):
+    from scratchdet.kernels.cuda import nn as cuda_nn
+
+    x = rng.standard_normal((2, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((k, c, ks, ks)).astype(np.float32)
+    dy = rng.standard_normal(F.conv2d_forward(x, weight, None, stride=stride, padding=padding).shape).astype(np.float32)
+    expected = F.conv2d_backward(dy, x, weight, stride=stride, padding=padding)[0]
+    dx = gpu(np.full(x.shape, np.nan, np.float32))  # every pixel must be written
+    cuda_nn.input_grad_few_channels(gpu(dy), gpu(weight), stride, padding, dx, rows=rows)
+    close(dx, expected, atol=1e-5, what="dx")
+
+
 @pytest.mark.parametrize("channels", [2, 5], ids=["few-channels", "implicit-gemm"])
 def test_backward_without_input_grad_computes_the_same_parameter_gradients(rng, gpu, host, channels):
     x, weight = gpu(rng.standard_normal((2, channels, 4, 5)).astype(np.float32)), gpu(rng.standard_normal((3, channels, 3, 3)).astype(np.float32))

@@ -308,7 +308,7 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
 def tile_candidates(m, n):
     """The ``(ty, tx, tm, tn)`` tiles autotuning tries: `gemm.tile_candidates` on 16 x 16 threads, plus a
     flat 4 x 64 block when c has few rows (a layer with at most 8 filters; the input gradient of one
-    with 5-8 channels, fewer going to `nn.input_grad_few_channels_kernel`) and a narrow 32 x 8 block
+    with 5-8 channels, fewer going to `nn.input_grad_few_channels`) and a narrow 32 x 8 block
     when it has few columns (an RGB layer's filter gradient: n = 3*3*3 = 27), which would otherwise
     leave most of a 16-row or 64-column tile idle."""
     out = [(TY, TX, tm, tn) for tm, tn in gemm.tile_candidates(m, n)]

@@ -11,13 +11,14 @@ module copies an activation or a parameter to the host; a loss returns its value
 (one 8-byte copy per loss), like its CPU twin.
 """
 
+import functools
 import math
 
 import numba
 import numpy as np
 from numba import cuda
 
-from scratchdet.backend import is_cuda_array
+from scratchdet.backend import is_cuda_array, simulated
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda import reduce
 from scratchdet.kernels.cuda.common import (
@@ -31,7 +32,7 @@ from scratchdet.kernels.cuda.common import (
     zeros,
 )
 from scratchdet.kernels.cuda.conv_gemm import FILTER_GRAD, FORWARD, INPUT_GRAD, conv_gemm_launch, reduction_splits
-from scratchdet.kernels.cuda.gemm import BIAS_COL, gemm_launch
+from scratchdet.kernels.cuda.gemm import BIAS_COL, gemm_launch, launch_autotuned
 from scratchdet.kernels.cuda.reduce import block_sum
 from scratchdet.kernels.shared import nn as shared
 
@@ -87,45 +88,116 @@ def swap_filter_axes_kernel(w, w_swapped):
 
 
 # The input gradient of a layer with at most this many channels (an RGB input) runs
-# `input_grad_few_channels_kernel` rather than the implicit GEMM, whose 3-row products leave most of a
-# tile idle: measured on an H200 (benchmarks/GPU_RESULTS.md, run 2), 2.06 of the 3.6 ms backward of
-# the 256x3x64x64 -> 32 layer.
+# `few_channels_input_grad_kernel` rather than the implicit GEMM, whose 3-row products leave most of a
+# tile idle (2.06 of the 3.6 ms backward of 256x3x64x64 -> 32 on an H200, benchmarks/GPU_RESULTS.md,
+# run 2).
 FEW_CHANNELS = 4
+# How many rows of one column of dx a thread of that kernel may keep: the autotuner's candidates.
+FEW_CHANNELS_ROWS = (1, 2, 4)
 
 
-@cuda.jit(cache=True)
-def input_grad_few_channels_kernel(dy, w, stride, padding, dx):
-    """dx[n, c, y, x] = sum over k, i, j of w[k, c, i, j] * dy[n, k, oy, ox], for the taps with
-    oy*stride + i - padding = y and ox*stride + j - padding = x inside the output: the adjoint of the
-    convolution's sum, gathered per input pixel. One thread per input pixel (n, y, x) keeps the sums of
-    all C <= FEW_CHANNELS channels; the threads of a warp read neighbouring pixels of each dy plane.
+@functools.lru_cache(maxsize=None)
+def few_channels_input_grad_kernel(channels, rows, dtype, unit_stride):
+    """The input gradient of a convolution with few input channels, gathered per input pixel.
+
+        dx[n, c, y, x] = sum over k, i, j of w[k, c, i, j] * dy[n, k, oy, ox]
+                         for oy*stride + i - padding = y and ox*stride + j - padding = x
+
+    (the adjoint of the convolution's sum). Each thread owns `rows` vertically adjacent pixels of one
+    column of one image, all `channels` (<= FEW_CHANNELS) channels of each, summed in registers (the
+    counts are compile-time constants, so the loops over them unroll). The taps (i, j) are the outer
+    loops: which output pixel each of the thread's pixels reads through a tap (a division by the stride,
+    none when `unit_stride`) is worked out once per tap, and the loop over the K filters inside only
+    adds a plane's stride: one load of dy per pixel and one of w per channel (the same address in every
+    thread of a warp), then rows x channels multiply-adds. The threads of a warp take neighbouring
+    columns, so their loads of dy are one contiguous run.
+
+    Args (of the kernel): dy (N*K*H'*W',), w (K*C*kh*kw,), dx (N*C*H*W,) flat device arrays; then
+    N, K, H, W, H', W', kh, kw, stride, padding. One thread per (image, group of rows, column).
     """
+    ntype = numba.float32 if np.dtype(dtype) == np.float32 else numba.float64
+    zero = np.dtype(dtype).type(0)
+    uint64 = numba.uint64
+
+    @cuda.jit
+    def kernel(dy, w, dx, n_images, filters, height, width, out_h, out_w, kh, kw, stride, padding):
+        groups = (height + rows - 1) // rows
+        e = cuda.grid(1)
+        if e >= n_images * groups * width:
+            return
+        x = e % width
+        y0 = (e // width) % groups * rows
+        n = e // (width * groups)
+        taps = kh * kw
+        out_plane = out_h * out_w
+        acc = cuda.local.array((rows, channels), ntype)
+        at = cuda.local.array(rows, numba.int64)  # where pixel r reads dy through the tap; -1: nowhere
+        weights = cuda.local.array(channels, ntype)
+        for r in range(rows):
+            for c in range(channels):
+                acc[r, c] = zero
+        for i in range(kh):
+            for j in range(kw):
+                ox = x + padding - j
+                if not unit_stride:
+                    if ox < 0 or ox % stride != 0:
+                        continue
+                    ox //= stride
+                if ox < 0 or ox >= out_w:
+                    continue
+                reads = False
+                for r in range(rows):
+                    oy = y0 + r + padding - i
+                    at[r] = -1
+                    if y0 + r < height and oy >= 0:
+                        if unit_stride or oy % stride == 0:
+                            if not unit_stride:
+                                oy //= stride
+                            if oy < out_h:
+                                at[r] = n * filters * out_plane + oy * out_w + ox
+                                reads = True
+                if not reads:
+                    continue
+                tap = i * kw + j
+                for k in range(filters):
+                    for c in range(channels):
+                        weights[c] = w[uint64((k * channels + c) * taps + tap)]
+                    for r in range(rows):
+                        if at[r] >= 0:
+                            g = dy[uint64(at[r] + k * out_plane)]
+                            for c in range(channels):
+                                acc[r, c] += weights[c] * g
+        for r in range(rows):
+            if y0 + r < height:
+                for c in range(channels):
+                    dx[uint64(((n * channels + c) * height + y0 + r) * width + x)] = acc[r, c]
+
+    return kernel
+
+
+def input_grad_few_channels(dy, w, stride, padding, dx, rows=None):
+    """dx (N, C, H, W) = the input gradient of a convolution with C <= FEW_CHANNELS input channels
+    (`few_channels_input_grad_kernel`), for dy (N, K, H', W') and w (K, C, kh, kw) device arrays of one
+    dtype; returns dx. `rows`: pixels per thread (one of FEW_CHANNELS_ROWS); by default the autotuned
+    count for this shape (1 in the simulator)."""
     n_images, channels, height, width = dx.shape
     filters, _, kh, kw = w.shape
     out_h, out_w = dy.shape[2], dy.shape[3]
-    e = cuda.grid(1)
-    if e >= n_images * height * width:
-        return
-    n = e // (height * width)
-    y = (e // width) % height
-    x = e % width
-    acc = cuda.local.array(FEW_CHANNELS, numba.float64)
-    for c in range(FEW_CHANNELS):
-        acc[c] = 0.0
-    for k in range(filters):
-        for i in range(kh):
-            ty = y + padding - i
-            if ty < 0 or ty % stride != 0 or ty // stride >= out_h:
-                continue
-            for j in range(kw):
-                tx = x + padding - j
-                if tx < 0 or tx % stride != 0 or tx // stride >= out_w:
-                    continue
-                g = dy[n, k, ty // stride, tx // stride]
-                for c in range(channels):
-                    acc[c] += w[k, c, i, j] * g
-    for c in range(channels):
-        dx[n, c, y, x] = acc[c]
+    if dx.size == 0:
+        return dx
+    unit_stride = stride == 1
+    args = (flat(dy), flat(w), flat(dx), n_images, filters, height, width, out_h, out_w, kh, kw, stride, padding)
+
+    def launch(count):
+        kernel = few_channels_input_grad_kernel(channels, count, np.dtype(dx.dtype), unit_stride)
+        kernel[launch_1d(n_images * -(-height // count) * width)](*args)
+
+    if rows is not None:
+        launch(rows)
+    else:
+        key = ("few_channels_input_grad", dy.shape, w.shape, dx.shape, stride, padding, np.dtype(dx.dtype).str)
+        launch_autotuned(key, 1 if simulated() else 2, FEW_CHANNELS_ROWS, launch)
+    return dx
 
 
 def _check_conv(x, w, b, stride, padding):
@@ -182,7 +254,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
 
     as implicit GEMMs (`scratchdet.kernels.cuda.conv_gemm`): cols[n] is read from x, dcols[n] (the
     adjoint of im2col applied to dY) from dY, W~[c, (k, i, j)] = W[k, c, i, j]; for at most
-    FEW_CHANNELS input channels, dX by `input_grad_few_channels_kernel` instead. dW is summed over
+    FEW_CHANNELS input channels, dX by `input_grad_few_channels` instead. dW is summed over
     the images in a fixed order (one product per image, or per part of an image's pixels
     (`conv_gemm.reduction_splits`), then a column sum), so it is the same on every run.
 
@@ -220,8 +292,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
     # 3. input: dX[n] (C, HW) = W~ (C, K*kh*kw) @ dcols[n] (K*kh*kw, HW), dcols read from dY
     dx = empty(x.shape, x.dtype)
     if channels <= FEW_CHANNELS:
-        input_grad_few_channels_kernel[launch_1d(n_images * height * width)](dy, w, stride, padding, dx)
-        return dx, dw, db
+        return input_grad_few_channels(dy, w, stride, padding, dx), dw, db
     w_swapped = scratch("w_swapped", (channels, filters, kh, kw), x.dtype)
     swap_filter_axes_kernel[launch_1d(w.size)](w, w_swapped)
     conv_gemm_launch(
@@ -877,7 +948,11 @@ def compile_signatures():
         name = str(ft)
         out += [
             (f"swap_filter_axes_{name}", swap_filter_axes_kernel, (a4, a4)),
-            (f"input_grad_few_channels_{name}", input_grad_few_channels_kernel, (a4, a4, int64, int64, a4)),
+            *(
+                (f"few_channels_input_grad_{channels}c_{rows}r_{'unit' if unit else 'strided'}_{name}",
+                 few_channels_input_grad_kernel(channels, rows, np.dtype(np.float32), unit), (a1, a1, a1) + (int64,) * 10)
+                for channels in (1, 3, 4) for rows in FEW_CHANNELS_ROWS for unit in (True, False)
+            ),
             (f"maxpool2d_forward_{name}", maxpool2d_forward_kernel, (a4, int64, int64, a4)),
             (f"maxpool2d_backward_{name}", maxpool2d_backward_kernel, (a4, a4, int64, int64, a4)),
             (f"relu_forward_{name}", relu_forward_kernel, (a1, a1)),
