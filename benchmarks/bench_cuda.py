@@ -7,11 +7,13 @@ Run on a machine with an NVIDIA GPU and PyTorch built with CUDA:
     python benchmarks/bench_cuda.py --out results.md       # one markdown table (benchmarks/gpu_run.sh)
 
 Every timing is the best of a few calls, each between two device synchronisations (so it counts the
-whole GPU work and the Python launch overhead), after warm-up calls that compile the Numba kernels
+whole GPU work and the Python launch overhead: the wall time a user waits), after warm-up calls that compile the Numba kernels
 and let cuDNN pick its algorithms (`cudnn.benchmark = True`). PyTorch runs in strict float32
 (`allow_tf32 = False`), the arithmetic scratchdet's kernels do; the conv table also gives cuDNN's
 time with TF32 tensor cores (PyTorch's default for convolutions) for reference. Inputs are float32
-NCHW; each case checks that both libraries computed the same thing.
+NCHW; each case checks that both libraries computed the same thing. The convolutions and the linear
+layer also get each side's *device* time (`device_time`): the GPU's own time per call, without the
+host's share, which for a small layer is most of the wall time.
 """
 
 import argparse
@@ -60,6 +62,62 @@ def gpu_time(fn, repeat=5, warmup=2):
         _synchronize()
         times.append(time.perf_counter() - start)
     return min(times), statistics.median(times)
+
+
+SLEEP_US = 50_000  # how long `device_time` holds the GPU while the host queues the calls
+
+
+def _sleeper():
+    from numba import cuda
+
+    @cuda.jit
+    def sleep(microseconds):
+        """One thread sleeps about `microseconds` us, holding the default stream."""
+        for _ in range(microseconds):
+            cuda.nanosleep(1000)
+
+    return sleep
+
+
+_SLEEPERS = []
+
+
+def device_time(fn, calls=5):
+    """The GPU's own time per call of `fn` in seconds, without the host's: the GPU is first held by a
+    sleeping kernel, the host queues `calls` calls behind it, and CUDA events recorded before and after
+    them time the calls run back to back (PyTorch and Numba share the default stream). None in the
+    simulator, or when the sleeper ended before the host had queued every call (`fn` waited for the
+    device, e.g. to read a loss)."""
+    from numba import cuda
+
+    from scratchdet.backend import simulated
+
+    if simulated():
+        return None
+    if not _SLEEPERS:
+        _SLEEPERS.append(_sleeper())
+    fn()  # warm-up
+    _synchronize()
+    start, end = cuda.event(), cuda.event()
+    _SLEEPERS[0][1, 1](SLEEP_US)
+    start.record()
+    for _ in range(calls):
+        fn()
+    queued_in_time = not start.query()  # the sleeper still held the GPU: no call ran before all were queued
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3 / calls if queued_in_time else None
+
+
+def _device_fields(ours, theirs):
+    """The device-time entries of a result: ours, the peer's (ms) and their ratio, None where not measured."""
+    ours_s, theirs_s = device_time(ours), device_time(theirs)
+    both = ours_s is not None and theirs_s is not None
+    return {
+        "ours_device_ms": None if ours_s is None else ours_s * 1e3,
+        "peer_device_ms": None if theirs_s is None else theirs_s * 1e3,
+        "device_ratio": ours_s / theirs_s if both else None,
+    }
 
 
 def _gpu_available():
@@ -120,6 +178,7 @@ def conv_case(shape, repeat=5):
     _torch_fp32(torch, tf32=False)
     ours_best, ours_median = gpu_time(ours, repeat)
     torch_best, _ = gpu_time(theirs, repeat)
+    device = _device_fields(ours, theirs)
     _torch_fp32(torch, tf32=True)
     tf32_best, _ = gpu_time(theirs, repeat)
     _torch_fp32(torch, tf32=False)
@@ -144,6 +203,7 @@ def conv_case(shape, repeat=5):
         "peer_tflops": flops / torch_best / 1e12,
         "first_call_s": first_call,
         "max_error": max(errors.values()),
+        **device,
     }
 
 
@@ -253,6 +313,7 @@ def linear_case(repeat=5):
     y, (dx, dw, db) = ours()
     ours_best, ours_median = gpu_time(ours, repeat)
     torch_best, _ = gpu_time(theirs, repeat)
+    device = _device_fields(ours, theirs)
     theirs()
     error = float(np.abs(to_host(dw) - wt.grad.cpu().numpy()).max())
     flops = 3 * 2 * n * d_in * d_out
@@ -266,6 +327,7 @@ def linear_case(repeat=5):
         "ours_tflops": flops / ours_best / 1e12,
         "peer_tflops": flops / torch_best / 1e12,
         "max_error": error,
+        **device,
     }
 
 
@@ -511,10 +573,11 @@ def test_nms_vs_torchvision(benchmark, scenario):
 def markdown_table(results, device_name):
     lines = [
         f"GPU: {device_name}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-        "best of 5 (NMS: 10) synchronised calls after warm-up; FP32 throughout.",
+        "best of 5 (NMS: 10) synchronised calls after warm-up; FP32 throughout. Device: the GPU's own time",
+        "per call (5 calls queued behind a sleeping kernel, CUDA events), without the host's.",
         "",
-        "| case | scratchdet (ms) | peer | peer (ms) | ours / peer | notes |",
-        "| --- | ---: | --- | ---: | ---: | --- |",
+        "| case | scratchdet (ms) | peer | peer (ms) | ours / peer | device ms, ours / peer | device ratio | notes |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
         notes = []
@@ -528,8 +591,12 @@ def markdown_table(results, device_name):
             notes.append(f"max diff {r['max_error']:.1e}")
         if "same_as_cpu" in r:
             notes.append(f"same boxes as CPU: {r['same_as_cpu']}; boxes differing from torchvision: {r['differs_from_peer']}")
+        if r.get("device_ratio") is not None:
+            device = f"{r['ours_device_ms']:.3f} / {r['peer_device_ms']:.3f} | {r['device_ratio']:.2f}"
+        else:
+            device = "n/a | n/a"
         lines.append(
-            f"| {r['case']} | {r['ours_ms']:.3f} | {r['peer']} | {r['peer_ms']:.3f} | {r['ratio']:.2f} | {'; '.join(notes)} |"
+            f"| {r['case']} | {r['ours_ms']:.3f} | {r['peer']} | {r['peer_ms']:.3f} | {r['ratio']:.2f} | {device} | {'; '.join(notes)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -2,7 +2,7 @@
 
 `bench_cuda.py` times each call between two device synchronisations, so a small operation's time is
 the host's (Python, Numba's launch, cuMemAlloc) plus the GPU's, and the two cannot be told apart.
-Here the GPU is first kept busy by a kernel that sleeps (`spin_kernel`, tens of ms); while it
+Here the GPU is first kept busy by a kernel that sleeps (`bench_cuda.device_time`'s, 50 ms); while it
 sleeps, the host queues `calls` calls of the operation, and
 
 - host time per call = wall time of queuing them (the GPU cannot be waited for: it is asleep);
@@ -26,37 +26,29 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def spin_kernel():
+def split_time(fn, calls=10):
+    """(host us per call, device us per call, syncs) for `calls` calls of fn queued behind the sleeping
+    kernel of `bench_cuda.device_time`; `syncs`: the sleeper ended before the host had queued every call
+    (fn waited for the device), so the device time includes the host's gaps."""
     from numba import cuda
 
-    @cuda.jit
-    def spin(rounds):
-        """One thread sleeps `rounds` microseconds (give or take), holding the GPU's queue."""
-        for _ in range(rounds):
-            cuda.nanosleep(1000)
+    from bench_cuda import SLEEP_US, _sleeper
 
-    return spin
-
-
-def split_time(fn, calls=10, spin_us=60_000):
-    """(host us per call, device us per call, syncs) for `calls` calls of fn queued behind a sleeper."""
-    from numba import cuda
-
-    spin = split_time.spin
+    if not hasattr(split_time, "sleep"):
+        split_time.sleep = _sleeper()
     fn()  # warm-up: compilation, autotuning, work buffers
     cuda.synchronize()
     start_event, end_event = cuda.event(), cuda.event()
-    spin[1, 1](spin_us)
+    split_time.sleep[1, 1](SLEEP_US)
     start_event.record()
     t0 = time.perf_counter()
     for _ in range(calls):
         fn()
     host = (time.perf_counter() - t0) / calls
+    syncs = start_event.query()
     end_event.record()
     end_event.synchronize()
-    device_ms = start_event.elapsed_time(end_event)
-    syncs = host * calls * 1e6 > 0.8 * spin_us  # the host waited for the sleeper
-    return host * 1e6, device_ms * 1e3 / calls, syncs
+    return host * 1e6, start_event.elapsed_time(end_event) * 1e3 / calls, syncs
 
 
 def main():
@@ -69,7 +61,6 @@ def main():
     from scratchdet.kernels.cuda import nn as cuda_nn
     from scratchdet.kernels.cuda.common import empty, flat, launch_1d
 
-    split_time.spin = spin_kernel()
     rng = np.random.default_rng(0)
 
     @cuda.jit

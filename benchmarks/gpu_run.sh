@@ -4,7 +4,8 @@
 #   1. the CUDA tests of conv, conv_gemm, training, gemm, boxes, backend, reduce and the detectors on the
 #      real GPU (not the simulator)                                                     -> $OUT/cuda_tests.log
 #   2. benchmarks/bench_cuda.py against cuDNN / cuBLAS / torchvision   -> $OUT/gpu_results.md, $OUT/bench.log
-#   3. if time is left: the benchmarks again with the caching allocator (a Numba EMM plugin, off by
+#   3. if time is left: host and device time per operation (gpu_profile.py)   -> $OUT/profile.md
+#   3b. if time is left: the benchmarks again with the caching allocator (a Numba EMM plugin, off by
 #      default)                                                        -> $OUT/gpu_results_caching.md
 #   4. if time is left: CUDA tests with the caching allocator          -> $OUT/cuda_tests_caching.log
 # Steps 1-2 took about 160 s on an H200 in run 2 (Numba compiles each kernel on first use; autotuning
@@ -45,6 +46,16 @@ echo "== benchmarks"
 start=$SECONDS
 timeout 170 python3 benchmarks/bench_cuda.py --breakdown --out "$OUT/gpu_results.md" 2>&1 | tee "$OUT/bench.log" || status=1
 echo "benchmarks took $((SECONDS - start)) s" | tee -a "$OUT/bench.log"
+
+# Host and device time per operation (benchmarks/gpu_profile.py), if the run is well inside its limit
+left=$((limit - (SECONDS - begin)))
+if [ "$left" -gt 120 ]; then
+  echo "== host and device time per operation ($left s left)"
+  start=$SECONDS
+  timeout 90 python3 benchmarks/gpu_profile.py > "$OUT/profile.md" 2>&1
+  echo "took $((SECONDS - start)) s" | tee -a "$OUT/profile.md"
+  grep "^|" "$OUT/profile.md"
+fi
 
 # The caching allocator (scratchdet/kernels/cuda/memory.py, off by default): the same benchmarks with
 # freed device blocks reused instead of cuMemAlloc / cuMemFree, then the CUDA tests with it switched on,

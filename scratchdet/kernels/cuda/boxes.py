@@ -26,7 +26,7 @@ from numba import cuda
 
 from scratchdet.backend import is_cuda_array, simulated
 from scratchdet.errors import InvalidArgumentError
-from scratchdet.kernels.cuda.common import blocks_for, empty, launch_1d, require_device, scratch
+from scratchdet.kernels.cuda.common import blocks_for, empty, launch_1d, on_device, require_device, scratch
 from scratchdet.kernels.shared import boxes as shared
 
 iou_pair = cuda.jit(device=True)(shared.iou_pair)
@@ -70,6 +70,7 @@ def iou_matrix_kernel(boxes1, boxes2, out):
         )
 
 
+@on_device
 def iou(boxes1, boxes2):
     """CUDA twin of `scratchdet.boxes.iou`: (N, 4) and (M, 4) xyxy float device arrays -> (N, M)
     device array (float32 when both inputs are float32, float64 otherwise)."""
@@ -130,6 +131,7 @@ def _weights(weights):
     return w
 
 
+@on_device
 def encode(proposals, gt, weights=(1.0, 1.0, 1.0, 1.0)):
     """CUDA twin of `scratchdet.boxes.encode`: (N, 4) xyxy float device arrays proposals and gt ->
     (N, 4) deltas device array (float32 when both inputs are float32, float64 otherwise).
@@ -149,6 +151,7 @@ def encode(proposals, gt, weights=(1.0, 1.0, 1.0, 1.0)):
     return out
 
 
+@on_device
 def decode(proposals, deltas, weights=(1.0, 1.0, 1.0, 1.0), clamp=math.log(1000.0 / 16)):
     """CUDA twin of `scratchdet.boxes.decode`: (N, 4) xyxy float proposals and (N, 4) integer or float
     deltas, device arrays -> (N, 4) xyxy boxes device array (float32 when both inputs are float32,
@@ -430,6 +433,7 @@ def scan_threads(words):
     return min(SCAN_MAX_THREADS, SCAN_HELPERS + or_threads)
 
 
+@on_device
 def nms(boxes, scores, iou_threshold):
     """CUDA twin of `scratchdet.boxes.nms`: greedy NMS with the bitmask algorithm.
 

@@ -37,9 +37,28 @@ def launch_1d(n):
     return blocks_for(n, threads), threads
 
 
+# Numba's host-side bookkeeping, not the GPU, dominates the small layers: on an H200
+# (benchmarks/GPU_RESULTS.md, run 3) a launch took 30-45 us of Python and driver calls, a device array
+# view (a reshape) 11-19 us, against 28 us of the GPU for a ReLU over 8 million values. So views are
+# made once and kept (`flat`, `scratch`), and every public function of the CUDA modules enters the
+# CUDA context once (`on_device`) instead of once per array it allocates or kernel it launches (each
+# entry asks the driver for the current context).
+on_device = cuda.require_context
+
+
 def flat(a):
-    """A 1-D view of a C-contiguous device array (no copy): shape ``(a.size,)``."""
-    return a.reshape(a.size) if a.ndim != 1 else a
+    """A 1-D view of a C-contiguous device array (no copy): shape ``(a.size,)``; made once per array and
+    kept on it (the same view object on every call)."""
+    if a.ndim == 1:
+        return a
+    view = getattr(a, "_scratchdet_flat", None)
+    if view is None:
+        view = a.reshape(a.size)
+        try:
+            a._scratchdet_flat = view
+        except AttributeError:  # an array type that takes no attributes: a view each time
+            pass
+    return view
 
 
 # Numba frees device memory lazily: once more than NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT arrays (10 by
@@ -53,7 +72,7 @@ PENDING_FREES = 1000
 if "NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT" not in os.environ:
     cuda_config.CUDA_DEALLOCS_COUNT = max(cuda_config.CUDA_DEALLOCS_COUNT, PENDING_FREES)
 
-# Work buffers by (name, dtype); see `scratch`.
+# Work buffers by (name, dtype), each with the views of it handed out by shape; see `scratch`.
 _SCRATCH = {}
 
 
@@ -74,12 +93,16 @@ def scratch(name, shape, dtype):
     Returns:
         a C-contiguous device array of `shape` and `dtype`.
     """
+    shape = tuple(int(s) for s in shape)
     size = math.prod(shape)
     key = (name, np.dtype(dtype).str)
-    buffer = _SCRATCH.get(key)
+    buffer, views = _SCRATCH.get(key, (None, None))
     if buffer is None or buffer.size < size:
-        buffer = _SCRATCH[key] = cuda.device_array(max(size, 1), dtype=dtype)
-    return buffer[:size].reshape(shape)
+        buffer, views = _SCRATCH[key] = cuda.device_array(max(size, 1), dtype=dtype), {}
+    view = views.get(shape)
+    if view is None:
+        view = views[shape] = buffer[:size].reshape(shape)
+    return view
 
 
 def release_scratch():

@@ -37,6 +37,7 @@ multiply-adds, and its registers from 80 to 63 (ptxas and cuobjdump; not yet tim
 """
 
 import functools
+import math
 
 import numba
 import numpy as np
@@ -367,7 +368,7 @@ def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry
     a_flat, c_flat, src_flat = flat(a), flat(c), flat(src)
     rows, cols = device_tables(product, src.shape, geometry, k, n)
     strided_adjoint = product == INPUT_GRAD and stride > 1
-    image, src_h, src_w = src[0].size, src.shape[2], src.shape[3]
+    image, src_h, src_w = math.prod(src.shape[1:]), src.shape[2], src.shape[3]
 
     def launch(tile):
         ty_count, tx_count, tm, tn = tile

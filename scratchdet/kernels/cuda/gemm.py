@@ -33,7 +33,7 @@ from numba import cuda
 
 from scratchdet.backend import simulated
 from scratchdet.errors import InvalidArgumentError
-from scratchdet.kernels.cuda.common import THREADS, blocks_for, empty, flat, scratch
+from scratchdet.kernels.cuda.common import THREADS, blocks_for, empty, flat, on_device, scratch
 
 # Block shape: 16 x 16 = 256 threads; the depth of one staged tile along the summed dimension.
 TY = 16
@@ -398,6 +398,7 @@ def gemm_launch(a, b, c, m, n, k, a_strides, b_strides, c_strides, batches=1, bi
     return c
 
 
+@on_device
 def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None):
     """``op(a) @ op(b)`` of two C-contiguous 2-D device arrays, ``op`` an optional transpose.
 

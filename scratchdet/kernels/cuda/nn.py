@@ -26,6 +26,7 @@ from scratchdet.kernels.cuda.common import (
     blocks_for,
     empty,
     launch_1d,
+    on_device,
     scratch,
     flat,
     require_device,
@@ -222,6 +223,7 @@ def _check_conv(x, w, b, stride, padding):
     return stride, padding
 
 
+@on_device
 def conv2d_forward(x, w, b, stride=1, padding=0):
     """CUDA twin of `scratchdet.nn.functional.conv2d_forward`: y[n] = W (K, C*kh*kw) @ cols[n] + b.
 
@@ -247,6 +249,7 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     return y
 
 
+@on_device
 def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
     """CUDA twin of `scratchdet.nn.functional.conv2d_backward`.
 
@@ -379,6 +382,7 @@ def _check_pool(x, kernel_size, stride):
     return kernel_size, stride
 
 
+@on_device
 def maxpool2d_forward(x, kernel_size, stride=None):
     """CUDA twin of `scratchdet.nn.functional.maxpool2d_forward`. x: (N, C, H, W) float32 or float64
     device array -> (N, C, H', W') device array, x's dtype."""
@@ -391,6 +395,7 @@ def maxpool2d_forward(x, kernel_size, stride=None):
     return y
 
 
+@on_device
 def maxpool2d_backward(dy, x, kernel_size, stride=None):
     """CUDA twin of `scratchdet.nn.functional.maxpool2d_backward`. dy: (N, C, H', W'), x: (N, C, H, W),
     float32 or float64 device arrays of one dtype. Returns dx (N, C, H, W), x's dtype."""
@@ -468,6 +473,7 @@ def _same(name, a, like):
     return a
 
 
+@on_device
 def relu_forward(x):
     """CUDA twin of `relu_forward`: y = max(x, 0), any shape; x a float32 or float64 device array,
     y a new one like x."""
@@ -477,6 +483,7 @@ def relu_forward(x):
     return y
 
 
+@on_device
 def relu_backward(dy, x):
     """CUDA twin of `relu_backward`: dx = dy where x > 0 or x is NaN, else 0. dy, x: device arrays of
     one shape and float dtype; dx like x."""
@@ -487,6 +494,7 @@ def relu_backward(dy, x):
     return dx
 
 
+@on_device
 def add(a, b):
     """CUDA twin of `add`: a + b for two device arrays of one shape and float dtype; a new array."""
     _check("a", a)
@@ -496,6 +504,7 @@ def add(a, b):
     return out
 
 
+@on_device
 def dropout_forward(x, p, seed):
     """CUDA twin of `dropout_forward`: the same mask as the CPU for the same seed. x: any shape,
     float32 or float64 device array. Returns (y, mask), device arrays like x."""
@@ -510,6 +519,7 @@ def dropout_forward(x, p, seed):
     return y, mask
 
 
+@on_device
 def dropout_backward(dy, mask):
     """CUDA twin of `dropout_backward`: dx = dy * mask. dy, mask: device arrays of one shape and
     float dtype; dx like dy."""
@@ -536,6 +546,7 @@ def _check_linear(x, w, b):
             raise InvalidArgumentError(f"b must have shape ({w.shape[0]},), got {b.shape}")
 
 
+@on_device
 def linear_forward(x, w, b):
     """CUDA twin of `linear_forward`: x (N, D_in), w (D_out, D_in), b (D_out,), float32 or float64
     device arrays of one dtype -> y (N, D_out), same dtype."""
@@ -548,6 +559,7 @@ def linear_forward(x, w, b):
     return y
 
 
+@on_device
 def linear_backward(dy, x, w, *, input_grad=True):
     """CUDA twin of `linear_backward`: (dx = dy @ w, dw = dy.T @ x, db = sum_n dy[n]). dy (N, D_out),
     x (N, D_in), w (D_out, D_in), device arrays of one float dtype -> dx (N, D_in), dw (D_out, D_in),
@@ -671,6 +683,7 @@ def _check_roi_pool(features, rois, output_size, spatial_scale):
     return rois, _pair(output_size, "output_size"), spatial_scale
 
 
+@on_device
 def roi_pool_forward(features, rois, output_size, spatial_scale):
     """CUDA twin of `roi_pool_forward`.
 
@@ -692,6 +705,7 @@ def roi_pool_forward(features, rois, output_size, spatial_scale):
     return out
 
 
+@on_device
 def roi_pool_backward(dout, features, rois, output_size, spatial_scale):
     """CUDA twin of `roi_pool_backward`. dout: (R, C, PH, PW) device array, features' dtype; the
     other arguments as in `roi_pool_forward`. Returns dfeatures (B, C, H, W), features' dtype."""
@@ -775,6 +789,7 @@ def softmax_cross_entropy_kernel(logits, labels, dlogits, partials):
 
 
 
+@on_device
 def softmax_cross_entropy(logits, labels):
     """CUDA twin of `scratchdet.nn.losses.softmax_cross_entropy`.
 
@@ -830,12 +845,14 @@ def _elementwise_loss(pred, target, use_l2, beta):
     return float(total), grad
 
 
+@on_device
 def l2_loss(pred, target):
     """CUDA twin of `l2_loss`: (sum (pred - target)**2, 2 (pred - target)). pred, target: device
     arrays of one shape and float dtype. Returns (a float, a device array like pred)."""
     return _elementwise_loss(pred, target, True, 0.0)
 
 
+@on_device
 def smooth_l1(pred, target, beta=1.0):
     """CUDA twin of `smooth_l1`: summed smooth L1 (Fast R-CNN, eq. 3) and its gradient. pred, target:
     device arrays of one shape and float dtype. Returns (a float, a device array like pred)."""
@@ -882,6 +899,7 @@ def foreground_box_loss_kernel(bbox_pred, bbox_targets, labels, use_l2, beta, fa
         partials[1, cuda.blockIdx.x] = bad
 
 
+@on_device
 def box_regression_loss(bbox_pred, bbox_targets, labels, *, loss="smooth_l1", beta=1.0, weight=1.0):
     """CUDA twin of `scratchdet.nn.losses.box_regression_loss`.
 
@@ -919,6 +937,7 @@ def box_regression_loss(bbox_pred, bbox_targets, labels, *, loss="smooth_l1", be
     return float(total / n_samples), grad
 
 
+@on_device
 def regression_loss(pred, target, *, loss="l2", beta=1.0):
     """CUDA twin of `scratchdet.nn.losses.regression_loss`: the loss averaged over the N samples.
     pred: (N, D) float32 or float64 device array; target: (N, D), a device array of pred's dtype or a

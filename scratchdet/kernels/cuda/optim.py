@@ -10,7 +10,7 @@ import numpy as np
 from numba import cuda
 
 from scratchdet.errors import InvalidArgumentError
-from scratchdet.kernels.cuda.common import flat, launch_1d, require_device
+from scratchdet.kernels.cuda.common import flat, launch_1d, on_device, require_device
 
 
 @cuda.jit(cache=True)
@@ -54,6 +54,7 @@ def _check_update(param, *others):
             )
 
 
+@on_device
 def sgd_update(param, grad, velocity, *, lr, momentum, weight_decay):
     """CUDA twin of `scratchdet.nn.functional.sgd_update` (in place on device arrays). param, grad,
     velocity: float device arrays of one shape and dtype, C-contiguous. Returns None."""
@@ -64,6 +65,7 @@ def sgd_update(param, grad, velocity, *, lr, momentum, weight_decay):
         )
 
 
+@on_device
 def adam_update(param, grad, m, v, *, step, lr, beta1, beta2, eps, weight_decay):
     """CUDA twin of `scratchdet.nn.functional.adam_update` (in place; `step` counts from 1). param,
     grad, m, v: float device arrays of one shape and dtype, C-contiguous. Returns None."""
