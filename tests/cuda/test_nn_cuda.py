@@ -34,7 +34,7 @@ def test_conv2d_forward_and_backward_match_cpu(rng, gpu, close, n, c, h, w, k, k
         close(a, b, atol=1e-5, what=name)
 
 
-# (C, H, W, K, kernel, stride, padding): heights that 2 and 4 rows per thread do not divide
+# (C, H, W, K, kernel, stride, padding): heights that 2, 4 and 8 rows per thread do not divide
 FEW_CHANNEL_CASES = [
     (3, 5, 6, 2, 3, 1, 1),
     (1, 7, 3, 3, 2, 1, 0),  # even kernel, no padding
@@ -43,7 +43,7 @@ FEW_CHANNEL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("rows", [1, 2, 4])
+@pytest.mark.parametrize("rows", [1, 2, 4, 8])
 @pytest.mark.parametrize(("c", "h", "w", "k", "ks", "stride", "padding"), FEW_CHANNEL_CASES)
 def test_few_channels_input_gradient_matches_cpu_for_every_rows_per_thread(rng, gpu, close, rows, c, h, w, k, ks, stride, padding):
     from scratchdet.kernels.cuda import nn as cuda_nn
@@ -55,6 +55,7 @@ def test_few_channels_input_gradient_matches_cpu_for_every_rows_per_thread(rng, 
     dx = gpu(np.full(x.shape, np.nan, np.float32))  # every pixel must be written
     cuda_nn.input_grad_few_channels(gpu(dy), gpu(weight), stride, padding, dx, rows=rows)
     close(dx, expected, atol=1e-5, what="dx")
+    assert rows in cuda_nn.FEW_CHANNELS_ROWS
 
 
 @pytest.mark.parametrize("channels", [2, 5], ids=["few-channels", "implicit-gemm"])

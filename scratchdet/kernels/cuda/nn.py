@@ -94,7 +94,7 @@ def swap_filter_axes_kernel(w, w_swapped):
 # run 2).
 FEW_CHANNELS = 4
 # How many rows of one column of dx a thread of that kernel may keep: the autotuner's candidates.
-FEW_CHANNELS_ROWS = (1, 2, 4)
+FEW_CHANNELS_ROWS = (1, 2, 4, 8)
 
 
 @functools.lru_cache(maxsize=None)
@@ -970,7 +970,7 @@ def compile_signatures():
             *(
                 (f"few_channels_input_grad_{channels}c_{rows}r_{'unit' if unit else 'strided'}_{name}",
                  few_channels_input_grad_kernel(channels, rows, np.dtype(np.float32), unit), (a1, a1, a1) + (int64,) * 10)
-                for channels in (1, 3, 4) for rows in FEW_CHANNELS_ROWS for unit in (True, False)
+                for channels, rows, unit in [(3, r, u) for r in FEW_CHANNELS_ROWS for u in (True, False)] + [(1, 4, True), (4, 8, True)]
             ),
             (f"maxpool2d_forward_{name}", maxpool2d_forward_kernel, (a4, int64, int64, a4)),
             (f"maxpool2d_backward_{name}", maxpool2d_backward_kernel, (a4, a4, int64, int64, a4)),
