@@ -16,7 +16,8 @@ adjacent rows and columns of the output tile, so it reads the shared tiles with 
 (`owned`), and where each element it stages lies in A or B is worked out once, before the loop, so
 fetching the next tile only adds ``k0`` times a stride (through an unsigned index, to which Numba adds
 no negative-index wraparound). In the sm_90 machine code the loop of a 4 x 4 tile went from 430 to
-245 instructions per 128 multiply-adds (ptxas and cuobjdump; not yet timed on a GPU).
+245 instructions per 128 multiply-adds (ptxas and cuobjdump); on an H200 the linear layer 256 x 4096 ->
+1024 forward + backward went from 1.87 to 0.98 ms (benchmarks/GPU_RESULTS.md, runs 2 and 3).
 
 Matrices are described by strides, as in cuBLAS's ``gemmStridedBatched``: element ``(i, k)`` of
 batch ``z`` of A lives at ``a[z * a_bs + i * a_rs + k * a_cs]`` of the flat array ``a``. So a
