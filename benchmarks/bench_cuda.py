@@ -29,6 +29,7 @@ import pytest
 CONV_SHAPES = [(256, 3, 64, 64, 32), (256, 32, 32, 32, 64), (256, 64, 16, 16, 128), (256, 3, 32, 32, 16)]
 # (number of objects the boxes cluster around, IoU threshold): few or many boxes kept
 NMS_SCENARIOS = {"few_kept": (50, 0.5), "most_kept": (5000, 0.7)}
+NMS_CLASSES = 20  # the per-class NMS case: boxes labelled at random among this many classes
 N_BOXES = 10_000
 TRAIN_BATCH = 256
 TRAIN_IMAGE = 32  # images are TRAIN_IMAGE x TRAIN_IMAGE, 3 channels
@@ -437,8 +438,10 @@ def clustered_boxes(rng, n, n_objects, image_size=1000.0):
     return boxes, rng.uniform(0, 1, n).astype(np.float32)
 
 
-def nms_case(scenario, repeat=10):
-    """Greedy NMS of 10,000 boxes on the GPU: our bitmask NMS against torchvision.ops.nms."""
+def nms_case(scenario, repeat=10, classes=0):
+    """Greedy NMS of 10,000 boxes on the GPU: our bitmask NMS against torchvision.ops.nms; with
+    `classes`, per-class NMS of boxes labelled at random among that many classes (batched_nms against
+    torchvision.ops.batched_nms, which shifts each class's coordinates by an offset)."""
     import torch
     import torchvision
 
@@ -446,26 +449,38 @@ def nms_case(scenario, repeat=10):
     from scratchdet.backend import to_device, to_host
 
     n_objects, threshold = NMS_SCENARIOS[scenario]
-    boxes, scores = clustered_boxes(np.random.default_rng(0), N_BOXES, n_objects)
-    boxes_d, scores_d = to_device(boxes, "cuda"), to_device(scores, "cuda")
-    boxes_t, scores_t = torch.from_numpy(boxes).cuda(), torch.from_numpy(scores).cuda()
+    rng = np.random.default_rng(0)
+    boxes, scores = clustered_boxes(rng, N_BOXES, n_objects)
+    labels = rng.integers(0, max(classes, 1), N_BOXES)
+    boxes_d, scores_d, labels_d = to_device(boxes, "cuda"), to_device(scores, "cuda"), to_device(labels, "cuda")
+    boxes_t, scores_t, labels_t = (torch.from_numpy(a).cuda() for a in (boxes, scores, labels))
 
-    def ours():
-        return B.nms(boxes_d, scores_d, threshold)
+    if classes:
+        def ours():
+            return B.batched_nms(boxes_d, scores_d, labels_d, threshold)
 
-    def theirs():
-        return torchvision.ops.nms(boxes_t, scores_t, threshold)
+        def theirs():
+            return torchvision.ops.batched_nms(boxes_t, scores_t, labels_t, threshold)
 
+        keep_cpu = B.batched_nms(boxes, scores, labels, threshold)
+    else:
+        def ours():
+            return B.nms(boxes_d, scores_d, threshold)
+
+        def theirs():
+            return torchvision.ops.nms(boxes_t, scores_t, threshold)
+
+        keep_cpu = B.nms(boxes, scores, threshold)
     keep = to_host(ours())
     keep_t = theirs().cpu().numpy()
-    keep_cpu = B.nms(boxes, scores, threshold)
     ours_best, ours_median = gpu_time(ours, repeat)
     torch_best, _ = gpu_time(theirs, repeat)
+    kind = f"per-class NMS ({classes} classes)" if classes else "NMS"
     return {
-        "case": f"NMS {N_BOXES} boxes, {scenario} (IoU {threshold}, {len(keep)} kept)",
+        "case": f"{kind} {N_BOXES} boxes, {scenario} (IoU {threshold}, {len(keep)} kept)",
         "ours_ms": ours_best * 1e3,
         "ours_median_ms": ours_median * 1e3,
-        "peer": "torchvision.ops.nms",
+        "peer": "torchvision.ops." + ("batched_nms" if classes else "nms"),
         "peer_ms": torch_best * 1e3,
         "ratio": ours_best / torch_best,
         "same_as_cpu": bool(np.array_equal(keep, keep_cpu)),
@@ -499,12 +514,13 @@ def nms_breakdown(scenario, repeat=10):
     removed = cuda.device_array(words, np.uint64)
     keep = cuda.device_array(n, np.int64)
     n_keep = cuda.device_array(1, np.int64)
+    no_groups = cuda.device_array(1, np.int64)  # plain NMS: one group, the table is not read
 
     def sort():
         K.rank_sort_kernel[math.ceil(n / K.SORT_BOXES), K.sort_threads(n)](scores_d, boxes_d, order, sorted_boxes)
 
     def suppression_mask():
-        K.nms_mask_kernel[words * (words + 1) // 2, K.WORD](sorted_boxes, threshold, mask)
+        K.nms_mask_kernel[words * (words + 1) // 2, K.WORD](sorted_boxes, threshold, no_groups, False, mask)
 
     def scan():
         K.nms_scan_kernel[1, K.scan_threads(words)](mask, order, removed, keep, n_keep)
@@ -565,6 +581,13 @@ def test_nms_vs_torchvision(benchmark, scenario):
     assert result["same_as_cpu"]
 
 
+@requires_gpu
+def test_batched_nms_vs_torchvision(benchmark):
+    result = nms_case("few_kept", classes=NMS_CLASSES)
+    _record(benchmark, result)
+    assert result["same_as_cpu"]
+
+
 # ---------------------------------------------------------------------------------------------------
 # script: one markdown table
 # ---------------------------------------------------------------------------------------------------
@@ -615,8 +638,8 @@ def main(argv=None):
 
     device_name = torch.cuda.get_device_name()
     cases = [("conv", shape) for shape in CONV_SHAPES] + [("linear", None), ("train", None)]
-    cases += [("nms", s) for s in NMS_SCENARIOS]
-    cases = [case for case in cases if case[0] in only]
+    cases += [("nms", s) for s in NMS_SCENARIOS] + [("batched_nms", "few_kept")]
+    cases = [case for case in cases if case[0].replace("batched_", "") in only]
     results = []
     for kind, arg in cases:
         start = time.perf_counter()
@@ -627,8 +650,10 @@ def main(argv=None):
                 result = linear_case()
             elif kind == "train":
                 result = train_step_case()
-            else:
+            elif kind == "nms":
                 result = nms_case(arg)
+            else:
+                result = nms_case(arg, classes=NMS_CLASSES)
         except Exception as error:  # report and go on: one failing case must not lose the others
             print(f"{kind} {arg}: FAILED {type(error).__name__}: {error}", flush=True)
             continue

@@ -429,8 +429,11 @@ def batched_nms(boxes, scores, labels, iou_threshold):
 
     Returns:
         (K,) int64 indices into `boxes` of the kept boxes, by descending score over all classes
-        (equal scores in index order). CPU only.
+        (equal scores in index order). A NumPy array for NumPy input, a Numba device array for
+        device-array boxes (`scratchdet.kernels.cuda.boxes.batched_nms`: the same grouping, no offsets).
     """
+    if is_cuda_array(boxes):
+        return _cuda().batched_nms(boxes, scores, labels, iou_threshold)
     b = _check_boxes("boxes", boxes)
     n = b.shape[0]
     s = _check_vector("scores", scores, n)

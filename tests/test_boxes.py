@@ -436,7 +436,9 @@ def test_bad_input_raises_invalid_argument_naming_it(call, match):
 def test_cpu_only_functions_reject_device_arrays_clearly():
     fake = types.SimpleNamespace(__cuda_array_interface__={}, shape=(2, 4))
     with pytest.raises(InvalidArgumentError, match="boxes is a CUDA device array"):
-        B.batched_nms(fake, np.ones(2), np.zeros(2, np.int64), 0.5)
+        B.clip(fake, (10, 10))
+    with pytest.raises(InvalidArgumentError, match="boxes is a CUDA device array"):
+        B.area(fake)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -446,7 +448,13 @@ def test_cpu_only_functions_reject_device_arrays_clearly():
 
 @pytest.mark.parametrize(
     "name, args",
-    [("iou", ("A", "B")), ("nms", ("A", "S", 0.5)), ("encode", ("A", "G", (1, 1, 1, 1))), ("decode", ("A", "D", (1, 1, 1, 1), 2.0))],
+    [
+        ("iou", ("A", "B")),
+        ("nms", ("A", "S", 0.5)),
+        ("batched_nms", ("A", "S", "L", 0.5)),
+        ("encode", ("A", "G", (1, 1, 1, 1))),
+        ("decode", ("A", "D", (1, 1, 1, 1), 2.0)),
+    ],
 )
 def test_device_arrays_dispatch_to_the_cuda_module_with_the_same_arguments(monkeypatch, name, args):
     calls = []

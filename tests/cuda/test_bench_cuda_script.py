@@ -54,10 +54,10 @@ def test_the_whole_script_writes_its_table(bench, monkeypatch, tmp_path):
     assert bench.main(["--only", only, "--out", str(out)]) == 0
     table = out.read_text()
     assert table.count("conv2d fwd+bwd") == 2 and "linear fwd+bwd 3x7->5" in table and "training step" in table
-    assert ("NMS 70 boxes" in table) == ("nms" in only)
+    assert ("NMS 70 boxes" in table) == ("per-class NMS (20 classes) 70 boxes" in table) == ("nms" in only)
     lines = table.splitlines()
     rows = lines[next(i for i, line in enumerate(lines) if line.startswith("| ---")) + 1:]
-    assert len(rows) == 4 + ("nms" in only)  # every case, under the header
+    assert len(rows) == 4 + 2 * ("nms" in only)  # every case (NMS: plain and per class), under the header
     for line in rows:
         ratio = float(line.split("|")[5])
         assert ratio > 0, line

@@ -224,3 +224,47 @@ def test_nms_never_suppresses_boxes_that_only_touch(gpu, host):
     expected = B.nms(boxes, scores, 0.0)
     np.testing.assert_array_equal(expected, [0, 1, 2, 3, 4])
     np.testing.assert_array_equal(host(B.nms(gpu(boxes), gpu(scores), 0.0)), expected)
+
+
+# (boxes, labels drawn from, IoU threshold): one label, a few, nearly one box per label; sizes around
+# the 64-box words; negative and extreme labels
+BATCHED_CASES = [
+    (70, [0], 0.5),
+    (150, [3, 1, 2], 0.3),
+    (65, [-5, 7, 2**62, -(2**63)], 0.5),
+    (40, list(range(30)), 0.0),
+    (1, [4], 0.5),
+]
+
+
+@pytest.mark.parametrize(("n", "label_values", "threshold"), BATCHED_CASES)
+def test_batched_nms_keeps_the_boxes_the_cpu_keeps_in_its_order(rng, gpu, host, n, label_values, threshold):
+    """Clustered boxes so that classes overlap; a third of the scores tie across classes (index order)."""
+    boxes = random_boxes(rng, n)
+    boxes[n // 2 :] = boxes[: n - n // 2] + rng.uniform(-2, 2, (n - n // 2, 4))  # near-copies, other labels
+    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2])
+    scores = rng.random(n)
+    scores[::3] = scores[0]
+    labels = rng.choice(np.array(label_values, np.int64), n)
+    expected = B.batched_nms(boxes, scores, labels, threshold)
+    keep = B.batched_nms(gpu(boxes), gpu(scores), gpu(labels), threshold)
+    assert is_cuda_array(keep) and host(keep).dtype == np.int64
+    np.testing.assert_array_equal(host(keep), expected)
+    # host scores and labels are copied over; int32 labels order as int64 ones do
+    fits = all(-(2**31) <= v < 2**31 for v in label_values)
+    host_labels = labels.astype(np.int32) if fits else labels
+    np.testing.assert_array_equal(host(B.batched_nms(gpu(boxes), scores, host_labels, threshold)), expected)
+
+
+def test_batched_nms_never_suppresses_across_labels_and_checks_its_inputs(gpu, host):
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10.5]], np.float64)
+    scores, labels = np.array([0.9, 0.8, 0.7]), np.array([1, 2, 1])
+    np.testing.assert_array_equal(host(B.batched_nms(gpu(boxes), gpu(scores), gpu(labels), 0.5)), [0, 1])
+    np.testing.assert_array_equal(host(B.batched_nms(gpu(boxes), gpu(scores), gpu(np.zeros(3, np.int64)), 0.5)), [0])
+    assert host(B.batched_nms(gpu(np.zeros((0, 4))), gpu(np.zeros(0)), gpu(np.zeros(0, np.int64)), 0.5)).shape == (0,)
+    with pytest.raises(InvalidArgumentError, match="labels must be an integer"):
+        B.batched_nms(gpu(boxes), gpu(scores), gpu(np.array([1.0, 2.0, 1.0])), 0.5)
+    with pytest.raises(InvalidArgumentError, match=r"labels must have shape \(3,\)"):
+        B.batched_nms(gpu(boxes), gpu(scores), gpu(np.zeros(2, np.int64)), 0.5)
+    with pytest.raises(InvalidArgumentError, match="iou_threshold"):
+        B.batched_nms(gpu(boxes), gpu(scores), labels, 1.5)

@@ -14,7 +14,9 @@ kernels:
    other threads stage the next word and OR the words of the previous word's kept boxes into the
    running "removed" mask (one barrier per word).
 
-Only the number of kept boxes comes back to the host (to size the result).
+Only the number of kept boxes comes back to the host (to size the result). Per-class NMS
+(`batched_nms`) runs the same kernels on boxes sorted by label, then by score, with each box's mask
+row ending where its label's boxes end, and puts the kept boxes back in score order.
 """
 
 import math
@@ -26,7 +28,7 @@ from numba import cuda
 
 from scratchdet.backend import is_cuda_array, simulated
 from scratchdet.errors import InvalidArgumentError
-from scratchdet.kernels.cuda.common import blocks_for, empty, launch_1d, on_device, require_device, scratch
+from scratchdet.kernels.cuda.common import blocks_for, empty, fill, launch_1d, on_device, require_device, scratch
 from scratchdet.kernels.shared import boxes as shared
 
 iou_pair = cuda.jit(device=True)(shared.iou_pair)
@@ -267,8 +269,11 @@ def upper_triangle_block(k):
 
 
 @cuda.jit(cache=True)
-def nms_mask_kernel(sorted_boxes, iou_threshold, mask):
+def nms_mask_kernel(sorted_boxes, iou_threshold, group_end, grouped, mask):
     """mask[i, w] bit b = IoU(box i, box 64 w + b) > threshold, for 64 w + b > i (boxes in score order).
+
+    With `grouped` (per-class NMS, boxes sorted by label first) only the boxes j < group_end[i] of box
+    i's own label can be suppressed by it; `group_end` is not read otherwise.
 
     One block of 64 threads per word block (row block y <= column block x) of the upper triangle,
     W (W + 1) / 2 blocks: a box is only ever suppressed by a better one, so the blocks below the
@@ -289,7 +294,8 @@ def nms_mask_kernel(sorted_boxes, iou_threshold, mask):
     i = row_block * WORD + t
     if i >= n:
         return
-    col_count = min(WORD, n - col_block * WORD)
+    limit = group_end[i] if grouped else n  # the boxes box i may suppress end here
+    col_count = min(WORD, limit - col_block * WORD)
     first = t + 1 if row_block == col_block else 0
     x1, y1, x2, y2 = sorted_boxes[i, 0], sorted_boxes[i, 1], sorted_boxes[i, 2], sorted_boxes[i, 3]
     bits = numba.uint64(0)
@@ -433,6 +439,28 @@ def scan_threads(words):
     return min(SCAN_MAX_THREADS, SCAN_HELPERS + or_threads)
 
 
+def _device_scores(scores, n):
+    """(n,) float scores on the device: a float device array as it is, a host array copied (integers as
+    float64, the keys the CPU NMS sorts)."""
+    if not is_cuda_array(scores):
+        scores = np.asarray(scores)
+        if scores.dtype.kind != "f":
+            scores = scores.astype(np.float64)
+        scores = cuda.to_device(np.ascontiguousarray(scores))
+    if scores.shape != (n,):
+        raise InvalidArgumentError(f"scores must have shape ({n},), got {scores.shape}")
+    if np.dtype(scores.dtype).kind != "f":
+        raise InvalidArgumentError(f"scores must be a float device array, got {scores.dtype}")
+    return scores
+
+
+def _threshold(iou_threshold):
+    threshold = float(iou_threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise InvalidArgumentError(f"iou_threshold must be in [0, 1], got {iou_threshold!r}")
+    return threshold
+
+
 @on_device
 def nms(boxes, scores, iou_threshold):
     """CUDA twin of `scratchdet.boxes.nms`: greedy NMS with the bitmask algorithm.
@@ -450,18 +478,8 @@ def nms(boxes, scores, iou_threshold):
     """
     _check_boxes("boxes", boxes)
     n = boxes.shape[0]
-    if not is_cuda_array(scores):
-        scores = np.asarray(scores)
-        if scores.dtype.kind != "f":
-            scores = scores.astype(np.float64)  # the keys the CPU NMS sorts
-        scores = cuda.to_device(np.ascontiguousarray(scores))
-    if scores.shape != (n,):
-        raise InvalidArgumentError(f"scores must have shape ({n},), got {scores.shape}")
-    if np.dtype(scores.dtype).kind != "f":
-        raise InvalidArgumentError(f"scores must be a float device array, got {scores.dtype}")
-    threshold = float(iou_threshold)
-    if not 0.0 <= threshold <= 1.0:
-        raise InvalidArgumentError(f"iou_threshold must be in [0, 1], got {iou_threshold!r}")
+    scores = _device_scores(scores, n)
+    threshold = _threshold(iou_threshold)
     if n == 0:
         return empty((0,), np.int64)
     words = math.ceil(n / WORD)
@@ -472,7 +490,7 @@ def nms(boxes, scores, iou_threshold):
     rank_sort_kernel[blocks_for(n, SORT_BOXES), sort_threads(n)](scores, boxes, order, sorted_boxes)
     # 2. the suppression mask, upper triangle only
     mask = scratch("nms_mask", (n, words), np.uint64)
-    nms_mask_kernel[words * (words + 1) // 2, WORD](sorted_boxes, threshold, mask)
+    nms_mask_kernel[words * (words + 1) // 2, WORD](sorted_boxes, threshold, scratch("nms_no_groups", (1,), np.int64), False, mask)
     # 3. the greedy scan, then one 8-byte copy to size the result
     removed = scratch("nms_removed", (words,), np.uint64)
     keep = empty((n,), np.int64)
@@ -481,12 +499,177 @@ def nms(boxes, scores, iou_threshold):
     return keep[: int(n_keep.copy_to_host()[0])]
 
 
+# ---------------------------------------------------------------------------------------------------
+# Per-class NMS: the same three kernels on boxes sorted by label, then by score
+# ---------------------------------------------------------------------------------------------------
+
+# the block that puts the kept boxes back in score order
+COMPACT_THREADS = 256
+
+
+@cuda.jit(cache=True)
+def gather_kernel(values, order, out):
+    """out[r] = values[order[r]]."""
+    r = cuda.grid(1)
+    if r < out.shape[0]:
+        out[r] = values[order[r]]
+
+
+@cuda.jit(cache=True)
+def compose_kernel(first, second, keys, order, sorted_keys):
+    """order[r] = first[second[r]], sorted_keys[r] = keys[second[r]]: two sorts applied one after the other."""
+    r = cuda.grid(1)
+    if r < order.shape[0]:
+        order[r] = first[second[r]]
+        sorted_keys[r] = keys[second[r]]
+
+
+@cuda.jit(cache=True)
+def group_end_kernel(sorted_keys, group_end):
+    """group_end[r] = the first rank after r whose key differs from rank r's (equal keys are one run: the
+    end of r's label group), by binary search."""
+    r = cuda.grid(1)
+    n = sorted_keys.shape[0]
+    if r < n:
+        key = sorted_keys[r]
+        lo = r + 1
+        hi = n
+        while lo < hi:  # the first rank in [r + 1, n) whose key is not r's
+            mid = (lo + hi) // 2
+            if sorted_keys[mid] == key:
+                lo = mid + 1
+            else:
+                hi = mid
+        group_end[r] = lo
+
+
+@cuda.jit(cache=True)
+def kept_flags_kernel(keep, n_keep, flags):
+    """flags[keep[t]] = 1 for the n_keep[0] kept boxes (flags cleared before)."""
+    t = cuda.grid(1)
+    if t < n_keep[0]:
+        flags[keep[t]] = 1
+
+
+@cuda.jit(cache=True)
+def compact_kernel(order, flags, out):
+    """out = the boxes order[r] with flags set, in rank order r (one block).
+
+    Thread t takes a run of consecutive ranks: it counts its flagged boxes, thread 0 turns the counts
+    into each run's first output position (a prefix sum, in thread order), and each thread writes its
+    boxes from there.
+    """
+    counts = cuda.shared.array(COMPACT_THREADS, numba.int64)
+    t = cuda.threadIdx.x
+    n = order.shape[0]
+    run = (n + COMPACT_THREADS - 1) // COMPACT_THREADS
+    lo = min(t * run, n)
+    hi = min(lo + run, n)
+    count = 0
+    for r in range(lo, hi):
+        count += flags[order[r]]
+    counts[t] = count
+    cuda.syncthreads()
+    if t == 0:
+        total = 0
+        for u in range(COMPACT_THREADS):
+            count = counts[u]
+            counts[u] = total
+            total += count
+    cuda.syncthreads()
+    position = counts[t]
+    for r in range(lo, hi):
+        i = order[r]
+        if flags[i]:
+            out[position] = i
+            position += 1
+
+
+def _device_labels(labels, n):
+    """(n,) integer labels on the device: a device array as it is, a host array copied."""
+    if not is_cuda_array(labels):
+        labels = np.asarray(labels)
+        if labels.dtype.kind not in "iu":
+            raise InvalidArgumentError(f"labels must hold integers, got dtype {labels.dtype}")
+        labels = cuda.to_device(np.ascontiguousarray(labels))
+    if labels.shape != (n,):
+        raise InvalidArgumentError(f"labels must have shape ({n},), got {labels.shape}")
+    if np.dtype(labels.dtype).kind not in "iu":
+        raise InvalidArgumentError(f"labels must be an integer device array, got {labels.dtype}")
+    return labels
+
+
+@on_device
+def batched_nms(boxes, scores, labels, iou_threshold):
+    """CUDA twin of `scratchdet.boxes.batched_nms`: per-class greedy NMS (boxes with different labels never
+    suppress each other), with exactly the CPU's arithmetic and order.
+
+    No coordinate offsets: the boxes are sorted by label, then by descending score (two stable rank
+    sorts: by score, then by label, descending: which label comes first does not matter), so each
+    label's boxes are one run of ranks in the CPU's order; the suppression mask
+    lets a box suppress only later boxes of its run (`group_end_kernel`), and the greedy scan is
+    `nms`'s. The kept boxes are then put back in descending score order over all labels, equal scores
+    in index order (`compact_kernel` walks the score order of the first sort).
+
+    Args:
+        boxes: (N, 4) xyxy float device array.
+        scores: (N,) finite scores: a float device array, or a host array (copied to the device).
+        labels: (N,) integer class labels: a device array, or a host array (copied).
+        iou_threshold: number in [0, 1].
+
+    Returns:
+        (K,) int64 device array of the kept boxes' indices, by descending score.
+    """
+    _check_boxes("boxes", boxes)
+    n = boxes.shape[0]
+    scores = _device_scores(scores, n)
+    labels = _device_labels(labels, n)
+    threshold = _threshold(iou_threshold)
+    if n == 0:
+        return empty((0,), np.int64)
+    words = math.ceil(n / WORD)
+    blocks, threads = blocks_for(n, SORT_BOXES), sort_threads(n)
+    # 1. by score (ties by index), then stably by label: the label runs, each by descending score
+    by_score = scratch("nms_order", (n,), np.int64)
+    boxes_by_score = scratch("nms_boxes_by_score", (n, 4), np.float64)
+    rank_sort_kernel[blocks, threads](scores, boxes, by_score, boxes_by_score)
+    keys = scratch("nms_label_keys", (n,), labels.dtype)  # the labels in score order
+    gather_kernel[launch_1d(n)](labels, by_score, keys)
+    by_label = scratch("nms_label_order", (n,), np.int64)
+    sorted_boxes = scratch("nms_sorted_boxes", (n, 4), np.float64)
+    rank_sort_kernel[blocks, threads](keys, boxes_by_score, by_label, sorted_boxes)
+    order = scratch("nms_grouped_order", (n,), np.int64)
+    sorted_keys = scratch("nms_sorted_keys", (n,), labels.dtype)
+    compose_kernel[launch_1d(n)](by_score, by_label, keys, order, sorted_keys)
+    group_end = scratch("nms_group_end", (n,), np.int64)
+    group_end_kernel[launch_1d(n)](sorted_keys, group_end)
+    # 2. the suppression mask within each label run, 3. the greedy scan
+    mask = scratch("nms_mask", (n, words), np.uint64)
+    nms_mask_kernel[words * (words + 1) // 2, WORD](sorted_boxes, threshold, group_end, True, mask)
+    removed = scratch("nms_removed", (words,), np.uint64)
+    kept_by_label = scratch("nms_kept_by_label", (n,), np.int64)
+    n_keep = scratch("nms_count", (1,), np.int64)
+    nms_scan_kernel[1, scan_threads(words)](mask, order, removed, kept_by_label, n_keep)
+    # 4. the kept boxes in score order over all labels
+    flags = fill(scratch("nms_kept_flags", (n,), np.int64), 0)
+    kept_flags_kernel[launch_1d(n)](kept_by_label, n_keep, flags)
+    keep = empty((n,), np.int64)
+    compact_kernel[1, COMPACT_THREADS](by_score, flags, keep)
+    return keep[: int(n_keep.copy_to_host()[0])]
+
+
 def compile_signatures():
     """``(name, kernel, argument types)`` of the box kernels for float32 and float64 boxes and scores."""
     from numba import float32, float64, int64, uint64
 
     out = [
-        ("nms_mask", nms_mask_kernel, (float64[:, ::1], float64, uint64[:, ::1])),
+        ("nms_mask", nms_mask_kernel, (float64[:, ::1], float64, int64[::1], numba.boolean, uint64[:, ::1])),
+        ("gather", gather_kernel, (int64[::1], int64[::1], int64[::1])),
+        ("compose", compose_kernel, (int64[::1],) * 5),
+        ("group_end", group_end_kernel, (int64[::1], int64[::1])),
+        ("kept_flags", kept_flags_kernel, (int64[::1],) * 3),
+        ("compact", compact_kernel, (int64[::1],) * 3),
+        ("rank_sort_int64_keys", rank_sort_kernel, (int64[::1], float64[:, ::1], int64[::1], float64[:, ::1])),
         ("nms_scan", nms_scan_kernel, (uint64[:, ::1], int64[::1], uint64[::1], int64[::1], int64[::1])),
     ]
     for ft in (float32, float64):
