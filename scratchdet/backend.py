@@ -62,7 +62,9 @@ def is_cuda_array(x):
     """
     if isinstance(x, np.ndarray):
         return False
-    return hasattr(x, "__cuda_array_interface__") or getattr(x, "__cuda_ndarray__", False) is True
+    # Numba's arrays (and the simulator's) say so in a class attribute: checked first, since the
+    # interface of a Numba array is a property that builds a dict (each layer checks several arrays)
+    return getattr(x, "__cuda_ndarray__", False) is True or hasattr(x, "__cuda_array_interface__")
 
 
 def device_of(x):

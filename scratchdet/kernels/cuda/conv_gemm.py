@@ -48,7 +48,7 @@ from numba import cuda
 from scratchdet.backend import simulated
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda import gemm
-from scratchdet.kernels.cuda.common import empty, flat, launch_1d
+from scratchdet.kernels.cuda.common import empty, flat, launch_1d, scratch
 from scratchdet.kernels.cuda.gemm import BIAS_NONE, BK, SHARED_ALIGNMENT, TX, TY, VECTOR, owned, part_length
 
 # Which product of a convolution layer a kernel computes (see the module docstring).
@@ -366,7 +366,7 @@ def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry
         raise InvalidArgumentError(f"at most 65535 images (times parts) per launch, got {batches} x {splits}")
     kh, kw, stride, padding, cols_w = geometry = tuple(int(v) for v in geometry)
     bias_mode = gemm.BIAS_ROW if bias is not None else BIAS_NONE
-    bias_flat = flat(bias) if bias is not None else flat(c)[:1]
+    bias_flat = flat(bias) if bias is not None else scratch("no_bias", (1,), c.dtype)  # not read
     a_flat, c_flat, src_flat = flat(a), flat(c), flat(src)
     rows, cols = device_tables(product, src.shape, geometry, k, n)
     strided_adjoint = product == INPUT_GRAD and stride > 1
