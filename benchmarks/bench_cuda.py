@@ -1,5 +1,6 @@
 """The CUDA backend against PyTorch on the same GPU, same run: convolution (cuDNN), a training step of
-a small conv net, a linear layer (cuBLAS) and NMS (torchvision).
+a small conv net, a linear layer (cuBLAS), NMS and per-class NMS (torchvision); and Fast R-CNN's
+training step and detection on the GPU against scratchdet's own on the CPU.
 
 Run on a machine with an NVIDIA GPU and PyTorch built with CUDA:
 
@@ -35,6 +36,12 @@ TRAIN_BATCH = 256
 TRAIN_IMAGE = 32  # images are TRAIN_IMAGE x TRAIN_IMAGE, 3 channels
 TRAIN_CHANNELS = (32, 64, 128)  # the filters of the training net's three conv layers
 LINEAR_SHAPE = (256, 4096, 1024)  # (batch, inputs, outputs)
+# the Fast R-CNN case: 2 images of DET_IMAGE x DET_IMAGE per step, DET_ROIS RoIs each, sampled from
+# DET_PROPOSALS random proposals; the network of `scratchdet demo` (FastRCNN's defaults)
+DET_IMAGE = 256
+DET_ROIS = 64
+DET_PROPOSALS = 2000
+DET_NETWORK = {}  # FastRCNN keyword arguments (none: its defaults)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -332,6 +339,61 @@ def linear_case(repeat=5):
     }
 
 
+def detector_case(repeat=5):
+    """A Fast R-CNN training step (2 images, 2 x DET_ROIS RoIs, SGD) and a detection (`predict` over
+    DET_PROPOSALS proposals) on the GPU against the same on the CPU: how much the GPU buys a detector.
+    No PyTorch peer (torchvision has no Fast R-CNN of this shape); the CPU side is scratchdet on every
+    core Numba is given. Both start from the same weights and take the same first step."""
+    import numba
+
+    from scratchdet import nn
+    from scratchdet.data.shapes import shapes_dataset
+    from scratchdet.models import FastRCNN
+    from scratchdet.train import roi_batches
+
+    data = shapes_dataset(2, image_size=(DET_IMAGE, DET_IMAGE), objects=(1, 2), size=(max(4, DET_IMAGE // 8), DET_IMAGE // 3), seed=0)
+    rng = np.random.default_rng(0)
+
+    def proposals():
+        corners = rng.uniform(0, DET_IMAGE, (DET_PROPOSALS, 2, 2))
+        boxes = np.sort(corners, axis=1).reshape(DET_PROPOSALS, 4)  # (min x, min y, max x, max y): xyxy
+        return boxes[(boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)]
+
+    props = [proposals() for _ in data.images]
+    batch = roi_batches(data.images, data.boxes, data.labels, props, rois_per_image=DET_ROIS, seed=0)(0)
+    models = {device: FastRCNN(data.classes, rng=0, **DET_NETWORK).to(device) for device in ("cuda", "cpu")}
+    optimizers = {device: nn.SGD(model, lr=0.001, momentum=0.9) for device, model in models.items()}
+
+    def step(device):
+        losses = models[device].training_step(batch)
+        optimizers[device].step()
+        return losses["total"]
+
+    first = {device: step(device) for device in models}
+    ours_best, ours_median = gpu_time(lambda: step("cuda"), repeat)
+    cpu_best, _ = gpu_time(lambda: step("cpu"), repeat)
+    for model in models.values():
+        model.eval()
+    image, image_props = data.images[0], props[0]
+    detect_best, detect_median = gpu_time(lambda: models["cuda"].predict(image, image_props), repeat)
+    detect_cpu, _ = gpu_time(lambda: models["cpu"].predict(image, image_props), repeat)
+    peer = f"scratchdet on the CPU ({numba.get_num_threads()} threads)"
+    rois = len(batch.rois)
+    return [
+        {
+            "case": f"Fast R-CNN training step, 2 images {DET_IMAGE}x{DET_IMAGE}, {rois} RoIs, SGD",
+            "ours_ms": ours_best * 1e3, "ours_median_ms": ours_median * 1e3,
+            "peer": peer, "peer_ms": cpu_best * 1e3, "ratio": ours_best / cpu_best,
+            "max_error": abs(first["cuda"] - first["cpu"]),
+        },
+        {
+            "case": f"Fast R-CNN detection, 1 image {DET_IMAGE}x{DET_IMAGE}, {len(image_props)} proposals",
+            "ours_ms": detect_best * 1e3, "ours_median_ms": detect_median * 1e3,
+            "peer": peer, "peer_ms": detect_cpu * 1e3, "ratio": detect_best / detect_cpu,
+        },
+    ]
+
+
 def _small_net(module, seed=0):
     """3 x (conv 3x3 with TRAIN_CHANNELS filters, ReLU, max pool 2), flatten, linear to 10 classes, in
     scratchdet (`module` = scratchdet.nn, layer i seeded with seed + i) or PyTorch (`module` = torch.nn)."""
@@ -582,6 +644,12 @@ def test_nms_vs_torchvision(benchmark, scenario):
 
 
 @requires_gpu
+def test_fast_rcnn_on_gpu_vs_cpu(benchmark):
+    for result in detector_case():
+        _record(benchmark, result)
+
+
+@requires_gpu
 def test_batched_nms_vs_torchvision(benchmark):
     result = nms_case("few_kept", classes=NMS_CLASSES)
     _record(benchmark, result)
@@ -627,7 +695,8 @@ def markdown_table(results, device_name):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="write the markdown table here")
-    parser.add_argument("--only", default="conv,linear,train,nms", help="comma-separated cases: conv,linear,train,nms")
+    parser.add_argument("--only", default="conv,linear,train,nms,detectors",
+                        help="comma-separated cases: conv,linear,train,nms,detectors")
     parser.add_argument("--breakdown", action="store_true", help="also time the stages of the convolutions, the training step and NMS")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
@@ -638,9 +707,9 @@ def main(argv=None):
 
     device_name = torch.cuda.get_device_name()
     cases = [("conv", shape) for shape in CONV_SHAPES] + [("linear", None), ("train", None)]
-    cases += [("nms", s) for s in NMS_SCENARIOS] + [("batched_nms", "few_kept")]
+    cases += [("nms", s) for s in NMS_SCENARIOS] + [("batched_nms", "few_kept"), ("detectors", None)]
     cases = [case for case in cases if case[0].replace("batched_", "") in only]
-    results = []
+    results, failed = [], 0
     for kind, arg in cases:
         start = time.perf_counter()
         try:
@@ -652,15 +721,19 @@ def main(argv=None):
                 result = train_step_case()
             elif kind == "nms":
                 result = nms_case(arg)
-            else:
+            elif kind == "batched_nms":
                 result = nms_case(arg, classes=NMS_CLASSES)
+            else:
+                result = detector_case()
         except Exception as error:  # report and go on: one failing case must not lose the others
             print(f"{kind} {arg}: FAILED {type(error).__name__}: {error}", flush=True)
+            failed += 1
             continue
-        results.append(result)
-        print(f"{result['case']}: ours {result['ours_ms']:.3f} ms (median {result['ours_median_ms']:.3f}), "
-              f"{result['peer']} {result['peer_ms']:.3f} ms, ratio {result['ratio']:.2f} "
-              f"[{time.perf_counter() - start:.1f} s] {result}", flush=True)
+        for result in result if isinstance(result, list) else [result]:
+            results.append(result)
+            print(f"{result['case']}: ours {result['ours_ms']:.3f} ms (median {result['ours_median_ms']:.3f}), "
+                  f"{result['peer']} {result['peer_ms']:.3f} ms, ratio {result['ratio']:.2f} "
+                  f"[{time.perf_counter() - start:.1f} s] {result}", flush=True)
     from scratchdet.kernels.cuda import gemm
 
     print("Tiles chosen by autotuning {(product, m, n, k, batches, dtype, ...): (tm, tn) or (ty, tx, tm, tn)}:")
@@ -685,7 +758,7 @@ def main(argv=None):
     if args.out:
         with open(args.out, "w") as f:
             f.write(table)
-    return 0 if len(results) == len(cases) else 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

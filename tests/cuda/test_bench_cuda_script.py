@@ -26,6 +26,10 @@ def bench(monkeypatch):
     monkeypatch.setattr(module, "LINEAR_SHAPE", (3, 7, 5))
     monkeypatch.setattr(module, "N_BOXES", 70)  # two 64-box words
     monkeypatch.setattr(module, "NMS_SCENARIOS", {"few_kept": (3, 0.5)})
+    monkeypatch.setattr(module, "DET_IMAGE", 16)
+    monkeypatch.setattr(module, "DET_ROIS", 4)
+    monkeypatch.setattr(module, "DET_PROPOSALS", 12)
+    monkeypatch.setattr(module, "DET_NETWORK", {"channels": (2, 3), "hidden": 6, "roi_size": 2})
     monkeypatch.setattr(module, "_synchronize", cuda.synchronize)
     timed = module.gpu_time
     monkeypatch.setattr(module, "gpu_time", lambda fn, repeat=5, warmup=2: timed(fn, 1, 0))  # one call each
@@ -49,7 +53,7 @@ def test_the_whole_script_writes_its_table(bench, monkeypatch, tmp_path):
         monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *args, **kwargs: self)
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "CPU stand-in")
         monkeypatch.setattr(bench, "_gpu_available", lambda: True)
-    only = "conv,linear,train" + (",nms" if importlib.util.find_spec("torchvision") else "")
+    only = "conv,linear,train,detectors" + (",nms" if importlib.util.find_spec("torchvision") else "")
     out = tmp_path / "results.md"
     assert bench.main(["--only", only, "--out", str(out)]) == 0
     table = out.read_text()
@@ -57,7 +61,8 @@ def test_the_whole_script_writes_its_table(bench, monkeypatch, tmp_path):
     assert ("NMS 70 boxes" in table) == ("per-class NMS (20 classes) 70 boxes" in table) == ("nms" in only)
     lines = table.splitlines()
     rows = lines[next(i for i, line in enumerate(lines) if line.startswith("| ---")) + 1:]
-    assert len(rows) == 4 + 2 * ("nms" in only)  # every case (NMS: plain and per class), under the header
+    assert len(rows) == 6 + 2 * ("nms" in only)  # every case (NMS: plain and per class), under the header
+    assert "Fast R-CNN training step, 2 images 16x16" in table and "Fast R-CNN detection, 1 image 16x16" in table
     for line in rows:
         ratio = float(line.split("|")[5])
         assert ratio > 0, line
