@@ -7,6 +7,7 @@
 #   3. if time is left: host and device time per operation (gpu_profile.py)   -> $OUT/profile.md
 #   3b. if time is left: the benchmarks again with the caching allocator (a Numba EMM plugin, off by
 #      default)                                                        -> $OUT/gpu_results_caching.md
+#   3c. if time is left: gpu_profile.py with the caching allocator           -> $OUT/profile_caching.md
 #   4. if time is left: CUDA tests with the caching allocator          -> $OUT/cuda_tests_caching.log
 # Steps 1-2 took about 160 s on an H200 in run 2 (Numba compiles each kernel on first use; autotuning
 # compiles every candidate tile); the whole script stops itself by $GPU_RUN_LIMIT s (default 420).
@@ -70,6 +71,12 @@ if [ "$left" -gt 60 ]; then
   echo "took $((SECONDS - start)) s" | tee -a "$OUT/bench_caching.log"
 else
   echo "== skipped the caching-allocator benchmarks: only $left s left"
+fi
+left=$((limit - (SECONDS - begin)))
+if [ "$left" -gt 100 ]; then
+  echo "== host and device time per operation with the caching allocator ($left s left)"
+  NUMBA_CUDA_MEMORY_MANAGER=$CACHING timeout 80 python3 benchmarks/gpu_profile.py > "$OUT/profile_caching.md" 2>&1
+  grep "^| empty\|^| relu_forward\|^| conv2d\|^| training" "$OUT/profile_caching.md"
 fi
 left=$((limit - (SECONDS - begin)))
 if [ "$left" -gt 45 ]; then
