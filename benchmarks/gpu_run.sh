@@ -9,8 +9,10 @@
 #      default)                                                        -> $OUT/gpu_results_caching.md
 #   3c. if time is left: gpu_profile.py with the caching allocator           -> $OUT/profile_caching.md
 #   4. if time is left: CUDA tests with the caching allocator          -> $OUT/cuda_tests_caching.log
-# Steps 1-2 took about 160 s on an H200 in run 2 (Numba compiles each kernel on first use; autotuning
-# compiles every candidate tile); the whole script stops itself by $GPU_RUN_LIMIT s (default 420).
+# On an H200 (run 3) the tests took 130 s and the whole script 269 s, steps 3c and the detector and
+# per-class NMS benchmarks not yet in it (Numba compiles each kernel on first use; autotuning compiles
+# every candidate tile); the script stops itself by $GPU_RUN_LIMIT s (default 420). Leave ~35 s of the
+# device budget for the machine's start.
 set -o pipefail
 source "$(dirname "$0")/gpu_env.sh" || exit 1
 OUT="${OUT:-/tmp/gpu_out}"
