@@ -454,11 +454,15 @@ def _device_scores(scores, n):
     return scores
 
 
-def _threshold(iou_threshold):
+def _nms_inputs(boxes, scores, iou_threshold):
+    """(N, scores on the device, threshold as a float), each checked."""
+    _check_boxes("boxes", boxes)
+    n = boxes.shape[0]
+    scores = _device_scores(scores, n)
     threshold = float(iou_threshold)
     if not 0.0 <= threshold <= 1.0:
         raise InvalidArgumentError(f"iou_threshold must be in [0, 1], got {iou_threshold!r}")
-    return threshold
+    return n, scores, threshold
 
 
 @on_device
@@ -476,27 +480,35 @@ def nms(boxes, scores, iou_threshold):
     Returns:
         (K,) int64 device array of the kept boxes' indices, by descending score.
     """
-    _check_boxes("boxes", boxes)
-    n = boxes.shape[0]
-    scores = _device_scores(scores, n)
-    threshold = _threshold(iou_threshold)
+    n, scores, threshold = _nms_inputs(boxes, scores, iou_threshold)
     if n == 0:
         return empty((0,), np.int64)
-    words = math.ceil(n / WORD)
     # work buffers are reused across calls (common.scratch): no allocation per NMS but the result
     # 1. sort by descending score, gathering the boxes in that order
     order = scratch("nms_order", (n,), np.int64)
     sorted_boxes = scratch("nms_sorted_boxes", (n, 4), np.float64)
     rank_sort_kernel[blocks_for(n, SORT_BOXES), sort_threads(n)](scores, boxes, order, sorted_boxes)
-    # 2. the suppression mask, upper triangle only
-    mask = scratch("nms_mask", (n, words), np.uint64)
-    nms_mask_kernel[words * (words + 1) // 2, WORD](sorted_boxes, threshold, scratch("nms_no_groups", (1,), np.int64), False, mask)
-    # 3. the greedy scan, then one 8-byte copy to size the result
-    removed = scratch("nms_removed", (words,), np.uint64)
+    # 2. the suppression mask, 3. the greedy scan, then one 8-byte copy to size the result
     keep = empty((n,), np.int64)
+    n_keep = _suppress(sorted_boxes, order, threshold, None, keep)
+    return keep[: int(n_keep.copy_to_host()[0])]
+
+
+def _suppress(sorted_boxes, order, threshold, group_end, keep):
+    """The suppression mask (upper triangle only; within label runs when `group_end` is given) and the
+    greedy scan of boxes in their sorted order: writes the kept boxes' indices to keep[:count] and
+    returns the (1,) device array holding the count."""
+    n = sorted_boxes.shape[0]
+    words = math.ceil(n / WORD)
+    grouped = group_end is not None
+    if not grouped:
+        group_end = scratch("nms_no_groups", (1,), np.int64)  # not read
+    mask = scratch("nms_mask", (n, words), np.uint64)
+    nms_mask_kernel[words * (words + 1) // 2, WORD](sorted_boxes, threshold, group_end, grouped, mask)
+    removed = scratch("nms_removed", (words,), np.uint64)
     n_keep = scratch("nms_count", (1,), np.int64)
     nms_scan_kernel[1, scan_threads(words)](mask, order, removed, keep, n_keep)
-    return keep[: int(n_keep.copy_to_host()[0])]
+    return n_keep
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -620,14 +632,10 @@ def batched_nms(boxes, scores, labels, iou_threshold):
     Returns:
         (K,) int64 device array of the kept boxes' indices, by descending score.
     """
-    _check_boxes("boxes", boxes)
-    n = boxes.shape[0]
-    scores = _device_scores(scores, n)
+    n, scores, threshold = _nms_inputs(boxes, scores, iou_threshold)
     labels = _device_labels(labels, n)
-    threshold = _threshold(iou_threshold)
     if n == 0:
         return empty((0,), np.int64)
-    words = math.ceil(n / WORD)
     blocks, threads = blocks_for(n, SORT_BOXES), sort_threads(n)
     # 1. by score (ties by index), then stably by label: the label runs, each by descending score
     by_score = scratch("nms_order", (n,), np.int64)
@@ -644,12 +652,8 @@ def batched_nms(boxes, scores, labels, iou_threshold):
     group_end = scratch("nms_group_end", (n,), np.int64)
     group_end_kernel[launch_1d(n)](sorted_keys, group_end)
     # 2. the suppression mask within each label run, 3. the greedy scan
-    mask = scratch("nms_mask", (n, words), np.uint64)
-    nms_mask_kernel[words * (words + 1) // 2, WORD](sorted_boxes, threshold, group_end, True, mask)
-    removed = scratch("nms_removed", (words,), np.uint64)
     kept_by_label = scratch("nms_kept_by_label", (n,), np.int64)
-    n_keep = scratch("nms_count", (1,), np.int64)
-    nms_scan_kernel[1, scan_threads(words)](mask, order, removed, kept_by_label, n_keep)
+    n_keep = _suppress(sorted_boxes, order, threshold, group_end, kept_by_label)
     # 4. the kept boxes in score order over all labels
     flags = fill(scratch("nms_kept_flags", (n,), np.int64), 0)
     kept_flags_kernel[launch_1d(n)](kept_by_label, n_keep, flags)
