@@ -27,9 +27,9 @@ def bench(monkeypatch):
     monkeypatch.setattr(module, "N_BOXES", 70)  # two 64-box words
     monkeypatch.setattr(module, "NMS_SCENARIOS", {"few_kept": (3, 0.5)})
     monkeypatch.setattr(module, "DET_IMAGE", 16)
-    monkeypatch.setattr(module, "DET_ROIS", 4)
-    monkeypatch.setattr(module, "DET_PROPOSALS", 12)
-    monkeypatch.setattr(module, "DET_NETWORK", {"channels": (2, 3), "hidden": 6, "roi_size": 2})
+    monkeypatch.setattr(module, "DET_ROIS", 2)
+    monkeypatch.setattr(module, "DET_PROPOSALS", 8)
+    monkeypatch.setattr(module, "DET_NETWORK", {"channels": (2,), "hidden": 4, "roi_size": 2})
     monkeypatch.setattr(module, "_synchronize", cuda.synchronize)
     timed = module.gpu_time
     monkeypatch.setattr(module, "gpu_time", lambda fn, repeat=5, warmup=2: timed(fn, 1, 0))  # one call each

@@ -27,6 +27,9 @@ def test_sum_rows_and_sum_axis0(rng, gpu, host, rows):
     np.testing.assert_allclose(host(reduce.sum_rows(gpu(a[:few]))), exact[:few].sum(axis=1), rtol=1e-6, atol=1e-6)
     columns = a[:, :40]
     np.testing.assert_allclose(host(reduce.sum_axis0(gpu(columns))), columns.astype(np.float64).sum(axis=0), rtol=1e-6, atol=1e-6)
+    out = gpu(np.full(40, np.nan, np.float32))  # written in place when given
+    assert reduce.sum_axis0(gpu(columns), out=out) is out
+    np.testing.assert_allclose(host(out), columns.astype(np.float64).sum(axis=0), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(("rows", "length"), [(1, 1), (9, 31), (17, 100), (3, reduce.SHORT_ROW + 1)])

@@ -280,9 +280,9 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
         return (empty(x.shape, x.dtype) if input_grad else None), zeros(w.shape, x.dtype), zeros((filters,), x.dtype)
     geometry = (kh, kw, stride, padding, out_w)
     # 1. bias: sum each filter's gradient over pixels, then over images
-    per_image = scratch("db_per_image", (n_images * filters,), x.dtype)  # (N*K,)
-    reduce.sum_rows(dy.reshape(n_images * filters, plane), out=per_image)
-    db = reduce.sum_axis0(per_image.reshape(n_images, filters))  # (K,)
+    #    (the work buffer's two shapes are views `scratch` keeps: no new view per call)
+    reduce.sum_rows(dy.reshape(n_images * filters, plane), out=scratch("db_per_image", (n_images * filters,), x.dtype))
+    db = reduce.sum_axis0(scratch("db_per_image", (n_images, filters), x.dtype))  # (K,)
     # 2. filters: dW_n = dY[n] (K, H'W') @ cols[n]^T (H'W', C*kh*kw) per image (in `splits` parts of
     #    its pixels when there are few filters and many pixels), then summed over n (and the parts)
     splits = reduction_splits(n_images, filters, rows, plane)
@@ -291,7 +291,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
         FILTER_GRAD, dy, x, dw_per_image, filters, rows, plane, a_strides=(filters * plane, plane),
         c_strides=(filters * rows, rows), geometry=geometry, splits=splits,
     )
-    dw = reduce.sum_axis0(dw_per_image).reshape(w.shape)  # (K, C, kh, kw)
+    dw = empty(w.shape, x.dtype)  # (K, C, kh, kw), written through its flat view (kept on it for the optimiser)
+    reduce.sum_axis0(dw_per_image, out=flat(dw))
     if not input_grad:
         return None, dw, db
     # 3. input: dX[n] (C, HW) = W~ (C, K*kh*kw) @ dcols[n] (K*kh*kw, HW), dcols read from dY

@@ -187,9 +187,11 @@ def sum_rows(a, dtype=None, out=None):
     return out
 
 
-def sum_axis0(a, dtype=None):
-    """Column sums of a 2-D device array ``(B, L) -> (L,)`` (float64 accumulation, `dtype` output)."""
-    out = empty((a.shape[1],), dtype or a.dtype)
+def sum_axis0(a, dtype=None, out=None):
+    """Column sums of a 2-D device array ``(B, L) -> (L,)`` (float64 accumulation, `dtype` output,
+    written into `out` when given)."""
+    if out is None:
+        out = empty((a.shape[1],), dtype or a.dtype)
     if a.shape[1]:
         sum_axis0_kernel[blocks_for(a.shape[1], COLUMN_LANES), (COLUMN_LANES, row_groups(a.shape[0]))](a, out)
     return out
