@@ -210,7 +210,7 @@ def rank_sort_kernel(scores, boxes, order, sorted_boxes):
     the sum of the P counts. O(N^2) comparisons, like the suppression mask, over ceil(N / 32) blocks.
 
     Args:
-        scores: (N,) float32 or float64 finite scores.
+        scores: (N,) finite keys: float32 or float64 scores, or integer labels (per-class NMS).
         boxes: (N, 4) xyxy, float32 or float64.
         order: (N,) int64 output, the box index of each rank.
         sorted_boxes: (N, 4) float64 output, the boxes by rank.
@@ -617,11 +617,11 @@ def batched_nms(boxes, scores, labels, iou_threshold):
     suppress each other), with exactly the CPU's arithmetic and order.
 
     No coordinate offsets: the boxes are sorted by label, then by descending score (two stable rank
-    sorts: by score, then by label, descending: which label comes first does not matter), so each
-    label's boxes are one run of ranks in the CPU's order; the suppression mask
-    lets a box suppress only later boxes of its run (`group_end_kernel`), and the greedy scan is
-    `nms`'s. The kept boxes are then put back in descending score order over all labels, equal scores
-    in index order (`compact_kernel` walks the score order of the first sort).
+    sorts, by score and then by label; the labels come out descending, and their order does not
+    matter), so each label's boxes are one run of ranks in the CPU's order. The suppression mask lets
+    a box suppress only later boxes of its run (`group_end_kernel`), and the greedy scan is `nms`'s.
+    The kept boxes are then put back in descending score order over all labels, equal scores in
+    index order (`compact_kernel` walks the score order of the first sort).
 
     Args:
         boxes: (N, 4) xyxy float device array.
