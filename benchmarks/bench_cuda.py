@@ -50,12 +50,14 @@ DET_NETWORK = {}  # FastRCNN keyword arguments (none: its defaults)
 
 
 def _synchronize():
+    """Wait for the GPU: Numba's work, and PyTorch's once PyTorch has started CUDA (gpu_profile.py times
+    scratchdet alone, without PyTorch)."""
     from numba import cuda
 
     cuda.synchronize()
-    import torch
-
-    torch.cuda.synchronize()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def gpu_time(fn, repeat=5, warmup=2):
@@ -90,31 +92,41 @@ def _sleeper():
 _SLEEPERS = []
 
 
-def device_time(fn, calls=5):
-    """The GPU's own time per call of `fn` in seconds, without the host's: the GPU is first held by a
-    sleeping kernel, the host queues `calls` calls behind it, and CUDA events recorded before and after
-    them time the calls run back to back (PyTorch and Numba share the default stream). None in the
-    simulator, or when the sleeper ended before the host had queued every call (`fn` waited for the
-    device, e.g. to read a loss)."""
+def queued_time(fn, calls=5):
+    """``(host s, device s, in_time)`` per call of `fn`: the GPU is first held by a sleeping kernel
+    (SLEEP_US), the host queues `calls` calls behind it (host: the wall time of queuing them), and
+    CUDA events recorded before and after them time the calls as the GPU runs them back to back
+    (device). PyTorch and Numba share the default stream, so both libraries can be timed so.
+    `in_time` is False when the sleeper ended before every call was queued (`fn` waited for the
+    device, e.g. to read a loss): the device time then includes the host's gaps. After one warm-up call."""
     from numba import cuda
 
-    from scratchdet.backend import simulated
-
-    if simulated():
-        return None
     if not _SLEEPERS:
         _SLEEPERS.append(_sleeper())
-    fn()  # warm-up
+    fn()  # warm-up: compilation, autotuning, work buffers
     _synchronize()
     start, end = cuda.event(), cuda.event()
     _SLEEPERS[0][1, 1](SLEEP_US)
     start.record()
+    t0 = time.perf_counter()
     for _ in range(calls):
         fn()
-    queued_in_time = not start.query()  # the sleeper still held the GPU: no call ran before all were queued
+    host = (time.perf_counter() - t0) / calls
+    in_time = not start.query()  # the sleeper still held the GPU: no call ran before all were queued
     end.record()
     end.synchronize()
-    return start.elapsed_time(end) / 1e3 / calls if queued_in_time else None
+    return host, start.elapsed_time(end) / 1e3 / calls, in_time
+
+
+def device_time(fn, calls=5):
+    """The GPU's own time per call of `fn` in seconds, without the host's (`queued_time`); None in the
+    simulator, or when `fn` waited for the device."""
+    from scratchdet.backend import simulated
+
+    if simulated():
+        return None
+    _, device, in_time = queued_time(fn, calls)
+    return device if in_time else None
 
 
 def _device_fields(ours, theirs):

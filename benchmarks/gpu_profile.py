@@ -2,7 +2,7 @@
 
 `bench_cuda.py` times each call between two device synchronisations, so a small operation's time is
 the host's (Python, Numba's launch, cuMemAlloc) plus the GPU's, and the two cannot be told apart.
-Here the GPU is first kept busy by a kernel that sleeps (`bench_cuda.device_time`'s, 50 ms); while it
+Here the GPU is first kept busy by a kernel that sleeps (`bench_cuda.queued_time`, 50 ms); while it
 sleeps, the host queues `calls` calls of the operation, and
 
 - host time per call = wall time of queuing them (the GPU cannot be waited for: it is asleep);
@@ -18,7 +18,6 @@ import cProfile
 import io
 import pstats
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,28 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def split_time(fn, calls=10):
-    """(host us per call, device us per call, syncs) for `calls` calls of fn queued behind the sleeping
-    kernel of `bench_cuda.device_time`; `syncs`: the sleeper ended before the host had queued every call
-    (fn waited for the device), so the device time includes the host's gaps."""
-    from numba import cuda
+    """(host us per call, device us per call, syncs) of `bench_cuda.queued_time`; `syncs`: fn waited for
+    the device, so the device time includes the host's gaps."""
+    from bench_cuda import queued_time
 
-    from bench_cuda import SLEEP_US, _sleeper
-
-    if not hasattr(split_time, "sleep"):
-        split_time.sleep = _sleeper()
-    fn()  # warm-up: compilation, autotuning, work buffers
-    cuda.synchronize()
-    start_event, end_event = cuda.event(), cuda.event()
-    split_time.sleep[1, 1](SLEEP_US)
-    start_event.record()
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    host = (time.perf_counter() - t0) / calls
-    syncs = start_event.query()
-    end_event.record()
-    end_event.synchronize()
-    return host * 1e6, start_event.elapsed_time(end_event) * 1e3 / calls, syncs
+    host, device, in_time = queued_time(fn, calls)
+    return host * 1e6, device * 1e6, not in_time
 
 
 def main():
