@@ -40,10 +40,9 @@ def launch_1d(n):
 # Numba's host-side bookkeeping, not the GPU, dominates the small layers: on an H200
 # (benchmarks/GPU_RESULTS.md, run 3) a launch of an empty kernel with one array took 27-43 us of Python
 # and driver calls, a device array view (a reshape) 10-19 us, against 28 us of the GPU for a ReLU over
-# 8 million values. So views are
-# made once and kept (`flat`, `scratch`), and every public function of the CUDA modules enters the
-# CUDA context once (`on_device`) instead of once per array it allocates or kernel it launches (each
-# entry asks the driver for the current context).
+# 8 million values. So views are made once and kept (`flat`, `scratch`), and every public function of
+# the CUDA modules enters the CUDA context once (`on_device`) instead of once per array it allocates or
+# kernel it launches (each entry asks the driver for the current context).
 on_device = cuda.require_context
 
 
