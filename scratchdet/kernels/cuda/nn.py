@@ -476,6 +476,18 @@ def _same(name, a, like):
     return a
 
 
+def _elementwise(kernel, first, second, names, reference):
+    """out[k] = f(first[k], second[k]) by `kernel(first, second, out)` on flat arrays, one thread per
+    element. Both inputs are checked (float, C-contiguous), the other against `names[reference]`'s
+    shape and dtype (`names`: the two inputs' names in errors); out is new, like them."""
+    inputs = (first, second)
+    _check(names[reference], inputs[reference])
+    _same(names[1 - reference], inputs[1 - reference], inputs[reference])
+    out = empty(first.shape, first.dtype)
+    kernel[launch_1d(first.size)](flat(first), flat(second), flat(out))
+    return out
+
+
 @on_device
 def relu_forward(x):
     """CUDA twin of `relu_forward`: y = max(x, 0), any shape; x a float32 or float64 device array,
@@ -490,21 +502,13 @@ def relu_forward(x):
 def relu_backward(dy, x):
     """CUDA twin of `relu_backward`: dx = dy where x > 0 or x is NaN, else 0. dy, x: device arrays of
     one shape and float dtype; dx like x."""
-    _check("x", x)
-    _same("dy", dy, x)
-    dx = empty(x.shape, x.dtype)
-    relu_backward_kernel[launch_1d(x.size)](flat(dy), flat(x), flat(dx))
-    return dx
+    return _elementwise(relu_backward_kernel, dy, x, ("dy", "x"), reference=1)
 
 
 @on_device
 def add(a, b):
     """CUDA twin of `add`: a + b for two device arrays of one shape and float dtype; a new array."""
-    _check("a", a)
-    _same("b", b, a)
-    out = empty(a.shape, a.dtype)
-    add_kernel[launch_1d(a.size)](flat(a), flat(b), flat(out))
-    return out
+    return _elementwise(add_kernel, a, b, ("a", "b"), reference=0)
 
 
 @on_device
@@ -526,11 +530,7 @@ def dropout_forward(x, p, seed):
 def dropout_backward(dy, mask):
     """CUDA twin of `dropout_backward`: dx = dy * mask. dy, mask: device arrays of one shape and
     float dtype; dx like dy."""
-    _check("mask", mask)
-    _same("dy", dy, mask)
-    dx = empty(dy.shape, dy.dtype)
-    multiply_kernel[launch_1d(dy.size)](flat(dy), flat(mask), flat(dx))
-    return dx
+    return _elementwise(multiply_kernel, dy, mask, ("dy", "mask"), reference=1)
 
 
 # ---------------------------------------------------------------------------------------------------
