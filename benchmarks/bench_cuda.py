@@ -244,19 +244,18 @@ def conv_breakdown(shape, repeat=5):
     dy = to_device(rng.standard_normal((n, k, h, w), dtype=np.float32), "cuda")
     y = empty((n, k, h, w), np.float32)
     dx = empty((n, c, h, w), np.float32)
-    splits = conv_gemm.reduction_splits(n, k, rows, plane)  # as conv2d_backward cuts the sums
-    dw_per_image = empty((n * splits, k * rows), np.float32)
+    splits = conv_gemm.reduction_splits(n, k, rows + 1, plane)  # as conv2d_backward cuts the sums
+    grads_per_image = empty((n * splits, k * rows + k), np.float32)
     w_swapped = empty((c, k, 3, 3), np.float32)
     stages = {
         # what the allocator costs (dropped at once: Numba's pending frees, or back to the caching allocator)
         f"allocate y ({n * k * plane * 4 / 1e6:.0f} MB)": lambda: empty((n, k, h, w), np.float32),
         "forward: implicit GEMM y = W cols + b": lambda: conv_gemm.conv_gemm_launch(
             conv_gemm.FORWARD, weight, x, y, k, plane, rows, (0, rows), (k * plane, plane), geometry, bias=bias),
-        "db (two reductions)": lambda: reduce.sum_axis0(reduce.sum_rows(dy.reshape(n * k, plane)).reshape(n, k)),
-        f"dW per image in {splits} part(s): implicit GEMM dY cols^T": lambda: conv_gemm.conv_gemm_launch(
-            conv_gemm.FILTER_GRAD, dy, x, dw_per_image, k, rows, plane, (k * plane, plane), (k * rows, rows), geometry,
-            splits=splits),
-        "sum of dW over images (and parts)": lambda: reduce.sum_axis0(dw_per_image),
+        f"dW and db per image in {splits} part(s): implicit GEMM dY [cols^T | 1]": lambda: conv_gemm.conv_gemm_launch(
+            conv_gemm.FILTER_GRAD, dy, x, grads_per_image, k, rows, plane, (k * plane, plane), (k * rows + k, rows),
+            geometry, splits=splits),
+        "sum of dW and db over images (and parts)": lambda: reduce.sum_axis0(grads_per_image),
     }
     if c <= cuda_nn.FEW_CHANNELS:  # what conv2d_backward runs for an RGB layer
         stages["dx: a thread per column piece, all channels (<= 4 channels)"] = lambda: cuda_nn.input_grad_few_channels(

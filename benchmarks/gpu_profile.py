@@ -40,7 +40,7 @@ def main():
     from bench_cuda import TRAIN_BATCH, TRAIN_IMAGE, _small_net
     from scratchdet import nn
     from scratchdet.backend import to_device
-    from scratchdet.kernels.cuda import common, reduce
+    from scratchdet.kernels.cuda import common
     from scratchdet.kernels.cuda import nn as cuda_nn
     from scratchdet.kernels.cuda.common import empty, flat, launch_1d
 
@@ -76,8 +76,6 @@ def main():
         dy = to_device(rng.standard_normal((n, k, h, w), dtype=np.float32), "cuda")
         ops[f"conv2d_forward {name}"] = lambda x=x, weight=weight, bias=bias: cuda_nn.conv2d_forward(x, weight, bias, 1, 1)
         ops[f"conv2d_backward {name}"] = lambda dy=dy, x=x, weight=weight: cuda_nn.conv2d_backward(dy, x, weight, 1, 1)
-        ops[f"db {name} (two reductions)"] = lambda dy=dy, n=n, k=k, h=h, w=w: reduce.sum_axis0(
-            reduce.sum_rows(dy.reshape(n * k, h * w)).reshape(n, k))
         if c <= cuda_nn.FEW_CHANNELS:
             dx = empty(x.shape, np.float32)
             for rows in cuda_nn.FEW_CHANNELS_ROWS:

@@ -32,7 +32,7 @@ def test_each_tile_computes_the_three_products_of_a_strided_padded_convolution(r
     out_h, out_w = y.shape[2:]
     rows, plane = c * ks * ks, out_h * out_w
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    dx, dw, _ = F.conv2d_backward(dy, x, weight, stride=stride, padding=padding)
+    dx, dw, db = F.conv2d_backward(dy, x, weight, stride=stride, padding=padding)
     geometry = (ks, ks, stride, padding, out_w)
 
     # forward: Y[n] (K, H'W') = W (K, C*kh*kw) @ cols[n] + b
@@ -43,14 +43,16 @@ def test_each_tile_computes_the_three_products_of_a_strided_padded_convolution(r
     )
     np.testing.assert_allclose(host(y_gpu), y, rtol=1e-5, atol=1e-5, err_msg=f"forward, tile {tile}")
 
-    # filter gradient: dW_n (K, C*kh*kw) = dY[n] @ cols[n]^T, one per image
-    dw_per_image = empty((n, k * rows), np.float32)
+    # filter gradient: dW_n (K, C*kh*kw) = dY[n] @ cols[n]^T, one per image, then the K bias terms
+    grads_per_image = empty((n, k * rows + k), np.float32)
     conv_gemm.conv_gemm_launch(
-        conv_gemm.FILTER_GRAD, gpu(dy), gpu(x), dw_per_image, k, rows, plane, (k * plane, plane), (k * rows, rows),
-        geometry, tile=tile,
+        conv_gemm.FILTER_GRAD, gpu(dy), gpu(x), grads_per_image, k, rows, plane, (k * plane, plane),
+        (k * rows + k, rows), geometry, tile=tile,
     )
-    np.testing.assert_allclose(host(dw_per_image).sum(axis=0).reshape(dw.shape), dw, rtol=1e-5, atol=1e-5,
+    grads = host(grads_per_image).sum(axis=0)
+    np.testing.assert_allclose(grads[: k * rows].reshape(dw.shape), dw, rtol=1e-5, atol=1e-5,
                                err_msg=f"filter gradient, tile {tile}")
+    np.testing.assert_allclose(grads[k * rows :], db, rtol=1e-5, atol=1e-5, err_msg=f"bias gradient, tile {tile}")
 
     # input gradient: dX[n] (C, HW) = W~ (C, K*kh*kw) @ dcols[n], W~[c, (k, i, j)] = W[k, c, i, j]
     w_swapped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
@@ -148,20 +150,22 @@ def test_each_output_of_a_tile_has_one_owner(threads, per_thread):
 @pytest.mark.parametrize("splits", [2, 6])
 def test_filter_gradient_sums_cut_into_parts_add_up_to_the_whole(rng, gpu, host, splits):
     """Each image's sum over its 7 x 6 = 42 pixels cut into parts of whole tiles (24 or 8 terms, the
-    last part shorter); the parts of all images add up to dW."""
+    last part shorter); the parts of all images add up to dW, and their bias terms to db."""
     n, c, h, w, k = 2, 3, 7, 6, 4
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     weight = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
     dy = rng.standard_normal((n, k, h, w)).astype(np.float32)
-    _, dw, _ = F.conv2d_backward(dy, x, weight, stride=1, padding=1)
+    _, dw, db = F.conv2d_backward(dy, x, weight, stride=1, padding=1)
     rows, plane = c * 9, h * w
     assert -(-plane // conv_gemm.part_length(plane, splits)) == splits
-    parts = empty((n * splits, k * rows), np.float32)
+    parts = empty((n * splits, k * rows + k), np.float32)
     conv_gemm.conv_gemm_launch(
-        conv_gemm.FILTER_GRAD, gpu(dy), gpu(x), parts, k, rows, plane, (k * plane, plane), (k * rows, rows),
+        conv_gemm.FILTER_GRAD, gpu(dy), gpu(x), parts, k, rows, plane, (k * plane, plane), (k * rows + k, rows),
         (3, 3, 1, 1, w), splits=splits,
     )
-    np.testing.assert_allclose(host(parts).sum(axis=0).reshape(dw.shape), dw, rtol=1e-5, atol=1e-5)
+    grads = host(parts).sum(axis=0)
+    np.testing.assert_allclose(grads[: k * rows].reshape(dw.shape), dw, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grads[k * rows :], db, rtol=1e-5, atol=1e-5)
 
 
 def test_long_sums_of_few_outputs_are_cut_into_parts():

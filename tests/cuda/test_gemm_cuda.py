@@ -80,30 +80,62 @@ def test_every_tile_shape_autotuning_may_pick_computes_the_product(rng, gpu, clo
     close(c, a @ b, rtol=1e-5, atol=1e-4, what=f"tile {tile}")
 
 
+@pytest.mark.parametrize("tile", [(1, 4), (2, 8), (4, 4), (8, 4), (8, 8)], ids=lambda t: f"{t[0]}x{t[1]}")
+def test_every_tile_computes_a_weight_gradient_with_its_bias_gradient(rng, gpu, host, tile):
+    """Each tile on a linear layer's weight gradient, dW (10 x 13) = dY^T (A transposed) @ X, summing 19
+    samples, with the column of ones (BIAS_GRAD): db = the row sums of dY^T follows dW's elements."""
+    n, d_in, d_out = 19, 13, 10
+    dy = rng.standard_normal((n, d_out)).astype(np.float32)
+    x = rng.standard_normal((n, d_in)).astype(np.float32)
+    grads = gpu(np.full(d_out * (d_in + 1), np.nan, np.float32))
+    gemm._launch(tile, gpu(dy).reshape(n * d_out), gpu(x).reshape(n * d_in), grads, grads[:1], d_out, d_in + 1, n,
+                 (0, 1, d_out), (0, d_in, 1), (0, d_in, 1), 1, gemm.BIAS_GRAD)
+    out = host(grads)
+    np.testing.assert_allclose(out[: d_out * d_in].reshape(d_out, d_in), dy.T @ x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[d_out * d_in :], dy.sum(axis=0), rtol=1e-5, atol=1e-5)
+
+
+def test_a_bias_gradient_needs_a_row_major_output_and_no_bias(gpu):
+    from scratchdet.errors import InvalidArgumentError
+
+    a, c = gpu(np.zeros(12, np.float32)), gpu(np.zeros(20, np.float32))
+    with pytest.raises(InvalidArgumentError, match="row-major"):
+        gemm.gemm_launch(a, a, c, 4, 3, 1, (0, 1, 1), (0, 3, 1), (0, 1, 4), bias_mode=gemm.BIAS_GRAD)
+    with pytest.raises(InvalidArgumentError, match="no bias"):
+        gemm.gemm_launch(a, a, c, 4, 3, 1, (0, 1, 1), (0, 3, 1), (0, 3, 1), bias=a[:4], bias_mode=gemm.BIAS_GRAD)
+
+
 @pytest.mark.parametrize(
-    ("bias_mode", "transpose_a"), [(gemm.BIAS_NONE, False), (gemm.BIAS_ROW, True), (gemm.BIAS_COL, False)]
+    ("bias_mode", "transpose_a"),
+    [(gemm.BIAS_NONE, False), (gemm.BIAS_ROW, True), (gemm.BIAS_COL, False), (gemm.BIAS_GRAD, True)],
 )
 def test_long_sums_cut_into_parts_give_the_whole_product(rng, gpu, host, monkeypatch, bias_mode, transpose_a):
     """With parts of at least 8 terms (256 in the library), two 4 x 6 products summing 37 terms are
-    cut into 3 parts of whole tiles (16, 16 and 5 terms); the parts are added per product, then the bias."""
+    cut into 3 parts of whole tiles (16, 16 and 5 terms); the parts are added per product, then the bias
+    (or, for a bias gradient, each product's row sums of A follow its elements through the parts)."""
     monkeypatch.setattr(gemm, "MIN_PART", 8)
     batches, m, n, k = 2, 4, 6, 37
     assert gemm.reduction_splits(batches, m, n, k, 16, 64) == 3
     a = rng.standard_normal((batches, k, m) if transpose_a else (batches, m, k)).astype(np.float32)
     b = rng.standard_normal((batches, k, n)).astype(np.float32)
     bias = rng.standard_normal(m if bias_mode == gemm.BIAS_ROW else n).astype(np.float32)
-    c = gpu(np.zeros((batches, m, n), np.float32))
+    per_product = m * n + (m if bias_mode == gemm.BIAS_GRAD else 0)
+    c = gpu(np.zeros((batches, per_product), np.float32))
     a_strides = (k * m, 1, m) if transpose_a else (m * k, k, 1)
     gemm.gemm_launch(
-        gpu(a), gpu(b), c, m, n, k, a_strides, (k * n, n, 1), (m * n, n, 1),
-        batches=batches, bias=gpu(bias) if bias_mode != gemm.BIAS_NONE else None, bias_mode=bias_mode,
+        gpu(a), gpu(b), c, m, n, k, a_strides, (k * n, n, 1), (per_product, n, 1),
+        batches=batches, bias=gpu(bias) if bias_mode in (gemm.BIAS_ROW, gemm.BIAS_COL) else None, bias_mode=bias_mode,
     )
-    expected = (a.transpose(0, 2, 1) if transpose_a else a) @ b
+    a_rows = a.transpose(0, 2, 1) if transpose_a else a
+    expected = a_rows @ b
     if bias_mode == gemm.BIAS_ROW:
         expected += bias[:, None]
     elif bias_mode == gemm.BIAS_COL:
         expected += bias[None, :]
-    np.testing.assert_allclose(host(c), expected, rtol=1e-5, atol=1e-5)
+    out = host(c)
+    np.testing.assert_allclose(out[:, : m * n].reshape(batches, m, n), expected, rtol=1e-5, atol=1e-5)
+    if bias_mode == gemm.BIAS_GRAD:
+        np.testing.assert_allclose(out[:, m * n :], a_rows.sum(axis=2), rtol=1e-5, atol=1e-5)
 
 
 def test_products_with_few_tiles_and_long_sums_are_cut_into_parts():

@@ -180,6 +180,15 @@ def test_linear_forward_and_backward_match_cpu(rng, gpu, close, n, d_in, d_out):
         close(a, e, atol=1e-5, what=name)
 
 
+@pytest.mark.parametrize(("n", "d_in"), [(0, 4), (3, 0)])
+def test_linear_backward_of_an_empty_batch_or_no_inputs_gives_zero_sums(rng, gpu, close, n, d_in):
+    x = rng.standard_normal((n, d_in)).astype(np.float32)
+    w = rng.standard_normal((2, d_in)).astype(np.float32)
+    dy = rng.standard_normal((n, 2)).astype(np.float32)
+    for name, a, e in zip(("dx", "dw", "db"), F.linear_backward(gpu(dy), gpu(x), gpu(w)), F.linear_backward(dy, x, w)):
+        close(a, e, atol=1e-6, what=name)
+
+
 def test_flatten_keeps_the_array_on_the_device(rng, gpu, host):
     x = rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
     flat = F.flatten_forward(gpu(x))

@@ -61,6 +61,17 @@ def flat(a):
     return view
 
 
+def shaped(flat_array, shape):
+    """`flat_array` (1-D, C-contiguous) viewed as `shape`, keeping `flat_array` as the view's `flat`."""
+    view = flat_array.reshape(shape)
+    if view.ndim != 1:
+        try:
+            view._scratchdet_flat = flat_array
+        except AttributeError:  # an array type that takes no attributes: `flat` makes a view each time
+            pass
+    return view
+
+
 # Numba frees device memory lazily: once more than NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT arrays (10 by
 # default) wait to be freed it frees them all, and freeing waits for the GPU to finish its queued work.
 # A training step drops dozens of activations and gradients, so with the default the host stalls

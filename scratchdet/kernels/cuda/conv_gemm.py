@@ -12,6 +12,8 @@ The three products of a convolution layer are all of this form:
     filter grad    dW_n  (K, C kh kw) = dY[n] (K, H'W') @ cols[n]^T (H'W', C kh kw)
     input grad     dX[n] (C, HW)   = W~    (C, K kh kw) @ dcols[n]  (K kh kw, HW)
 
+(the filter gradient's product also sums each row of dY[n], the bias gradient: `BIAS_GRAD`)
+
 where ``W~[c, (k, i, j)] = W[k, c, i, j]`` and ``dcols[n][(k, i, j), (y, x)]`` is the ``dY[n, k, oy, ox]``
 of the output pixel that read ``x[y, x]`` through tap ``(i, j)`` (``oy*s - p + i = y``), or 0 where no
 output pixel did: the input gradient is the "full" correlation of dY with the flipped filters
@@ -56,6 +58,14 @@ FORWARD = 0
 FILTER_GRAD = 1
 INPUT_GRAD = 2
 PRODUCT_NAMES = {FORWARD: "forward", FILTER_GRAD: "filter_grad", INPUT_GRAD: "input_grad"}
+
+# The filter gradient's product also gives the bias gradient, db[k] = sum over pixels of dY[k]: B gets
+# one more column, of ones, whose outputs are the rows' sums of A = dY[n] (``bias_mode`` BIAS_GRAD: a
+# bias is the weight of an extra input fixed at 1, Bishop, *Pattern Recognition and Machine Learning*,
+# section 5.1). They are written after c's ``m x (n - 1)`` block, so dW and db come out of one product
+# and one sum over the images, with no reductions of their own: two launches fewer per layer, and on
+# a GPU the host's launches, not the GPU, bound the small layers (benchmarks/GPU_RESULTS.md, run 3).
+BIAS_GRAD = 3
 
 _NUMBA_TYPES = {np.dtype(np.float32): numba.float32, np.dtype(np.float64): numba.float64}
 # Offsets into one image (or one dY) must fit the int32 tables.
@@ -186,7 +196,9 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
         (+ bias per row), over the flat row-major arrays a and c (batch strides a_bs, c_bs; row strides
         a_rs, c_rs) and the flat array ``src`` (x, or dY for the input gradient; ``image`` elements per
         image) that B is read from through the int32 tables ``rows`` (3, k) and ``cols`` (3, n) of
-        `offset_tables`. With ``splits`` > 1 each image's sum is cut into parts of ``k_chunk`` (a
+        `offset_tables`. With ``bias_mode`` BIAS_GRAD, B's last column (n - 1, beyond ``cols``) is all
+        ones and output (i, n - 1) goes to ``c[z * c_bs + m * c_rs + i]``, after the other columns.
+        With ``splits`` > 1 each image's sum is cut into parts of ``k_chunk`` (a
         multiple of BK) and c[image * splits + part] gets part's share (`reduction_splits`).
         Grid: (column blocks, row blocks, images * splits); block (tx, ty).
     """
@@ -208,6 +220,7 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
     multiply = gemm.tile_multiply(ty_count, tx_count, tm, tn)
     ntype = _NUMBA_TYPES[np.dtype(dtype)]
     zero = np.dtype(dtype).type(0)  # a constant of the element type (a bare 0.0 would be a float64)
+    one = np.dtype(dtype).type(1)
     int64 = numba.int64
     uint64 = numba.uint64
 
@@ -263,9 +276,10 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
         cc = tid % bn
         gj = col0 + cc
         kk0 = tid // bn
+        ones = bias_mode == BIAS_GRAD and gj == n - 1  # this thread stages the column of ones
         col = cuda.local.array(3, int64)
         for t in range(3):
-            col[t] = cols[t, uint64(gj)] if gj < n else 0
+            col[t] = cols[t, uint64(gj)] if gj < n and not ones else 0
 
         for k0 in range(k_lo - BK, k_hi, BK):
             # 1. fetch this thread's elements of the tiles at k0 + BK into registers (in flight
@@ -277,7 +291,12 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
                     a_next[step] = a[uint64(a_at[step] + k1)] if a_at[step] >= 0 and gk < k_hi else zero
                 for step in range(b_per_thread):
                     r = k1 + kk0 + step * rows_apart
-                    b_next[step] = b_element(src, image0, col, rows, uint64(r), src_h, src_w, stride) if r < k_hi and gj < n else zero
+                    if r >= k_hi or gj >= n:
+                        b_next[step] = zero
+                    elif ones:
+                        b_next[step] = one
+                    else:
+                        b_next[step] = b_element(src, image0, col, rows, uint64(r), src_h, src_w, stride)
             # 2. multiply the tiles in shared memory (none before the first tile arrives)
             if k0 >= k_lo:
                 multiply(a_tile, b_tile, acc, a_reg, b_reg, ty, tx)
@@ -292,7 +311,8 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
                     b_tile[kk0 + step * rows_apart, cc] = b_next[step]
             cuda.syncthreads()
 
-        # 4. write the thread's outputs, adding the bias of the row (the filter)
+        # 4. write the thread's outputs, adding the bias of the row (the filter); the column of ones'
+        #    sums after the other columns
         c0 = z * c_bs
         for i in range(tm):
             gi = row0 + owned(i, ty, ty_count, vm)
@@ -303,7 +323,10 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
                         value = acc[i, j]
                         if bias_mode == gemm.BIAS_ROW:
                             value += bias[gi]
-                        c[uint64(c0 + gi * c_rs + gj)] = value
+                        if bias_mode == BIAS_GRAD and gj == n - 1:
+                            c[uint64(c0 + m * c_rs + gi)] = value
+                        else:
+                            c[uint64(c0 + gi * c_rs + gj)] = value
 
     return conv_gemm
 
@@ -342,7 +365,9 @@ def reduction_splits(images, m, n, k):
 
 
 def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry, bias=None, tile=None, splits=1):
-    """Launch ``c[z] = a[z] @ B[z] (+ bias per row)`` for every image z of `src`; returns c.
+    """Launch ``c[z] = a[z] @ B[z] (+ bias per row)`` for every image z of `src`; returns c. The filter
+    gradient's launch also writes the row sums of each a[z] (the bias gradient, `BIAS_GRAD`) to
+    ``c[z * c_strides[0] + m * c_strides[1] + i]``, after the (m, n) block.
 
     Args:
         product: FORWARD, FILTER_GRAD or INPUT_GRAD.
@@ -354,7 +379,8 @@ def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry
         bias: optional (m,) device array added per row.
         tile: ``(ty, tx, tm, tn)`` to use; by default the autotuned one (`tile_candidates`).
         splits: cut each image's sum into this many parts, c[image * splits + part] holding each
-            part's share (c then has ``images * splits`` batches); a count from `reduction_splits`.
+            part's share (c then has ``images * splits`` batches); a count from `reduction_splits`
+            (of ``n + 1`` columns for the filter gradient).
     """
     batches = src.shape[0]
     if m == 0 or n == 0 or batches == 0:
@@ -364,28 +390,33 @@ def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry
         raise InvalidArgumentError(f"cannot cut a sum of {k} terms into {splits} parts of whole tiles (or with a bias)")
     if batches * splits > 65535:
         raise InvalidArgumentError(f"at most 65535 images (times parts) per launch, got {batches} x {splits}")
+    bias_grad = product == FILTER_GRAD
+    if bias_grad and bias is not None:
+        raise InvalidArgumentError("the filter gradient's product adds no bias (it computes the bias gradient)")
     kh, kw, stride, padding, cols_w = geometry = tuple(int(v) for v in geometry)
-    bias_mode = gemm.BIAS_ROW if bias is not None else BIAS_NONE
+    bias_mode = gemm.BIAS_ROW if bias is not None else BIAS_GRAD if bias_grad else BIAS_NONE
     bias_flat = flat(bias) if bias is not None else scratch("no_bias", (1,), c.dtype)  # not read
     a_flat, c_flat, src_flat = flat(a), flat(c), flat(src)
     rows, cols = device_tables(product, src.shape, geometry, k, n)
+    n_out = n + 1 if bias_grad else n  # the kernel's columns: B's, and the column of ones
     strided_adjoint = product == INPUT_GRAD and stride > 1
     image, src_h, src_w = math.prod(src.shape[1:]), src.shape[2], src.shape[3]
 
     def launch(tile):
         ty_count, tx_count, tm, tn = tile
         kernel = conv_gemm_kernel(tile, np.dtype(c.dtype), strided_adjoint)
-        grid = ((n + tx_count * tn - 1) // (tx_count * tn), (m + ty_count * tm - 1) // (ty_count * tm), batches * splits)
+        grid = ((n_out + tx_count * tn - 1) // (tx_count * tn), (m + ty_count * tm - 1) // (ty_count * tm), batches * splits)
         kernel[grid, (tx_count, ty_count)](
-            a_flat, src_flat, rows, cols, c_flat, bias_flat, m, n, k, a_strides[0], a_strides[1], c_strides[0],
+            a_flat, src_flat, rows, cols, c_flat, bias_flat, m, n_out, k, a_strides[0], a_strides[1], c_strides[0],
             c_strides[1], bias_mode, image, src_h, src_w, stride, splits, k_chunk,
         )
 
-    key = (PRODUCT_NAMES[product], m, n, k, batches, splits, np.dtype(c.dtype).str, kh, kw, stride, padding, cols_w)
+    key = (PRODUCT_NAMES[product], m, n_out, k, batches, splits, np.dtype(c.dtype).str, kh, kw, stride, padding, cols_w)
     if tile is not None:
         launch(tile)
     else:
-        gemm.launch_autotuned(key, SIMULATOR_TILE if simulated() else default_tile(m, n), tile_candidates(m, n), launch)
+        default = SIMULATOR_TILE if simulated() else default_tile(m, n_out)
+        gemm.launch_autotuned(key, default, tile_candidates(m, n_out), launch)
     return c
 
 

@@ -53,6 +53,14 @@ SHARED_ALIGNMENT = None if simulated() else 16
 BIAS_NONE = 0
 BIAS_ROW = 1
 BIAS_COL = 2
+# Or the product computes a bias *gradient* along with a weight gradient: B gets one more column, of
+# ones, whose outputs are the rows' sums of A (a bias is the weight of an extra input fixed at 1;
+# Bishop, *Pattern Recognition and Machine Learning*, section 5.1), written after C's ``m x n`` block.
+# The linear layer's db = sum over the batch of dY then needs no reduction of its own, and the
+# convolution's neither (`conv_gemm`): a launch and an allocation fewer per layer, and on a GPU the
+# host's launches, not the GPU, bound the small layers (benchmarks/GPU_RESULTS.md, run 3).
+BIAS_GRAD = 3
+_ONES = -2  # where a thread stages an element of the column of ones (-1: outside B)
 
 _NUMBA_TYPES = {np.dtype(np.float32): numba.float32, np.dtype(np.float64): numba.float64}
 
@@ -113,7 +121,9 @@ def gemm_kernel(tm, tn, dtype, threads=(TY, TX)):
 
     Returns:
         a ``numba.cuda`` kernel ``gemm(a, b, c, bias, m, n, k, a_bs, a_rs, a_cs, b_bs, b_rs, b_cs,
-        c_bs, c_rs, c_cs, bias_mode)`` over flat 1-D arrays, launched with ``gemm_launch``.
+        c_bs, c_rs, c_cs, bias_mode, splits, k_chunk)`` over flat 1-D arrays, launched with
+        ``gemm_launch``. With ``bias_mode`` BIAS_GRAD, B's last column (n - 1, not read from b) is all
+        ones and output (i, n - 1) goes to ``c[z * c_bs + m * c_rs + i]``, after the other columns.
     """
     ty_count, tx_count = threads
     bm = ty_count * tm
@@ -130,6 +140,7 @@ def gemm_kernel(tm, tn, dtype, threads=(TY, TX)):
     multiply = tile_multiply(ty_count, tx_count, tm, tn)
     ntype = _NUMBA_TYPES[np.dtype(dtype)]
     zero = np.dtype(dtype).type(0)  # a constant of the element type (a bare 0 would make the load a float64)
+    one = np.dtype(dtype).type(1)
     int64 = numba.int64
     uint64 = numba.uint64  # (an unsigned index: Numba adds no negative-index wraparound)
 
@@ -171,7 +182,7 @@ def gemm_kernel(tm, tn, dtype, threads=(TY, TX)):
 
         # 0. what stays the same in every tile: where each element this thread stages goes in its tile,
         #    (row, depth) of A and (depth, column) of B, and where it is in A or B at k = 0 (-1: past
-        #    the last row or column, or not an element of the tile)
+        #    the last row or column, or not an element of the tile; _ONES: in the column of ones)
         a_r = cuda.local.array(a_per_thread, int64)
         a_kk = cuda.local.array(a_per_thread, int64)
         a_at = cuda.local.array(a_per_thread, int64)
@@ -188,6 +199,8 @@ def gemm_kernel(tm, tn, dtype, threads=(TY, TX)):
             b_kk[step], b_c[step] = b_slot(e, b_cs)
             gj = col0 + b_c[step]
             b_at[step] = b0 + b_kk[step] * b_rs + gj * b_cs if e < b_elems and gj < n else -1
+            if bias_mode == BIAS_GRAD and gj == n - 1 and e < b_elems:
+                b_at[step] = _ONES
 
         for k0 in range(k_lo - BK, k_hi, BK):
             # 1. fetch this thread's elements of the tiles at k0 + BK from global memory into
@@ -198,8 +211,11 @@ def gemm_kernel(tm, tn, dtype, threads=(TY, TX)):
                     ok = a_at[step] >= 0 and k1 + a_kk[step] < k_hi
                     a_next[step] = a[uint64(a_at[step] + k1 * a_cs)] if ok else zero
                 for step in range(b_per_thread):
-                    ok = b_at[step] >= 0 and k1 + b_kk[step] < k_hi
-                    b_next[step] = b[uint64(b_at[step] + k1 * b_rs)] if ok else zero
+                    inside = k1 + b_kk[step] < k_hi
+                    if b_at[step] >= 0 and inside:
+                        b_next[step] = b[uint64(b_at[step] + k1 * b_rs)]
+                    else:
+                        b_next[step] = one if b_at[step] == _ONES and inside else zero
             # 2. multiply the tiles in shared memory (none before the first tile arrives)
             if k0 >= k_lo:
                 multiply(a_tile, b_tile, acc, a_reg, b_reg, ty, tx)
@@ -227,7 +243,10 @@ def gemm_kernel(tm, tn, dtype, threads=(TY, TX)):
                             value += bias[gi]
                         elif bias_mode == BIAS_COL:
                             value += bias[gj]
-                        c[uint64(c0 + gi * c_rs + gj * c_cs)] = value
+                        if bias_mode == BIAS_GRAD and gj == n - 1:
+                            c[uint64(c0 + m * c_rs + gi)] = value
+                        else:
+                            c[uint64(c0 + gi * c_rs + gj * c_cs)] = value
 
     return gemm
 
@@ -373,28 +392,38 @@ def gemm_launch(a, b, c, m, n, k, a_strides, b_strides, c_strides, batches=1, bi
         batches: how many independent products (grid z).
         bias: optional device array added per row (``bias_mode=BIAS_ROW``, length m) or per column
             (``BIAS_COL``, length n).
+        bias_mode: also BIAS_GRAD (no `bias`): the row sums of A[z] follow C[z]'s elements, at
+            ``c[z * c_strides[0] + m * n + i]``; C[z] must then be row-major (``c_strides[1:] == (n, 1)``).
 
     Long sums of products with few output tiles are cut into parts (`reduction_splits`) computed side
     by side and added afterwards (`add_parts_kernel`).
     """
-    if m == 0 or n == 0 or batches == 0:
+    bias_grad = bias_mode == BIAS_GRAD
+    if bias_grad and (bias is not None or tuple(c_strides[1:]) != (n, 1)):
+        raise InvalidArgumentError(f"a bias gradient needs no bias and a row-major C (strides (., {n}, 1)), got {c_strides}")
+    n_out = n + 1 if bias_grad else n  # the kernel's columns: B's, and the column of ones
+    if m == 0 or n_out == 0 or batches == 0:
         return c
     if batches > 65535:
         raise InvalidArgumentError(f"at most 65535 batched products per launch, got {batches}")
-    if bias is None:
+    if bias is None and not bias_grad:
         bias_mode = BIAS_NONE
-    tm, tn = tile_shape(m, n)
-    splits = reduction_splits(batches, m, n, k, TY * tm, TX * tn)
+    tm, tn = tile_shape(m, n_out)
+    splits = reduction_splits(batches, m, n_out, k, TY * tm, TX * tn)
     bias_flat = flat(bias) if bias is not None else scratch("no_bias", (1,), c.dtype)  # not read
-    key = ("gemm", m, n, k, batches, splits, np.dtype(c.dtype).str, a_strides[2] == 1, b_strides[2] == 1)
+    key = ("gemm", m, n_out, k, batches, splits, np.dtype(c.dtype).str, a_strides[2] == 1, b_strides[2] == 1, bias_grad)
     if splits == 1:
         out, out_strides, out_bias = flat(c), c_strides, bias_mode
-    else:  # the parts' products go to a work buffer, without the bias
-        out, out_strides, out_bias = scratch("gemm_parts", (batches * splits * m * n,), c.dtype), (m * n, n, 1), BIAS_NONE
-    args = (flat(a), flat(b), out, bias_flat, m, n, k, a_strides, b_strides, out_strides, batches, out_bias, splits)
+    else:  # the parts' products go to a work buffer, without a bias (with the bias gradient's sums)
+        plane = m * n_out  # what each part holds: C's elements (and the m sums)
+        out = scratch("gemm_parts", (batches * splits * plane,), c.dtype)
+        out_strides, out_bias = (plane, n, 1), BIAS_GRAD if bias_grad else BIAS_NONE
+    args = (flat(a), flat(b), out, bias_flat, m, n_out, k, a_strides, b_strides, out_strides, batches, out_bias, splits)
     threads = SIMULATOR_THREADS if simulated() else (TY, TX)
-    launch_autotuned(key, (tm, tn), tile_candidates(m, n), lambda tile: _launch(tile, *args, threads=threads))
-    if splits > 1:  # their sum, in part order, into c with the bias
+    launch_autotuned(key, (tm, tn), tile_candidates(m, n_out), lambda tile: _launch(tile, *args, threads=threads))
+    if splits > 1 and bias_grad:  # each product's m*n + m values, contiguous in the parts and in c
+        add_parts_kernel[(blocks_for(plane), batches), THREADS](out, splits, 1, plane, flat(c), c_strides[0], 0, 1, bias_flat, BIAS_NONE)
+    elif splits > 1:  # their sum, in part order, into c with the bias
         add_parts_kernel[(blocks_for(m * n), batches), THREADS](out, splits, m, n, flat(c), *c_strides, bias_flat, bias_mode)
     return c
 

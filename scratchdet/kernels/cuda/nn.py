@@ -28,12 +28,13 @@ from scratchdet.kernels.cuda.common import (
     launch_1d,
     on_device,
     scratch,
+    shaped,
     flat,
     require_device,
     zeros,
 )
 from scratchdet.kernels.cuda.conv_gemm import FILTER_GRAD, FORWARD, INPUT_GRAD, conv_gemm_launch, reduction_splits
-from scratchdet.kernels.cuda.gemm import BIAS_COL, gemm_launch, launch_autotuned
+from scratchdet.kernels.cuda.gemm import BIAS_COL, BIAS_GRAD, gemm_launch, launch_autotuned
 from scratchdet.kernels.cuda.reduce import block_sum
 from scratchdet.kernels.shared import nn as shared
 
@@ -251,6 +252,13 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     return y
 
 
+def _split_grads(grads, w_shape):
+    """(dw shaped `w_shape`, db) as views of one flat array holding dW's elements and then db's; dw
+    keeps its flat view (`flat`), which the optimiser reads."""
+    n_weights = math.prod(w_shape)
+    return shaped(grads[:n_weights], w_shape), grads[n_weights:]
+
+
 @on_device
 def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
     """CUDA twin of `scratchdet.nn.functional.conv2d_backward`.
@@ -259,13 +267,15 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
 
     as implicit GEMMs (`scratchdet.kernels.cuda.conv_gemm`): cols[n] is read from x, dcols[n] (the
     adjoint of im2col applied to dY) from dY, W~[c, (k, i, j)] = W[k, c, i, j]; for at most
-    FEW_CHANNELS input channels, dX by `input_grad_few_channels` instead. dW is summed over
-    the images in a fixed order (one product per image, or per part of an image's pixels
-    (`conv_gemm.reduction_splits`), then a column sum), so it is the same on every run.
+    FEW_CHANNELS input channels, dX by `input_grad_few_channels` instead. db comes out of dW's
+    product (a column of ones appended to cols[n]^T, `conv_gemm.BIAS_GRAD`), and both are summed
+    over the images in a fixed order (one product per image, or per part of an image's pixels
+    (`conv_gemm.reduction_splits`), then a column sum), so they are the same on every run.
 
     Returns:
-        (dx (N, C, H, W), dw (K, C, kh, kw), db (K,)) device arrays, freshly allocated; dx is None
-        when `input_grad` is False (nothing is computed or allocated for it).
+        (dx (N, C, H, W), dw (K, C, kh, kw), db (K,)) device arrays, freshly allocated (dw and db
+        share one allocation, without overlapping); dx is None when `input_grad` is False (nothing is
+        computed or allocated for it).
     """
     stride, padding = _check_conv(x, w, None, stride, padding)
     n_images, channels, height, width = x.shape
@@ -279,20 +289,18 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
     if n_images == 0:  # no images: zero gradients for the filters and biases
         return (empty(x.shape, x.dtype) if input_grad else None), zeros(w.shape, x.dtype), zeros((filters,), x.dtype)
     geometry = (kh, kw, stride, padding, out_w)
-    # 1. bias: sum each filter's gradient over pixels, then over images
-    #    (the work buffer's two shapes are views `scratch` keeps: no new view per call)
-    reduce.sum_rows(dy.reshape(n_images * filters, plane), out=scratch("db_per_image", (n_images * filters,), x.dtype))
-    db = reduce.sum_axis0(scratch("db_per_image", (n_images, filters), x.dtype))  # (K,)
-    # 2. filters: dW_n = dY[n] (K, H'W') @ cols[n]^T (H'W', C*kh*kw) per image (in `splits` parts of
-    #    its pixels when there are few filters and many pixels), then summed over n (and the parts)
-    splits = reduction_splits(n_images, filters, rows, plane)
-    dw_per_image = scratch("dw_per_image", (n_images * splits, filters * rows), x.dtype)  # (N*S, K*C*kh*kw)
+    # 1. filters and biases: [dW_n | db_n] = dY[n] (K, H'W') @ [cols[n]^T | 1] (H'W', C*kh*kw + 1) per
+    #    image (in `splits` parts of its pixels when there are few filters and many pixels), each
+    #    image's K*C*kh*kw filter terms followed by its K bias terms, then summed over n (and the parts)
+    n_grads = filters * (rows + 1)
+    splits = reduction_splits(n_images, filters, rows + 1, plane)
+    per_image = scratch("dw_per_image", (n_images * splits, n_grads), x.dtype)  # (N*S, K*C*kh*kw + K)
     conv_gemm_launch(
-        FILTER_GRAD, dy, x, dw_per_image, filters, rows, plane, a_strides=(filters * plane, plane),
-        c_strides=(filters * rows, rows), geometry=geometry, splits=splits,
+        FILTER_GRAD, dy, x, per_image, filters, rows, plane, a_strides=(filters * plane, plane),
+        c_strides=(n_grads, rows), geometry=geometry, splits=splits,
     )
-    dw = empty(w.shape, x.dtype)  # (K, C, kh, kw), written through its flat view (kept on it for the optimiser)
-    reduce.sum_axis0(dw_per_image, out=flat(dw))
+    grads = reduce.sum_axis0(per_image, out=empty((n_grads,), x.dtype))
+    dw, db = _split_grads(grads, w.shape)
     if not input_grad:
         return None, dw, db
     # 3. input: dX[n] (C, HW) = W~ (C, K*kh*kw) @ dcols[n] (K*kh*kw, HW), dcols read from dY
@@ -566,7 +574,8 @@ def linear_forward(x, w, b):
 def linear_backward(dy, x, w, *, input_grad=True):
     """CUDA twin of `linear_backward`: (dx = dy @ w, dw = dy.T @ x, db = sum_n dy[n]). dy (N, D_out),
     x (N, D_in), w (D_out, D_in), device arrays of one float dtype -> dx (N, D_in), dw (D_out, D_in),
-    db (D_out,), same dtype; dx is None when `input_grad` is False."""
+    db (D_out,), same dtype, freshly allocated (dw and db share one allocation, without overlapping;
+    db comes out of dw's product, `gemm.BIAS_GRAD`); dx is None when `input_grad` is False."""
     _check_linear(x, w, None)
     _check("dy", dy, ndim=2, dtype=x.dtype)
     n, d_in = x.shape
@@ -577,10 +586,10 @@ def linear_backward(dy, x, w, *, input_grad=True):
     if input_grad:
         dx = empty((n, d_in), x.dtype)
         gemm_launch(dy, w, dx, n, d_in, d_out, (0, d_out, 1), (0, d_in, 1), (0, d_in, 1))
-    dw = empty((d_out, d_in), x.dtype)
-    # A = dy^T: element (i, k) is dy[k, i]
-    gemm_launch(dy, x, dw, d_out, d_in, n, (0, 1, d_out), (0, d_in, 1), (0, d_in, 1))
-    db = reduce.sum_axis0(dy)
+    # [dw | db] = dy^T @ [x | 1]: A = dy^T (element (i, k) is dy[k, i]), db after dw's elements
+    grads = empty((d_out * (d_in + 1),), x.dtype)
+    gemm_launch(dy, x, grads, d_out, d_in, n, (0, 1, d_out), (0, d_in, 1), (0, d_in, 1), bias_mode=BIAS_GRAD)
+    dw, db = _split_grads(grads, w.shape)
     return dx, dw, db
 
 
