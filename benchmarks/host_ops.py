@@ -1,0 +1,139 @@
+"""How much host-side work each CUDA operation queues: kernel launches, device allocations and views.
+
+On a GPU the small layers are bound by the host, not the device: in run 3 on an H200
+(benchmarks/GPU_RESULTS.md) a Numba launch cost 27-68 us of Python and driver time, an allocation
+28-84 us and a device-array view (a reshape) 10-19 us, while the whole GPU work of a 256x3x32x32 -> 16
+convolution's forward and backward was 0.20 ms. These counts are what a change to the host path can
+lower, and unlike times they can be taken on any machine: this script runs the real code paths in
+Numba's CUDA simulator with every kernel launch counted and *skipped* (nothing is computed, so the
+benchmark shapes themselves are used), every ``cuda.device_array`` counted, and every view of a
+device array (``reshape``, slicing) counted.
+
+Usage (the variable must be set before numba is imported):
+
+    NUMBA_ENABLE_CUDASIM=1 python benchmarks/host_ops.py
+
+Prints a markdown table: per call, steady state (each operation is called once first, so the
+kept views, offset tables and work buffers already exist, as they do in a training loop).
+"""
+
+import collections
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@contextlib.contextmanager
+def counting(counts):
+    """Count kernel launches (skipping them), device allocations and views into `counts` (a Counter)."""
+    from numba import cuda
+    from numba.cuda.simulator import kernel as sim_kernel
+    from numba.cuda.simulator.cudadrv import devicearray as sim_array
+
+    kernel_call = sim_kernel.FakeCUDAKernel.__call__
+    device_array = cuda.device_array
+    reshape = sim_array.FakeCUDAArray.reshape
+    getitem = sim_array.FakeCUDAArray.__getitem__
+
+    def launch(self, *args):
+        if self._device or sim_kernel._kernel_context:  # a device function, inside a kernel
+            return kernel_call(self, *args)
+        counts["launches"] += 1
+        return None
+
+    def allocate(*args, **kwargs):
+        counts["allocations"] += 1
+        return device_array(*args, **kwargs)
+
+    def view(self, *args, **kwargs):
+        counts["views"] += 1
+        return reshape(self, *args, **kwargs)
+
+    def item(self, index):
+        result = getitem(self, index)
+        if isinstance(result, sim_array.FakeCUDAArray):
+            counts["views"] += 1
+        return result
+
+    sim_kernel.FakeCUDAKernel.__call__ = launch
+    cuda.device_array = allocate
+    sim_array.FakeCUDAArray.reshape = view
+    sim_array.FakeCUDAArray.__getitem__ = item
+    try:
+        yield counts
+    finally:
+        sim_kernel.FakeCUDAKernel.__call__ = kernel_call
+        cuda.device_array = device_array
+        sim_array.FakeCUDAArray.reshape = reshape
+        sim_array.FakeCUDAArray.__getitem__ = getitem
+
+
+def count_ops(fn):
+    """Launches, allocations and views of one call of `fn`, after a first call (steady state)."""
+    with counting(collections.Counter()):
+        fn()
+    with counting(collections.Counter()) as counts:
+        fn()
+    return counts
+
+
+def operations():
+    """{name: zero-argument callable}: the operations of `bench_cuda.py` and `gpu_profile.py`."""
+    from bench_cuda import CONV_SHAPES, LINEAR_SHAPE, TRAIN_BATCH, TRAIN_IMAGE, _small_net
+    from scratchdet import nn
+    from scratchdet.backend import to_device
+    from scratchdet.kernels.cuda import nn as cuda_nn
+
+    def device_zeros(shape, dtype=np.float32):
+        return to_device(np.zeros(shape, dtype), "cuda")
+
+    ops = {}
+    for n, c, h, w, k in CONV_SHAPES:
+        name = f"{n}x{c}x{h}x{w}->{k}"
+        x, weight, bias, dy = device_zeros((n, c, h, w)), device_zeros((k, c, 3, 3)), device_zeros(k), device_zeros((n, k, h, w))
+        ops[f"conv2d_forward {name}"] = lambda x=x, weight=weight, bias=bias: cuda_nn.conv2d_forward(x, weight, bias, 1, 1)
+        ops[f"conv2d_backward {name}"] = lambda dy=dy, x=x, weight=weight: cuda_nn.conv2d_backward(dy, x, weight, 1, 1)
+    n, d_in, d_out = LINEAR_SHAPE
+    x, weight, bias, dy = device_zeros((n, d_in)), device_zeros((d_out, d_in)), device_zeros(d_out), device_zeros((n, d_out))
+    ops[f"linear_forward {n}x{d_in}->{d_out}"] = lambda: cuda_nn.linear_forward(x, weight, bias)
+    ops[f"linear_backward {n}x{d_in}->{d_out}"] = lambda: cuda_nn.linear_backward(dy, x, weight)
+    act = device_zeros((256, 32, 32, 32))
+    ops["relu_forward 256x32x32x32"] = lambda: cuda_nn.relu_forward(act)
+    ops["maxpool2d_forward 256x32x32x32"] = lambda: cuda_nn.maxpool2d_forward(act, 2, 2)
+
+    model = _small_net(nn).to("cuda")
+    optimizer = nn.SGD(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    images = device_zeros((TRAIN_BATCH, 3, TRAIN_IMAGE, TRAIN_IMAGE))
+
+    def step_without_loss():  # as gpu_profile.py: the loss's gradient is shaped like the scores
+        scores = model.forward(images)
+        model.backward(scores, input_grad=False)
+        optimizer.step()
+
+    ops["training step without the loss (forward, backward, SGD)"] = step_without_loss
+    ops["SGD step alone (8 parameters)"] = optimizer.step
+    return ops
+
+
+def main():
+    from scratchdet.backend import simulated
+
+    if not simulated():
+        sys.exit("run with NUMBA_ENABLE_CUDASIM=1: launches are counted (and skipped) in Numba's simulator")
+    print("| operation | launches | allocations | views |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, fn in operations().items():
+        counts = count_ops(fn)
+        print(f"| {name} | {counts['launches']} | {counts['allocations']} | {counts['views']} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        sys.exit("set NUMBA_ENABLE_CUDASIM=1 before running (numba reads it at import)")
+    sys.exit(main())
