@@ -15,6 +15,7 @@ copies a result to the host (a loss read as a float) waits for the sleeper and i
 """
 
 import cProfile
+import gc
 import io
 import pstats
 import sys
@@ -55,9 +56,17 @@ def main():
         pass
 
     small = to_device(np.zeros(16, np.float32), "cuda")
+    square = small.reshape(4, 4)
+    # Numba caches a description of each array object on it at its first launch: a fresh array (a new
+    # output, a new view) costs more than one launched before
+    specialized = nothing_many.specialize(small, small, small, small, small, small, small, *range(14))
     ops = {
         "launch, 1 array argument": lambda: nothing[1, 32](small),
         "launch, 7 arrays + 14 ints": lambda: nothing_many[1, 32](small, small, small, small, small, small, small, *range(14)),
+        "launch, 7 arrays + 14 ints, specialized (no type dispatch)": lambda: specialized[1, 32](
+            small, small, small, small, small, small, small, *range(14)),
+        "launch, 1 array argument, a new view each call": lambda: nothing[1, 32](square.reshape(16)),
+        "a new view alone (square.reshape(16))": lambda: square.reshape(16),
         "flat(x) (a reshape)": lambda: flat(small.reshape(4, 4)),
         "empty 64 KB": lambda: empty((16384,), np.float32),
         "empty 17 MB": lambda: empty((256, 16, 32, 32), np.float32),
@@ -116,19 +125,29 @@ def main():
             continue
         print(f"| {name} | {host:.1f} | {device:.1f} | {'syncs (waits for the device)' if syncs else ''} |", flush=True)
 
+    xs = to_device(rng.standard_normal((256, 3, 32, 32), dtype=np.float32), "cuda")
+    ws = to_device(rng.standard_normal((16, 3, 3, 3), dtype=np.float32), "cuda")
+    bs = to_device(np.zeros(16, np.float32), "cuda")
+    dys = to_device(rng.standard_normal((256, 16, 32, 32), dtype=np.float32), "cuda")
+
+    def small_conv():
+        cuda_nn.conv2d_forward(xs, ws, bs, 1, 1)
+        cuda_nn.conv2d_backward(dys, xs, ws, 1, 1)
+
+    # does Python's garbage collector take a share of the host time? (the same calls with it off)
+    print("\n| conv2d fwd+bwd 256x3x32x32->16 | host us / call | device us / call |")
+    print("| --- | ---: | ---: |")
+    for label in ("garbage collector on", "garbage collector off", "garbage collector on again"):
+        if label.endswith("off"):
+            gc.disable()
+        host, device, _ = split_time(small_conv, calls=20)
+        gc.enable()
+        print(f"| {label} | {host:.1f} | {device:.1f} |", flush=True)
+
     for title, fn, count in (
-        ("conv2d forward + backward 256x3x32x32->16, 50 times", None, 50),
+        ("conv2d forward + backward 256x3x32x32->16, 50 times", small_conv, 50),
         ("training step without the loss read, 10 times", step_without_loss_read, 10),
     ):
-        if fn is None:
-            xs = to_device(rng.standard_normal((256, 3, 32, 32), dtype=np.float32), "cuda")
-            ws = to_device(rng.standard_normal((16, 3, 3, 3), dtype=np.float32), "cuda")
-            bs = to_device(np.zeros(16, np.float32), "cuda")
-            dys = to_device(rng.standard_normal((256, 16, 32, 32), dtype=np.float32), "cuda")
-
-            def fn():
-                cuda_nn.conv2d_forward(xs, ws, bs, 1, 1)
-                cuda_nn.conv2d_backward(dys, xs, ws, 1, 1)
 
         fn()
         cuda.synchronize()
@@ -139,8 +158,11 @@ def main():
         cuda.synchronize()
         profile.disable()
         text = io.StringIO()
-        pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(28)
+        pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(40)
         print(f"\n== cProfile: {title} (sorted by own time)\n{text.getvalue()}", flush=True)
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(40)
+        print(f"\n== cProfile: {title} (sorted by cumulative time)\n{text.getvalue()}", flush=True)
     common.release_scratch()
 
 
