@@ -78,7 +78,7 @@ left=$((limit - (SECONDS - begin)))
 if [ "$left" -gt 100 ]; then
   echo "== host and device time per operation with the caching allocator ($left s left)"
   NUMBA_CUDA_MEMORY_MANAGER=$CACHING timeout 80 python3 benchmarks/gpu_profile.py > "$OUT/profile_caching.md" 2>&1
-  grep "^| empty\|^| relu_forward\|^| conv2d\|^| training" "$OUT/profile_caching.md"
+  grep "^| empty\|^| relu_forward\|^| conv2d\|^| linear\|^| training\|^| garbage" "$OUT/profile_caching.md"
 fi
 left=$((limit - (SECONDS - begin)))
 if [ "$left" -gt 45 ]; then
