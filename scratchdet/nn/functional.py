@@ -847,6 +847,52 @@ def adam_update(param, grad, m, v, *, step, lr, beta1, beta2, eps, weight_decay)
     )
 
 
+def sgd_update_many(params, grads, velocities, *, lr, momentum, weight_decay):
+    """`sgd_update` of every parameter of a list (a model's): on the GPU in one kernel launch per
+    group of parameters (`scratchdet.kernels.cuda.optim.GROUP`), on the CPU one after the other.
+
+    Args:
+        params, grads, velocities: equal-length sequences of arrays, all NumPy or all CUDA device
+            arrays, each as `sgd_update` takes them (on the GPU also one dtype). Returns None.
+    """
+    lr, momentum, weight_decay = _check_numbers(lr=lr, momentum=momentum, weight_decay=weight_decay)
+    params, grads, velocities = list(params), list(grads), list(velocities)
+    if _on_cuda("sgd_update_many", params, grads, velocities):
+        return _cuda_optim().sgd_update_many(params, grads, velocities, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    for param, grad, velocity in zip(params, grads, velocities):
+        sgd_update(param, grad, velocity, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def adam_update_many(params, grads, ms, vs, *, step, lr, beta1, beta2, eps, weight_decay):
+    """`adam_update` of every parameter of a list: on the GPU in one kernel launch per group of
+    parameters (`scratchdet.kernels.cuda.optim.GROUP`), on the CPU one after the other.
+
+    Args:
+        params, grads, ms, vs: equal-length sequences of arrays, all NumPy or all CUDA device arrays,
+            each as `adam_update` takes them (on the GPU also one dtype). Returns None.
+    """
+    step = _check_positive_int("adam step", step)
+    lr, beta1, beta2, eps, weight_decay = _check_numbers(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+    params, grads, ms, vs = list(params), list(grads), list(ms), list(vs)
+    if _on_cuda("adam_update_many", params, grads, ms, vs):
+        return _cuda_optim().adam_update_many(
+            params, grads, ms, vs, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay
+        )
+    for param, grad, m, v in zip(params, grads, ms, vs):
+        adam_update(param, grad, m, v, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+
+
+def _on_cuda(name, *lists):
+    """Whether every array of the lists is a CUDA device array (False: every one is on the host); an
+    `InvalidArgumentError` for lists of different lengths or arrays on both."""
+    if len({len(arrays) for arrays in lists}) > 1:
+        raise InvalidArgumentError(f"{name}: one gradient and state per parameter, got lists of {[len(a) for a in lists]}")
+    where = {is_cuda_array(a) for arrays in lists for a in arrays}
+    if len(where) > 1:
+        raise InvalidArgumentError(f"{name}: some arrays are on the GPU and some are not: {ONE_DEVICE}")
+    return where == {True}
+
+
 def _check_numbers(**values):
     """The named hyperparameters as floats: each a finite real number, not a boolean."""
     for name, value in values.items():

@@ -2,9 +2,11 @@
 
 An optimiser holds a model's parameters by reference (layer, key) and updates them in place from the
 gradients that `model.backward` left in `layer.grads`, through the update kernels
-`F.sgd_update` / `F.adam_update` (CPU or CUDA, by the arrays). Its per-parameter state (velocity,
-moments) is created on the parameter's device the first time it is needed, and follows the parameter
-when the model moves (`model.to`), so `opt.to` is only needed to move it ahead of the next step.
+`F.sgd_update_many` / `F.adam_update_many` (CPU or CUDA, by the arrays; on the GPU all the parameters
+of one dtype in one launch per dozen, since a launch costs the host more than a small update costs
+the GPU). Its per-parameter state (velocity, moments) is created on the parameter's device the first
+time it is needed, and follows the parameter when the model moves (`model.to`), so `opt.to` is only
+needed to move it ahead of the next step.
 """
 
 import math
@@ -53,10 +55,24 @@ class Optimizer:
     def step(self):
         """Update every parameter once from its current gradient."""
         self.step_count += 1
+        # the parameters by device and dtype (one update call each): (params, grads, {state name: arrays})
+        groups = {}
         for name, layer, key in self.parameters:
-            self._update(name, layer, key)
+            param = layer.params[key]
+            state = self._state(name, layer, key, self.STATE_NAMES)
+            params, grads, states = groups.setdefault(
+                (device_of(param), np.dtype(param.dtype).str), ([], [], {s: [] for s in self.STATE_NAMES})
+            )
+            params.append(param)
+            grads.append(layer.grads[key])
+            for s in self.STATE_NAMES:
+                states[s].append(state[s])
+        for params, grads, states in groups.values():
+            self._update(params, grads, states)
 
-    def _update(self, name, layer, key):
+    def _update(self, params, grads, states):
+        """Update `params` (a list of arrays on one device, one dtype) from `grads`, with their state
+        arrays `states` ({state name: list})."""
         raise NotImplementedError
 
     def to(self, device):
@@ -121,11 +137,9 @@ class SGD(Optimizer):
         self.momentum = _check_setting("momentum", momentum, 0.0, 1.0)
         self.weight_decay = _check_setting("weight_decay", weight_decay, 0.0, math.inf)
 
-    def _update(self, name, layer, key):
-        state = self._state(name, layer, key, self.STATE_NAMES)
-        F.sgd_update(
-            layer.params[key], layer.grads[key], state["velocity"],
-            lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
+    def _update(self, params, grads, states):
+        F.sgd_update_many(
+            params, grads, states["velocity"], lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
 
 
@@ -141,10 +155,9 @@ class Adam(Optimizer):
         self.eps = _check_setting("eps", eps, 0.0, math.inf, low_inclusive=False)
         self.weight_decay = _check_setting("weight_decay", weight_decay, 0.0, math.inf)
 
-    def _update(self, name, layer, key):
-        state = self._state(name, layer, key, self.STATE_NAMES)
-        F.adam_update(
-            layer.params[key], layer.grads[key], state["m"], state["v"], step=self.step_count,
+    def _update(self, params, grads, states):
+        F.adam_update_many(
+            params, grads, states["m"], states["v"], step=self.step_count,
             lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps, weight_decay=self.weight_decay,
         )
 

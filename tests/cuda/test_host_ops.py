@@ -48,6 +48,18 @@ def test_a_linear_layer_backward_gets_its_bias_gradient_from_the_weight_gradient
     assert (counts["launches"], counts["allocations"]) == (2, 2)  # dx's product; dW's with db
 
 
+def test_an_optimiser_step_updates_a_dozen_parameters_per_launch(host_ops):
+    from scratchdet import nn
+
+    model = nn.Sequential(*[nn.Linear(3, 3, rng=i) for i in range(7)]).to("cuda")  # 14 parameters
+    x = _zeros(2, 3)
+    model.backward(model.forward(x), input_grad=False)
+    for optimizer in (nn.SGD(model, lr=0.1, momentum=0.9), nn.Adam(model)):
+        optimizer.step()  # the state, created on the first step
+        counts = host_ops.count_ops(optimizer.step)
+        assert (counts["launches"], counts["allocations"]) == (2, 0)
+
+
 def test_the_script_prints_a_row_for_every_operation(host_ops, monkeypatch, capsys):
     bench = host_ops.sys.modules.get("bench_cuda")
     if bench is None:

@@ -457,6 +457,28 @@ def test_optimiser_updates_refuse_read_only_state_and_non_numbers():
     np.testing.assert_allclose(param, 0.9)
 
 
+def test_updating_a_list_of_parameters_is_updating_each(rng):
+    """The list updates (one launch per dozen parameters on a GPU) give the single updates' numbers,
+    bit for bit, on the CPU; lists of different lengths are refused."""
+    shapes = [(3,), (2, 4), (0,), (5, 1, 2)]
+    params = [rng.standard_normal(shape) for shape in shapes]
+    grads = [rng.standard_normal(shape) for shape in shapes]
+    states = {name: [np.zeros(shape) for shape in shapes] for name in ("velocity", "m", "v")}
+    expected = [p.copy() for p in params]
+    expected_states = {name: [a.copy() for a in arrays] for name, arrays in states.items()}
+    F.sgd_update_many(params, grads, states["velocity"], lr=0.1, momentum=0.9, weight_decay=0.01)
+    F.adam_update_many(params, grads, states["m"], states["v"], step=2, lr=0.1, beta1=0.9, beta2=0.99, eps=1e-8,
+                       weight_decay=0.01)
+    for i, grad in enumerate(grads):
+        F.sgd_update(expected[i], grad, expected_states["velocity"][i], lr=0.1, momentum=0.9, weight_decay=0.01)
+        F.adam_update(expected[i], grad, expected_states["m"][i], expected_states["v"][i], step=2, lr=0.1, beta1=0.9,
+                      beta2=0.99, eps=1e-8, weight_decay=0.01)
+    for got, want in zip(params + sum(states.values(), []), expected + sum(expected_states.values(), [])):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(InvalidArgumentError, match="one gradient and state per parameter"):
+        F.sgd_update_many(params, grads[:2], states["velocity"], lr=0.1, momentum=0.9, weight_decay=0.01)
+
+
 def test_dropout_same_seed_same_mask_and_inverted_scaling():
     x = np.ones((200, 50))
     y1, mask1 = F.dropout_forward(x, 0.3, seed=11)

@@ -31,6 +31,8 @@ window_max = numba.njit(cache=True, inline="always")(shared.window_max)
 window_argmax = numba.njit(cache=True, inline="always")(shared.window_argmax)
 max_of_four = numba.njit(cache=True, inline="always")(shared.max_of_four)
 winner_of_four = numba.njit(cache=True, inline="always")(shared.winner_of_four)
+sgd_element = numba.njit(cache=True, inline="always")(shared.sgd_element)
+adam_element = numba.njit(cache=True, inline="always")(shared.adam_element)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -578,19 +580,18 @@ def foreground_box_loss(bbox_pred, bbox_targets, labels, use_l2, beta, grad):
 
 @numba.njit(cache=True, parallel=True)
 def sgd_update(param, grad, velocity, lr, momentum, weight_decay):
-    """SGD with momentum and L2 weight decay, PyTorch's form:
+    """SGD with momentum and L2 weight decay, PyTorch's form (`shared.sgd_element` per element):
 
         g = grad + weight_decay * param;  velocity = momentum * velocity + g;  param -= lr * velocity
     """
     for k in prange(param.size):
-        g = grad[k] + weight_decay * param[k]
-        velocity[k] = momentum * velocity[k] + g
-        param[k] -= lr * velocity[k]
+        sgd_element(param, grad, velocity, k, lr, momentum, weight_decay)
 
 
 @numba.njit(cache=True, parallel=True)
 def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
-    """Adam (Kingma and Ba 2015, Algorithm 1) with L2 weight decay added to the gradient (PyTorch's Adam).
+    """Adam (Kingma and Ba 2015, Algorithm 1) with L2 weight decay added to the gradient (PyTorch's
+    Adam; `shared.adam_element` per element).
 
         g = grad + weight_decay * param
         m = beta1 * m + (1 - beta1) * g;   v = beta2 * v + (1 - beta2) * g**2
@@ -599,7 +600,4 @@ def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
     correction1 = 1.0 - beta1**step
     correction2 = 1.0 - beta2**step
     for k in prange(param.size):
-        g = grad[k] + weight_decay * param[k]
-        m[k] = beta1 * m[k] + (1.0 - beta1) * g
-        v[k] = beta2 * v[k] + (1.0 - beta2) * g * g
-        param[k] -= lr * (m[k] / correction1) / (np.sqrt(v[k] / correction2) + eps)
+        adam_element(param, grad, m, v, k, correction1, correction2, lr, beta1, beta2, eps, weight_decay)

@@ -172,3 +172,24 @@ def dropout_uniform(seed, index):
         h = (h * -0x7B935975) & 0xFFFFFFFF
         h = h ^ (h >> 16)
     return h / 4294967296.0
+
+
+def sgd_element(param, grad, velocity, k, lr, momentum, weight_decay):
+    """Element k of one SGD step with momentum and L2 weight decay, in place (PyTorch's `SGD`, no
+    dampening): g = grad + weight_decay * param;  velocity = momentum * velocity + g;  param -= lr * velocity."""
+    g = grad[k] + weight_decay * param[k]
+    velocity[k] = momentum * velocity[k] + g
+    param[k] -= lr * velocity[k]
+
+
+def adam_element(param, grad, m, v, k, correction1, correction2, lr, beta1, beta2, eps, weight_decay):
+    """Element k of one Adam step (Kingma and Ba 2015, Algorithm 1) with L2 weight decay added to the
+    gradient (PyTorch's `Adam`), in place; correction1, correction2 = 1 - beta1**step, 1 - beta2**step:
+
+        g = grad + weight_decay * param;  m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+        param -= lr * (m / correction1) / (sqrt(v / correction2) + eps)
+    """
+    g = grad[k] + weight_decay * param[k]
+    m[k] = beta1 * m[k] + (1.0 - beta1) * g
+    v[k] = beta2 * v[k] + (1.0 - beta2) * g * g
+    param[k] -= lr * (m[k] / correction1) / (math.sqrt(v[k] / correction2) + eps)
