@@ -6,8 +6,10 @@ On a GPU the small layers are bound by the host, not the device: in run 3 on an 
 convolution's forward and backward was 0.20 ms. These counts are what a change to the host path can
 lower, and unlike times they can be taken on any machine: this script runs the real code paths in
 Numba's CUDA simulator with every kernel launch counted and *skipped* (nothing is computed, so the
-benchmark shapes themselves are used), every ``cuda.device_array`` counted, and every view of a
-device array (``reshape``, slicing) counted.
+benchmark shapes themselves are used), every ``cuda.device_array`` counted (and filled with zeros,
+so that a result the host reads back, a loss or a count of kept boxes, is 0 rather than whatever the
+memory held), every view of a device array (``reshape``, slicing) counted, and every copy between
+the host and the device (``to_device``, ``copy_to_host``) counted.
 
 Usage (the variable must be set before numba is imported):
 
@@ -30,15 +32,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 @contextlib.contextmanager
 def counting(counts):
-    """Count kernel launches (skipping them), device allocations and views into `counts` (a Counter)."""
+    """Count kernel launches (skipping them), device allocations (zero-filled), views and host-device
+    copies into `counts` (a Counter: "launches", "allocations", "views", "copies")."""
     from numba import cuda
     from numba.cuda.simulator import kernel as sim_kernel
     from numba.cuda.simulator.cudadrv import devicearray as sim_array
 
     kernel_call = sim_kernel.FakeCUDAKernel.__call__
     device_array = cuda.device_array
+    to_device = cuda.to_device
     reshape = sim_array.FakeCUDAArray.reshape
     getitem = sim_array.FakeCUDAArray.__getitem__
+    copy_to_host = sim_array.FakeCUDAArray.copy_to_host
 
     def launch(self, *args):
         if self._device or sim_kernel._kernel_context:  # a device function, inside a kernel
@@ -48,7 +53,17 @@ def counting(counts):
 
     def allocate(*args, **kwargs):
         counts["allocations"] += 1
-        return device_array(*args, **kwargs)
+        result = device_array(*args, **kwargs)
+        result[...] = 0
+        return result
+
+    def upload(*args, **kwargs):
+        counts["copies"] += 1
+        return to_device(*args, **kwargs)
+
+    def download(self, *args, **kwargs):
+        counts["copies"] += 1
+        return copy_to_host(self, *args, **kwargs)
 
     def view(self, *args, **kwargs):
         counts["views"] += 1
@@ -62,19 +77,23 @@ def counting(counts):
 
     sim_kernel.FakeCUDAKernel.__call__ = launch
     cuda.device_array = allocate
+    cuda.to_device = upload
     sim_array.FakeCUDAArray.reshape = view
     sim_array.FakeCUDAArray.__getitem__ = item
+    sim_array.FakeCUDAArray.copy_to_host = download
     try:
         yield counts
     finally:
         sim_kernel.FakeCUDAKernel.__call__ = kernel_call
         cuda.device_array = device_array
+        cuda.to_device = to_device
         sim_array.FakeCUDAArray.reshape = reshape
         sim_array.FakeCUDAArray.__getitem__ = getitem
+        sim_array.FakeCUDAArray.copy_to_host = copy_to_host
 
 
 def count_ops(fn):
-    """Launches, allocations and views of one call of `fn`, after a first call (steady state)."""
+    """Launches, allocations, views and copies of one call of `fn`, after a first call (steady state)."""
     with counting(collections.Counter()):
         fn()
     with counting(collections.Counter()) as counts:
@@ -117,7 +136,36 @@ def operations():
 
     ops["training step without the loss (forward, backward, SGD)"] = step_without_loss
     ops["SGD step alone (8 parameters)"] = optimizer.step
+    ops.update(_detector_ops())
     return ops
+
+
+def _detector_ops():
+    """Fast R-CNN's training step and detection as `bench_cuda.detector_case` times them."""
+    from bench_cuda import DET_IMAGE, DET_NETWORK, DET_PROPOSALS, DET_ROIS
+    from scratchdet import nn
+    from scratchdet.data.shapes import shapes_dataset
+    from scratchdet.models import FastRCNN
+    from scratchdet.train import roi_batches
+
+    data = shapes_dataset(2, image_size=(DET_IMAGE, DET_IMAGE), objects=(1, 2), size=(max(4, DET_IMAGE // 8), DET_IMAGE // 3), seed=0)
+    rng = np.random.default_rng(0)
+    corners = np.sort(rng.uniform(0, DET_IMAGE, (len(data.images), DET_PROPOSALS, 2, 2)), axis=2)
+    props = [boxes[(boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)]
+             for boxes in corners.reshape(len(data.images), DET_PROPOSALS, 4)]
+    batch = roi_batches(data.images, data.boxes, data.labels, props, rois_per_image=DET_ROIS, seed=0)(0)
+    model = FastRCNN(data.classes, rng=0, **DET_NETWORK).to("cuda")
+    optimizer = nn.SGD(model, lr=0.001, momentum=0.9)
+    detector = FastRCNN(data.classes, rng=0, **DET_NETWORK).to("cuda").eval()
+
+    def step():
+        model.training_step(batch)
+        optimizer.step()
+
+    return {
+        f"Fast R-CNN training step, 2 images {DET_IMAGE}x{DET_IMAGE}, {len(batch.rois)} RoIs, SGD": step,
+        f"Fast R-CNN detection, 1 image, {len(props[0])} proposals": lambda: detector.predict(data.images[0], props[0]),
+    }
 
 
 def main():
@@ -125,11 +173,11 @@ def main():
 
     if not simulated():
         sys.exit("run with NUMBA_ENABLE_CUDASIM=1: launches are counted (and skipped) in Numba's simulator")
-    print("| operation | launches | allocations | views |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| operation | launches | allocations | views | host-device copies |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for name, fn in operations().items():
         counts = count_ops(fn)
-        print(f"| {name} | {counts['launches']} | {counts['allocations']} | {counts['views']} |", flush=True)
+        print(f"| {name} | {counts['launches']} | {counts['allocations']} | {counts['views']} | {counts['copies']} |", flush=True)
     return 0
 
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from scratchdet.backend import to_device
+from scratchdet.backend import is_cuda_array, to_device
 from scratchdet.errors import DataFormatError, InvalidArgumentError
 from scratchdet.nn import functional as F
 
@@ -322,6 +322,9 @@ class RoIPool(Layer):
     def forward(self, features, rois):
         """features: (B, C, H, W) float32 or float64; rois: (R, 5) float (batch_index, x1, y1, x2, y2)
         in image pixels -> (R, C, PH, PW), features' dtype."""
+        if is_cuda_array(features) and not is_cuda_array(rois):
+            # host RoIs (from proposals) are checked and copied to the GPU once, for forward and backward
+            rois = to_device(F.check_host_rois(rois, features.shape[0], self.spatial_scale), "cuda")
         self._features, self._rois = features, rois
         return F.roi_pool_forward(features, rois, self.output_size, self.spatial_scale)
 

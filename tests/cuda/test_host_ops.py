@@ -60,6 +60,22 @@ def test_an_optimiser_step_updates_a_dozen_parameters_per_launch(host_ops):
         assert (counts["launches"], counts["allocations"]) == (2, 0)
 
 
+def test_a_roi_pooling_layer_copies_host_rois_to_the_gpu_once_for_forward_and_backward(host_ops):
+    from scratchdet import nn
+    from scratchdet.errors import InvalidArgumentError
+
+    layer = nn.RoIPool(2, 0.5)
+    features = _zeros(2, 3, 8, 8)
+    rois = np.array([[0, 0, 0, 7, 7], [1, 2, 2, 12, 9]], np.float64)
+
+    def forward_backward():
+        layer.backward(layer.forward(features, rois))
+
+    assert host_ops.count_ops(forward_backward)["copies"] == 1
+    with pytest.raises(InvalidArgumentError, match="batch indices"):
+        layer.forward(features, np.array([[2, 0, 0, 4, 4]], np.float64))
+
+
 def test_the_script_prints_a_row_for_every_operation(host_ops, monkeypatch, capsys):
     bench = host_ops.sys.modules.get("bench_cuda")
     if bench is None:
