@@ -75,21 +75,22 @@ def counting(counts):
             counts["views"] += 1
         return result
 
-    sim_kernel.FakeCUDAKernel.__call__ = launch
-    cuda.device_array = allocate
-    cuda.to_device = upload
-    sim_array.FakeCUDAArray.reshape = view
-    sim_array.FakeCUDAArray.__getitem__ = item
-    sim_array.FakeCUDAArray.copy_to_host = download
+    replacements = [
+        (sim_kernel.FakeCUDAKernel, "__call__", launch),
+        (cuda, "device_array", allocate),
+        (cuda, "to_device", upload),
+        (sim_array.FakeCUDAArray, "reshape", view),
+        (sim_array.FakeCUDAArray, "__getitem__", item),
+        (sim_array.FakeCUDAArray, "copy_to_host", download),
+    ]
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replacements]
+    for owner, name, replacement in replacements:
+        setattr(owner, name, replacement)
     try:
         yield counts
     finally:
-        sim_kernel.FakeCUDAKernel.__call__ = kernel_call
-        cuda.device_array = device_array
-        cuda.to_device = to_device
-        sim_array.FakeCUDAArray.reshape = reshape
-        sim_array.FakeCUDAArray.__getitem__ = getitem
-        sim_array.FakeCUDAArray.copy_to_host = copy_to_host
+        for owner, name, original in originals:
+            setattr(owner, name, original)
 
 
 def count_ops(fn):

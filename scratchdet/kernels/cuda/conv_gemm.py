@@ -12,7 +12,8 @@ The three products of a convolution layer are all of this form:
     filter grad    dW_n  (K, C kh kw) = dY[n] (K, H'W') @ cols[n]^T (H'W', C kh kw)
     input grad     dX[n] (C, HW)   = W~    (C, K kh kw) @ dcols[n]  (K kh kw, HW)
 
-(the filter gradient's product also sums each row of dY[n], the bias gradient: `BIAS_GRAD`)
+(the filter gradient's product also sums each row of dY[n], the bias gradient db_n, through a column of
+ones appended to cols[n]^T: `gemm.BIAS_GRAD`; dW_n and db_n then take one sum over the images together)
 
 where ``W~[c, (k, i, j)] = W[k, c, i, j]`` and ``dcols[n][(k, i, j), (y, x)]`` is the ``dY[n, k, oy, ox]``
 of the output pixel that read ``x[y, x]`` through tap ``(i, j)`` (``oy*s - p + i = y``), or 0 where no
@@ -51,21 +52,13 @@ from scratchdet.backend import simulated
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda import gemm
 from scratchdet.kernels.cuda.common import empty, flat, launch_1d, scratch
-from scratchdet.kernels.cuda.gemm import BIAS_NONE, BK, SHARED_ALIGNMENT, TX, TY, VECTOR, owned, part_length
+from scratchdet.kernels.cuda.gemm import BIAS_GRAD, BIAS_NONE, BK, SHARED_ALIGNMENT, TX, TY, VECTOR, owned, part_length
 
 # Which product of a convolution layer a kernel computes (see the module docstring).
 FORWARD = 0
 FILTER_GRAD = 1
 INPUT_GRAD = 2
 PRODUCT_NAMES = {FORWARD: "forward", FILTER_GRAD: "filter_grad", INPUT_GRAD: "input_grad"}
-
-# The filter gradient's product also gives the bias gradient, db[k] = sum over pixels of dY[k]: B gets
-# one more column, of ones, whose outputs are the rows' sums of A = dY[n] (``bias_mode`` BIAS_GRAD: a
-# bias is the weight of an extra input fixed at 1, Bishop, *Pattern Recognition and Machine Learning*,
-# section 5.1). They are written after c's ``m x (n - 1)`` block, so dW and db come out of one product
-# and one sum over the images, with no reductions of their own: two launches fewer per layer, and on
-# a GPU the host's launches, not the GPU, bound the small layers (benchmarks/GPU_RESULTS.md, run 3).
-BIAS_GRAD = 3
 
 _NUMBA_TYPES = {np.dtype(np.float32): numba.float32, np.dtype(np.float64): numba.float64}
 # Offsets into one image (or one dY) must fit the int32 tables.

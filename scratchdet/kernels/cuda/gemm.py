@@ -57,8 +57,8 @@ BIAS_COL = 2
 # ones, whose outputs are the rows' sums of A (a bias is the weight of an extra input fixed at 1;
 # Bishop, *Pattern Recognition and Machine Learning*, section 5.1), written after C's ``m x n`` block.
 # The linear layer's db = sum over the batch of dY then needs no reduction of its own, and the
-# convolution's neither (`conv_gemm`): a launch and an allocation fewer per layer, and on a GPU the
-# host's launches, not the GPU, bound the small layers (benchmarks/GPU_RESULTS.md, run 3).
+# convolution's neither (`conv_gemm`'s filter gradient: two launches fewer per layer): on a GPU the
+# host's launches and allocations, not the GPU, bound the small layers (benchmarks/GPU_RESULTS.md, run 3).
 BIAS_GRAD = 3
 _ONES = -2  # where a thread stages an element of the column of ones (-1: outside B)
 

@@ -268,7 +268,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
     as implicit GEMMs (`scratchdet.kernels.cuda.conv_gemm`): cols[n] is read from x, dcols[n] (the
     adjoint of im2col applied to dY) from dY, W~[c, (k, i, j)] = W[k, c, i, j]; for at most
     FEW_CHANNELS input channels, dX by `input_grad_few_channels` instead. db comes out of dW's
-    product (a column of ones appended to cols[n]^T, `conv_gemm.BIAS_GRAD`), and both are summed
+    product (a column of ones appended to cols[n]^T, `gemm.BIAS_GRAD`), and both are summed
     over the images in a fixed order (one product per image, or per part of an image's pixels
     (`conv_gemm.reduction_splits`), then a column sum), so they are the same on every run.
 
