@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one prepared GPU check of the CUDA backend (run from the repository root on a machine with an
 # NVIDIA GPU, python3 with numba-cuda, torch and torchvision; only the carried numpy wheel is installed):
-#   1. the CUDA tests of conv, conv_gemm, training, gemm, boxes, backend, reduce and the detectors on the
-#      real GPU (not the simulator)                                                     -> $OUT/cuda_tests.log
+#   1. the CUDA tests of conv, conv_gemm, training, gemm, boxes, backend, reduce, the detectors, the
+#      optimisers and the losses on the real GPU (not the simulator)                    -> $OUT/cuda_tests.log
 #   2. benchmarks/bench_cuda.py against cuDNN / cuBLAS / torchvision   -> $OUT/gpu_results.md, $OUT/bench.log
 #   3. if time is left: host and device time per operation (gpu_profile.py)   -> $OUT/profile.md
 #   3b. if time is left: conv, linear and the training step with the caching allocator (a Numba EMM
@@ -43,7 +43,7 @@ start=$SECONDS
 timeout 150 python3 -m pytest -q -p no:cacheprovider --durations=15 tests/cuda/test_nn_cuda.py tests/cuda/test_conv_gemm_cuda.py \
     tests/cuda/test_training_cuda.py tests/cuda/test_gemm_cuda.py tests/cuda/test_boxes_cuda.py \
     tests/cuda/test_backend_cuda.py tests/cuda/test_reduce_cuda.py tests/cuda/test_detectors_cuda.py \
-    tests/cuda/test_commands_cuda.py 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+    tests/cuda/test_commands_cuda.py tests/cuda/test_optim_cuda.py tests/cuda/test_losses_cuda.py 2>&1 | tee "$OUT/cuda_tests.log" || status=1
 echo "tests took $((SECONDS - start)) s" | tee -a "$OUT/cuda_tests.log"
 
 echo "== benchmarks"
