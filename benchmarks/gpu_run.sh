@@ -40,7 +40,7 @@ PY
 
 echo "== CUDA tests on the GPU"
 start=$SECONDS
-timeout 150 python3 -m pytest -q -p no:cacheprovider --durations=15 tests/cuda/test_nn_cuda.py tests/cuda/test_conv_gemm_cuda.py \
+timeout 200 python3 -m pytest -q -p no:cacheprovider --durations=15 tests/cuda/test_nn_cuda.py tests/cuda/test_conv_gemm_cuda.py \
     tests/cuda/test_training_cuda.py tests/cuda/test_gemm_cuda.py tests/cuda/test_boxes_cuda.py \
     tests/cuda/test_backend_cuda.py tests/cuda/test_reduce_cuda.py tests/cuda/test_detectors_cuda.py \
     tests/cuda/test_commands_cuda.py tests/cuda/test_optim_cuda.py tests/cuda/test_losses_cuda.py 2>&1 | tee "$OUT/cuda_tests.log" || status=1
