@@ -25,12 +25,12 @@ from scratchdet.kernels.cuda.common import (
     THREADS,
     blocks_for,
     empty,
+    flat,
     launch_1d,
     on_device,
+    require_device,
     scratch,
     shaped,
-    flat,
-    require_device,
     zeros,
 )
 from scratchdet.kernels.cuda.conv_gemm import FILTER_GRAD, FORWARD, INPUT_GRAD, conv_gemm_launch, reduction_splits
