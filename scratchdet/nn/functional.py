@@ -853,7 +853,8 @@ def sgd_update_many(params, grads, velocities, *, lr, momentum, weight_decay):
 
     Args:
         params, grads, velocities: equal-length sequences of arrays, all NumPy or all CUDA device
-            arrays, each as `sgd_update` takes them (on the GPU also one dtype). Returns None.
+            arrays; params[i], grads[i] and velocities[i] of one shape (any), float32 or float64 and
+            C-contiguous, as `sgd_update` takes them (on the GPU all of one dtype). Returns None.
     """
     lr, momentum, weight_decay = _check_numbers(lr=lr, momentum=momentum, weight_decay=weight_decay)
     params, grads, velocities = list(params), list(grads), list(velocities)
@@ -868,8 +869,9 @@ def adam_update_many(params, grads, ms, vs, *, step, lr, beta1, beta2, eps, weig
     parameters (`scratchdet.kernels.cuda.optim.GROUP`), on the CPU one after the other.
 
     Args:
-        params, grads, ms, vs: equal-length sequences of arrays, all NumPy or all CUDA device arrays,
-            each as `adam_update` takes them (on the GPU also one dtype). Returns None.
+        params, grads, ms, vs: equal-length sequences of arrays, all NumPy or all CUDA device arrays;
+            params[i], grads[i], ms[i] and vs[i] of one shape (any), float32 or float64 and
+            C-contiguous, as `adam_update` takes them (on the GPU all of one dtype). Returns None.
     """
     step = _check_positive_int("adam step", step)
     lr, beta1, beta2, eps, weight_decay = _check_numbers(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)

@@ -286,13 +286,13 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
     if dy.shape != (n_images, filters, out_h, out_w):
         raise InvalidArgumentError(f"dy must have shape {(n_images, filters, out_h, out_w)}, got {dy.shape}")
     rows, plane = channels * kh * kw, out_h * out_w
+    n_grads = filters * (rows + 1)  # dW's elements, then db's
     if n_images == 0:  # no images: zero gradients for the filters and biases
-        return (empty(x.shape, x.dtype) if input_grad else None), zeros(w.shape, x.dtype), zeros((filters,), x.dtype)
+        return (empty(x.shape, x.dtype) if input_grad else None), *_split_grads(zeros((n_grads,), x.dtype), w.shape)
     geometry = (kh, kw, stride, padding, out_w)
     # 1. filters and biases: [dW_n | db_n] = dY[n] (K, H'W') @ [cols[n]^T | 1] (H'W', C*kh*kw + 1) per
     #    image (in `splits` parts of its pixels when there are few filters and many pixels), each
     #    image's K*C*kh*kw filter terms followed by its K bias terms, then summed over n (and the parts)
-    n_grads = filters * (rows + 1)
     splits = reduction_splits(n_images, filters, rows + 1, plane)
     per_image = scratch("dw_per_image", (n_images * splits, n_grads), x.dtype)  # (N*S, K*C*kh*kw + K)
     conv_gemm_launch(
