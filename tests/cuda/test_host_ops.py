@@ -76,6 +76,20 @@ def test_a_roi_pooling_layer_copies_host_rois_to_the_gpu_once_for_forward_and_ba
         layer.forward(features, np.array([[2, 0, 0, 4, 4]], np.float64))
 
 
+def test_counting_leaves_no_cached_offset_tables_built_by_skipped_kernels(host_ops, rng):
+    """A convolution of a shape first seen while counting (its offset-table kernels skipped) computes
+    the CPU's numbers afterwards."""
+    from scratchdet.backend import to_host
+    from scratchdet.nn import functional as F
+
+    x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    xd, wd = to_device(x, "cuda"), to_device(w, "cuda")
+    host_ops.count_ops(lambda: cuda_nn.conv2d_forward(xd, wd, None, 1, 1))
+    np.testing.assert_allclose(to_host(cuda_nn.conv2d_forward(xd, wd, None, 1, 1)),
+                               F.conv2d_forward(x, w, None, 1, 1), rtol=1e-5, atol=1e-5)
+
+
 def test_the_script_prints_a_row_for_every_operation(host_ops, monkeypatch, capsys):
     bench = host_ops.sys.modules.get("bench_cuda")
     if bench is None:
