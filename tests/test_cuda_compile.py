@@ -63,11 +63,14 @@ def test_every_kernel_of_the_cuda_modules_is_compiled():
     """A kernel added to a module without a signature in its `compile_signatures` would go unchecked."""
     from numba.cuda.dispatcher import CUDADispatcher
 
+    from scratchdet.kernels.cuda.launch import Kernel
+
     listed = {id(kernel) for _, kernel, _ in SIGNATURES}
     missing = []
     for module in MODULES:
         for attr, value in vars(module).items():
-            if isinstance(value, CUDADispatcher) and not value.targetoptions.get("device") and id(value) not in listed:
+            kernel = value.dispatcher if isinstance(value, Kernel) else value
+            if isinstance(kernel, CUDADispatcher) and not kernel.targetoptions.get("device") and id(value) not in listed:
                 missing.append(f"{module.__name__}.{attr}")
     assert not missing, f"kernels without a compile signature: {missing}"
 

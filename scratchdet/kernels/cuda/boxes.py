@@ -29,6 +29,7 @@ from numba import cuda
 from scratchdet.backend import is_cuda_array, simulated
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda.common import blocks_for, empty, fill, launch_1d, on_device, require_device, scratch
+from scratchdet.kernels.cuda.launch import jit
 from scratchdet.kernels.shared import boxes as shared
 
 iou_pair = cuda.jit(device=True)(shared.iou_pair)
@@ -60,7 +61,7 @@ def _result_dtype(*arrays):
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def iou_matrix_kernel(boxes1, boxes2, out):
     """out[i, j] = IoU(boxes1[i], boxes2[j]) in float64; one thread per pair (x: j, y: i)."""
     j = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
@@ -91,7 +92,7 @@ def iou(boxes1, boxes2):
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def encode_kernel(proposals, gt, wx, wy, ww, wh, out):
     """out[i] = the regression target (tx, ty, tw, th) moving proposals[i] onto gt[i]."""
     i = cuda.grid(1)
@@ -108,7 +109,7 @@ def encode_kernel(proposals, gt, wx, wy, ww, wh, out):
         out[i, 3] = th
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def decode_kernel(proposals, deltas, wx, wy, ww, wh, clamp, out):
     """out[i] = the box predicted by applying deltas[i] to proposals[i]."""
     i = cuda.grid(1)
@@ -194,7 +195,7 @@ OR_LOADS = 8
 SCAN_OPTIONS = {} if simulated() else {"launch_bounds": (SCAN_MAX_THREADS, 1)}
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def rank_sort_kernel(scores, boxes, order, sorted_boxes):
     """Sort by descending score and gather: order[rank(i)] = i, sorted_boxes[rank(i)] = boxes[i].
 
@@ -268,7 +269,7 @@ def upper_triangle_block(k):
     return k - x * (x + 1) // 2, x
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def nms_mask_kernel(sorted_boxes, iou_threshold, group_end, grouped, mask):
     """mask[i, w] bit b = IoU(box i, box 64 w + b) > threshold, for 64 w + b > i (boxes in score order).
 
@@ -320,7 +321,7 @@ def stage_word(mask, order, w, b, diagonal, next_word, box_index):
         box_index[b] = order[i]
 
 
-@cuda.jit(cache=True, **SCAN_OPTIONS)
+@jit(cache=True, **SCAN_OPTIONS)
 def nms_scan_kernel(mask, order, removed, keep, n_keep):
     """The greedy pass, in one block: walk the boxes in score order, one word of 64 at a time.
 
@@ -519,7 +520,7 @@ def _suppress(sorted_boxes, order, threshold, group_end, keep):
 COMPACT_THREADS = 256
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def gather_kernel(values, order, out):
     """out[r] = values[order[r]]."""
     r = cuda.grid(1)
@@ -527,7 +528,7 @@ def gather_kernel(values, order, out):
         out[r] = values[order[r]]
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def compose_kernel(first, second, keys, order, sorted_keys):
     """order[r] = first[second[r]], sorted_keys[r] = keys[second[r]]: two sorts applied one after the other."""
     r = cuda.grid(1)
@@ -536,7 +537,7 @@ def compose_kernel(first, second, keys, order, sorted_keys):
         sorted_keys[r] = keys[second[r]]
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def group_end_kernel(sorted_keys, group_end):
     """group_end[r] = the first rank after r whose key differs from rank r's (equal keys are one run: the
     end of r's label group), by binary search."""
@@ -555,7 +556,7 @@ def group_end_kernel(sorted_keys, group_end):
         group_end[r] = lo
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def kept_flags_kernel(keep, n_keep, flags):
     """flags[keep[t]] = 1 for the n_keep[0] kept boxes (flags cleared before)."""
     t = cuda.grid(1)
@@ -563,7 +564,7 @@ def kept_flags_kernel(keep, n_keep, flags):
         flags[keep[t]] = 1
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def compact_kernel(order, flags, out):
     """out = the boxes order[r] with flags set, in rank order r (one block).
 

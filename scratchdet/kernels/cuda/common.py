@@ -12,6 +12,7 @@ from numba import cuda
 from numba.cuda.core import config as cuda_config
 
 from scratchdet.errors import InvalidArgumentError
+from scratchdet.kernels.cuda.launch import jit
 
 # One-dimensional launches use blocks of 256 threads: a multiple of the 32-thread warp that keeps
 # enough blocks per multiprocessor resident on every GPU since Pascal.
@@ -126,7 +127,7 @@ def empty(shape, dtype):
     return cuda.device_array(shape, dtype=dtype)
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def fill_kernel(a, value):
     """a[i] = value for every element of a flat array."""
     i = cuda.grid(1)

@@ -53,6 +53,7 @@ from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda import gemm
 from scratchdet.kernels.cuda.common import empty, flat, launch_1d, scratch
 from scratchdet.kernels.cuda.gemm import BIAS_GRAD, BIAS_NONE, BK, SHARED_ALIGNMENT, TX, TY, VECTOR, owned, part_length
+from scratchdet.kernels.cuda.launch import jit
 
 # Which product of a convolution layer a kernel computes (see the module docstring).
 FORWARD = 0
@@ -70,7 +71,7 @@ _INT32_MAX = np.iinfo(np.int32).max
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def tap_table_kernel(table, kh, kw, plane, width, sign, shift, with_offset):
     """table[:, e] = (offset, y, x) of filter tap e = (c, i, j) (j fastest, im2col's row order):
     ``y = sign*i + shift``, ``x = sign*j + shift``, ``offset = c*plane + y*width + x`` (``c*plane`` alone
@@ -85,7 +86,7 @@ def tap_table_kernel(table, kh, kw, plane, width, sign, shift, with_offset):
         table[2, e] = x
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def pixel_table_kernel(table, grid_w, step, shift, width, with_offset):
     """table[:, e] = (offset, y, x) of pixel e = (py, px) of a grid grid_w wide (row-major):
     ``y = py*step + shift``, ``x = px*step + shift``, ``offset = y*width + x`` (0 when not `with_offset`)."""
@@ -236,7 +237,7 @@ def conv_gemm_kernel(tile, dtype, strided_adjoint=False):
             return src[uint64(image0 + col[0] + offset)]
         return zero
 
-    @cuda.jit
+    @jit
     def conv_gemm(a, src, rows, cols, c, bias, m, n, k, a_bs, a_rs, c_bs, c_rs, bias_mode, image, src_h, src_w, stride,
                   splits, k_chunk):
         tx = cuda.threadIdx.x

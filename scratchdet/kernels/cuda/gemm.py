@@ -35,6 +35,7 @@ from numba import cuda
 from scratchdet.backend import simulated
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda.common import THREADS, blocks_for, empty, flat, on_device, scratch
+from scratchdet.kernels.cuda.launch import jit
 
 # Block shape: 16 x 16 = 256 threads; the depth of one staged tile along the summed dimension.
 TY = 16
@@ -158,7 +159,7 @@ def gemm_kernel(tm, tn, dtype, threads=(TY, TX)):
             return e // bn, e % bn
         return e % BK, e // BK
 
-    @cuda.jit
+    @jit
     def gemm(a, b, c, bias, m, n, k, a_bs, a_rs, a_cs, b_bs, b_rs, b_cs, c_bs, c_rs, c_cs, bias_mode, splits, k_chunk):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
@@ -331,7 +332,7 @@ def reduction_splits(batches, m, n, k, bm, bn):
     return max(1, -(-k // part_length(k, splits)))
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def add_parts_kernel(parts, splits, m, n, c, c_bs, c_rs, c_cs, bias, bias_mode):
     """c[z][i, j] = sum over p of parts[z * splits + p][i, j], p in order, plus the row or column bias.
 

@@ -35,6 +35,7 @@ from scratchdet.kernels.cuda.common import (
 )
 from scratchdet.kernels.cuda.conv_gemm import FILTER_GRAD, FORWARD, INPUT_GRAD, conv_gemm_launch, reduction_splits
 from scratchdet.kernels.cuda.gemm import BIAS_COL, BIAS_GRAD, gemm_launch, launch_autotuned
+from scratchdet.kernels.cuda.launch import jit
 from scratchdet.kernels.cuda.reduce import block_sum
 from scratchdet.kernels.shared import nn as shared
 
@@ -75,7 +76,7 @@ def _output_size(size, kernel_size, stride, padding):
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def swap_filter_axes_kernel(w, w_swapped):
     """w_swapped[c, k, i, j] = w[k, c, i, j]: the A operand W~ (C, K*kh*kw) of the input gradient."""
     filters, channels, kh, kw = w.shape
@@ -122,7 +123,7 @@ def few_channels_input_grad_kernel(channels, rows, dtype, unit_stride):
     zero = np.dtype(dtype).type(0)
     uint64 = numba.uint64
 
-    @cuda.jit
+    @jit
     def kernel(dy, w, dx, n_images, filters, height, width, out_h, out_w, kh, kw, stride, padding):
         groups = (height + rows - 1) // rows
         e = cuda.grid(1)
@@ -322,7 +323,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def maxpool2d_forward_kernel(x, kernel_size, stride, y):
     """y[n, c, oy, ox] = max of the window at (oy*stride, ox*stride); one thread per output."""
     n_images, channels, out_h, out_w = y.shape
@@ -341,7 +342,7 @@ def maxpool2d_forward_kernel(x, kernel_size, stride, y):
         y[n, c, oy, ox] = window_max(x, n, c, y0, y0 + kernel_size, x0, x0 + kernel_size)
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def maxpool2d_backward_kernel(dy, x, kernel_size, stride, dx):
     """dx[n, c, y, x] = sum of dy over the windows whose (first) maximum is (y, x).
 
@@ -426,7 +427,7 @@ def maxpool2d_backward(dy, x, kernel_size, stride=None):
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def relu_forward_kernel(x, y):
     """y = max(x, 0) (NaN stays NaN)."""
     k = cuda.grid(1)
@@ -434,7 +435,7 @@ def relu_forward_kernel(x, y):
         y[k] = x[k] if relu_passes(x[k]) else 0
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def relu_backward_kernel(dy, x, dx):
     """dx = dy where x > 0 or x is NaN, else 0."""
     k = cuda.grid(1)
@@ -442,7 +443,7 @@ def relu_backward_kernel(dy, x, dx):
         dx[k] = dy[k] if relu_passes(x[k]) else 0
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def dropout_forward_kernel(x, p, seed, y, mask):
     """Inverted dropout: mask[k] = 1 / (1 - p) if unit k is kept (hash of (seed, k) >= p), else 0."""
     k = cuda.grid(1)
@@ -453,7 +454,7 @@ def dropout_forward_kernel(x, p, seed, y, mask):
         y[k] = x[k] * mask[k]
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def multiply_kernel(a, b, out):
     """out = a * b."""
     k = cuda.grid(1)
@@ -461,7 +462,7 @@ def multiply_kernel(a, b, out):
         out[k] = a[k] * b[k]
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def add_kernel(a, b, out):
     """out = a + b."""
     k = cuda.grid(1)
@@ -469,7 +470,7 @@ def add_kernel(a, b, out):
         out[k] = a[k] + b[k]
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def divide_kernel(a, divisor, out):
     """out = a / divisor."""
     k = cuda.grid(1)
@@ -629,7 +630,7 @@ def roi_bin_argmax(features, rois, r, c, ph, pw, pooled_h, pooled_w, spatial_sca
     return best_y * width + best_x
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def roi_pool_forward_kernel(features, rois, spatial_scale, out):
     """out[r, c, ph, pw] = max over bin (ph, pw) of RoI r (0 for an empty bin); one thread per output."""
     n_rois, channels, pooled_h, pooled_w = out.shape
@@ -648,7 +649,7 @@ def roi_pool_forward_kernel(features, rois, spatial_scale, out):
         out[r, c, ph, pw] = features[int(rois[r, 0]), c, index // width, index % width]
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def roi_pool_backward_kernel(dout, features, rois, spatial_scale, dfeatures):
     """dfeatures[b, c, argmax] += dout[r, c, ph, pw] for every bin (Fast R-CNN, eq. 4).
 
@@ -760,7 +761,7 @@ def _bad_labels(count, n_classes):
         raise InvalidArgumentError(f"labels must be in [0, {n_classes}), got {count} outside it")
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def softmax_cross_entropy_kernel(logits, labels, dlogits, partials):
     """Row n: loss_n = log sum_k exp(z_nk - m_n) + m_n - z_n,u and dlogits = (softmax - onehot) / N.
 
@@ -826,7 +827,7 @@ def softmax_cross_entropy(logits, labels):
     return float(total / n_samples), dlogits
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def elementwise_loss_kernel(pred, target, use_l2, beta, grad, partials):
     """grad[k] and the block's sum of loss(pred[k] - target[k]): squared error or smooth L1."""
     scratch = cuda.shared.array(THREADS, numba.float64)
@@ -873,7 +874,7 @@ def smooth_l1(pred, target, beta=1.0):
     return _elementwise_loss(pred, target, False, beta)
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def foreground_box_loss_kernel(bbox_pred, bbox_targets, labels, use_l2, beta, factor, grad, partials):
     """Row n of the box term of Fast R-CNN's multi-task loss (eq. 1): only foreground rows (u >= 1)
     count, on the 4 coordinates of their class (columns 4u..4u+3, or 0..3 for one agnostic box).

@@ -15,6 +15,7 @@ from numba import cuda
 
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda.common import flat, launch_1d, on_device, require_device
+from scratchdet.kernels.cuda.launch import jit
 from scratchdet.kernels.shared import nn as shared
 
 sgd_element = cuda.jit(device=True, inline="always")(shared.sgd_element)
@@ -25,7 +26,7 @@ adam_element = cuda.jit(device=True, inline="always")(shared.adam_element)
 GROUP = 12
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def sgd_update_kernel(params, grads, velocities, lr, momentum, weight_decay):
     """SGD with momentum and L2 weight decay on tuples of flat arrays (one entry per parameter):
     thread k updates element k of the parameters laid end to end."""
@@ -38,7 +39,7 @@ def sgd_update_kernel(params, grads, velocities, lr, momentum, weight_decay):
         k -= size
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def adam_update_kernel(params, grads, ms, vs, correction1, correction2, lr, beta1, beta2, eps, weight_decay):
     """Adam with L2 weight decay on tuples of flat arrays, laid end to end as `sgd_update_kernel`'s."""
     k = cuda.grid(1)

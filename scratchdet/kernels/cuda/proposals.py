@@ -18,6 +18,7 @@ from numba import cuda
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cpu.proposals import EDGE_OFFSETS, N_ORIENTATIONS, gaussian_derivative_kernel, gaussian_kernel
 from scratchdet.kernels.cuda.common import require_device
+from scratchdet.kernels.cuda.launch import jit
 from scratchdet.kernels.shared import proposals as shared
 
 rgb_to_hsv = cuda.jit(device=True)(shared.rgb_to_hsv)
@@ -49,7 +50,7 @@ def _check(name, a, ndim, dtype):
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@jit
 def convert_colour_kernel(rgb, space, linear, out):
     """out[i, j, :] = rgb[i, j] in colour space `space` (codes of the shared module), 0..255 scale.
 
@@ -96,7 +97,7 @@ def convert_colour(rgb, space):
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@jit
 def correlate_rows_kernel(image, kernel, out):
     """out[i, j, c] = sum_t kernel[t] image[i, reflect(j + t - r), c], float32 in the CPU's tap order."""
     j, i = cuda.grid(2)
@@ -110,7 +111,7 @@ def correlate_rows_kernel(image, kernel, out):
         out[i, j, c] = acc
 
 
-@cuda.jit
+@jit
 def correlate_columns_kernel(image, kernel, out):
     """out[i, j, c] = sum_t kernel[t] image[reflect(i + t - r), j, c]."""
     j, i = cuda.grid(2)
@@ -149,7 +150,7 @@ def gaussian_gradients(image, sigma):
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@jit
 def grid_weights_kernel(image, offsets, out):
     """out[4 p + d] = colour distance from pixel p to its neighbour in direction d (+inf off the image)."""
     j, i = cuda.grid(2)
@@ -179,7 +180,7 @@ def grid_weights(image):
 # ---------------------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@jit
 def colour_bins_kernel(image, n_bins, out):
     """out[i, j, c] = the colour bin of image[i, j, c] among n_bins over 0..255."""
     j, i = cuda.grid(2)
@@ -197,7 +198,7 @@ def colour_bins(image, n_bins):
     return out
 
 
-@cuda.jit
+@jit
 def texture_max_kernel(gx, gy, upper):
     """upper[c, o] = max over pixels of the rectified derivative in orientation o (atomic max)."""
     j, i = cuda.grid(2)
@@ -208,7 +209,7 @@ def texture_max_kernel(gx, gy, upper):
             cuda.atomic.max(upper, (c, o), oriented_derivative(gx[i, j, c], gy[i, j, c], o))
 
 
-@cuda.jit
+@jit
 def texture_bins_kernel(gx, gy, scale, n_bins, out):
     """out[i, j, c, o] = bin of the rectified derivative, with scale[c, o] = n_bins / its maximum."""
     j, i = cuda.grid(2)
@@ -220,7 +221,7 @@ def texture_bins_kernel(gx, gy, scale, n_bins, out):
             out[i, j, c, o] = histogram_bin(d, scale[c, o], n_bins)
 
 
-@cuda.jit
+@jit
 def texture_scale_kernel(upper, n_bins, scale):
     """scale[c, o] = n_bins / upper[c, o], or 0 for an orientation with no response at all."""
     c, o = cuda.grid(2)
@@ -242,7 +243,7 @@ def texture_bins(gx, gy, n_bins):
     return out
 
 
-@cuda.jit
+@jit
 def region_histograms_kernel(labels, colour_bin, texture_bin, n_colour_bins, n_texture_bins, sizes, colour, texture, bad):
     """Add each pixel to its region's size, colour and texture counts (atomic adds). A pixel whose
     region id or bins lie outside the histograms is counted in bad[0] and left out (the counts are
@@ -267,7 +268,7 @@ def region_histograms_kernel(labels, colour_bin, texture_bin, n_colour_bins, n_t
             cuda.atomic.add(texture, (r, (c * n_orient + o) * n_texture_bins + texture_bin[i, j, c, o]), 1.0)
 
 
-@cuda.jit
+@jit
 def normalise_rows_kernel(counts, sizes, per_pixel):
     """counts[r, :] /= sizes[r] * per_pixel: each row then sums to 1 (L1 normalisation)."""
     r, k = cuda.grid(2)

@@ -14,6 +14,7 @@ import numpy as np
 from numba import cuda
 
 from scratchdet.kernels.cuda.common import THREADS, blocks_for, empty, flat
+from scratchdet.kernels.cuda.launch import jit
 
 # Blocks launched by a grid-stride reduction: enough to fill an H100 (132 multiprocessors)
 # several times over, few enough that the second pass (one block) is short.
@@ -50,7 +51,7 @@ def block_sum(scratch, value):
     return scratch[0]
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def sum_partials_kernel(a, partials):
     """partials[b] = sum of a[i] over the i that block b visits (grid-stride)."""
     scratch = cuda.shared.array(THREADS, numba.float64)
@@ -62,7 +63,7 @@ def sum_partials_kernel(a, partials):
         partials[cuda.blockIdx.x] = total
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def sum_rows_kernel(a, out):
     """out[r] = sum_j a[r, j]: one block per row (a is (R, L))."""
     scratch = cuda.shared.array(THREADS, numba.float64)
@@ -83,7 +84,7 @@ SHORT_ROW = 4096
 ROW_THREADS = 32
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def sum_short_rows_kernel(a, out):
     """out[r] = sum_j a[r, j] with ROW_THREADS threads per row, up to THREADS // ROW_THREADS rows per block:
     each thread sums the row's elements lane, lane + 32, ... (neighbouring threads read neighbouring
@@ -125,7 +126,7 @@ def row_groups(rows):
     return groups
 
 
-@cuda.jit(cache=True)
+@jit(cache=True)
 def sum_axis0_kernel(a, out):
     """out[j] = sum_b a[b, j] (a is (B, L)): thread (lane, g) of block x sums column 32 x + lane over rows
     g, g + G, g + 2G, ... (G = blockDim.y groups, `row_groups`) with four running sums (four loads in
