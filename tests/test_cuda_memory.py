@@ -110,3 +110,21 @@ def test_numba_accepts_the_plugin(monkeypatch):
     cuda.set_memory_manager(memory.CachingMemoryManager)
     assert numba_driver._memory_manager is memory.CachingMemoryManager
     assert memory._numba_memory_manager is memory.CachingMemoryManager  # NUMBA_CUDA_MEMORY_MANAGER's name
+
+
+def test_a_block_returns_to_the_cache_only_when_its_last_view_dies(manager):
+    """A Numba view of an array (a slice) holds the array's pointer: the block of an array that died
+    while a view of it lives is not handed out again."""
+    base = manager.memalloc(4096)
+    view = base.view(1024)
+    address = base.device_pointer
+    del base
+    gc.collect()
+    assert manager.cache.cached_bytes == 0
+    other = manager.memalloc(4096)
+    assert other.device_pointer != address
+    del view
+    gc.collect()
+    assert manager.cache.cached_bytes == 4096
+    assert manager.memalloc(4096).device_pointer == address
+    del other

@@ -1,33 +1,41 @@
-"""A caching device-memory allocator for Numba: freed blocks are kept and handed out again.
+"""Caching device memory: blocks of dead arrays are kept and handed out again, with no cudaMalloc/cudaFree.
 
 Numba allocates each device array with ``cuMemAlloc`` and frees it with ``cuMemFree``, which waits
-for the GPU. A training step allocates and drops dozens of activations and gradients, some of them
-hundreds of MB: on an H200 (benchmarks/GPU_RESULTS.md, run 2) a whole conv2d forward took 0.28-0.41 ms
-longer than its one kernel (Python, the launch and allocating a 67-134 MB output; how much of it is
-the allocation was not measured). PyTorch keeps freed blocks in a caching allocator; this module is
-the same idea for Numba, as an External Memory Management plugin (the NBEP 7 interface,
-`numba.cuda.set_memory_manager`):
+for the GPU. A training step allocates and drops dozens of activations and gradients: on an H200
+(benchmarks/GPU_RESULTS.md, run 3) an allocation took 28 us of host time for 64 KB and 79-84 us for
+17-134 MB, of which the driver's share is 10-65 us (the same allocations cost 18-19 us against a
+stand-in driver whose calls cost nothing, `benchmarks/fake_cuda`). PyTorch keeps freed blocks in a
+caching allocator; this module is the same idea, twice:
 
-- a request is rounded up to a block size (`block_size`: steps of 512 bytes up to 1 MiB, PyTorch's
-  smallest unit, and of 2 MiB above, so that nearby large sizes share blocks), and served from the
-  blocks of exactly that size freed earlier, or by ``cuMemAlloc``;
-- when an array dies its block goes back to the cache at once, with no ``cuMemFree`` and no wait.
-  Reuse is safe because scratchdet runs every kernel and copy on the default stream, in order: work
-  queued with the old array runs before any queued with the new one (the same argument as
-  `common.scratch`). Arrays used on other streams need the default allocator.
-- when ``cuMemAlloc`` runs out of memory, the cached blocks are freed and the allocation retried.
+- `DevicePool`: the arrays scratchdet itself allocates (`common.empty`, so every output and gradient
+  of the CUDA layers) come from a pool per CUDA context, on by default (``SCRATCHDET_CUDA_CACHE=0``
+  turns it off); Numba's allocator supplies the blocks, arrays the user allocates are untouched;
+- `CachingMemoryManager`: the same for every Numba allocation of the process, as an External Memory
+  Management plugin (the NBEP 7 interface), off unless asked for:
+  ``NUMBA_CUDA_MEMORY_MANAGER=scratchdet.kernels.cuda.memory python train.py``.
 
-Switch it on before the first CUDA call, through Numba's own setting:
-
-    NUMBA_CUDA_MEMORY_MANAGER=scratchdet.kernels.cuda.memory python train.py
-
-or ``numba.cuda.set_memory_manager(CachingMemoryManager)``. It is off by default.
+Both round a request up to a block size (`block_size`: steps of 512 bytes up to 1 MiB, PyTorch's
+smallest unit, and of 2 MiB above, so that nearby large sizes share blocks) and serve it from the
+blocks of exactly that size freed earlier. A block returns to the cache when its pointer dies: when
+the array and every view of it are gone (a Numba view holds its array's pointer). Reuse without
+waiting is safe because scratchdet runs every kernel and copy on the default stream, in order: work
+queued with the old array runs before any queued with the new one (the same argument as
+`common.scratch`); Numba's other streams are blocking streams, which the legacy default stream waits
+for. An array read on a non-blocking stream, or with a per-thread default stream, must be kept alive
+until that work is done. When the GPU runs out of memory the cached blocks are freed and the
+allocation retried.
 """
 
 import collections
+import math
+import os
 import weakref
 
+import numpy as np
+from numba import cuda
+from numba.cuda.cudadrv import devices as _devices
 from numba.cuda.cudadrv import driver as _driver
+from numba.cuda.cudadrv.devicearray import DeviceNDArray
 
 MIB = 1 << 20
 SMALL_ROUND = 512  # bytes: requests up to 1 MiB are rounded up to a multiple of this
@@ -82,17 +90,14 @@ class CachingMemoryManager(_driver.GetIpcHandleMixin, _driver.HostOnlyCUDAMemory
             self.deallocations.memory_capacity = self.get_memory_info().total
 
     def memalloc(self, size):
-        """A `numba.cuda` MemoryPointer of `size` bytes whose block returns to the cache when it dies."""
+        """A `numba.cuda` MemoryPointer of `size` bytes whose block returns to the cache when it dies
+        (the views of an array hold its pointer)."""
         block = block_size(size)
         pointer = self.cache.take(block)
         if pointer is None:
             pointer = self._allocate(block)
         cache = self.cache
-
-        def give_back():
-            cache.give(pointer, block)
-
-        return _driver.MemoryPointer(weakref.proxy(self.context), pointer, size, finalizer=give_back)
+        return _driver.MemoryPointer(weakref.proxy(self.context), pointer, size, finalizer=lambda: cache.give(pointer, block))
 
     def _allocate(self, block):
         try:
@@ -121,6 +126,75 @@ class CachingMemoryManager(_driver.GetIpcHandleMixin, _driver.HostOnlyCUDAMemory
     @property
     def interface_version(self):
         return 1
+
+
+class DevicePool:
+    """Device arrays from cached blocks, per CUDA context (see the module's docstring).
+
+    The blocks are Numba allocations (through whatever memory manager Numba uses) kept alive by the
+    pool; `release` drops the cached ones, which Numba then frees."""
+
+    def __init__(self):
+        self._pools = {}  # id of the Numba context -> (context, BlockCache)
+
+    def empty(self, shape, dtype):
+        """An uninitialised C-contiguous `numba.cuda` device array of `shape` (tuple of ints) and `dtype`."""
+        if type(shape) is not tuple:
+            shape = tuple(shape) if isinstance(shape, (list, np.ndarray)) else (shape,)
+        dtype = np.dtype(dtype)
+        size = math.prod(shape)
+        if any(extent < 0 for extent in shape):
+            raise ValueError(f"negative dimensions are not allowed: {shape}")
+        if size == 0:
+            return cuda.device_array(shape, dtype=dtype)  # no memory to hand out
+        nbytes = size * dtype.itemsize
+        context, cache = self._pool()
+        block = block_size(nbytes)
+        memory = cache.take(block)
+        if memory is None:
+            memory = self._allocate(context, cache, block)
+        # the Numba allocation stays alive in the finalizer while the block is handed out
+        pointer = _driver.MemoryPointer(weakref.proxy(context), memory.device_pointer, nbytes,
+                                        finalizer=lambda: cache.give(memory, block))
+        return DeviceNDArray(shape, _c_strides(shape, dtype.itemsize), dtype, gpu_data=pointer)
+
+    def _pool(self):
+        context = _devices.get_context()
+        pool = self._pools.get(id(context))
+        if pool is None or pool[0] is not context:
+            pool = self._pools[id(context)] = (context, BlockCache())
+        return pool
+
+    def _allocate(self, context, cache, block):
+        try:
+            return context.memalloc(block)
+        except _driver.CudaAPIError as error:
+            if error.code != _driver.binding.CUresult.CUDA_ERROR_OUT_OF_MEMORY:
+                raise
+            cache.drain()  # Numba frees the dropped blocks when it retries after running out
+            return context.memalloc(block)
+
+    @property
+    def cached_bytes(self):
+        """Bytes of cached (free) blocks over all contexts."""
+        return sum(cache.cached_bytes for _, cache in self._pools.values())
+
+    def release(self):
+        """Drop every cached block (Numba frees them); arrays in use keep theirs. Returns the bytes dropped."""
+        return sum(sum(size for _, size in cache.drain()) for _, cache in self._pools.values())
+
+
+def _c_strides(shape, itemsize):
+    strides = []
+    step = itemsize
+    for extent in reversed(shape):
+        strides.append(step)
+        step *= extent
+    return tuple(reversed(strides))
+
+
+POOL = DevicePool()
+CACHE = os.environ.get("SCRATCHDET_CUDA_CACHE", "1") != "0"
 
 
 # the name Numba looks for when NUMBA_CUDA_MEMORY_MANAGER names this module
