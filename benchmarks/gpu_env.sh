@@ -3,7 +3,7 @@
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0
-unset NUMBA_ENABLE_CUDASIM NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT NUMBA_CUDA_MEMORY_MANAGER
+unset NUMBA_ENABLE_CUDASIM NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT NUMBA_CUDA_MEMORY_MANAGER SCRATCHDET_CUDA_FAST_LAUNCH SCRATCHDET_CUDA_CACHE
 # compile every kernel afresh: Numba's cache checks only a kernel's own file, so a kernel cached by an
 # earlier call on a warm machine would miss a change to the shared device functions it calls
 export NUMBA_CACHE_DIR="$(mktemp -d)"

@@ -10,7 +10,10 @@ sleeps, the host queues `calls` calls of the operation, and
   back once the sleeper ends, with no gaps for the host to fill),
 
 then a cProfile of a few convolution layers and training steps names the host's costs.
-Usage (on a machine with an NVIDIA GPU): ``python benchmarks/gpu_profile.py``. An operation that
+Usage (on a machine with an NVIDIA GPU): ``python benchmarks/gpu_profile.py``. Without one,
+``python benchmarks/fake_cuda/build.py python benchmarks/gpu_profile.py`` runs it against a stand-in
+driver whose calls cost nothing and which runs no kernel: the host column is then the Python of each
+operation alone (no driver time), the device column 0. An operation that
 copies a result to the host (a loss read as a float) waits for the sleeper and is marked "syncs".
 """
 
@@ -44,6 +47,7 @@ def main():
     from scratchdet.kernels.cuda import common
     from scratchdet.kernels.cuda import nn as cuda_nn
     from scratchdet.kernels.cuda.common import empty, flat, launch_1d
+    from scratchdet.kernels.cuda.launch import jit
 
     rng = np.random.default_rng(0)
 
@@ -51,9 +55,11 @@ def main():
     def nothing(a):
         pass
 
-    @cuda.jit
-    def nothing_many(a, b, c, d, e, f, g, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13):
+    def nothing_many_py(a, b, c, d, e, f, g, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13):
         pass
+
+    nothing_many = cuda.jit(nothing_many_py)
+    nothing_many_fast = jit(nothing_many_py)  # scratchdet's kernels: Numba's first launch, then the short path
 
     small = to_device(np.zeros(16, np.float32), "cuda")
     square = small.reshape(4, 4)
@@ -64,6 +70,8 @@ def main():
         "launch, 1 array argument": lambda: nothing[1, 32](small),
         "launch, 7 arrays + 14 ints": lambda: nothing_many[1, 32](small, small, small, small, small, small, small, *range(14)),
         "launch, 7 arrays + 14 ints, specialized (no type dispatch)": lambda: specialized[1, 32](
+            small, small, small, small, small, small, small, *range(14)),
+        "launch, 7 arrays + 14 ints, scratchdet's jit (launch.py's short path)": lambda: nothing_many_fast[1, 32](
             small, small, small, small, small, small, small, *range(14)),
         "launch, 1 array argument, a new view each call": lambda: nothing[1, 32](square.reshape(16)),
         "a new view alone (square.reshape(16))": lambda: square.reshape(16),
@@ -169,7 +177,7 @@ def main():
         text = io.StringIO()
         pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(40)
         print(f"\n== cProfile: {title} (sorted by cumulative time)\n{text.getvalue()}", flush=True)
-    common.release_scratch()
+    common.release_memory()
 
 
 if __name__ == "__main__":

@@ -2,17 +2,16 @@
 # The one prepared GPU check of the CUDA backend (run from the repository root on a machine with an
 # NVIDIA GPU, python3 with numba-cuda, torch and torchvision; only the carried numpy wheel is installed):
 #   1. the CUDA tests of conv, conv_gemm, training, gemm, boxes, backend, reduce, the detectors, the
-#      optimisers and the losses on the real GPU (not the simulator)                    -> $OUT/cuda_tests.log
+#      optimisers and the losses on the real GPU (not the simulator), and tests/host_path (the short
+#      launch path and the device-memory pool, with results checked)           -> $OUT/cuda_tests.log
 #   2. benchmarks/bench_cuda.py against cuDNN / cuBLAS / torchvision   -> $OUT/gpu_results.md, $OUT/bench.log
 #   3. if time is left: host and device time per operation (gpu_profile.py)   -> $OUT/profile.md
-#   3b. if time is left: conv, linear and the training step with the caching allocator (a Numba EMM
-#      plugin, off by default), the default one, and the caching one again, alternating
-#                                                  -> $OUT/gpu_results_{caching,default}_*.md
-#   3c. if time is left: gpu_profile.py with the caching allocator           -> $OUT/profile_caching.md
-#   4. if time is left: CUDA tests with the caching allocator          -> $OUT/cuda_tests_caching.log
-# On an H200 (run 3) the tests took 130 s and the whole script 269 s, steps 3c and the detector and
-# per-class NMS benchmarks not yet in it (Numba compiles each kernel on first use; autotuning compiles
-# every candidate tile); the script stops itself by $GPU_RUN_LIMIT s (default 480). Leave ~35 s of the
+#   3b. if time is left: conv, linear and the training step with Numba's own launches and allocator
+#      (SCRATCHDET_CUDA_FAST_LAUNCH=0 SCRATCHDET_CUDA_CACHE=0, run 3's host path), then with
+#      scratchdet's again, each in a fresh process              -> $OUT/gpu_results_{numba,scratchdet}_*.md
+# On an H200 (run 3) the tests took 130 s and the whole script 269 s, the detector and per-class NMS
+# benchmarks not yet in it (Numba compiles each kernel on first use; autotuning compiles every
+# candidate tile); the script stops itself by $GPU_RUN_LIMIT s (default 480). Leave ~35 s of the
 # device budget for the machine's start.
 set -o pipefail
 source "$(dirname "$0")/gpu_env.sh" || exit 1
@@ -43,7 +42,8 @@ start=$SECONDS
 timeout 200 python3 -m pytest -q -p no:cacheprovider --durations=15 tests/cuda/test_nn_cuda.py tests/cuda/test_conv_gemm_cuda.py \
     tests/cuda/test_training_cuda.py tests/cuda/test_gemm_cuda.py tests/cuda/test_boxes_cuda.py \
     tests/cuda/test_backend_cuda.py tests/cuda/test_reduce_cuda.py tests/cuda/test_detectors_cuda.py \
-    tests/cuda/test_commands_cuda.py tests/cuda/test_optim_cuda.py tests/cuda/test_losses_cuda.py 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+    tests/cuda/test_commands_cuda.py tests/cuda/test_optim_cuda.py tests/cuda/test_losses_cuda.py \
+    tests/host_path 2>&1 | tee "$OUT/cuda_tests.log" || status=1
 echo "tests took $((SECONDS - start)) s" | tee -a "$OUT/cuda_tests.log"
 
 echo "== benchmarks"
@@ -61,36 +61,23 @@ if [ "$left" -gt 120 ]; then
   grep "^|" "$OUT/profile.md"
 fi
 
-# The caching allocator (scratchdet/kernels/cuda/memory.py, off by default): in run 3 it made the small
-# convolution 0.5 ms faster but the linear layer and the training step 0.9 ms slower (cuBLAS was slower
-# in that run too). So the cases it changes run three times, alternating, each in a fresh process
-# (the memory manager is chosen when CUDA starts): caching, default, caching; then the caching
-# profile and tests, each only if the run is still well inside its limit
-CACHING=scratchdet.kernels.cuda.memory
-for round in caching default caching; do
+# The host path A/B: run 3 measured Numba's launches (27-68 us each) and allocations (28-84 us) as
+# most of the small layers' wall time. scratchdet now launches through kernels/cuda/launch.py and
+# allocates from memory.DevicePool; the cases they change run again with both off (Numba's own path,
+# as in run 3) and with both on, each in a fresh process (the switches are read at import)
+for round in numba scratchdet; do
   left=$((limit - (SECONDS - begin)))
   if [ "$left" -lt 70 ]; then
-    echo "== skipped the $round allocator round: only $left s left"
+    echo "== skipped the $round round: only $left s left"
     break
   fi
-  echo "== conv, linear and training step with the $round allocator ($left s left)"
+  echo "== conv, linear and training step, launches and allocations by $round ($left s left)"
   start=$SECONDS
-  if [ "$round" = caching ]; then manager=$CACHING; else manager=default; fi
-  NUMBA_CUDA_MEMORY_MANAGER=$manager timeout $((left - 5)) python3 benchmarks/bench_cuda.py --only conv,linear,train \
-      --out "$OUT/gpu_results_${round}_$((SECONDS - begin)).md" 2>&1 | tee -a "$OUT/bench_allocators.log" | grep "^conv2d\|^linear\|^training" | cut -c1-150
-  echo "took $((SECONDS - start)) s" | tee -a "$OUT/bench_allocators.log"
+  if [ "$round" = numba ]; then switch=0; else switch=1; fi
+  SCRATCHDET_CUDA_FAST_LAUNCH=$switch SCRATCHDET_CUDA_CACHE=$switch timeout $((left - 5)) python3 benchmarks/bench_cuda.py \
+      --only conv,linear,train --out "$OUT/gpu_results_${round}_$((SECONDS - begin)).md" 2>&1 \
+      | tee -a "$OUT/bench_host_paths.log" | grep "^conv2d\|^linear\|^training" | cut -c1-150
+  echo "took $((SECONDS - start)) s" | tee -a "$OUT/bench_host_paths.log"
 done
-left=$((limit - (SECONDS - begin)))
-if [ "$left" -gt 100 ]; then
-  echo "== host and device time per operation with the caching allocator ($left s left)"
-  NUMBA_CUDA_MEMORY_MANAGER=$CACHING timeout 80 python3 benchmarks/gpu_profile.py > "$OUT/profile_caching.md" 2>&1
-  grep "^| empty\|^| relu_forward\|^| conv2d\|^| linear\|^| training\|^| garbage" "$OUT/profile_caching.md"
-fi
-left=$((limit - (SECONDS - begin)))
-if [ "$left" -gt 45 ]; then
-  echo "== CUDA tests with the caching allocator ($left s left)"
-  NUMBA_CUDA_MEMORY_MANAGER=$CACHING timeout $((left - 5)) python3 -m pytest -q -p no:cacheprovider \
-      tests/cuda/test_nn_cuda.py tests/cuda/test_training_cuda.py tests/cuda/test_boxes_cuda.py 2>&1 | tee "$OUT/cuda_tests_caching.log"
-fi
 echo "whole run took $((SECONDS - begin)) s"
 exit $status
