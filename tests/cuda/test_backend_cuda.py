@@ -80,3 +80,18 @@ def test_numba_frees_device_memory_in_large_batches_unless_the_user_chose(monkey
         assert config.CUDA_DEALLOCS_COUNT == int(os.environ["NUMBA_CUDA_MAX_PENDING_DEALLOCS_COUNT"])
     else:
         assert config.CUDA_DEALLOCS_COUNT >= common.PENDING_FREES
+
+
+def test_part_views_elements_of_a_flat_array_in_a_shape():
+    """`common.part`, as the backward passes split one gradient array into dW and db."""
+    from scratchdet.kernels.cuda import common
+
+    values = np.arange(12, dtype=np.float32)
+    base = backend.to_device(values, "cuda")
+    np.testing.assert_array_equal(common.part(base, 2, (2, 3)).copy_to_host(), values[2:8].reshape(2, 3))
+    np.testing.assert_array_equal(common.part(base, 12, (0,)).copy_to_host(), values[12:])
+    for start, shape in ((10, (3,)), (-1, (2,))):
+        with pytest.raises(IndexError):
+            common.part(base, start, shape)
+    with pytest.raises(IndexError):
+        common.part(backend.to_device(values.reshape(3, 4), "cuda"), 0, (2,))

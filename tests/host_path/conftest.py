@@ -26,6 +26,12 @@ DEVICE = _device_name()
 FAKE = DEVICE is not None and DEVICE.startswith("fake CUDA driver")
 
 
+def pytest_configure(config):
+    # Numba's advice on first launches (small grids) and on its linker are not what these tests check
+    config.addinivalue_line("filterwarnings", "ignore:Grid size .* will likely result in GPU under-utilization")
+    config.addinivalue_line("filterwarnings", "ignore:cuda.bindings.nvjitlink is not available")
+
+
 def pytest_collection_modifyitems(config, items):
     if DEVICE is None:
         skip = pytest.mark.skip(reason="needs Numba's real CUDA path: a GPU, or benchmarks/fake_cuda's stand-in driver")

@@ -90,3 +90,21 @@ def test_the_pool_can_be_switched_off(monkeypatch):
     assert common._device_pool() is None
     monkeypatch.setattr(memory, "CACHE", True)
     assert common._device_pool() is memory.POOL
+
+
+def test_parts_of_an_array_are_views_of_its_elements_that_keep_its_block():
+    values = np.arange(30, dtype=np.float32)
+    base = common.empty((30,), np.float32)
+    base.copy_to_device(values)
+    address = _address(base)
+    head, tail = common.part(base, 0, (4, 6)), common.part(base, 24, (6,))
+    np.testing.assert_array_equal(head.copy_to_host(), values[:24].reshape(4, 6))
+    np.testing.assert_array_equal(tail.copy_to_host(), values[24:])
+    assert head.strides == (24, 4) and _address(tail) == address + 24 * 4
+    tail.copy_to_device(-values[:6])  # a view: writes reach the base array
+    np.testing.assert_array_equal(base.copy_to_host()[24:], -values[:6])
+    with pytest.raises(IndexError):
+        common.part(base, 25, (6,))
+    del base, head
+    gc.collect()
+    assert _address(common.empty((30,), np.float32)) != address  # tail still uses the block

@@ -14,6 +14,13 @@ from numba.cuda.core import config as cuda_config
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda.launch import jit
 
+if cuda_config.ENABLE_CUDASIM:  # the simulator's arrays are another class: views by slicing
+    _DeviceNDArray = memory = None
+else:
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray as _DeviceNDArray
+
+    from scratchdet.kernels.cuda import memory
+
 # One-dimensional launches use blocks of 256 threads: a multiple of the 32-thread warp that keeps
 # enough blocks per multiprocessor resident on every GPU since Pascal.
 THREADS = 256
@@ -60,6 +67,25 @@ def flat(a):
         except AttributeError:  # an array type that takes no attributes: a view each time
             pass
     return view
+
+
+def part(flat_array, start, shape):
+    """Elements ``start, start + 1, ...`` of a 1-D C-contiguous device array viewed as a C-contiguous
+    array of `shape` (no copy; it keeps `flat_array`'s memory alive).
+
+    The same as ``flat_array[start:start + size].reshape(shape)``, made directly on a GPU: Numba's
+    slicing enters the CUDA context and works through its general indexing, which cost a layer's
+    backward (two such views) about a third of its host time against the stand-in driver
+    (benchmarks/fake_cuda)."""
+    size = math.prod(shape)
+    if flat_array.ndim != 1 or not 0 <= start <= start + size <= flat_array.size:
+        raise IndexError(f"elements {start}..{start + size} of a 1-D array, got shape {flat_array.shape}")
+    if _DeviceNDArray is None or type(flat_array) is not _DeviceNDArray or not size:
+        view = flat_array[start:start + size]
+        return view if view.shape == tuple(shape) else view.reshape(shape)
+    itemsize = flat_array.dtype.itemsize
+    data = flat_array.gpu_data.view(start * itemsize, (start + size) * itemsize)
+    return _DeviceNDArray(shape, memory.c_strides(shape, itemsize), flat_array.dtype, gpu_data=data)
 
 
 def shaped(flat_array, shape):
@@ -136,10 +162,8 @@ def empty(shape, dtype):
 
 
 def _device_pool():
-    if cuda_config.ENABLE_CUDASIM:
+    if memory is None:
         return None
-    from scratchdet.kernels.cuda import memory
-
     return memory.POOL if memory.CACHE else None
 
 

@@ -156,7 +156,7 @@ class DevicePool:
         # the Numba allocation stays alive in the finalizer while the block is handed out
         pointer = _driver.MemoryPointer(weakref.proxy(context), memory.device_pointer, nbytes,
                                         finalizer=lambda: cache.give(memory, block))
-        return DeviceNDArray(shape, _c_strides(shape, dtype.itemsize), dtype, gpu_data=pointer)
+        return DeviceNDArray(shape, c_strides(shape, dtype.itemsize), dtype, gpu_data=pointer)
 
     def _pool(self):
         context = _devices.get_context()
@@ -184,7 +184,8 @@ class DevicePool:
         return sum(sum(size for _, size in cache.drain()) for _, cache in self._pools.values())
 
 
-def _c_strides(shape, itemsize):
+def c_strides(shape, itemsize):
+    """The strides in bytes of a C-contiguous array of `shape`."""
     strides = []
     step = itemsize
     for extent in reversed(shape):

@@ -28,6 +28,7 @@ from scratchdet.kernels.cuda.common import (
     flat,
     launch_1d,
     on_device,
+    part,
     require_device,
     scratch,
     shaped,
@@ -257,7 +258,7 @@ def _split_grads(grads, w_shape):
     """(dw shaped `w_shape`, db) as views of one flat array holding dW's elements and then db's; dw
     keeps its flat view (`flat`), which the optimiser reads."""
     n_weights = math.prod(w_shape)
-    return shaped(grads[:n_weights], w_shape), grads[n_weights:]
+    return shaped(part(grads, 0, (n_weights,)), w_shape), part(grads, n_weights, (grads.size - n_weights,))
 
 
 @on_device
