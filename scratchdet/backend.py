@@ -93,9 +93,7 @@ def to_host(x):
 def zeros_like(x):
     """A zero array with `x`'s shape and dtype, on `x`'s backend (for optimiser state, gradients)."""
     if is_cuda_array(x):
-        from numba import cuda
-
-        out = cuda.device_array(x.shape, dtype=x.dtype)
+        out = empty_like(x)
         _fill_zero(out)
         return out
     return np.zeros_like(x)
@@ -104,10 +102,22 @@ def zeros_like(x):
 def empty_like(x):
     """An uninitialised array with `x`'s shape and dtype, on `x`'s backend."""
     if is_cuda_array(x):
-        from numba import cuda
+        from scratchdet.kernels.cuda.common import empty
 
-        return cuda.device_array(x.shape, dtype=x.dtype)
+        return empty(x.shape, x.dtype)
     return np.empty_like(x)
+
+
+def release_cached_memory():
+    """Let the GPU memory scratchdet keeps for reuse go: the free blocks of its device-array pool
+    (`scratchdet.kernels.cuda.memory.DevicePool`) and its work buffers, which Numba then frees.
+    Arrays in use keep theirs; nothing to do without CUDA. The pool drops its blocks by itself when
+    the GPU runs out of memory; call this to hand the memory to another library or process."""
+    if "cuda" not in available():
+        return
+    from scratchdet.kernels.cuda.common import release_memory
+
+    release_memory()
 
 
 def _fill_zero(out):

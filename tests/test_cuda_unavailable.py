@@ -37,3 +37,8 @@ def test_cpu_backend_works_without_gpu(rng):
     x = rng.standard_normal((2, 3)).astype(np.float32)
     np.testing.assert_array_equal(F.relu_forward(x), np.maximum(x, 0))
     assert backend.to_device(x, "cpu") is x
+
+
+def test_releasing_cached_gpu_memory_without_a_gpu_does_nothing():
+    backend.release_cached_memory()
+    assert backend.available() == ("cpu",)

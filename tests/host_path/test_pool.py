@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from numba import cuda
 
+from scratchdet import backend
 from scratchdet.kernels.cuda import common, memory
 
 
@@ -68,8 +69,12 @@ def test_release_drops_the_cached_blocks():
     arrays = [common.empty((4096,), np.float32) for _ in range(3)]
     del arrays
     assert memory.POOL.cached_bytes == 3 * 16384
-    common.release_memory()
+    backend.release_cached_memory()
     assert memory.POOL.cached_bytes == 0
+    source = common.empty((3, 2), np.float64)
+    like = backend.zeros_like(source)  # the backend's arrays come from the pool too
+    del like
+    assert memory.POOL.cached_bytes == 512
 
 
 @pytest.mark.skipif(not os.environ.get("FAKE_CUDA_MEMORY"), reason="needs the stand-in driver's memory limit")

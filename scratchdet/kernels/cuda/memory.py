@@ -23,7 +23,7 @@ queued with the old array runs before any queued with the new one (the same argu
 `common.scratch`); Numba's other streams are blocking streams, which the legacy default stream waits
 for. An array read on a non-blocking stream, or with a per-thread default stream, must be kept alive
 until that work is done. When the GPU runs out of memory the cached blocks are freed and the
-allocation retried.
+allocation retried; `scratchdet.backend.release_cached_memory()` frees them on demand.
 """
 
 import collections
