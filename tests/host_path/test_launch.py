@@ -128,7 +128,10 @@ def test_scalars_and_tuples_of_every_kind_are_passed_as_numba_passes_them(fake):
     if not fake:
         np.testing.assert_array_equal(out.copy_to_host(), [7, 0.5, 1, 0.25, 2**40, 4.0, 7])
     # an int beyond int64 is typed uint64 by Numba: such a call is left to Numba's path
-    assert launch._key((2**63,)) is None and launch._key((2**63 - 1,)) == (int,)
+    assert not launch._flatten((2**63,), [], [])
+    key, params = [], []
+    assert launch._flatten((2**63 - 1, (1.5, True)), key, params)
+    assert key == [int, (float, bool)] and params == [2**63 - 1, 1.5, True]
 
 
 @jit("void(float32[::1], int32)")

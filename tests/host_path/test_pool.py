@@ -113,3 +113,15 @@ def test_parts_of_an_array_are_views_of_its_elements_that_keep_its_block():
     del base, head
     gc.collect()
     assert _address(common.empty((30,), np.float32)) != address  # tail still uses the block
+
+
+def test_flat_views_share_the_array_memory_and_refuse_what_is_not_contiguous():
+    values = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    a = common.empty((2, 3, 4), np.float64)
+    a.copy_to_device(values)
+    view = common.flat(a)
+    assert view.shape == (24,) and view.strides == (8,) and _address(view) == _address(a)
+    assert common.flat(a) is view  # kept on the array
+    np.testing.assert_array_equal(view.copy_to_host(), values.ravel())
+    with pytest.raises(NotImplementedError):  # Numba's refusal: a flat view would need a copy
+        common.flat(a[:, ::2])

@@ -61,7 +61,11 @@ def flat(a):
         return a
     view = getattr(a, "_scratchdet_flat", None)
     if view is None:
-        view = a.reshape(a.size)
+        if type(a) is _DeviceNDArray and a.size and a._dummy.flags["C_CONTIGUOUS"]:
+            # what reshape makes, without working out the reshape (a new output's view, every layer call)
+            view = _DeviceNDArray((a.size,), (a.dtype.itemsize,), a.dtype, gpu_data=a.gpu_data)
+        else:
+            view = a.reshape(a.size)
         try:
             a._scratchdet_flat = view
         except AttributeError:  # an array type that takes no attributes: a view each time

@@ -58,7 +58,6 @@ _SCALARS = {  # what Numba's _prepare_args passes for a scalar of each type
     types.float32: ctypes.c_float,
     types.boolean: None,  # the value itself
 }
-_ARRAY = object()  # a marshalling step: an array argument
 
 
 def jit(*args, **options):
@@ -91,7 +90,7 @@ class Kernel:
 
     def __init__(self, dispatcher):
         self.dispatcher = dispatcher
-        # argument key (`_key`) -> _Plan, or None where Numba launches
+        # argument key (`_flatten`) -> _Plan, or None where Numba launches
         self._plans = {}
         _KERNELS.add(self)
 
@@ -109,11 +108,15 @@ class Kernel:
 
     def launch(self, config, args):
         """Launch with `config` (``(grid, block)``) on the default stream; what ``self[config](*args)`` does."""
-        key = _key(args) if type(config) is tuple and len(config) == 2 else None
-        plan = self._plans.get(key, False) if key is not None else None
-        if plan:
-            plan.launch(_launch_config(config), args)
-            return
+        key, params = [], []
+        if type(config) is tuple and len(config) == 2 and _flatten(args, key, params):
+            key = tuple(key)
+            plan = self._plans.get(key, False)
+            if plan:
+                plan.launch(_launch_config(config), params)
+                return
+        else:
+            key = plan = None
         self.dispatcher[config](*args)  # compiles on first use of these types
         if plan is False:  # first launch with these argument types: see if later ones can skip Numba
             try:
@@ -145,24 +148,30 @@ def _launch_config(config):
     return launch_config
 
 
-def _key(args):
-    """What decides the Numba types of `args`, cheaply; None where the short path does not apply."""
-    key = []
+def _flatten(args, key, params):
+    """One pass over `args`: append to `key` what decides each argument's Numba type (a tuple's own
+    key nested) and to `params` its kernel parameters, scalars still as the Python values (`_Plan`
+    converts them to their Numba types' ctypes); False where the short path does not apply."""
     for value in args:
         kind = type(value)
-        if kind is int:
-            if not _INT64_MIN <= value <= _INT64_MAX:
-                return None
+        if kind is DeviceNDArray:
+            kind, array_params = _array_info(value)
+            params += array_params
+        elif kind is int:
+            if not _INT64_MIN <= value <= _INT64_MAX:  # Numba types it uint64
+                return False
+            params.append(value)
         elif kind is tuple:
-            kind = _key(value)
-            if kind is None:
-                return None
-        elif kind is DeviceNDArray:
-            kind = _array_info(value)[0]
-        elif kind is not float and kind is not bool and not isinstance(value, np.generic):
-            return None
+            inner = []
+            if not _flatten(value, inner, params):
+                return False
+            kind = tuple(inner)
+        elif kind is float or kind is bool or isinstance(value, np.generic):
+            params.append(value)
+        else:
+            return False
         key.append(kind)
-    return tuple(key)
+    return True
 
 
 def _array_info(a):
@@ -199,11 +208,12 @@ def _layout(a):
 
 
 class _Plan:
-    """How to launch one compiled overload: its cuda.core kernel and its arguments' marshalling."""
+    """How to launch one compiled overload: its cuda.core kernel, and which of the flattened
+    parameters (`_flatten`) become which ctypes value."""
 
-    def __init__(self, overload, steps):
+    def __init__(self, overload, conversions):
         self.overload = overload
-        self.steps = steps
+        self.conversions = conversions  # [(index in the parameters, ctypes class)]
         self._kernels = {}  # CUDA context handle -> the overload's cuda.core Kernel in it
 
     @classmethod
@@ -220,27 +230,27 @@ class _Plan:
             or getattr(dispatcher, "_launch_config_sensitive", False)
         ):
             return None
-        steps = _steps(overload.argument_types)
-        if steps is None or not _keys_agree(argtypes, args):
+        conversions = []
+        if not _conversions(overload.argument_types, args, conversions, [0]):
             return None
-        plan = cls(overload, steps)
+        plan = cls(overload, conversions)
         # the parameters must be the ones Numba's own marshalling builds for this call
-        theirs = []
+        ours, theirs = [], []
+        _flatten(args, [], ours)
+        plan.convert(ours)
         for argtype, value in zip(overload.argument_types, args):
             overload._prepare_args(argtype, value, 0, [], theirs)
-        if _comparable(plan.params(args)) != _comparable(theirs):
+        if _comparable(ours) != _comparable(theirs):
             return None
         return plan
 
-    def params(self, args):
-        """The kernel parameters for `args`, in Numba's layout."""
-        params = []
-        _marshal(self.steps, args, params)
-        return params
+    def convert(self, params):
+        """Scalars among `_flatten`'s parameters to the ctypes values of their Numba types, in place."""
+        for index, ctype in self.conversions:
+            params[index] = ctype(params[index])
 
-    def launch(self, launch_config, args):
-        params = []
-        _marshal(self.steps, args, params)
+    def launch(self, launch_config, params):
+        self.convert(params)
         context = int(binding.cuCtxGetCurrent()[1])
         kernel = self._kernels.get(context)
         if kernel is None:  # Numba loads the code once per device; it finds it as a launch would
@@ -248,49 +258,29 @@ class _Plan:
         core_launch(_default_stream(), launch_config, kernel, *params)
 
 
-def _keys_agree(argtypes, args):
-    """Whether `_key` describes each array among `args` as its Numba type does (dtype, ndim, layout)."""
+def _conversions(argtypes, args, conversions, position):
+    """Append ``(index, ctypes class)`` for each scalar among `args` (typed `argtypes`) to `conversions`,
+    `position[0]` walking the flattened parameters; False for a type the short path leaves to Numba,
+    or an array whose `_array_info` key disagrees with its Numba type."""
     for argtype, value in zip(argtypes, args):
-        if type(value) is tuple:
-            if not _keys_agree(argtype.types, value):
+        if isinstance(argtype, types.Array):
+            if type(value) is not DeviceNDArray:
                 return False
-        elif type(value) is DeviceNDArray:
-            dtype, ndim, layout = _array_info(value)[0]
+            (dtype, ndim, layout), array_params = _array_info(value)
             if (argtype.dtype, argtype.ndim, argtype.layout) != (numpy_support.from_dtype(dtype), ndim, layout):
                 return False
-    return True
-
-
-def _steps(argtypes):
-    """One marshalling step per argument type, or None for a type the short path leaves to Numba."""
-    steps = []
-    for argtype in argtypes:
-        if isinstance(argtype, types.Array):
-            steps.append(_ARRAY)
+            position[0] += len(array_params)
         elif isinstance(argtype, types.BaseTuple):
-            inner = _steps(argtype.types)
-            if inner is None:
-                return None
-            steps.append(inner)
-        elif isinstance(argtype, types.Integer):
-            steps.append(getattr(ctypes, f"c_{argtype}"))
-        elif argtype in _SCALARS:
-            steps.append(_SCALARS[argtype])
+            if type(value) is not tuple or not _conversions(argtype.types, value, conversions, position):
+                return False
+        elif isinstance(argtype, types.Integer) or argtype in _SCALARS:
+            ctype = getattr(ctypes, f"c_{argtype}") if isinstance(argtype, types.Integer) else _SCALARS[argtype]
+            if ctype is not None:
+                conversions.append((position[0], ctype))
+            position[0] += 1
         else:
-            return None
-    return steps
-
-
-def _marshal(steps, args, params):
-    for step, value in zip(steps, args):
-        if step is _ARRAY:
-            params += _array_info(value)[1]
-        elif step is None:
-            params.append(value)
-        elif type(step) is list:
-            _marshal(step, value, params)
-        else:
-            params.append(step(value))
+            return False
+    return True
 
 
 def _comparable(params):
