@@ -128,3 +128,47 @@ def test_a_block_returns_to_the_cache_only_when_its_last_view_dies(manager):
     assert manager.cache.cached_bytes == 4096
     assert manager.memalloc(4096).device_pointer == address
     del other
+
+
+class FakeBlocks:
+    """A context for `DevicePool`: memalloc hands out increasing addresses (Numba's would be device memory)."""
+
+    def __init__(self, start):
+        self.next_address = start
+        self.allocated = []
+
+    def memalloc(self, size):
+        block = FakeAllocation(self.next_address, size)
+        self.next_address += size
+        self.allocated.append(size)
+        return block
+
+
+class FakeAllocation:
+    def __init__(self, address, size):
+        self.device_pointer, self.size = address, size
+
+
+def test_the_pool_serves_each_context_from_its_own_blocks_and_drops_a_closed_ones(monkeypatch):
+    """`DevicePool` keeps a cache per CUDA context; a context Numba closed loses its cache."""
+    pool = memory.DevicePool()
+    first, second = FakeBlocks(0x10000), FakeBlocks(0x20000)
+    current = [first]
+    monkeypatch.setattr(memory._devices, "get_context", lambda: current[0])
+    a = pool.empty((256,), "float32")  # 1 KiB
+    address = a.device_ctypes_pointer.value
+    del a
+    gc.collect()
+    current[0] = second  # another context: the first's free block is not handed out here
+    b = pool.empty((256,), "float32")
+    assert b.device_ctypes_pointer.value != address and second.allocated == [1024]
+    current[0] = first
+    assert pool.empty((256,), "float32").device_ctypes_pointer.value == address and first.allocated == [1024]
+    assert pool.cached_bytes == 1024  # the array just made died at once: its block is back
+    current[0] = second
+    del first  # Numba closed the first context
+    gc.collect()
+    current[0] = FakeBlocks(0x30000)  # and made another: its first request drops the closed one's pool
+    pool.empty((8,), "float32")
+    assert len(pool._pools) == 2 and pool.cached_bytes == 512
+    del b

@@ -80,7 +80,8 @@ def test_array_keys_say_what_numba_types_the_arrays_as(fake):
     ]
     for a in arrays:
         numba_type = a._numba_type_
-        dtype, ndim, layout = launch._array_info(a)[0]
+        kind, dtype, ndim, layout = launch._array_info(a)[0]
+        assert kind is type(a)
         assert (dtype, ndim, layout) == (a.dtype, numba_type.ndim, numba_type.layout), (a.shape, a.strides)
         params = launch._array_info(a)[1]
         assert params == (0, 0, a.size, a.dtype.itemsize, a.device_ctypes_pointer.value, *a.shape, *a.strides)

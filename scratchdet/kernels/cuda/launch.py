@@ -179,14 +179,14 @@ def _array_info(a):
     """``(key, params)`` of a device array, worked out once per array object and kept on it (its
     memory, shape and strides never change):
 
-    - key: what its Numba type depends on (dtype, ndim, layout), without building the type (Numba's
-      `DeviceNDArray._numba_type_` does, at some microseconds for each new array);
+    - key: ``(DeviceNDArray, dtype, ndim, layout)``, what its Numba type depends on, without building
+      the type (Numba's `DeviceNDArray._numba_type_` does, at some microseconds for each new array);
     - params: its kernel parameters in Numba's data model: meminfo and parent (null on the device),
       size, itemsize, data pointer, shape, strides in bytes.
     """
     info = getattr(a, "_scratchdet_launch", None)
     if info is None:
-        key = (a.dtype, a.ndim, _layout(a))
+        key = (DeviceNDArray, a.dtype, a.ndim, _layout(a))
         params = (0, 0, a.size, a.dtype.itemsize, a.device_ctypes_pointer.value, *a.shape, *a.strides)
         info = (key, params)
         try:
@@ -267,7 +267,7 @@ def _conversions(argtypes, args, conversions, position):
         if isinstance(argtype, types.Array):
             if type(value) is not DeviceNDArray:
                 return False
-            (dtype, ndim, layout), array_params = _array_info(value)
+            (_, dtype, ndim, layout), array_params = _array_info(value)
             if (argtype.dtype, argtype.ndim, argtype.layout) != (numpy_support.from_dtype(dtype), ndim, layout):
                 return False
             position[0] += len(array_params)

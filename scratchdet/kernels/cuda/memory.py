@@ -97,7 +97,11 @@ class CachingMemoryManager(_driver.GetIpcHandleMixin, _driver.HostOnlyCUDAMemory
         if pointer is None:
             pointer = self._allocate(block)
         cache = self.cache
-        return _driver.MemoryPointer(weakref.proxy(self.context), pointer, size, finalizer=lambda: cache.give(pointer, block))
+
+        def give_back():
+            cache.give(pointer, block)
+
+        return _driver.MemoryPointer(weakref.proxy(self.context), pointer, size, finalizer=give_back)
 
     def _allocate(self, block):
         try:
@@ -135,7 +139,7 @@ class DevicePool:
     pool; `release` drops the cached ones, which Numba then frees."""
 
     def __init__(self):
-        self._pools = {}  # id of the Numba context -> (context, BlockCache)
+        self._pools = {}  # id of the Numba context -> (weak reference to it, BlockCache)
 
     def empty(self, shape, dtype):
         """An uninitialised C-contiguous `numba.cuda` device array of `shape` (tuple of ints) and `dtype`."""
@@ -159,11 +163,15 @@ class DevicePool:
         return DeviceNDArray(shape, c_strides(shape, dtype.itemsize), dtype, gpu_data=pointer)
 
     def _pool(self):
+        """``(context, cache)`` of the current CUDA context; a context Numba has since closed
+        (`numba.cuda.close`) loses its pool, and with it the blocks of its memory."""
         context = _devices.get_context()
         pool = self._pools.get(id(context))
-        if pool is None or pool[0] is not context:
-            pool = self._pools[id(context)] = (context, BlockCache())
-        return pool
+        if pool is None or pool[0]() is not context:
+            for key in [key for key, (ref, _) in self._pools.items() if ref() is None]:
+                del self._pools[key]
+            pool = self._pools[id(context)] = (weakref.ref(context), BlockCache())
+        return context, pool[1]
 
     def _allocate(self, context, cache, block):
         try:
