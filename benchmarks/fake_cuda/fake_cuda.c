@@ -76,7 +76,8 @@ CUresult cuCtxGetApiVersion(void *ctx, unsigned *v) { T; *v = 13000; return 0; }
 CUresult cuCtxGetId(void *ctx, unsigned long long *id) { T; *id = 1; return 0; }
 CUresult cuCtxGetFlags(unsigned *f) { T; *f = 0; return 0; }
 CUresult cuCtxGetStreamPriorityRange(int *lo, int *hi) { T; *lo = 0; *hi = -5; return 0; }
-/* memory: host memory, sizes kept for cuMemGetAddressRange */
+/* memory: host memory, sizes kept for cuMemGetAddressRange and FAKE_CUDA_MEMORY's count; more than
+ * MAXA allocations alive at once is out of memory */
 #define MAXA 65536
 static CUdeviceptr a_ptr[MAXA]; static size_t a_size[MAXA]; static int a_n = 0;
 static size_t in_use = 0, limit = 0;
@@ -87,11 +88,13 @@ static size_t memory_limit(void) {
 CUresult cuMemAlloc(CUdeviceptr *p, size_t n) {
   T;
   if (in_use + n > memory_limit()) return 2; /* CUDA_ERROR_OUT_OF_MEMORY */
+  int slot = -1;
+  for (int i = 0; i < a_n && slot < 0; i++) if (!a_ptr[i]) slot = i;
+  if (slot < 0) { if (a_n == MAXA) return 2; slot = a_n++; }
   void *m = malloc(n ? n : 1); if (!m) return 2;
   in_use += n;
   *p = (CUdeviceptr)m;
-  for (int i = 0; i < a_n; i++) if (!a_ptr[i]) { a_ptr[i] = *p; a_size[i] = n; return 0; }
-  if (a_n < MAXA) { a_ptr[a_n] = *p; a_size[a_n++] = n; }
+  a_ptr[slot] = *p; a_size[slot] = n;
   return 0;
 }
 CUresult cuMemFree(CUdeviceptr p) {
@@ -136,6 +139,8 @@ CUresult cuLibraryGetGlobal(CUdeviceptr *p, size_t *n, void *lib, const char *na
 CUresult cuKernelGetFunction(void **f, void *k) { T; *f = fresh(); return 0; }
 CUresult cuKernelGetName(const char **n, void *k) { T; *n = "fake_kernel"; return 0; }
 CUresult cuFuncGetName(const char **n, void *k) { T; *n = "fake_kernel"; return 0; }
+/* a kernel's attributes: max threads per block, shared / constant / local bytes, registers, PTX and
+ * binary versions, ..., max dynamic shared memory */
 static int func_attr(int attr) {
   switch (attr) { case 0: return 1024; case 1: return 0; case 2: return 0; case 3: return 0; case 4: return 32;
                   case 5: return 90; case 6: return 90; case 8: return 232448; default: return 0; }
@@ -160,6 +165,5 @@ CUresult cuStreamGetPriority(void *s, int *p) { T; *p = 0; return 0; }
 CUresult cuStreamGetId(void *s, unsigned long long *id) { T; *id = 0; return 0; }
 CUresult cuEventCreate(void **e, unsigned f) { T; *e = fresh(); return 0; }
 CUresult cuEventElapsedTime(float *ms, void *a, void *b) { T; *ms = 0.f; return 0; }
-static const char *errstr = "fake error";
-CUresult cuGetErrorString(int e, const char **s) { T; *s = errstr; return 0; }
-CUresult cuGetErrorName(int e, const char **s) { T; *s = "CUDA_ERROR_FAKE"; return 0; }
+CUresult cuGetErrorString(int e, const char **s) { T; *s = e == 2 ? "out of memory" : "error (stand-in driver)"; return 0; }
+CUresult cuGetErrorName(int e, const char **s) { T; *s = e == 2 ? "CUDA_ERROR_OUT_OF_MEMORY" : "CUDA_ERROR_UNKNOWN"; return 0; }
