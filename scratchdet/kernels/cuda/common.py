@@ -89,7 +89,7 @@ def part(flat_array, start, shape):
         return view if view.shape == tuple(shape) else view.reshape(shape)
     itemsize = flat_array.dtype.itemsize
     data = flat_array.gpu_data.view(start * itemsize, (start + size) * itemsize)
-    return _DeviceNDArray(shape, memory.c_strides(shape, itemsize), flat_array.dtype, gpu_data=data)
+    return _DeviceNDArray(shape, memory.contiguous_strides(shape, itemsize), flat_array.dtype, gpu_data=data)
 
 
 def shaped(flat_array, shape):

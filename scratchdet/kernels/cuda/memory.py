@@ -160,7 +160,7 @@ class DevicePool:
         # the Numba allocation stays alive in the finalizer while the block is handed out
         pointer = _driver.MemoryPointer(weakref.proxy(context), memory.device_pointer, nbytes,
                                         finalizer=lambda: cache.give(memory, block))
-        return DeviceNDArray(shape, c_strides(shape, dtype.itemsize), dtype, gpu_data=pointer)
+        return DeviceNDArray(shape, contiguous_strides(shape, dtype.itemsize), dtype, gpu_data=pointer)
 
     def _pool(self):
         """``(context, cache)`` of the current CUDA context; a context Numba has since closed
@@ -192,7 +192,7 @@ class DevicePool:
         return sum(sum(size for _, size in cache.drain()) for _, cache in self._pools.values())
 
 
-def c_strides(shape, itemsize):
+def contiguous_strides(shape, itemsize):
     """The strides in bytes of a C-contiguous array of `shape`."""
     strides = []
     step = itemsize
