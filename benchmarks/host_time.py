@@ -88,10 +88,22 @@ def operations():
     return ops
 
 
+def detector_operations():
+    """``{name: fn}``: Fast R-CNN's training step as `bench_cuda.detector_case` times it (its losses
+    are read from memory no kernel wrote, which the step does not check; detection is left out: it
+    refuses the non-finite box deltas such memory holds)."""
+    from host_ops import _detector_ops
+
+    return {name: fn for name, fn in _detector_ops().items() if "training step" in name}
+
+
 def measure(names=None, calls=CALLS, repeats=REPEATS):
     """``{name: microseconds per call}``: each operation warmed up, then the best of `repeats` means."""
     results = {}
-    for name, fn in operations().items():
+    ops = operations()
+    if names is None or any(name.startswith("Fast R-CNN") for name in names):
+        ops.update(detector_operations())
+    for name, fn in ops.items():
         if names is not None and name not in names:
             continue
         for _ in range(3):  # compilation, the first launch through Numba, kept views and tables
