@@ -19,13 +19,19 @@ def _address(a):
 
 @pytest.fixture(autouse=True)
 def empty_cache():
+    """An empty cache, and no automatic garbage collection meanwhile (an array of an earlier test
+    collected mid-test would put its block in the cache the test counts)."""
     if common._POOL is None:
         pytest.skip("the pool is off (SCRATCHDET_CUDA_CACHE=0)")
     gc.collect()
     common.release_memory()
-    yield
-    gc.collect()
-    common.release_memory()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
+        common.release_memory()
 
 
 def test_arrays_have_the_asked_shape_and_dtype_and_keep_their_values():
