@@ -11,6 +11,7 @@ import numpy as np
 from numba import cuda
 from numba.cuda.core import config as cuda_config
 
+from scratchdet.backend import is_cuda_array
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cuda.launch import jit
 
@@ -198,8 +199,6 @@ def zeros(shape, dtype):
 
 def require_device(name, a):
     """Raise InvalidArgumentError unless `a` is a CUDA device array."""
-    from scratchdet.backend import is_cuda_array
-
     if not is_cuda_array(a):
         raise InvalidArgumentError(
             f"{name} must be a CUDA device array (scratchdet.backend.to_device(x, 'cuda')), "
