@@ -146,11 +146,11 @@ def operations():
 
     ops["training step without the loss (forward, backward, SGD)"] = step_without_loss
     ops["SGD step alone (8 parameters)"] = optimizer.step
-    ops.update(_detector_ops())
+    ops.update(detector_ops())
     return ops
 
 
-def _detector_ops():
+def detector_ops():
     """Fast R-CNN's training step and detection as `bench_cuda.detector_case` times them."""
     from bench_cuda import DET_IMAGE, DET_NETWORK, DET_PROPOSALS, DET_ROIS
     from scratchdet import nn

@@ -92,9 +92,9 @@ def detector_operations():
     """``{name: fn}``: Fast R-CNN's training step as `bench_cuda.detector_case` times it (its losses
     are read from memory no kernel wrote, which the step does not check; detection is left out: it
     refuses the non-finite box deltas such memory holds)."""
-    from host_ops import _detector_ops
+    from host_ops import detector_ops
 
-    return {name: fn for name, fn in _detector_ops().items() if "training step" in name}
+    return {name: fn for name, fn in detector_ops().items() if "training step" in name}
 
 
 def measure(names=None, calls=CALLS, repeats=REPEATS):

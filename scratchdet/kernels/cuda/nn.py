@@ -983,7 +983,7 @@ def compile_signatures():
             (f"swap_filter_axes_{name}", swap_filter_axes_kernel, (a4, a4)),
             *(
                 (f"few_channels_input_grad_{channels}c_{rows}r_{'unit' if unit else 'strided'}_{name}",
-                 few_channels_input_grad_kernel(channels, rows, np.dtype(np.float32), unit), (a1, a1, a1) + (int64,) * 10)
+                 few_channels_input_grad_kernel(channels, rows, np.dtype(name), unit), (a1, a1, a1) + (int64,) * 10)
                 for channels, rows, unit in [(3, r, u) for r in FEW_CHANNELS_ROWS for u in (True, False)] + [(1, 4, True), (4, 8, True)]
             ),
             (f"maxpool2d_forward_{name}", maxpool2d_forward_kernel, (a4, int64, int64, a4)),
