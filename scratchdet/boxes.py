@@ -71,8 +71,9 @@ def _as_real_array(name, x):
 
 
 def _float_dtype(*arrays):
-    """float32 when every array is float32, float64 otherwise (integers become float64)."""
-    return np.dtype(np.float32) if all(a.dtype == np.float32 for a in arrays) else np.dtype(np.float64)
+    """float32 when every array is float32 (of either byte order), float64 otherwise (integers become
+    float64)."""
+    return np.dtype(np.float32) if all(a.dtype.type is np.float32 for a in arrays) else np.dtype(np.float64)
 
 
 def _check_boxes(name, boxes, fmt="xyxy", positive=False):

@@ -88,7 +88,9 @@ def test_convert_round_trip(boxes, src, dst):
     np.testing.assert_allclose(back, start, rtol=1e-12, atol=1e-9)
 
 
-@pytest.mark.parametrize("dtype, expected", [(np.float32, np.float32), (np.float64, np.float64), (np.int64, np.float64)])
+@pytest.mark.parametrize(
+    "dtype, expected", [(np.float32, np.float32), (">f4", np.float32), (np.float64, np.float64), (np.int64, np.float64)]
+)
 def test_convert_and_area_dtypes(dtype, expected):
     boxes = np.array([[0, 0, 4, 2]], dtype=dtype)
     assert B.convert(boxes, "xyxy", "cxcywh").dtype == expected
@@ -170,7 +172,12 @@ def test_iou_of_no_boxes_has_the_right_shape(n, m, rng):
 
 @pytest.mark.parametrize(
     "dtype1, dtype2, expected",
-    [(np.float32, np.float32, np.float32), (np.float32, np.float64, np.float64), (np.int32, np.int32, np.float64)],
+    [
+        (np.float32, np.float32, np.float32),
+        (np.float32, np.float64, np.float64),
+        (np.int32, np.int32, np.float64),
+        (">f4", "<f4", np.float32),  # float32 of either byte order stays float32
+    ],
 )
 def test_iou_result_dtype(dtype1, dtype2, expected):
     a = np.array([[0, 0, 2, 2]], dtype=dtype1)

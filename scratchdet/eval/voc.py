@@ -157,8 +157,8 @@ def voc_ap(recall, precision, method="all"):
             0.1)`` also 0.6000000000000001 and 0.7000000000000001, so where a class's recall
             lands exactly on 0.3 (0.6, 0.7) their 11-point AP can be a little lower than this one.
 
-    Returns AP, a float in [0, 1]. Raises InvalidArgumentError for arrays of other shapes or
-    non-finite values.
+    Returns AP, a float in [0, 1]. Raises InvalidArgumentError for arrays of other shapes, values
+    outside [0, 1] (a recall in percent, say), or a recall that decreases.
     """
     try:
         recall = np.asarray(recall, dtype=np.float64)
@@ -171,6 +171,10 @@ def voc_ap(recall, precision, method="all"):
         )
     if not (np.isfinite(recall).all() and np.isfinite(precision).all()):
         raise InvalidArgumentError("recall and precision must be finite")
+    if ((recall < 0) | (recall > 1) | (precision < 0) | (precision > 1)).any():
+        raise InvalidArgumentError("recall and precision must lie in [0, 1] (fractions, not percentages)")
+    if (np.diff(recall) < 0).any():
+        raise InvalidArgumentError("recall must not decrease: one point per detection, in score order")
     if method == "11point":
         # the 11 highest precisions added first, then divided (the devkit adds p / 11 eleven times,
         # which can pass 1 in the last bit)

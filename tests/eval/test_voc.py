@@ -227,6 +227,10 @@ def test_numpy_scalar_arguments_are_accepted():
         ([0.5, 1.0], [1.0], r"recall and precision must be \(N,\) arrays of the same length"),
         (["a"], [1.0], "recall and precision must hold numbers"),
         ([0.5, np.nan], [1.0, 1.0], "recall and precision must be finite"),
+        ([50, 100], [1.0, 0.5], r"must lie in \[0, 1\] \(fractions, not percentages\)"),
+        ([0.5, 1.0], [100.0, 50.0], r"must lie in \[0, 1\]"),
+        ([-1.0], [1.0], r"must lie in \[0, 1\]"),
+        ([1.0, 0.5], [0.5, 1.0], "recall must not decrease"),
     ],
 )
 def test_voc_ap_rejects_malformed_curves(recall, precision, match):
