@@ -197,7 +197,9 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
     and the gradient with respect to the columns is written over them once dW has used them: one
     column buffer of about `COLUMN_BUFFER_BYTES`, freed on return. float32 at stride 1 goes through
     `scratchdet.kernels.cpu.conv_gemm` and `scratchdet.kernels.cpu.winograd` instead (no column buffer;
-    `_register_tiled`). Non-finite values in x or dy spread as in `conv2d_forward`.
+    `_register_tiled`). Non-finite values in x or dy spread as in `conv2d_forward`; and float32's filter
+    gradient at stride 1 sums whole rows of the padded image, the columns past the output's edge weighted
+    by zero, so a NaN or infinity in x can also reach taps of dw whose sum does not hold it.
 
     Args:
         dy: (N, K, H', W') gradient of the loss with respect to y.
@@ -375,6 +377,8 @@ def _correlate_tiled(x, w, b, pad_h, pad_w, flipped=False):
     n_images, channels, height, width = x.shape
     filters, kh, kw = w.shape[1 if flipped else 0], w.shape[2], w.shape[3]
     y = np.empty((n_images, filters, height + 2 * pad_h - kh + 1, width + 2 * pad_w - kw + 1), dtype=x.dtype)
+    if y.size == 0:  # e.g. dx of an image with no rows (padded, it had outputs): nothing to split into blocks
+        return y
     tiles = n_images * ((y.shape[2] + 1) // 2) * ((y.shape[3] + 1) // 2)  # Winograd's 2 x 2 output tiles
     pixel_tiles = conv_gemm.use_pixel_tiles(y.shape[2], y.shape[3], width + 2 * pad_w, filters)
     if flipped and (winograd.use_winograd(channels, filters, (kh, kw), tiles) or (pixel_tiles and filters <= conv_gemm.HALF)):

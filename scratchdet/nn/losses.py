@@ -202,6 +202,12 @@ def multitask_loss(cls_scores, labels, bbox_pred, bbox_targets, *, lam=1.0, loc_
     for name, array in (("cls_scores", cls_scores), ("bbox_pred", bbox_pred)):  # (a device array's shape is on the host)
         if not (isinstance(array, np.ndarray) or is_cuda_array(array)) or array.ndim != 2:
             raise InvalidArgumentError(f"{name} must be a 2-D array, got {getattr(array, 'shape', type(array).__name__)}")
+    if bbox_pred.shape[0] != cls_scores.shape[0]:
+        raise InvalidArgumentError(
+            f"bbox_pred must have a row per sample of cls_scores ({cls_scores.shape[0]}), got {bbox_pred.shape}"
+        )
+    if bbox_pred.dtype != cls_scores.dtype:
+        raise InvalidArgumentError(f"bbox_pred must have cls_scores' dtype {cls_scores.dtype}, got {bbox_pred.dtype}")
     if bbox_pred.shape[1] not in (4, 4 * cls_scores.shape[1]):
         raise InvalidArgumentError(
             f"bbox_pred must have 4 or 4 * {cls_scores.shape[1]} columns to match cls_scores, got {bbox_pred.shape}"

@@ -38,6 +38,11 @@ def save(path, model, *, classes=None, extra=None):
     if os.path.isdir(os.fspath(path)) or not os.path.basename(os.fspath(path)):  # "models/" too
         raise InvalidArgumentError(f"{os.fspath(path)}: is a directory, expected a .npz file name")
     params = {PARAM_PREFIX + name: to_host(layer.params[key]) for name, layer, key in model.named_parameters()}
+    for key, value in params.items():  # `load` could not rebuild it: refuse here, before anything is written
+        if not np.all(np.isfinite(value)):
+            raise InvalidArgumentError(
+                f"{key[len(PARAM_PREFIX):]} holds values that are not finite (NaN or infinity); the model has diverged"
+            )
     dtypes = {str(a.dtype) for a in params.values()}
     if len(dtypes) > 1:  # one dtype is stored, and `load` builds every layer in it
         raise InvalidArgumentError(f"the model's parameters mix dtypes {sorted(dtypes)}; save a model of one dtype")
@@ -95,7 +100,7 @@ def load(path, *, with_metadata=False):
             raise DataFormatError(f"{path}: {name} has shape {value.shape}, the architecture needs {layer.params[key].shape}")
         if value.dtype.kind != "f":
             raise DataFormatError(f"{path}: {name} has dtype {value.dtype}, expected float")
-        if not np.all(np.isfinite(value)):  # `save` of a trained model never writes one (`fit` stops first)
+        if not np.all(np.isfinite(value)):  # `save` never writes one
             raise DataFormatError(f"{path}: {name} holds values that are not finite (NaN or infinity); the file is damaged")
         layer.params[key] = np.ascontiguousarray(value, dtype=layer.params[key].dtype)
         layer.grads[key] = np.zeros_like(layer.params[key])

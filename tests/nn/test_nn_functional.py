@@ -239,6 +239,23 @@ def test_conv2d_without_filters_or_channels_is_the_same_in_float32_and_float64(x
         np.testing.assert_allclose(ours, want, rtol=1e-6)
 
 
+@pytest.mark.parametrize("image", [(0, 4), (4, 0), (0, 0)], ids=["no-rows", "no-columns", "no-pixels"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_of_an_empty_image_with_padding_sees_zeros(image, dtype, rng):
+    """An image with no rows (or columns) still has outputs when padded: the bias alone, so dw = 0 and
+    db sums dy (float32's backward once divided by zero splitting dx's zero rows into blocks)."""
+    x = np.zeros((2, 3, *image), dtype)
+    w, b = rng.standard_normal((4, 3, 3, 3)).astype(dtype), rng.standard_normal(4).astype(dtype)
+    y = F.conv2d_forward(x, w, b, stride=1, padding=2)
+    assert y.shape == (2, 4, image[0] + 2, image[1] + 2) and y.dtype == dtype
+    np.testing.assert_array_equal(y, np.broadcast_to(b[:, None, None], y.shape))
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx, dw, db = F.conv2d_backward(dy, x, w, stride=1, padding=2)
+    assert dx.shape == x.shape and {a.dtype for a in (dx, dw, db)} == {np.dtype(dtype)}
+    np.testing.assert_array_equal(dw, np.zeros_like(w))
+    np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)), rtol=1e-5)
+
+
 def test_conv2d_output_size_formula():
     assert F.conv2d_output_size(32, 3, stride=1, padding=1) == 32
     assert F.conv2d_output_size(7, 3, stride=2, padding=0) == 3

@@ -112,6 +112,14 @@ def test_multitask_loss_rejects_box_columns_that_match_no_class_count():
         nn.multitask_loss(np.zeros((2, 3)), np.array([0, 1]), np.zeros((2, 8)), np.zeros((2, 4)))
 
 
+def test_multitask_loss_names_bbox_pred_when_its_rows_or_dtype_differ_from_cls_scores():
+    """The labels match cls_scores: the error is bbox_pred's (it once blamed the labels)."""
+    with pytest.raises(InvalidArgumentError, match=r"bbox_pred must have a row per sample of cls_scores \(2\)"):
+        nn.multitask_loss(np.zeros((2, 3)), [0, 1], np.zeros((3, 12)), np.zeros((3, 4)))
+    with pytest.raises(InvalidArgumentError, match="bbox_pred must have cls_scores' dtype float32"):
+        nn.multitask_loss(np.zeros((2, 3), np.float32), [0, 1], np.zeros((2, 12)), np.zeros((2, 4)))
+
+
 @pytest.mark.parametrize(
     "arguments, kwargs, match",
     [

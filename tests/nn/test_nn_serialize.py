@@ -170,6 +170,16 @@ def test_a_model_of_mixed_dtypes_is_refused_not_saved_as_one(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_model_with_non_finite_parameters_is_refused_not_saved(tmp_path, value):
+    # `load` would reject the file as damaged: the model is what is wrong, and nothing is written
+    net = small_net()
+    net.layers[-1].params["bias"][1] = value
+    with pytest.raises(InvalidArgumentError, match=r"5.bias holds values that are not finite .* diverged"):
+        nn.save(tmp_path / "model.npz", net)
+    assert not list(tmp_path.iterdir())
+
+
 def test_load_rejects_integer_parameter_arrays(tmp_path):
     path = tmp_path / "model.npz"
     nn.save(path, small_net())
