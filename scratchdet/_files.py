@@ -83,6 +83,33 @@ def atomic_write(path, mode="w", **open_kwargs):
         raise
 
 
+def staged_path(path):
+    """A new, empty, private temporary file next to `path` (missing directories made), named after it
+    with its extension (so that a library's format detection by name still works): write it, then
+    `publish` it onto `path`, or remove it. An OSError of the making names `path`."""
+    path = os.fspath(path)
+    with _naming(path):
+        fd, tmp = _temporary_beside(path, ".tmp" + os.path.splitext(path)[1])
+    os.close(fd)
+    return tmp
+
+
+def publish(tmp, path):
+    """Rename the written temporary file `tmp` (`staged_path`) onto `path`, with a new file's usual
+    permissions (mkstemp makes files private, 0o600). An OSError names `path`."""
+    with _naming(path, tmp):
+        os.chmod(tmp, _default_mode())
+        os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def writing(path, tmp):
+    """Re-raise an OSError about the temporary file `tmp` (or about no file) raised inside as one about
+    `path`, the name the user gave."""
+    with _naming(path, tmp):
+        yield
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to `path` for a library that writes by name (savefig, savez).
@@ -92,14 +119,11 @@ def atomic_path(path):
     way to `path` are made; an OSError about the temporary file names `path`.
     """
     path = os.fspath(path)
-    with _naming(path):
-        fd, tmp = _temporary_beside(path, ".tmp" + os.path.splitext(path)[1])
-    os.close(fd)
+    tmp = staged_path(path)
     try:
         with _naming(path, tmp):
             yield tmp
-            os.chmod(tmp, _default_mode())  # mkstemp makes files private (0o600)
-            os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)

@@ -98,6 +98,49 @@ def test_data_shapes_that_cannot_write_exits_2_and_removes_the_images_it_wrote(t
     assert files_under(tmp_path) == ["notes.txt"]
 
 
+def _contents(path):
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()], ids=["full-disk", "ctrl-c"])
+def test_data_shapes_forced_over_a_dataset_that_fails_while_drawing_leaves_it_whole(tmp_path, capsys, monkeypatch, error):
+    # the new images wait in temporary files until all are drawn: the earlier images still match their
+    # annotations (the images replaced in place once kept the new pixels under the old boxes)
+    assert main(["data", "shapes", str(tmp_path), "--images", "3", "--seed", "0", "--no-progress"]) == 0
+    before = _contents(tmp_path)
+    real_imwrite, written = iio.imwrite, []
+
+    def imwrite(path, image, **kwargs):  # the third image of the new run fails
+        if len(written) == 2:
+            raise error
+        written.append(path)
+        real_imwrite(path, image, **kwargs)
+
+    monkeypatch.setattr(iio, "imwrite", imwrite)
+    arguments = ["data", "shapes", str(tmp_path), "--images", "5", "--seed", "1", "--force", "--no-progress"]
+    if isinstance(error, KeyboardInterrupt):
+        assert main(arguments) == 130
+    else:
+        assert main(arguments) == 2
+        assert_one_line_error(capsys, "data", f"cannot write {tmp_path / 'shapes_000003.png'}: No space left on device")
+    assert _contents(tmp_path) == before
+
+
+def test_data_shapes_forced_over_a_dataset_drops_its_annotations_before_replacing_its_images(tmp_path, capsys, monkeypatch):
+    # a failure once the images are in place leaves no annotations.json: none that names the new images
+    # with the earlier boxes
+    assert main(["data", "shapes", str(tmp_path), "--images", "2", "--seed", "0", "--no-progress"]) == 0
+    import scratchdet.data.coco as coco
+
+    def write_ground_truth(path, gt):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(coco, "write_ground_truth", write_ground_truth)
+    assert main(["data", "shapes", str(tmp_path), "--images", "2", "--seed", "1", "--force", "--no-progress"]) == 2
+    assert_one_line_error(capsys, "data", "cannot write")
+    assert files_under(tmp_path) == ["shapes_000001.png", "shapes_000002.png"]
+
+
 def test_data_shapes_refuses_a_non_empty_directory_unless_forced(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     assert main(["data", "shapes", str(tmp_path), "--images", "2"]) == 2

@@ -4,8 +4,9 @@
 
 Writes ``OUT_DIR/shapes_000001.png``, ... and ``OUT_DIR/annotations.json``, a COCO dataset whose
 ``file_name`` fields name the PNG files (so ``scratchdet train --gt OUT_DIR/annotations.json --images
-OUT_DIR`` reads it). The images are written first and the annotations last, each file atomically: a
-directory with an ``annotations.json`` holds the whole dataset. A non-empty OUT_DIR is refused unless
+OUT_DIR`` reads it). The images are written first, to temporary files that replace their names only
+once all are written, and the annotations last: a directory with an ``annotations.json`` holds the
+whole dataset, and a run that fails or is interrupted while drawing leaves OUT_DIR as it was. A non-empty OUT_DIR is refused unless
 ``--force``. See `scratchdet.data.shapes.shapes_dataset` for what the images show.
 
 The images are drawn and written one at a time (the same images as ``shapes_dataset(N, seed=...)``
@@ -56,7 +57,7 @@ def run_shapes(args):
     import numpy as np
     from tqdm import tqdm
 
-    from scratchdet._files import atomic_path
+    from scratchdet._files import publish, staged_path, writing
     from scratchdet.commands.outputs import check_output_directory, check_output_files, reporting_write_errors
     from scratchdet.data.coco import write_ground_truth
     from scratchdet.data.shapes import ShapesDataset, file_name, shapes_dataset
@@ -82,31 +83,41 @@ def run_shapes(args):
     check_output_files("OUT_DIR", image_paths + [annotations_path])
 
     # 2. the images one at a time from one generator (the draws of `shapes_dataset(N, seed=seed)`),
-    #    then the annotations that name them; on a failure or Ctrl-C the images (and directories)
-    #    this run added go
+    #    each into a temporary file beside its name; 3. once all are written, the images into place
+    #    and then the annotations that name them. On a failure or Ctrl-C in 2 nothing of OUT_DIR has
+    #    changed (the temporary files, and the directories this run made, go); an earlier dataset's
+    #    annotations go before any of its images is replaced, so they never describe this run's images
     rng = np.random.default_rng(args.seed)
     boxes, labels = [], []
     made = _missing_directories(out_dir)  # directories the first write makes, then the new images
+    staged = []  # (temporary file, image path) of every image drawn
     try:
         import imageio.v3 as iio
 
         with reporting_write_errors(out_dir):
             for path in tqdm(image_paths, desc="data shapes", unit="image", disable=args.no_progress):
                 one = shapes_dataset(1, image_size=(height, width), size=object_sizes(height, width), seed=rng)
-                existed = os.path.lexists(path)
-                with atomic_path(path) as tmp:
-                    iio.imwrite(tmp, one.images[0], extension=".png")
-                if not existed:
-                    made.append(path)
+                staged.append((staged_path(path), path))
+                with writing(path, staged[-1][0]):
+                    iio.imwrite(staged[-1][0], one.images[0], extension=".png")
                 boxes.append(one.boxes[0])
                 labels.append(one.labels[0])
                 classes = one.classes
             # the ground truth needs only each image's shape: a read-only (H, W, 3) view of one zero
             shape_only = np.broadcast_to(np.zeros((), np.uint8), (height, width, 3))
             gt = ShapesDataset(images=[shape_only] * len(boxes), boxes=boxes, labels=labels, classes=classes).to_coco()
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(annotations_path)  # --force over an earlier dataset
+            while staged:
+                tmp, path = staged[-1]
+                existed = os.path.lexists(path)
+                publish(tmp, path)
+                staged.pop()
+                if not existed:
+                    made.append(path)
             write_ground_truth(annotations_path, gt)
     except BaseException as error:
-        _remove(made)  # the images, then the directories, newest first
+        _remove(made + [tmp for tmp, _ in staged])  # the temporary files, the new images, then the directories
         if isinstance(error, MemoryError):  # e.g. --size 100000 100000: gigabytes per image
             raise InvalidArgumentError(
                 f"not enough memory to draw and write {args.images} images of --size {height} {width}"
