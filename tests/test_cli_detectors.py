@@ -384,7 +384,7 @@ def test_train_interrupted_while_writing_leaves_neither_weights_nor_log(shapes_d
     assert files_under(tmp_path) == []
 
 
-@pytest.mark.parametrize("content, message", [(b"PK\x03\x04 cut short", "not a readable .npz checkpoint"), (None, "the checkpoint is of another model")],
+@pytest.mark.parametrize("content, message", [(b"PK\x03\x04 cut short", "not a readable .npz checkpoint"), (None, "the checkpoint's run had category_ids=[1, 2], classes=")],
                          ids=["corrupt", "other-classes"])
 def test_resume_from_a_bad_checkpoint_exits_2(shapes_dir, tmp_path, capsys, monkeypatch, content, message):
     checkpoint = tmp_path / "ckpt.npz"
@@ -610,6 +610,27 @@ def test_subprocess_bad_weights_prints_no_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("scratchdet detect: error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert files_under(tmp_path) == ["w.npz"]
+
+
+@pytest.mark.parametrize("change", ["renamed", "renumbered"])
+def test_resume_on_other_classes_exits_2_before_any_work(shapes_dir, tmp_path, capsys, monkeypatch, change):
+    # a model of as many classes fits the checkpoint's parameters: its outputs would go on learning other
+    # classes (or the same under other category ids) from where the checkpoint's left off
+    checkpoint = str(tmp_path / "ckpt.npz")
+    assert _train(shapes_dir, tmp_path / "half", 1, "--checkpoint", checkpoint) == 0
+    gt = json.loads((shapes_dir / ("annotations.json" if change == "renamed" else "gt10.json")).read_text())
+    if change == "renamed":
+        for category in gt["categories"]:
+            category["name"] += "_x"
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    before = files_under(tmp_path)
+    capsys.readouterr()
+    monkeypatch.setattr("scratchdet.train.dataset_proposals", _no_proposals)
+    status = main(["train", "--gt", str(tmp_path / "gt.json"), "--images", str(shapes_dir), "--model", "fast-rcnn", "--steps", "2",
+                   "--out", str(tmp_path / "resumed.npz"), "--checkpoint", checkpoint, "--resume", "--no-progress"])
+    assert status == 2
+    assert_one_line_error(capsys, "train", f"{checkpoint}: the checkpoint's run had " + ("classes=" if change == "renamed" else "category_ids=[1, 2, 3]"))
+    assert files_under(tmp_path) == before
 
 
 def test_resume_with_another_seed_exits_2_before_any_work(shapes_dir, tmp_path, capsys, monkeypatch):

@@ -16,8 +16,9 @@ their sizes differ) through `scratchdet.train.fit`.
 copied to it each step; the proposals are found on the CPU either way).
 
 A resumed run (``--resume``) takes the checkpoint's state, its learning rate included, and trains up
-to ``--steps``; the checkpoint is checked before any work, and one that already holds ``--steps``
-steps gives its weights without training.
+to ``--steps``; the checkpoint is checked before any work (it must be of the same model, classes and
+category ids, ``--seed`` and proposals), and one that already holds ``--steps`` steps gives its
+weights without training.
 """
 
 import os
@@ -184,10 +185,15 @@ def build_optimizer(model, lr):
     return nn.SGD(model, lr=lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
 
-def run_settings(args):
-    """What a checkpoint of `train` must match to be resumed besides the model: the batches' seed and
-    the proposals (another --seed would draw other batches, other proposals other RoIs)."""
-    return {"seed": args.seed, "proposals": args.proposals, "max_proposals": args.max_proposals}
+def run_settings(args, dataset):
+    """What a checkpoint of `train` must match to be resumed besides the model: the batches' seed, the
+    proposals (another --seed would draw other batches, other proposals other RoIs), and the classes
+    and their COCO category ids (a model of as many classes would otherwise go on learning other ones
+    under the same outputs)."""
+    return {
+        "seed": args.seed, "proposals": args.proposals, "max_proposals": args.max_proposals,
+        "classes": [str(name) for name in dataset.classes], "category_ids": [int(i) for i in dataset.category_ids],
+    }
 
 
 def train_detector(
@@ -282,7 +288,7 @@ def run(args):
     done, lr, history = 0, args.lr, None
     if args.resume and os.path.isfile(args.checkpoint):
         optimizer = build_optimizer(model, args.lr)
-        done, history = load_checkpoint(args.checkpoint, model, optimizer, settings=run_settings(args))
+        done, history = load_checkpoint(args.checkpoint, model, optimizer, settings=run_settings(args, dataset))
         lr = optimizer.lr
         if done > args.steps:
             raise InvalidArgumentError(
@@ -295,7 +301,7 @@ def run(args):
         proposals = dataset_proposals(dataset.images, mode=args.proposals, max_boxes=args.max_proposals, progress=progress)
         history = train_detector(
             model, dataset.images, dataset.boxes, dataset.labels, proposals, steps=args.steps, lr=lr, seed=args.seed,
-            checkpoint=args.checkpoint, resume=args.resume, settings=run_settings(args), progress=progress,
+            checkpoint=args.checkpoint, resume=args.resume, settings=run_settings(args, dataset), progress=progress,
         )
     seconds = time.perf_counter() - start
 
