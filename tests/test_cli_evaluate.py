@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -146,3 +147,32 @@ def test_subprocess_bad_input_prints_no_traceback(tmp_path):
     assert proc.stderr.strip() == (
         f'scratchdet evaluate: error: {dets_path}: detections[0]: field "score" must be a finite number, got "high"'
     )
+
+
+def _run_writing_to(stdout, *argv):
+    return subprocess.run([sys.executable, "-m", "scratchdet", *map(str, argv)], stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, timeout=120)  # fmt: skip
+
+
+@pytest.mark.parametrize("argv, status", [(("evaluate", "--json"), 141), (("--help",), 0)], ids=["evaluate", "help"])
+def test_output_to_a_closed_pipe_ends_quietly(files, argv, status):
+    # `scratchdet evaluate ... | head -1`: the reader went away; no traceback, no message (as `cat`), and
+    # 141 as a shell reports a writer stopped by SIGPIPE (argparse's --help drops the failed write itself)
+    gt_path, dets_path, _, _ = files
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        arguments = argv if argv[0] == "--help" else (*argv, "--gt", gt_path, "--dets", dets_path)
+        proc = _run_writing_to(write, *arguments)
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (status, "")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_output_to_a_full_disk_exits_2_with_one_line(files):
+    gt_path, dets_path, _, _ = files
+    with open("/dev/full", "w") as full:
+        proc = _run_writing_to(full, "evaluate", "--gt", gt_path, "--dets", dets_path)
+    assert proc.returncode == 2
+    assert proc.stderr == "scratchdet evaluate: error: cannot write the output: No space left on device\n"
