@@ -189,7 +189,8 @@ def _plain_json(value):
 def parse_ground_truth(gt, source="ground truth"):
     """Check a COCO ground-truth dict and return it as a `GroundTruth` of flat arrays.
 
-    gt:     dict with lists ``images`` (each with an integer ``id``), ``categories`` (``id``,
+    gt:     dict with lists ``images`` (each with an integer ``id``; optional ``file_name`` a
+            non-empty string, ``width`` and ``height`` positive integers), ``categories`` (``id``,
             ``name``) and ``annotations`` (``id``, ``image_id``, ``category_id``, ``bbox`` of 4
             finite numbers with ``w, h >= 0``; optional ``area``, and ``iscrowd`` and ``difficult``
             as 0 / 1 or false / true)
@@ -215,7 +216,8 @@ def parse_ground_truth(gt, source="ground truth"):
     image_order = np.argsort(image_ids, kind="stable")
     image_ids = image_ids[image_order]
     _check_unique(image_ids, source, "images", "id")
-    image_names = tuple(str(images[i].get("file_name", "")) for i in image_order)
+    image_names = tuple(images[i].get("file_name", "") for i in image_order)
+    _check_image_fields(images, source)
 
     category_ids = _integer_field(categories, "id", source, "categories")
     names = [_string(c, "name", source, "categories", i) for i, c in enumerate(categories)]
@@ -481,6 +483,18 @@ def _string(entry_dict, key, source, listname, index):
     if not isinstance(value, str):
         raise DataFormatError(f'{source}: {listname}[{index}]: field "{key}" must be a string, got {_show(value)}')
     return value
+
+
+def _check_image_fields(images, source):
+    """The optional fields of each ``images`` entry that scratchdet reads: ``file_name`` a non-empty
+    string, ``width`` and ``height`` positive integers (integral numbers, such as 640.0, pass)."""
+    for i, image in enumerate(images):  # (each one an object: its id was read)
+        if "file_name" in image and not (isinstance(image["file_name"], str) and image["file_name"]):
+            raise DataFormatError(f'{source}: images[{i}]: field "file_name" must be a non-empty string, got {_show(image["file_name"])}')
+        for key in ("width", "height"):
+            value = image.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (value >= 1 and float(value).is_integer()):
+                raise DataFormatError(f'{source}: images[{i}]: field "{key}" must be a positive integer, got {_show(value)}')
 
 
 def _check_unique(sorted_ids, source, listname, key):

@@ -104,7 +104,7 @@ def test_a_nan_or_infinity_in_an_unchecked_field_is_not_written_as_json(tmp_path
     # Python's json writes the non-standard tokens NaN and Infinity, which strict parsers refuse
     if where == "ground_truth":
         gt = small_gt()
-        gt["images"][0]["width"] = math.nan
+        gt["images"][0]["license"] = math.nan
         with pytest.raises(DataFormatError, match="gt.json: cannot write it as JSON"):
             write_ground_truth(tmp_path / "gt.json", gt)
     else:
@@ -203,6 +203,12 @@ GT_CASES = {
     "image_without_id": (lambda gt: gt["images"][1].pop("id"), r'images\[1\]: missing field "id"'),
     "image_id_is_string": (lambda gt: gt["images"][0].update(id="7"), r'images\[0\]: field "id" must be an integer, got "7"'),
     "duplicate_image_id": (lambda gt: gt["images"][0].update(id=3), 'images: field "id" repeats the value 3'),
+    "null_file_name": (lambda gt: gt["images"][0].update(file_name=None), r'images\[0\]: field "file_name" must be a non-empty string, got null'),
+    "empty_file_name": (lambda gt: gt["images"][1].update(file_name=""), r'images\[1\]: field "file_name" must be a non-empty string, got ""'),
+    "width_is_string": (lambda gt: gt["images"][0].update(width="96"), r'images\[0\]: field "width" must be a positive integer, got "96"'),
+    "null_height": (lambda gt: gt["images"][1].update(height=None), r'images\[1\]: field "height" must be a positive integer, got null'),
+    "fractional_width": (lambda gt: gt["images"][1].update(width=95.5), r'images\[1\]: field "width" must be a positive integer, got 95.5'),
+    "zero_height": (lambda gt: gt["images"][0].update(height=0), r'images\[0\]: field "height" must be a positive integer, got 0'),
     "category_without_name": (lambda gt: gt["categories"][0].pop("name"), r'categories\[0\]: missing field "name"'),
     "duplicate_category_name": (lambda gt: gt["categories"][1].update(name="dog"), 'categories: field "name" repeats the value "dog"'),
     "duplicate_annotation_id": (lambda gt: gt["annotations"][1].update(id=1), 'annotations: field "id" repeats the value 1'),
@@ -314,3 +320,11 @@ def test_error_names_the_bad_annotation_among_numpy_values():
     gt["annotations"][1].update(iscrowd="yes")
     with pytest.raises(DataFormatError, match=r'^gt.json: annotations\[1\]: field "iscrowd" must be a finite number, got "yes"'):
         parse_ground_truth(gt, source="gt.json")
+
+
+def test_image_sizes_may_be_integral_numbers_of_any_kind_and_file_names_may_be_absent():
+    gt = small_gt()
+    gt["images"][0].update(width=640.0, height=np.int64(480))
+    del gt["images"][1]["file_name"]
+    parsed = parse_ground_truth(gt)
+    assert parsed.image_names == ("", "b.jpg")  # sorted by id: 3, 7
