@@ -257,7 +257,28 @@ def test_detect_plot_draws_the_ground_truth_of_gt(trained, shapes_dir, tmp_path,
     image_id = next(entry["id"] for entry in gt["images"] if entry["file_name"] == "shapes_000002.png")
     expected = [[x, y, x + w, y + h] for a in gt["annotations"] if a["image_id"] == image_id for x, y, w, h in [a["bbox"]]]
     assert len(expected) > 0
-    np.testing.assert_allclose(drawn["shapes_000002.png"], expected)
+    (truth,) = drawn.values()  # (drawn to a temporary file, renamed onto pictures' shapes_000002.png)
+    np.testing.assert_allclose(truth, expected)
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()], ids=["full-disk", "ctrl-c"])
+def test_detect_that_fails_while_drawing_writes_neither_pictures_nor_detections(trained, shapes_dir, tmp_path, monkeypatch, error):
+    # the pictures and the detections of one run are written together or not at all
+    real_plot, drawn = viz.plot_detections, []
+
+    def plot_detections(image, detections, path, **kwargs):  # the second picture fails
+        if drawn:
+            raise error
+        drawn.append(path)
+        real_plot(image, detections, path, **kwargs)
+
+    monkeypatch.setattr(viz, "plot_detections", plot_detections)
+    weights, _ = trained
+    images = [str(shapes_dir / "shapes_000001.png"), str(shapes_dir / "shapes_000002.png")]
+    status = main(["detect", str(weights), *images, "--out", str(tmp_path / "d.json"), "--plot", str(tmp_path / "pictures"),
+                   "--max-proposals", "50", "--no-progress"])
+    assert status == (130 if isinstance(error, KeyboardInterrupt) else 2)
+    assert len(drawn) == 1 and files_under(tmp_path) in ([], ["pictures"])
 
 
 def test_detect_without_gt_numbers_the_images_in_argument_order(trained, shapes_dir, tmp_path):

@@ -11,7 +11,8 @@ category ids the detector was trained on; the image id is that of the image's en
 by file name, and of the size the entry declares), or 1, 2, ... in the order of the arguments. ``--gt``
 must name the detector's categories with the ids and names it was trained on. ``--plot DIR`` draws each
 image's detections to ``DIR/<image name>.png``, over its ground-truth boxes (dashed) with ``--gt``.
-``--device cuda`` runs the network on an NVIDIA GPU.
+``--device cuda`` runs the network on an NVIDIA GPU. The detections and the pictures are written
+together at the end: a failure or Ctrl-C writes none of them.
 """
 
 import os
@@ -149,6 +150,7 @@ def run(args):
     from scratchdet import boxes as B
     from scratchdet.commands.outputs import (
         check_distinct, check_output_directory, check_output_file, check_output_files, reporting_write_errors,
+        written_together,
     )
     from scratchdet.commands.train import read_checked_image
     from scratchdet.data.coco import load_json, parse_ground_truth, write_detections
@@ -201,12 +203,14 @@ def run(args):
             kept.append(found)
         tqdm.write(f"{path}: {len(found)} detections (image id {image_id})")
 
-    # 4. the pictures (over the ground truth's boxes with --gt), then the detections, each file atomically
-    with reporting_write_errors(args.out):
+    # 4. the pictures (over the ground truth's boxes with --gt), then the detections, to temporary files
+    #    renamed together at the end: a failure or Ctrl-C while drawing writes none of them
+    outputs = {"out": args.out, **{("plot", index): plot_path for index, plot_path in enumerate(plot_paths)}}
+    with reporting_write_errors(args.out), written_together(outputs) as tmp:
         if args.plot:
             from scratchdet.viz import plot_detections
 
-            for path, image_id, found, plot_path in zip(args.images, image_ids, kept, plot_paths):
+            for index, (path, image_id, found) in enumerate(zip(args.images, image_ids, kept)):
                 shown = scoring_at_least(found, args.plot_score)
                 title = f"{path}: {len(shown)} detections (score >= {args.plot_score:g})"
                 truth = None
@@ -215,8 +219,9 @@ def run(args):
                     truth = B.convert(gt.boxes[gt.image == rank], "xywh", "xyxy")  # (G, 4)
                     title += f", {len(truth)} ground-truth boxes (dashed)"
                 plot_detections(
-                    read_checked_image(path), shown, plot_path, classes=model.classes, ground_truth=truth, titles=title
+                    read_checked_image(path), shown, tmp[("plot", index)], classes=model.classes, ground_truth=truth,
+                    titles=title,
                 )
-        write_detections(args.out, records)
+        write_detections(tmp["out"], records)
     print(f"{len(records)} detections in {len(args.images)} image(s) written to {args.out}")
     return 0
