@@ -21,6 +21,7 @@ from scratchdet.models.base import (
 )
 from scratchdet.models.detections import Detector
 from scratchdet.models.fast_rcnn import detection_heads
+from scratchdet.nn.functional import check_host_rois
 from scratchdet.nn.layers import MaxPool2d, as_generator, check_size, register_layer
 from scratchdet.train.targets import FAST_RCNN_WEIGHTS
 
@@ -153,8 +154,9 @@ class RCNN(Detector):
 
     def warp(self, images, rois):
         """The warped regions of a batch: images (N, H, W, 3) uint8, rois (R, 5) (batch_index, x1, y1,
-        x2, y2) -> (R, 3, S, S) float32, in RoI order."""
-        rois = np.asarray(rois, dtype=np.float64).reshape(-1, 5)
+        x2, y2) -> (R, 3, S, S) float32, in RoI order. The batch indices are checked as RoI pooling's
+        (integers in [0, N)), the boxes as `warp_regions`'."""
+        rois = check_host_rois(rois, len(images), 1.0)  # (R, 5) float64
         crops = np.empty((len(rois), 3, self.crop_size, self.crop_size), dtype=np.float32)
         for n in np.unique(rois[:, 0]).astype(np.int64):
             rows = np.flatnonzero(rois[:, 0] == n)

@@ -395,6 +395,16 @@ def test_rcnn_warp_takes_each_roi_from_its_own_image_in_roi_order(rng):
     np.testing.assert_array_equal(crops[1], warp_regions(images[0], rois[[1], 1:], 8, 1)[0])
 
 
+@pytest.mark.parametrize("index", [0.5, -1, 2, np.nan], ids=["fraction", "negative", "past-the-batch", "nan"])
+def test_rcnn_warp_rejects_a_batch_index_that_names_no_image(index, rng):
+    """As Fast R-CNN's RoI pooling does (a fraction once left its crop uninitialised memory, and -1 took
+    the last image)."""
+    model = tiny(RCNN, crop_size=8, context=1)
+    images = rng.integers(0, 256, (2, 12, 12, 3), dtype=np.uint8)
+    with pytest.raises(InvalidArgumentError, match=r"rois\[:, 0\] must be integer batch indices in \[0, 2\)|rois must be finite"):
+        model.warp(images, [[0, 0, 0, 6, 6], [index, 2, 2, 9, 9]])
+
+
 def test_rcnn_scores_proposals_in_chunks_of_batch_regions(monkeypatch, rng):
     chunked = tiny(RCNN, batch_regions=2)
     whole = tiny(RCNN, batch_regions=256)
