@@ -132,6 +132,8 @@ def fit(model, batches, optimizer, *, steps, schedule=None, checkpoint=None, che
         settings: None or a JSON-ready dict of what else makes the run what it is (e.g. the batches'
             seed, the data), kept in the checkpoint; resuming with different settings is refused (a
             DataFormatError naming them), since the run would no longer be the one it continues.
+            Resuming with None checks nothing and keeps the checkpoint's settings in the checkpoints
+            it writes.
         progress: show a tqdm progress bar (on stderr) with the current losses; False prints nothing.
         desc: the progress bar's label.
 
@@ -166,7 +168,8 @@ def fit(model, batches, optimizer, *, steps, schedule=None, checkpoint=None, che
     # 1. start from scratch, or from where the checkpoint left off
     history, start, saved_step = History(), 0, None
     if resume and os.path.isfile(checkpoint):
-        start, history = load_checkpoint(checkpoint, model, optimizer, schedule, settings=settings)
+        start, history, saved_settings = _restore(checkpoint, model, optimizer, schedule, settings)
+        settings = saved_settings if settings is None else settings  # unchecked, and kept as it was
         saved_step = start
         if start >= steps:
             return history
@@ -346,8 +349,12 @@ def load_checkpoint(path, model, optimizer, schedule=None, *, settings=None):
         DataFormatError: a directory, a truncated or corrupt file, not a scratchdet checkpoint, or a
             checkpoint of another model, optimiser or schedule (the message names what differs).
     """
+    return _restore(path, model, optimizer, schedule, _check_settings(settings))[:2]
+
+
+def _restore(path, model, optimizer, schedule, settings):
+    """`load_checkpoint`'s work, with `settings` checked; returns (step, history, the checkpoint's settings)."""
     path = os.fspath(path)
-    settings = _check_settings(settings)
     metadata, arrays = _read_checkpoint(path)
     try:
         step = metadata["step"]
@@ -422,7 +429,7 @@ def load_checkpoint(path, model, optimizer, schedule=None, *, settings=None):
             np.copyto(param, value)  # in place: anything holding the array sees the restored values
         else:
             layer.params[key] = to_device(np.ascontiguousarray(value), device_of(param))
-    return step, history
+    return step, history, saved_settings
 
 
 def _read_checkpoint(path):

@@ -462,6 +462,22 @@ def test_ctrl_c_before_an_update_checkpoints_the_last_step_and_resumes_exactly(t
     assert dropout_state(fresh) == dropout_state(reference)
 
 
+def test_resume_without_settings_keeps_the_checkpoints(tmp_path):
+    """None checks nothing; the checkpoints it writes still hold the run's settings (they were once
+    rewritten without them, so that a later resume with the right settings was refused)."""
+    path = tmp_path / "run.npz"
+    model, opt, schedule = make_run()
+    fit(model, batches, opt, steps=2, schedule=schedule, checkpoint=path, settings={"seed": 3}, progress=False)
+    model, opt, schedule = make_run()
+    fit(model, batches, opt, steps=4, schedule=schedule, checkpoint=path, resume=True, progress=False)
+    model, opt, schedule = make_run()
+    history = fit(model, batches, opt, steps=6, schedule=schedule, checkpoint=path, resume=True, settings={"seed": 3}, progress=False)
+    assert history.steps == list(range(6))
+    model, opt, schedule = make_run()
+    with pytest.raises(DataFormatError, match="seed=3"):
+        fit(model, batches, opt, steps=8, schedule=schedule, checkpoint=path, resume=True, settings={"seed": 4}, progress=False)
+
+
 def test_resume_refuses_a_checkpoint_of_other_settings_and_accepts_the_same(tmp_path):
     """The batches' seed (or the data) is not in the model: `settings` keeps it, and a resumed run
     with another would silently no longer be the run it continues."""
