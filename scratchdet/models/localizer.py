@@ -59,7 +59,8 @@ def features_head(channels, image_size, hidden, dropout, rng, dtype):
     return backbone, head, (height, width)
 
 
-def _check_batch_images(images, image_size):
+def _check_batch_images(images, image_size, training=False):
+    """images (N, H, W, 3) or one (H, W, 3) uint8 -> (N, H, W, 3); a training batch needs N >= 1."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[None]
@@ -67,7 +68,28 @@ def _check_batch_images(images, image_size):
         raise InvalidArgumentError(
             f"images must be (N, {image_size[0]}, {image_size[1]}, 3) uint8 RGB, got shape {images.shape} dtype {images.dtype}"
         )
+    if training and len(images) == 0:
+        raise InvalidArgumentError("a training batch needs at least one image, got none")
     return images
+
+
+def _unpack(batch, names):
+    """A training batch's parts, one per name, or an InvalidArgumentError naming what it should hold."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != len(names):
+        got = f"{len(batch)} item{'' if len(batch) == 1 else 's'}" if isinstance(batch, (tuple, list)) else type(batch).__name__
+        raise InvalidArgumentError(f"batch must be ({', '.join(names)}), got {got}")
+    return batch
+
+
+def _float_array(name, values, shape):
+    """`values` as a float64 array of `shape`, or an InvalidArgumentError naming it."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{name} must hold numbers") from None
+    if array.shape != shape:
+        raise InvalidArgumentError(f"{name} must be {shape}, got {array.shape}")
+    return array
 
 
 @register_layer
@@ -123,11 +145,12 @@ class Localizer(Model):
 
         L = L_cls + lam * L_box, L_box = 1/N sum_n ||b_n - b*_n||^2 on the box as fractions of the
         image side. Returns {"total", "cls", "box"}."""
-        images, labels, boxes = batch
-        images = _check_batch_images(images, self.image_size)
+        images, labels, boxes = _unpack(batch, ("images", "labels", "boxes"))
+        images = _check_batch_images(images, self.image_size, training=True)
+        boxes = _float_array("boxes", boxes, (len(images), 4))
         x = self._on_device(images_to_input(images, self.dtype))
         scores, pred = self.forward(x)
-        targets = (np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / self._scale()).astype(self.dtype)
+        targets = (boxes / self._scale()).astype(self.dtype)
         cls_loss, dscores = softmax_cross_entropy(scores, self._on_device(np.asarray(labels)))
         # the box term with every sample counted (label 1 = "has a box" for the class-agnostic box loss)
         box_loss, dpred = box_regression_loss(
@@ -196,11 +219,9 @@ class PoseRegressor(Model):
         """batch: (images (N, H, W, 3) uint8, joints (N, J, 2) (x, y) pixels).
 
         L = 1/N sum_n sum_j ||y_nj - y*_nj||^2 on the fractions of the image side. Returns {"total"}."""
-        images, joints = batch
-        images = _check_batch_images(images, self.image_size)
-        joints = np.asarray(joints, dtype=np.float64)
-        if joints.shape != (len(images), self.n_joints, 2):
-            raise InvalidArgumentError(f"joints must be ({len(images)}, {self.n_joints}, 2), got {joints.shape}")
+        images, joints = _unpack(batch, ("images", "joints"))
+        images = _check_batch_images(images, self.image_size, training=True)
+        joints = _float_array("joints", joints, (len(images), self.n_joints, 2))
         pred = self.forward(self._on_device(images_to_input(images, self.dtype)))
         targets = (joints.reshape(len(images), -1) / self._scale()).astype(self.dtype)
         loss, dpred = regression_loss(pred, self._on_device(targets), loss="l2")

@@ -214,6 +214,26 @@ def test_pose_training_step_rejects_joints_of_another_shape(shape):
 
 
 @pytest.mark.parametrize(
+    "make, batch, match",
+    [
+        (tiny_localizer, (np.zeros((2, 8, 8, 3), np.uint8), [0, 1], np.zeros((2, 3))), r"boxes must be \(2, 4\), got \(2, 3\)"),
+        (tiny_localizer, (np.zeros((2, 8, 8, 3), np.uint8), [0, 1], np.zeros((3, 4))), r"boxes must be \(2, 4\), got \(3, 4\)"),
+        (tiny_localizer, (np.zeros((2, 8, 8, 3), np.uint8), [0, 1], [["a"] * 4] * 2), "boxes must hold numbers"),
+        (tiny_localizer, (np.zeros((2, 8, 8, 3), np.uint8), [0, 1]), r"batch must be \(images, labels, boxes\), got 2 items"),
+        (tiny_localizer, np.zeros((2, 8, 8, 3), np.uint8), r"batch must be \(images, labels, boxes\), got ndarray"),
+        (tiny_localizer, (np.zeros((0, 8, 8, 3), np.uint8), [], np.zeros((0, 4))), "at least one image"),
+        (tiny_pose, (np.zeros((0, 8, 8, 3), np.uint8), np.zeros((0, 3, 2))), "at least one image"),
+        (tiny_pose, (np.zeros((2, 8, 8, 3), np.uint8),), r"batch must be \(images, joints\), got 1 item"),
+    ],
+    ids=["box-columns", "box-rows", "text-boxes", "no-boxes", "images-alone", "no-images", "pose-no-images", "pose-no-joints"],
+)
+def test_training_step_names_what_is_wrong_with_the_batch(make, batch, match):
+    """(These were NumPy's reshape and unpacking errors.)"""
+    with pytest.raises(InvalidArgumentError, match=match):
+        make().training_step(batch)
+
+
+@pytest.mark.parametrize(
     "make, image_size",
     [
         (tiny_localizer, (6, 8)), (tiny_localizer, (8, 10)), (tiny_pose, (0, 8)), (tiny_pose, (8,)), (tiny_pose, 8),
