@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from scratchdet import boxes as B
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.nn.layers import check_size
 from scratchdet.train.targets import FAST_RCNN_WEIGHTS, match_proposals, regression_targets, sample_rois, with_gt_boxes
@@ -32,7 +33,10 @@ class RoIBatch(NamedTuple):
 
 def epoch_order(n_items, step, count, seed):
     """The `count` item indices that step `step` takes from the stream: every item once per epoch,
-    each epoch shuffled by its own generator (seed, epoch). Returns (count,) int64."""
+    each epoch shuffled by its own generator (seed, epoch). n_items, count >= 1; step, seed >= 0 ints.
+    Returns (count,) int64."""
+    n_items, count = check_size("n_items", n_items), check_size("count", count)
+    step, seed = check_size("step", step, minimum=0), check_size("seed", seed, minimum=0)
     start = step * count
     out = []
     while len(out) < count:
@@ -122,12 +126,15 @@ def roi_batches(
     if images_per_batch > 1 and len({image.shape for image in images}) > 1:
         raise InvalidArgumentError("images of different sizes need images_per_batch=1 (a batch is one array)")
     # 1. label every image's RoIs once: proposals and ground truth, by IoU
-    gt_boxes = [np.asarray(g, dtype=np.float64).reshape(-1, 4) for g in gt_boxes]  # (G_i, 4) each
+    gt_boxes = [B._check_boxes(f"gt_boxes[{i}]", g).astype(np.float64) for i, g in enumerate(gt_boxes)]  # (G_i, 4) each
     rois, matches = [], []
     for i, gt in enumerate(gt_boxes):
-        image_rois = with_gt_boxes(np.asarray(proposals[i], dtype=np.float64).reshape(-1, 4), gt)  # (P_i + G_i, 4)
+        image_rois = with_gt_boxes(B._check_boxes(f"proposals[{i}]", proposals[i]).astype(np.float64), gt)  # (P_i + G_i, 4)
         rois.append(image_rois)
-        matches.append(match_proposals(image_rois, gt, gt_labels[i], fg_iou=fg_iou, bg_iou=bg_iou))
+        try:
+            matches.append(match_proposals(image_rois, gt, gt_labels[i], fg_iou=fg_iou, bg_iou=bg_iou))
+        except InvalidArgumentError as error:  # it names the labels within the image: say which image
+            raise InvalidArgumentError(f"image {i}: {error}") from None
     regression_targets(rois[0], gt_boxes[0], matches[0], weights=box_weights)  # checks the weights now
     # 2. only images that give RoIs take part (how many `sample_rois` draws depends on the labels alone)
     n_drawn = [len(sample_rois(m.labels, batch_size=rois_per_image, fg_fraction=fg_fraction, rng=0)) for m in matches]
@@ -140,6 +147,7 @@ def roi_batches(
         )
 
     def batches(step):
+        step = check_size("step", step, minimum=0)
         rng = np.random.default_rng([seed, step, 1])
         batch_images, batch_rois, batch_labels, batch_targets = [], [], [], []
         for n, i in enumerate(usable[epoch_order(len(usable), step, images_per_batch, seed)]):

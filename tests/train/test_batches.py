@@ -341,6 +341,27 @@ def test_roi_batches_reject_images_that_are_not_uint8_rgb(detection_data):
         roi_batches([images[0], images[1], images[2][:0]], gt_boxes, gt_labels, proposals, images_per_batch=1)
 
 
+def test_roi_batches_name_the_image_whose_boxes_or_labels_are_wrong(detection_data):
+    """A (P, 5) array of proposals with a score column was once read as 5/4 as many boxes, and a bad
+    label was named by its index within its image alone."""
+    images, gt_boxes, gt_labels, proposals = detection_data
+    scored = [proposals[0], np.concatenate([proposals[1], np.ones((len(proposals[1]), 1))], axis=1), proposals[2]]
+    with pytest.raises(InvalidArgumentError, match=r"proposals\[1\] must have shape \(N, 4\)"):
+        roi_batches(images, gt_boxes, gt_labels, scored)
+    with pytest.raises(InvalidArgumentError, match=r"gt_boxes\[2\] must have shape \(N, 4\)"):
+        roi_batches(images, [gt_boxes[0], gt_boxes[1], np.zeros((1, 5))], gt_labels, proposals)
+    background = [gt_labels[0], gt_labels[1], np.zeros_like(gt_labels[2])]
+    with pytest.raises(InvalidArgumentError, match=r"image 2: gt_labels\[0\] = 0; ground-truth classes must be >= 1"):
+        roi_batches(images, gt_boxes, background, proposals)
+
+
+@pytest.mark.parametrize("step", [-1, "2", 1.5, None], ids=["negative", "text", "float", "none"])
+def test_batches_reject_a_step_that_is_not_an_int_at_least_zero(detection_data, step):
+    for batches in (roi_batches(*detection_data, rois_per_image=8), array_batches((np.zeros(3),), batch_size=2)):
+        with pytest.raises(InvalidArgumentError, match="step must be an integer >= 0"):
+            batches(step)
+
+
 # ---------------------------------------------------------------------------------------------------
 # dataset_proposals
 # ---------------------------------------------------------------------------------------------------
