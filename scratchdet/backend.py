@@ -82,7 +82,10 @@ def to_device(x, device):
         return x.copy_to_host() if is_cuda_array(x) else np.asarray(x)
     from numba import cuda
 
-    return x if is_cuda_array(x) else cuda.to_device(np.ascontiguousarray(x))
+    if is_cuda_array(x):
+        return x
+    x = np.asarray(x)
+    return cuda.to_device(np.ascontiguousarray(x) if x.ndim else x.copy())  # (ascontiguousarray makes 0-d 1-d)
 
 
 def to_host(x):

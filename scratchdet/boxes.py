@@ -373,6 +373,18 @@ def _descending_keys(scores):
     return -scores.astype(np.float64)
 
 
+def _device_ready_scores(scores, boxes):
+    """Scores for the CUDA NMS: a device array as it is (its values are not read back to be checked:
+    they must be finite), host scores checked as the CPU's and made float64 in the same order, ties
+    and all (integers beyond 2**53, which float64 cannot all hold, by their ranks)."""
+    if is_cuda_array(scores):
+        return scores
+    s = _check_vector("scores", scores, boxes.shape[0])
+    if s.dtype.kind in "iu" and s.size and max(-int(s.min()), int(s.max())) > 2**53:
+        return np.unique(s, return_inverse=True)[1].astype(np.float64).reshape(-1)
+    return s.astype(np.float64, copy=False)
+
+
 def _score_order(scores):
     """Indices sorting `scores` descending; equal scores keep their index order.
 
@@ -403,7 +415,7 @@ def nms(boxes, scores, iou_threshold):
         NumPy input, a Numba device array for device-array input.
     """
     if is_cuda_array(boxes):
-        return _cuda().nms(boxes, scores, iou_threshold)
+        return _cuda().nms(boxes, _device_ready_scores(scores, boxes), _check_threshold("iou_threshold", iou_threshold))
     b = _check_boxes("boxes", boxes)
     s = _check_vector("scores", scores, b.shape[0])
     t = _check_threshold("iou_threshold", iou_threshold)
@@ -434,7 +446,8 @@ def batched_nms(boxes, scores, labels, iou_threshold):
         device-array boxes (`scratchdet.kernels.cuda.boxes.batched_nms`: the same grouping, no offsets).
     """
     if is_cuda_array(boxes):
-        return _cuda().batched_nms(boxes, scores, labels, iou_threshold)
+        scores = _device_ready_scores(scores, boxes)
+        return _cuda().batched_nms(boxes, scores, labels, _check_threshold("iou_threshold", iou_threshold))
     b = _check_boxes("boxes", boxes)
     n = b.shape[0]
     s = _check_vector("scores", scores, n)

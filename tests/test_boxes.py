@@ -468,9 +468,32 @@ def test_device_arrays_dispatch_to_the_cuda_module_with_the_same_arguments(monke
     fake_module = types.SimpleNamespace(**{name: lambda *a: calls.append(a) or "from cuda"})
     monkeypatch.setattr(B, "_cuda", lambda: fake_module)
     device_array = types.SimpleNamespace(__cuda_array_interface__={})
-    args = (device_array,) + args[1:]
+    args = tuple(device_array if isinstance(a, str) else a for a in args)  # device scores pass as they are
     assert getattr(B, name)(*args) == "from cuda"
     assert calls == [args]
+
+
+@pytest.mark.parametrize("name", ["nms", "batched_nms"])
+def test_the_cuda_nms_gets_host_scores_checked_and_in_exact_order(monkeypatch, name):
+    """As the CPU's: a NaN score once left a slot of the device's order unwritten, an inf passed, a
+    threshold of True passed, and integers beyond 2**53 tied as float64."""
+    calls = []
+    fake_module = types.SimpleNamespace(**{name: lambda *a: calls.append(a) or "from cuda"})
+    monkeypatch.setattr(B, "_cuda", lambda: fake_module)
+    boxes = types.SimpleNamespace(__cuda_array_interface__={}, shape=(3, 4))
+    extra = (types.SimpleNamespace(__cuda_array_interface__={}),) if name == "batched_nms" else ()
+    call = getattr(B, name)
+    for scores, match in [([0.9, np.nan, 0.5], r"scores\[1\] = nan is not finite"), ([np.inf, 1, 0], "not finite"),
+                          ([1, 2], r"scores must have shape \(3,\)")]:
+        with pytest.raises(InvalidArgumentError, match=match):
+            call(boxes, np.array(scores), *extra, 0.5)
+    for threshold in (True, "0.5", 1.5):
+        with pytest.raises(InvalidArgumentError, match="iou_threshold"):
+            call(boxes, np.ones(3), *extra, threshold)
+    big = np.array([2**62, 2**62 + 1, 2**62], np.int64)
+    call(boxes, big, *extra, 0.5)
+    keys = calls[-1][1]
+    assert keys.dtype == np.float64 and keys[1] > keys[0] == keys[2]  # the order and the tie, kept
 
 
 # ----------------------------------------------------------------------------------------------

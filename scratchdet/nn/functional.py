@@ -150,7 +150,7 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
         y: (N, K, H', W') with H' = 1 + (H + 2*padding - kh) // stride, W' = 1 + (W + 2*padding - kw) // stride.
     """
     if is_cuda_array(x):
-        return _cuda().conv2d_forward(x, w, b, stride, padding)
+        return _cuda().conv2d_forward(x, w, b, *_stride_padding(stride, padding))
     x, w, b, stride, padding = _check_conv(x, w, b, stride, padding)
     if b is None:  # no bias: every kernel below adds one
         b = np.zeros(w.shape[0], dtype=x.dtype)
@@ -211,7 +211,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, input_grad=True):
         (dx (N, C, H, W) or None, dw (K, C, kh, kw), db (K,)), in x's dtype.
     """
     if is_cuda_array(dy):
-        return _cuda().conv2d_backward(dy, x, w, stride, padding, input_grad=input_grad)
+        return _cuda().conv2d_backward(dy, x, w, *_stride_padding(stride, padding), input_grad=input_grad)
     x, w, _, stride, padding = _check_conv(x, w, None, stride, padding)
     n_images, channels, height, width = x.shape
     filters, _, kh, kw = w.shape
@@ -458,11 +458,15 @@ def _filter_gradient_tiled(dy, x, w, padding):
     return dw.reshape(w.shape), db.astype(x.dtype)
 
 
+def _stride_padding(stride, padding):
+    """(stride, padding) checked: ints >= 1 and >= 0 (both backends)."""
+    return _check_positive_int("stride", stride, 1), _check_positive_int("padding", padding, 0)
+
+
 def _check_conv(x, w, b, stride, padding):
     x = _check_float("x", x, ndim=4)
     w = _check_float("w", w, ndim=4, dtype=x.dtype)
-    stride = _check_positive_int("stride", stride, 1)
-    padding = _check_positive_int("padding", padding, 0)
+    stride, padding = _stride_padding(stride, padding)
     if w.shape[1] != x.shape[1]:
         raise InvalidArgumentError(f"w has {w.shape[1]} input channels but x has {x.shape[1]} (x {x.shape}, w {w.shape})")
     if b is not None:
@@ -495,7 +499,7 @@ def maxpool2d_forward(x, kernel_size, stride=None):
         y: (N, C, H', W') with H' = 1 + (H - kernel_size) // stride, W' likewise.
     """
     if is_cuda_array(x):
-        return _cuda().maxpool2d_forward(x, kernel_size, stride)
+        return _cuda().maxpool2d_forward(x, *_pool_window(kernel_size, stride))
     x, kernel_size, stride = _check_pool(x, kernel_size, stride)
     n_images, channels, height, width = x.shape
     out_h = conv2d_output_size(height, kernel_size, stride)
@@ -520,7 +524,7 @@ def maxpool2d_backward(dy, x, kernel_size, stride=None):
         dx: (N, C, H, W), x's dtype.
     """
     if is_cuda_array(dy):
-        return _cuda().maxpool2d_backward(dy, x, kernel_size, stride)
+        return _cuda().maxpool2d_backward(dy, x, *_pool_window(kernel_size, stride))
     x, kernel_size, stride = _check_pool(x, kernel_size, stride)
     n_images, channels, height, width = x.shape
     expected = (n_images, channels, conv2d_output_size(height, kernel_size, stride), conv2d_output_size(width, kernel_size, stride))
@@ -535,10 +539,15 @@ def maxpool2d_backward(dy, x, kernel_size, stride=None):
     return dx
 
 
+def _pool_window(kernel_size, stride):
+    """(kernel_size, stride) checked: ints >= 1, the stride the kernel size when None (both backends)."""
+    kernel_size = _check_positive_int("kernel_size", kernel_size)
+    return kernel_size, kernel_size if stride is None else _check_positive_int("stride", stride)
+
+
 def _check_pool(x, kernel_size, stride):
     x = _check_float("x", x, ndim=4)
-    kernel_size = _check_positive_int("kernel_size", kernel_size)
-    stride = kernel_size if stride is None else _check_positive_int("stride", stride)
+    kernel_size, stride = _pool_window(kernel_size, stride)
     if x.shape[2] < kernel_size or x.shape[3] < kernel_size:
         raise InvalidArgumentError(f"input {x.shape[2]}x{x.shape[3]} is smaller than the pooling window {kernel_size}")
     return x, kernel_size, stride
@@ -586,7 +595,7 @@ def linear_forward(x, w, b):
     """Fully connected layer, PyTorch's weight layout: y = x @ w.T + b.
 
     Args:
-        x: (N, D_in) float; w: (D_out, D_in); b: (D_out,), same dtype.
+        x: (N, D_in) float; w: (D_out, D_in); b: (D_out,), same dtype, or None for no bias.
 
     Returns:
         y: (N, D_out).
@@ -595,7 +604,8 @@ def linear_forward(x, w, b):
         return _cuda().linear_forward(x, w, b)
     x, w, b = _check_linear(x, w, b)
     y = blas.matmul(x, w.T)  # (N, D_out): one GEMM (on one BLAS thread when small: `blas`)
-    y += b
+    if b is not None:
+        y += b
     return y
 
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from scratchdet.backend import is_cuda_array, to_device
+from scratchdet.backend import is_cuda_array, to_device, to_host, zeros_like
 from scratchdet.errors import DataFormatError, InvalidArgumentError
 from scratchdet.nn import functional as F
 
@@ -128,13 +128,15 @@ class Layer:
         return self
 
     def astype(self, dtype):
-        """Cast parameters and gradients to float32 or float64 (on the CPU). Returns self."""
+        """Cast parameters to float32 or float64, where they are (the cast itself on the host), with
+        zero gradients. Returns self."""
         dtype = np.dtype(dtype)
         if dtype not in F.FLOAT_DTYPES:
             raise InvalidArgumentError(f"dtype must be float32 or float64, got {dtype}")
-        for key in self.params:
-            self.params[key] = np.ascontiguousarray(self.params[key], dtype=dtype)
-            self.grads[key] = np.zeros_like(self.params[key])
+        for key, param in self.params.items():
+            device = "cuda" if is_cuda_array(param) else "cpu"
+            self.params[key] = to_device(np.ascontiguousarray(to_host(param), dtype=dtype), device)
+            self.grads[key] = zeros_like(self.params[key])
         return self
 
     def __repr__(self):

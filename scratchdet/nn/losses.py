@@ -202,6 +202,12 @@ def multitask_loss(cls_scores, labels, bbox_pred, bbox_targets, *, lam=1.0, loc_
     for name, array in (("cls_scores", cls_scores), ("bbox_pred", bbox_pred)):  # (a device array's shape is on the host)
         if not (isinstance(array, np.ndarray) or is_cuda_array(array)) or array.ndim != 2:
             raise InvalidArgumentError(f"{name} must be a 2-D array, got {getattr(array, 'shape', type(array).__name__)}")
+    if is_cuda_array(cls_scores) != is_cuda_array(bbox_pred):
+        where = {True: "a CUDA device array", False: "a NumPy array"}
+        raise InvalidArgumentError(
+            f"cls_scores and bbox_pred must be on one device, got {where[is_cuda_array(cls_scores)]} and "
+            f"{where[is_cuda_array(bbox_pred)]}"
+        )
     if bbox_pred.shape[0] != cls_scores.shape[0]:
         raise InvalidArgumentError(
             f"bbox_pred must have a row per sample of cls_scores ({cls_scores.shape[0]}), got {bbox_pred.shape}"

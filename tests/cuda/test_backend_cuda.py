@@ -21,6 +21,25 @@ def test_to_device_and_back_round_trips_without_copying_what_is_already_there(rn
     np.testing.assert_array_equal(backend.to_device(on_gpu, "cpu"), x)
 
 
+def test_to_device_keeps_a_zero_dimensional_array_zero_dimensional():
+    # (np.ascontiguousarray makes it (1,))
+    on_gpu = backend.to_device(np.float32(2.5) * np.ones(()), "cuda")
+    assert on_gpu.shape == () and backend.to_host(on_gpu) == 2.5
+
+
+def test_astype_of_a_model_on_the_gpu_keeps_it_there(rng):
+    # (it once copied the parameters to the host while the model still said "cuda")
+    model = nn.Sequential(Conv2d(2, 3, 3, rng=rng), nn.Flatten(), nn.Linear(3, 2, rng=rng))
+    weight = model.layers[0].params["weight"].copy()
+    model.to("cuda").astype(np.float64)
+    for _, layer, key in model.named_parameters():
+        assert backend.is_cuda_array(layer.params[key]) and layer.params[key].dtype == np.float64
+        assert backend.is_cuda_array(layer.grads[key]) and not backend.to_host(layer.grads[key]).any()
+    np.testing.assert_array_equal(backend.to_host(model.layers[0].params["weight"]), weight.astype(np.float64))
+    x = backend.to_device(rng.standard_normal((1, 2, 3, 3)), "cuda")
+    assert backend.to_host(model.forward(x)).shape == (1, 2)
+
+
 @pytest.mark.parametrize("shape", [(1,), (5, 7), (2, 3, 4)])
 def test_zeros_like_fills_a_device_array_with_zeros(shape):
     garbage = backend.to_device(np.full(shape, 7.0, np.float32), "cuda")

@@ -268,3 +268,14 @@ def test_batched_nms_never_suppresses_across_labels_and_checks_its_inputs(gpu, h
         B.batched_nms(gpu(boxes), gpu(scores), gpu(np.zeros(2, np.int64)), 0.5)
     with pytest.raises(InvalidArgumentError, match="iou_threshold"):
         B.batched_nms(gpu(boxes), gpu(scores), labels, 1.5)
+
+
+def test_nms_checks_host_scores_as_the_cpu_and_orders_huge_integers_exactly(gpu, host):
+    """A NaN score once left a slot of the device's order unwritten (an index past the boxes came
+    back), and distinct integers beyond 2**53 tied as float64."""
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], np.float64)
+    for call in (lambda s: B.nms(gpu(boxes), s, 0.5), lambda s: B.batched_nms(gpu(boxes), s, gpu(np.zeros(3, np.int64)), 0.5)):
+        with pytest.raises(InvalidArgumentError, match=r"scores\[1\] = nan is not finite"):
+            call(np.array([0.9, np.nan, 0.5]))
+        big = np.array([2**62, 2**62 + 1, 5])
+        np.testing.assert_array_equal(host(call(big)), B.nms(boxes, big, 0.5))  # [1, 2]: box 1 outscores box 0

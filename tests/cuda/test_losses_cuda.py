@@ -94,3 +94,12 @@ def test_regression_loss_matches_cpu(rng, gpu, close, loss):
     value_gpu, grad_gpu = L.regression_loss(gpu(pred), gpu(target), loss=loss)
     assert value_gpu == pytest.approx(value, rel=1e-6)
     close(grad_gpu, grad, rtol=0, atol=0)
+
+
+def test_multitask_loss_refuses_scores_and_boxes_on_two_devices(gpu):
+    # (it once returned one gradient on each)
+    scores, labels = np.zeros((2, 3), np.float32), np.array([0, 1])
+    bbox_pred, targets = np.zeros((2, 12), np.float32), np.zeros((2, 4), np.float32)
+    for args in ((gpu(scores), labels, bbox_pred, targets), (scores, labels, gpu(bbox_pred), gpu(targets))):
+        with pytest.raises(InvalidArgumentError, match="cls_scores and bbox_pred must be on one device"):
+            L.multitask_loss(*args)

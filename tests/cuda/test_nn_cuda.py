@@ -264,6 +264,42 @@ def test_conv2d_of_an_empty_batch(gpu, host):
     np.testing.assert_array_equal(host(db), np.zeros(3, np.float32))
 
 
+@pytest.mark.parametrize(
+    "x_shape, w_shape", [((2, 0, 4, 4), (2, 0, 3, 3)), ((1, 2, 5, 5), (0, 2, 3, 3)), ((1, 1, 0, 3), (2, 1, 3, 3))],
+    ids=["no-channels", "no-filters", "no-rows"],
+)
+def test_conv2d_backward_without_channels_filters_or_rows_is_the_cpus(rng, gpu, close, x_shape, w_shape):
+    """An empty product: with no channels db still sums dY (it was left unwritten), and no filters once
+    divided by zero choosing how to cut the sums."""
+    x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
+    y = F.conv2d_forward(x, w, None, padding=2)
+    close(F.conv2d_forward(gpu(x), gpu(w), None, padding=2), y, atol=1e-6, what="y")
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    for name, a, e in zip(("dx", "dw", "db"), F.conv2d_backward(gpu(dy), gpu(x), gpu(w), padding=2), F.conv2d_backward(dy, x, w, padding=2)):
+        close(a, e, atol=1e-5, what=name)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda to: F.conv2d_forward(to(np.ones((1, 1, 5, 5))), to(np.ones((1, 1, 3, 3))), None, stride=1.5), "stride"),
+        (lambda to: F.conv2d_forward(to(np.ones((1, 1, 5, 5))), to(np.ones((1, 1, 3, 3))), None, padding=True), "padding"),
+        (lambda to: F.conv2d_backward(to(np.ones((1, 1, 3, 3))), to(np.ones((1, 1, 5, 5))), to(np.ones((1, 1, 3, 3))), padding=0.9), "padding"),
+        (lambda to: F.conv2d_forward(to(np.ones((1, 1, 5, 5))), to(np.ones((1, 1, 0, 3))), None), "kernel height must be >= 1"),
+        (lambda to: F.maxpool2d_forward(to(np.ones((1, 1, 4, 4))), 2.5), "kernel_size"),
+        (lambda to: F.maxpool2d_forward(to(np.ones((1, 1, 4, 4))), 2, stride=True), "stride"),
+        (lambda to: F.roi_pool_forward(to(np.ones((1, 1, 4, 4))), np.array([[0, 0, 0, 3, 3]], np.float64), 2.5, 1.0), "output_size"),
+        (lambda to: F.roi_pool_forward(to(np.ones((1, 1, 4, 4))), np.array([[0, 0, 0, 3, 3]], np.float64), True, 1.0), "output_size"),
+    ],
+    ids=["float-stride", "bool-padding", "float-padding-backward", "empty-kernel", "float-pool", "bool-pool-stride", "float-roi-size", "bool-roi-size"],
+)
+def test_layers_refuse_on_the_gpu_the_sizes_they_refuse_on_the_cpu(gpu, call, match):
+    """(The CUDA checks once truncated them with int() and went on.)"""
+    for to in (np.asarray, gpu):
+        with pytest.raises(InvalidArgumentError, match=match):
+            call(to)
+
+
 def test_conv2d_non_square_kernel_at_stride_3(rng, gpu, close):
     """kh != kw walks (c, i, j) with different row and column lengths; stride 3 leaves pixels no output reads."""
     x = rng.standard_normal((1, 3, 4, 7))

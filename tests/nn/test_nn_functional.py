@@ -618,3 +618,9 @@ def test_roi_pool_rejects_a_scale_that_is_not_a_positive_finite_number(spatial_s
 def test_roi_pool_with_no_rois_gives_empty_output():
     out = F.roi_pool_forward(np.zeros((1, 3, 4, 4)), np.zeros((0, 5)), (2, 3), 1.0)
     assert out.shape == (0, 3, 2, 3)
+
+
+def test_linear_forward_without_a_bias_is_the_product(rng):
+    # b=None, as conv2d_forward and the CUDA twin take it (the CPU once added None)
+    x, w = rng.standard_normal((3, 4)), rng.standard_normal((2, 4))
+    np.testing.assert_allclose(F.linear_forward(x, w, None), x @ w.T, rtol=1e-12)

@@ -442,7 +442,7 @@ def scan_threads(words):
 
 def _device_scores(scores, n):
     """(n,) float scores on the device: a float device array as it is, a host array copied (integers as
-    float64, the keys the CPU NMS sorts)."""
+    float64: `scratchdet.boxes` passes integers beyond 2**53 as their ranks, which keep their order)."""
     if not is_cuda_array(scores):
         scores = np.asarray(scores)
         if scores.dtype.kind != "f":
@@ -460,6 +460,8 @@ def _nms_inputs(boxes, scores, iou_threshold):
     _check_boxes("boxes", boxes)
     n = boxes.shape[0]
     scores = _device_scores(scores, n)
+    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real):
+        raise InvalidArgumentError(f"iou_threshold must be a number in [0, 1], got {iou_threshold!r}")
     threshold = float(iou_threshold)
     if not 0.0 <= threshold <= 1.0:
         raise InvalidArgumentError(f"iou_threshold must be in [0, 1], got {iou_threshold!r}")
@@ -475,7 +477,8 @@ def nms(boxes, scores, iou_threshold):
 
     Args:
         boxes: (N, 4) xyxy float device array.
-        scores: (N,) finite scores: a float device array, or a host array (copied to the device).
+        scores: (N,) finite scores: a float device array (not read back to check it), or a host array
+            (copied to the device).
         iou_threshold: number in [0, 1].
 
     Returns:
@@ -626,7 +629,8 @@ def batched_nms(boxes, scores, labels, iou_threshold):
 
     Args:
         boxes: (N, 4) xyxy float device array.
-        scores: (N,) finite scores: a float device array, or a host array (copied to the device).
+        scores: (N,) finite scores: a float device array (not read back to check it), or a host array
+            (copied to the device).
         labels: (N,) integer class labels: a device array, or a host array (copied).
         iou_threshold: number in [0, 1].
 

@@ -377,14 +377,15 @@ def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry
             (of ``n + 1`` columns for the filter gradient).
     """
     batches = src.shape[0]
-    if m == 0 or n == 0 or batches == 0:
+    bias_grad = product == FILTER_GRAD
+    n_out = n + 1 if bias_grad else n  # the kernel's columns: B's, and the column of ones
+    if m == 0 or n_out == 0 or batches == 0:  # (with no channels, the filter gradient still sums dY's rows)
         return c
     k_chunk = part_length(k, splits)
     if splits < 1 or (k and -(-k // k_chunk) != splits) or (splits > 1 and bias is not None):
         raise InvalidArgumentError(f"cannot cut a sum of {k} terms into {splits} parts of whole tiles (or with a bias)")
     if batches * splits > 65535:
         raise InvalidArgumentError(f"at most 65535 images (times parts) per launch, got {batches} x {splits}")
-    bias_grad = product == FILTER_GRAD
     if bias_grad and bias is not None:
         raise InvalidArgumentError("the filter gradient's product adds no bias (it computes the bias gradient)")
     kh, kw, stride, padding, cols_w = geometry = tuple(int(v) for v in geometry)
@@ -392,7 +393,6 @@ def conv_gemm_launch(product, a, src, c, m, n, k, a_strides, c_strides, geometry
     bias_flat = flat(bias) if bias is not None else scratch("no_bias", (1,), c.dtype)  # not read
     a_flat, c_flat, src_flat = flat(a), flat(c), flat(src)
     rows, cols = device_tables(product, src.shape, geometry, k, n)
-    n_out = n + 1 if bias_grad else n  # the kernel's columns: B's, and the column of ones
     strided_adjoint = product == INPUT_GRAD and stride > 1
     image, src_h, src_w = math.prod(src.shape[1:]), src.shape[2], src.shape[3]
 

@@ -328,6 +328,8 @@ def reduction_splits(batches, m, n, k, bm, bn):
     ``bm x bn`` output tiles (1: none). The count s returned has ``ceil(k / part_length(k, s)) == s``:
     every part has terms; and ``batches * s`` blocks fit the grid's z dimension."""
     blocks = batches * -(-m // bm) * -(-n // bn)
+    if blocks == 0:  # an empty product: nothing to cut
+        return 1
     splits = max(1, min(k // MIN_PART, -(-TARGET_BLOCKS // blocks), MAX_GRID_Z // batches))
     return max(1, -(-k // part_length(k, splits)))
 

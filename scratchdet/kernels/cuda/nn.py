@@ -221,6 +221,8 @@ def _check_conv(x, w, b, stride, padding):
     if x.shape[0] > 65535:  # one grid z index per image
         raise InvalidArgumentError(f"at most 65535 images per call, got x {x.shape}")
     for axis, name in ((2, "height"), (3, "width")):
+        if w.shape[axis] < 1:
+            raise InvalidArgumentError(f"the kernel {name} must be >= 1, got w of shape {w.shape}")
         if x.shape[axis] + 2 * padding < w.shape[axis]:
             raise InvalidArgumentError(
                 f"the padded input {name} {x.shape[axis]} + 2*{padding} is smaller than the kernel {name} {w.shape[axis]}"
@@ -561,8 +563,8 @@ def _check_linear(x, w, b):
 
 @on_device
 def linear_forward(x, w, b):
-    """CUDA twin of `linear_forward`: x (N, D_in), w (D_out, D_in), b (D_out,), float32 or float64
-    device arrays of one dtype -> y (N, D_out), same dtype."""
+    """CUDA twin of `linear_forward`: x (N, D_in), w (D_out, D_in), b (D_out,) or None, float32 or
+    float64 device arrays of one dtype -> y (N, D_out), same dtype."""
     _check_linear(x, w, b)
     n, d_in = x.shape
     d_out = w.shape[0]
@@ -671,20 +673,8 @@ def roi_pool_backward_kernel(dout, features, rois, spatial_scale, dfeatures):
         cuda.atomic.add(dfeatures, (int(rois[r, 0]), c, index // width, index % width), dout[r, c, ph, pw])
 
 
-def _pair(value, name):
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise InvalidArgumentError(f"{name} must be an int or a pair of ints, got {value!r}")
-        a, b = int(value[0]), int(value[1])
-    else:
-        a = b = int(value)
-    if a < 1 or b < 1:
-        raise InvalidArgumentError(f"{name} must be >= 1, got {value!r}")
-    return a, b
-
-
 def _check_roi_pool(features, rois, output_size, spatial_scale):
-    from scratchdet.nn.functional import check_host_rois, check_spatial_scale  # (one definition of the checks)
+    from scratchdet.nn.functional import check_host_rois, check_spatial_scale, pair  # (one definition of the checks)
 
     _check("features", features, ndim=4)
     spatial_scale = check_spatial_scale(spatial_scale)
@@ -694,7 +684,7 @@ def _check_roi_pool(features, rois, output_size, spatial_scale):
         raise InvalidArgumentError(f"rois must have shape (R, 5) rows (batch_index, x1, y1, x2, y2), got {rois.shape}")
     elif rois.dtype.kind not in "iuf":
         raise InvalidArgumentError(f"rois must hold integers or floats, got dtype {rois.dtype}")
-    return rois, _pair(output_size, "output_size"), spatial_scale
+    return rois, pair(output_size, "output_size"), spatial_scale
 
 
 @on_device
