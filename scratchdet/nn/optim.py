@@ -177,6 +177,7 @@ class StepLR:
         self.epoch = 0
 
     def step(self):
+        """End an epoch: lr = base_lr * gamma ** (epoch // step_size). Returns the new learning rate."""
         self.epoch += 1
         self.optimizer.lr = self.base_lr * self.gamma ** (self.epoch // self.step_size)
         return self.optimizer.lr
