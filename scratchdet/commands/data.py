@@ -6,8 +6,9 @@ Writes ``OUT_DIR/shapes_000001.png``, ... and ``OUT_DIR/annotations.json``, a CO
 ``file_name`` fields name the PNG files (so ``scratchdet train --gt OUT_DIR/annotations.json --images
 OUT_DIR`` reads it). The images are written first, to temporary files that replace their names only
 once all are written, and the annotations last: a directory with an ``annotations.json`` holds the
-whole dataset, and a run that fails or is interrupted while drawing leaves OUT_DIR as it was. A non-empty OUT_DIR is refused unless
-``--force``. See `scratchdet.data.shapes.shapes_dataset` for what the images show.
+whole dataset, and a run that fails or is interrupted while drawing leaves OUT_DIR as it was. A
+non-empty OUT_DIR is refused unless ``--force``. See `scratchdet.data.shapes.shapes_dataset` for what
+the images show.
 
 The images are drawn and written one at a time (the same images as ``shapes_dataset(N, seed=...)``
 draws all at once), so a large dataset never has to fit in memory.
@@ -97,9 +98,10 @@ def run_shapes(args):
         with reporting_write_errors(out_dir):
             for path in tqdm(image_paths, desc="data shapes", unit="image", disable=args.no_progress):
                 one = shapes_dataset(1, image_size=(height, width), size=object_sizes(height, width), seed=rng)
-                staged.append((staged_path(path), path))
-                with writing(path, staged[-1][0]):
-                    iio.imwrite(staged[-1][0], one.images[0], extension=".png")
+                tmp = staged_path(path)
+                staged.append((tmp, path))
+                with writing(path, tmp):
+                    iio.imwrite(tmp, one.images[0], extension=".png")
                 boxes.append(one.boxes[0])
                 labels.append(one.labels[0])
                 classes = one.classes
@@ -108,7 +110,7 @@ def run_shapes(args):
             gt = ShapesDataset(images=[shape_only] * len(boxes), boxes=boxes, labels=labels, classes=classes).to_coco()
             with contextlib.suppress(FileNotFoundError):
                 os.remove(annotations_path)  # --force over an earlier dataset
-            while staged:
+            while staged:  # (from the last: a published file leaves the list, so a failure removes the rest)
                 tmp, path = staged[-1]
                 existed = os.path.lexists(path)
                 publish(tmp, path)

@@ -490,10 +490,12 @@ def _check_image_fields(images, source):
     string, ``width`` and ``height`` positive integers (integral numbers, such as 640.0, pass)."""
     for i, image in enumerate(images):  # (each one an object: its id was read)
         if "file_name" in image and not (isinstance(image["file_name"], str) and image["file_name"]):
-            raise DataFormatError(f'{source}: images[{i}]: field "file_name" must be a non-empty string, got {_show(image["file_name"])}')
+            name = _show(image["file_name"])
+            raise DataFormatError(f'{source}: images[{i}]: field "file_name" must be a non-empty string, got {name}')
         for key in ("width", "height"):
             value = image.get(key, 1)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (value >= 1 and float(value).is_integer()):
+            number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            if not (number and value >= 1 and float(value).is_integer()):
                 raise DataFormatError(f'{source}: images[{i}]: field "{key}" must be a positive integer, got {_show(value)}')
 
 

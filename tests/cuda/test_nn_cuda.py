@@ -275,24 +275,30 @@ def test_conv2d_backward_without_channels_filters_or_rows_is_the_cpus(rng, gpu, 
     y = F.conv2d_forward(x, w, None, padding=2)
     close(F.conv2d_forward(gpu(x), gpu(w), None, padding=2), y, atol=1e-6, what="y")
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    for name, a, e in zip(("dx", "dw", "db"), F.conv2d_backward(gpu(dy), gpu(x), gpu(w), padding=2), F.conv2d_backward(dy, x, w, padding=2)):
+    ours, theirs = F.conv2d_backward(gpu(dy), gpu(x), gpu(w), padding=2), F.conv2d_backward(dy, x, w, padding=2)
+    for name, a, e in zip(("dx", "dw", "db"), ours, theirs):
         close(a, e, atol=1e-5, what=name)
+
+
+ONES = {shape: np.ones(shape) for shape in ((1, 1, 5, 5), (1, 1, 3, 3), (1, 1, 0, 3), (1, 1, 4, 4))}
+ROI = np.array([[0, 0, 0, 3, 3]], np.float64)
 
 
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda to: F.conv2d_forward(to(np.ones((1, 1, 5, 5))), to(np.ones((1, 1, 3, 3))), None, stride=1.5), "stride"),
-        (lambda to: F.conv2d_forward(to(np.ones((1, 1, 5, 5))), to(np.ones((1, 1, 3, 3))), None, padding=True), "padding"),
-        (lambda to: F.conv2d_backward(to(np.ones((1, 1, 3, 3))), to(np.ones((1, 1, 5, 5))), to(np.ones((1, 1, 3, 3))), padding=0.9), "padding"),
-        (lambda to: F.conv2d_forward(to(np.ones((1, 1, 5, 5))), to(np.ones((1, 1, 0, 3))), None), "kernel height must be >= 1"),
-        (lambda to: F.maxpool2d_forward(to(np.ones((1, 1, 4, 4))), 2.5), "kernel_size"),
-        (lambda to: F.maxpool2d_forward(to(np.ones((1, 1, 4, 4))), 2, stride=True), "stride"),
-        (lambda to: F.roi_pool_forward(to(np.ones((1, 1, 4, 4))), np.array([[0, 0, 0, 3, 3]], np.float64), 2.5, 1.0), "output_size"),
-        (lambda to: F.roi_pool_forward(to(np.ones((1, 1, 4, 4))), np.array([[0, 0, 0, 3, 3]], np.float64), True, 1.0), "output_size"),
+        (lambda to: F.conv2d_forward(to(ONES[1, 1, 5, 5]), to(ONES[1, 1, 3, 3]), None, stride=1.5), "stride"),
+        (lambda to: F.conv2d_forward(to(ONES[1, 1, 5, 5]), to(ONES[1, 1, 3, 3]), None, padding=True), "padding"),
+        (lambda to: F.conv2d_backward(to(ONES[1, 1, 3, 3]), to(ONES[1, 1, 5, 5]), to(ONES[1, 1, 3, 3]), padding=0.9), "padding"),
+        (lambda to: F.conv2d_forward(to(ONES[1, 1, 5, 5]), to(ONES[1, 1, 0, 3]), None), "kernel height must be >= 1"),
+        (lambda to: F.maxpool2d_forward(to(ONES[1, 1, 4, 4]), 2.5), "kernel_size"),
+        (lambda to: F.maxpool2d_forward(to(ONES[1, 1, 4, 4]), 2, stride=True), "stride"),
+        (lambda to: F.roi_pool_forward(to(ONES[1, 1, 4, 4]), ROI, 2.5, 1.0), "output_size"),
+        (lambda to: F.roi_pool_forward(to(ONES[1, 1, 4, 4]), ROI, True, 1.0), "output_size"),
     ],
-    ids=["float-stride", "bool-padding", "float-padding-backward", "empty-kernel", "float-pool", "bool-pool-stride", "float-roi-size", "bool-roi-size"],
-)
+    ids=["float-stride", "bool-padding", "float-padding-backward", "empty-kernel", "float-pool", "bool-pool-stride",
+         "float-roi-size", "bool-roi-size"],
+)  # fmt: skip
 def test_layers_refuse_on_the_gpu_the_sizes_they_refuse_on_the_cpu(gpu, call, match):
     """(The CUDA checks once truncated them with int() and went on.)"""
     for to in (np.asarray, gpu):
