@@ -375,14 +375,14 @@ def _descending_keys(scores):
 
 def _device_ready_scores(scores, boxes):
     """Scores for the CUDA NMS: a device array as it is (its values are not read back to be checked:
-    they must be finite), host scores checked as the CPU's and made float64 in the same order, ties
-    and all (integers beyond 2**53, which float64 cannot all hold, by their ranks)."""
+    they must be finite), host scores checked as the CPU's, integers made float64 in the same order,
+    ties and all (integers beyond 2**53, which float64 cannot all hold, by their ranks)."""
     if is_cuda_array(scores):
         return scores
     s = _check_vector("scores", scores, boxes.shape[0])
     if s.dtype.kind in "iu" and s.size and max(-int(s.min()), int(s.max())) > 2**53:
         return np.unique(s, return_inverse=True)[1].astype(np.float64).reshape(-1)
-    return s.astype(np.float64, copy=False)
+    return s if s.dtype.kind == "f" else s.astype(np.float64)
 
 
 def _score_order(scores):
