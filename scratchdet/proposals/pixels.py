@@ -80,7 +80,8 @@ def region_histograms(labels, n_regions, colour_bin, texture_bin, n_colour_bins=
         colour_bin: (H, W, C) uint8; texture_bin: (H, W, C, 8) uint8.
 
     Returns:
-        sizes (R,) float64, colour (R, C * n_colour_bins) float32, texture (R, C * 8 * n_texture_bins) float32.
+        sizes (R,) float64, colour (R, C * n_colour_bins) float32, texture (R, C * 8 * n_texture_bins) float32;
+        each row sums to 1, but a region without pixels has size 0 and zero histograms.
     """
     if is_cuda_array(labels):
         return _cuda().region_histograms(labels, n_regions, colour_bin, texture_bin, n_colour_bins, n_texture_bins)

@@ -122,8 +122,9 @@ def region_statistics(labels, n_regions, colour_bin, texture_bin, n_colour_bins,
     boxes[:, 1] = height
     boxes[:, 2] = 0
     boxes[:, 3] = 0
-    colour = np.zeros((n_regions, channels * n_colour_bins), dtype=np.float32)
-    texture = np.zeros((n_regions, channels * n_orient * n_texture_bins), dtype=np.float32)
+    # (counted in int64: a float32 count stops growing at 2**24 pixels, which a region of a large photo passes)
+    colour_counts = np.zeros((n_regions, channels * n_colour_bins), dtype=np.int64)
+    texture_counts = np.zeros((n_regions, channels * n_orient * n_texture_bins), dtype=np.int64)
     # 1. one pass over the pixels: counts, boxes and histogram counts
     for i in range(height):
         for j in range(width):
@@ -134,13 +135,18 @@ def region_statistics(labels, n_regions, colour_bin, texture_bin, n_colour_bins,
             boxes[r, 2] = max(boxes[r, 2], j + 1)
             boxes[r, 3] = max(boxes[r, 3], i + 1)
             for c in range(channels):
-                colour[r, c * n_colour_bins + colour_bin[i, j, c]] += 1.0
+                colour_counts[r, c * n_colour_bins + colour_bin[i, j, c]] += 1
                 for o in range(n_orient):
-                    texture[r, (c * n_orient + o) * n_texture_bins + texture_bin[i, j, c, o]] += 1.0
+                    texture_counts[r, (c * n_orient + o) * n_texture_bins + texture_bin[i, j, c, o]] += 1
     # 2. L1-normalise every histogram
+    colour = np.empty(colour_counts.shape, dtype=np.float32)
+    texture = np.empty(texture_counts.shape, dtype=np.float32)
     for r in range(n_regions):
-        colour[r, :] /= sizes[r] * channels
-        texture[r, :] /= sizes[r] * channels * n_orient
+        empty = sizes[r] == 0  # (a region without pixels keeps zero rows)
+        for k in range(colour.shape[1]):
+            colour[r, k] = 0.0 if empty else colour_counts[r, k] / (sizes[r] * channels)
+        for k in range(texture.shape[1]):
+            texture[r, k] = 0.0 if empty else texture_counts[r, k] / (sizes[r] * channels * n_orient)
     # 3. neighbour pairs along the right, down, down-right and down-left grid edges
     keys = np.empty(4 * height * width, dtype=np.int64)
     n_keys = 0

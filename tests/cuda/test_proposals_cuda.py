@@ -60,6 +60,19 @@ def test_histogram_bins_and_region_histograms_match_cpu(rgb, gpu, host, close):
         close(o, t, rtol=1e-6, atol=1e-7, what=name)
 
 
+def test_region_histograms_of_a_region_without_pixels_are_zero_as_on_the_cpu(rgb, gpu, close):
+    image = pixels.convert_colour(rgb, "hsv")
+    gx, gy = pixels.gaussian_gradients(image, 1.0)
+    colour_bin, texture_bin = pixels.colour_bins(image), pixels.texture_bins(gx, gy)
+    labels = (felzenszwalb(rgb, scale=200, sigma=0.0, min_size=3) * 2).astype(np.int32)  # odd ids have no pixels
+    n = int(labels.max()) + 2
+    ours = pixels.region_histograms(gpu(labels), n, gpu(colour_bin), gpu(texture_bin))
+    theirs = pixels.region_histograms(labels, n, colour_bin, texture_bin)
+    assert not theirs[1][1::2].any() and not theirs[2][1::2].any()
+    for o, t, name in zip(ours, theirs, ("sizes", "colour", "texture")):
+        close(o, t, rtol=1e-6, atol=1e-7, what=name)
+
+
 @pytest.mark.parametrize(
     "n_regions, n_colour_bins, message",
     [(2, 25, "outside 0..1"), (50, 5, "beyond 5 colour")],

@@ -54,6 +54,28 @@ def test_region_histograms_are_normalised_per_region(rng):
     np.testing.assert_allclose(texture.sum(axis=1), 1.0, rtol=1e-6)
 
 
+def test_region_histograms_of_a_region_without_pixels_are_zero(rng):
+    # (its rows were 0 / 0: NaN)
+    colour_bin, texture_bin = _bins(rng)
+    labels = np.zeros((9, 10), np.int32)
+    labels[:, 5:] = 2
+    sizes, colour, texture = pixels.region_histograms(labels, 4, colour_bin, texture_bin)
+    np.testing.assert_array_equal(sizes, [45, 0, 45, 0])
+    np.testing.assert_allclose(colour.sum(axis=1), [1, 0, 1, 0], rtol=1e-6)
+    np.testing.assert_allclose(texture.sum(axis=1), [1, 0, 1, 0], rtol=1e-6)
+
+
+def test_region_histograms_count_past_2_to_the_24_pixels():
+    """float32 counts stop growing at 2**24 (16.8 megapixels: a sky in a large photo): a one-region
+    image of 4097 x 4097 pixels, all in bin 0, summed to 0.9999 instead of 1 (0.95 at 17.6 M)."""
+    side = 4097  # 16,785,409 pixels > 2**24 = 16,777,216
+    labels = np.zeros((side, side), np.int32)
+    colour_bin = np.zeros((side, side, 1), np.uint8)
+    texture_bin = np.zeros((side, side, 1, 8), np.uint8)
+    sizes, colour, texture = pixels.region_histograms(labels, 1, colour_bin, texture_bin)
+    assert sizes[0] == side * side and colour[0, 0] == 1.0 and texture[0, 0] == 1 / 8
+
+
 @pytest.mark.parametrize(
     "n_regions, n_colour_bins, message",
     [(3, 25, "region ids 0..2"), (50, 5, "beyond its 5 bins")],

@@ -17,7 +17,7 @@ from numba import cuda
 
 from scratchdet.errors import InvalidArgumentError
 from scratchdet.kernels.cpu.proposals import EDGE_OFFSETS, N_ORIENTATIONS, gaussian_derivative_kernel, gaussian_kernel
-from scratchdet.kernels.cuda.common import require_device
+from scratchdet.kernels.cuda.common import empty, require_device
 from scratchdet.kernels.cuda.launch import jit
 from scratchdet.kernels.shared import proposals as shared
 
@@ -263,17 +263,18 @@ def region_histograms_kernel(labels, colour_bin, texture_bin, n_colour_bins, n_t
         return
     cuda.atomic.add(sizes, r, 1.0)
     for c in range(colour_bin.shape[2]):
-        cuda.atomic.add(colour, (r, c * n_colour_bins + colour_bin[i, j, c]), 1.0)
+        cuda.atomic.add(colour, (r, c * n_colour_bins + colour_bin[i, j, c]), 1)
         for o in range(n_orient):
-            cuda.atomic.add(texture, (r, (c * n_orient + o) * n_texture_bins + texture_bin[i, j, c, o]), 1.0)
+            cuda.atomic.add(texture, (r, (c * n_orient + o) * n_texture_bins + texture_bin[i, j, c, o]), 1)
 
 
 @jit
-def normalise_rows_kernel(counts, sizes, per_pixel):
-    """counts[r, :] /= sizes[r] * per_pixel: each row then sums to 1 (L1 normalisation)."""
+def normalise_rows_kernel(counts, sizes, per_pixel, out):
+    """out[r, :] = counts[r, :] / (sizes[r] * per_pixel): each row then sums to 1 (L1 normalisation);
+    a region without pixels keeps a zero row."""
     r, k = cuda.grid(2)
-    if r < counts.shape[0] and k < counts.shape[1] and sizes[r] > 0:
-        counts[r, k] = counts[r, k] / (sizes[r] * per_pixel)
+    if r < counts.shape[0] and k < counts.shape[1]:
+        out[r, k] = counts[r, k] / (sizes[r] * per_pixel) if sizes[r] > 0 else 0.0
 
 
 def region_histograms(labels, n_regions, colour_bin, texture_bin, n_colour_bins, n_texture_bins):
@@ -285,7 +286,7 @@ def region_histograms(labels, n_regions, colour_bin, texture_bin, n_colour_bins,
 
     Returns:
         sizes: (R,) float64; colour: (R, C * n_colour_bins) float32; texture: (R, C * 8 * n_texture_bins)
-        float32 -- device arrays.
+        float32 -- device arrays. A region without pixels has size 0 and zero histograms.
     """
     _check("labels", labels, 2, np.int32)
     _check("colour_bin", colour_bin, 3, np.uint8)
@@ -298,11 +299,12 @@ def region_histograms(labels, n_regions, colour_bin, texture_bin, n_colour_bins,
     height, width, channels = colour_bin.shape
     n_orient = texture_bin.shape[3]
     sizes = cuda.to_device(np.zeros(n_regions, dtype=np.float64))
-    colour = cuda.to_device(np.zeros((n_regions, channels * n_colour_bins), dtype=np.float32))
-    texture = cuda.to_device(np.zeros((n_regions, channels * n_orient * n_texture_bins), dtype=np.float32))
+    # counted in int64 (a float32 count stops growing at 2**24 pixels), then normalised into float32
+    colour_counts = cuda.to_device(np.zeros((n_regions, channels * n_colour_bins), dtype=np.int64))
+    texture_counts = cuda.to_device(np.zeros((n_regions, channels * n_orient * n_texture_bins), dtype=np.int64))
     bad = cuda.to_device(np.zeros(1, dtype=np.int64))
     region_histograms_kernel[_grid(height, width)](
-        labels, colour_bin, texture_bin, n_colour_bins, n_texture_bins, sizes, colour, texture, bad
+        labels, colour_bin, texture_bin, n_colour_bins, n_texture_bins, sizes, colour_counts, texture_counts, bad
     )
     n_bad = int(bad.copy_to_host()[0])
     if n_bad:
@@ -310,9 +312,11 @@ def region_histograms(labels, n_regions, colour_bin, texture_bin, n_colour_bins,
             f"{n_bad} pixels have a region id outside 0..{n_regions - 1} or a bin beyond "
             f"{n_colour_bins} colour / {n_texture_bins} texture bins"
         )
-    for counts, per_pixel in ((colour, channels), (texture, channels * n_orient)):
+    colour = empty(colour_counts.shape, np.float32)
+    texture = empty(texture_counts.shape, np.float32)
+    for counts, per_pixel, out in ((colour_counts, channels, colour), (texture_counts, channels * n_orient, texture)):
         grid = (math.ceil(counts.shape[0] / TILE), math.ceil(counts.shape[1] / TILE))
-        normalise_rows_kernel[grid, (TILE, TILE)](counts, sizes, float(per_pixel))
+        normalise_rows_kernel[grid, (TILE, TILE)](counts, sizes, float(per_pixel), out)
     return sizes, colour, texture
 
 
@@ -331,7 +335,7 @@ def compile_signatures():
         ("texture_scale", texture_scale_kernel, (float32[:, ::1], int64, float64[:, ::1])),
         ("texture_bins", texture_bins_kernel, (f3, f3, float64[:, ::1], int64, uint8[:, :, :, ::1])),
         ("region_histograms", region_histograms_kernel,
-         (int32[:, ::1], uint8[:, :, ::1], uint8[:, :, :, ::1], int64, int64, float64[::1], float32[:, ::1], float32[:, ::1],
+         (int32[:, ::1], uint8[:, :, ::1], uint8[:, :, :, ::1], int64, int64, float64[::1], int64[:, ::1], int64[:, ::1],
           int64[::1])),
-        ("normalise_rows", normalise_rows_kernel, (float32[:, ::1], float64[::1], float64)),
+        ("normalise_rows", normalise_rows_kernel, (int64[:, ::1], float64[::1], float64, float32[:, ::1])),
     ]
