@@ -3,6 +3,7 @@ trip, exact resuming, and one-line errors with exit status 2 that leave nothing 
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -281,6 +282,46 @@ def test_detect_that_fails_while_drawing_writes_neither_pictures_nor_detections(
     assert len(drawn) == 1 and files_under(tmp_path) in ([], ["pictures"])
 
 
+def test_detect_refuses_an_image_given_twice(trained, shapes_dir, tmp_path, capsys):
+    # its detections would come twice (with --gt under one image id, so that evaluate counted both)
+    weights, _ = trained
+    image = shapes_dir / "shapes_000001.png"
+    same = shapes_dir / ".." / shapes_dir.name / "shapes_000001.png"
+    assert main(["detect", str(weights), str(image), str(same), "--out", str(tmp_path / "d.json")]) == 2
+    assert_one_line_error(capsys, "detect", f"{image} and {same} are the same image; give each image once")
+    copy = tmp_path / "copy" / "shapes_000001.png"  # another file of the same --gt entry
+    copy.parent.mkdir()
+    copy.write_bytes(image.read_bytes())
+    assert main(["detect", str(weights), str(image), str(copy), "--gt", str(shapes_dir / "gt10.json"),
+                 "--out", str(tmp_path / "d.json")]) == 2
+    assert_one_line_error(capsys, "detect", f"{image} and {copy} are both image ")
+    assert files_under(tmp_path) == ["copy", "copy/shapes_000001.png"]
+
+
+def test_detect_with_weights_saved_without_category_ids(trained, shapes_dir, tmp_path, capsys):
+    """Weights saved from Python by `nn.save` carry the class names alone: --gt gives the ids of its
+    categories of those names; without --gt the labels are the ids, and a warning says so (this once
+    happened silently, and --gt blamed the ground truth for missing ids 1..K)."""
+    weights, _ = trained
+    bare = tmp_path / "bare.npz"
+    model = nn.load(weights)
+    nn.save(bare, model, classes=model.classes)
+    image = str(shapes_dir / "shapes_000001.png")
+    assert main(["detect", str(bare), image, "--gt", str(shapes_dir / "gt10.json"), "--out", str(tmp_path / "a.json"),
+                 "--score", "0", "--max-proposals", "50", "--no-progress"]) == 0
+    assert {d["category_id"] for d in read_detections(tmp_path / "a.json")} <= {10, 20, 30}
+    capsys.readouterr()
+    assert main(["detect", str(bare), image, "--out", str(tmp_path / "b.json"), "--score", "0", "--max-proposals", "50",
+                 "--no-progress"]) == 0
+    assert "holds no COCO category ids: labels 1..3 are written as category ids" in capsys.readouterr().err
+    assert {d["category_id"] for d in read_detections(tmp_path / "b.json")} <= {1, 2, 3}
+    gt = json.loads((shapes_dir / "gt10.json").read_text())
+    gt["categories"][0]["name"] = "square"
+    (tmp_path / "renamed.json").write_text(json.dumps(gt))
+    assert main(["detect", str(bare), image, "--gt", str(tmp_path / "renamed.json"), "--out", str(tmp_path / "c.json")]) == 2
+    assert_one_line_error(capsys, "detect", f"{bare} holds no COCO category ids, and {tmp_path / 'renamed.json'} has no categories named")
+
+
 def test_detect_without_gt_numbers_the_images_in_argument_order(trained, shapes_dir, tmp_path):
     weights, _ = trained
     out = tmp_path / "dets.json"
@@ -310,7 +351,9 @@ def test_train_on_images_of_different_sizes(tmp_path, capsys, model, cls):
     status = main(["train", "--gt", str(tmp_path / "gt.json"), "--images", str(tmp_path), "--model", model,
                    "--steps", "2", "--out", str(tmp_path / "w.npz"), "--no-progress"])
     assert status == 0
-    assert capsys.readouterr().out.startswith(f"{model}: 2 images, 3 classes")
+    out = capsys.readouterr().out
+    assert out.startswith(f"{model}: 2 images, 3 classes")
+    assert re.search(r"; 2 steps in \d+\.\d s \(after \d+\.\d s of proposals\);", out), out  # (once one sum)
     assert isinstance(nn.load(tmp_path / "w.npz"), cls)
 
 

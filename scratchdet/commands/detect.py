@@ -9,13 +9,16 @@ Search proposals (the mode the detector was trained with, unless ``--proposals``
 class scores and boxes per proposal, per-class NMS, the best ``--max``. Detections carry the COCO
 category ids the detector was trained on; the image id is that of the image's entry in ``--gt`` (matched
 by file name, and of the size the entry declares), or 1, 2, ... in the order of the arguments. ``--gt``
-must name the detector's categories with the ids and names it was trained on. ``--plot DIR`` draws each
+must name the detector's categories with the ids and names it was trained on (weights saved by
+`nn.save` without ``extra={"category_ids": [...]}`` take the ids of ``--gt``'s categories of their
+classes' names, or 1..K without ``--gt``, with a warning). ``--plot DIR`` draws each
 image's detections to ``DIR/<image name>.png``, over its ground-truth boxes (dashed) with ``--gt``.
 ``--device cuda`` runs the network on an NVIDIA GPU. The detections and the pictures are written
 together at the end: a failure or Ctrl-C writes none of them.
 """
 
 import os
+import sys
 
 from scratchdet.commands.train import add_device_option
 from scratchdet.errors import DataFormatError, InvalidArgumentError
@@ -49,7 +52,8 @@ def load_detector(path):
     """A detector saved with `nn.save`, and the COCO category id of each of its classes.
 
     Returns (model, category_ids, extra): category_ids a list of K ints (label u -> category_ids[u - 1]),
-    1..K when the weights do not say; extra the metadata's "extra" dict ({} when absent).
+    None when the weights do not say (weights saved by `nn.save` without them); extra the metadata's
+    "extra" dict ({} when absent).
     Raises FileMissingError / DataFormatError naming the file when it is missing, not a weights file,
     or not a detector's.
     """
@@ -67,8 +71,8 @@ def load_detector(path):
         raise DataFormatError(f"{path}: holds a {type(model).__name__}, not a detector (Fast R-CNN or R-CNN weights from `scratchdet train`)")
     extra = metadata.get("extra") if isinstance(metadata.get("extra"), dict) else {}
     n_classes = len(model.classes)
-    ids = extra.get(CATEGORY_IDS, list(range(1, n_classes + 1)))
-    if (
+    ids = extra.get(CATEGORY_IDS)
+    if ids is not None and (
         not isinstance(ids, list) or len(ids) != n_classes or len(set(ids)) != n_classes
         or any(isinstance(i, bool) or not isinstance(i, int) for i in ids)
     ):
@@ -96,6 +100,11 @@ def match_image_ids(paths, gt, gt_path):
         if len(found) > 1 and found[0][0] == found[1][0]:
             raise DataFormatError(f"{path}: several images of {gt_path} have this file name (ids {found[0][1]} and {found[1][1]})")
         ids.append(found[0][1])
+    first = {}
+    for index, image_id in enumerate(ids):  # two files of one entry: its detections would count twice
+        earlier = first.setdefault(image_id, index)
+        if earlier != index:
+            raise DataFormatError(f"{paths[earlier]} and {paths[index]} are both image {image_id} of {gt_path}; give each image once")
     return ids
 
 
@@ -124,6 +133,18 @@ def check_detection_options(args):
             raise InvalidArgumentError(f"{option} must be in [0, 1], got {value}")
     if args.max < 1:
         raise InvalidArgumentError(f"--max must be a positive number of detections, got {args.max}")
+
+
+def category_ids_by_name(gt, gt_path, classes, weights_path):
+    """The id of the `GroundTruth` category of each class's name, for weights that carry no ids; a
+    DataFormatError for a class the ground truth does not name."""
+    id_of = dict(zip(gt.category_names, gt.category_ids.tolist()))  # (names are unique: parse_ground_truth)
+    missing = [name for name in classes if name not in id_of]
+    if missing:
+        raise DataFormatError(
+            f"{weights_path} holds no COCO category ids, and {gt_path} has no categories named {missing} to take them from"
+        )
+    return [id_of[name] for name in classes]
 
 
 def check_categories(gt, gt_path, category_ids, classes, weights_path):
@@ -163,6 +184,11 @@ def run(args):
         raise InvalidArgumentError(f"--plot-score must be in [0, 1], got {args.plot_score}")
     if args.max_proposals is not None and args.max_proposals < 1:
         raise InvalidArgumentError(f"--max-proposals must be positive, got {args.max_proposals}")
+    seen = {}
+    for index, path in enumerate(args.images):  # (its detections would come twice, with --gt under one image id)
+        first = seen.setdefault(os.path.realpath(path), index)
+        if first != index:
+            raise InvalidArgumentError(f"{args.images[first]} and {path} are the same image; give each image once")
     check_output_file("--out", args.out)
     plot_paths = []
     if args.plot:
@@ -180,12 +206,21 @@ def run(args):
     if args.gt:
         gt_dict = load_json(args.gt)
         gt = parse_ground_truth(gt_dict, source=args.gt)  # checks every field, naming the file
+        if category_ids is None:
+            category_ids = category_ids_by_name(gt, args.gt, model.classes, args.weights)
         check_categories(gt, args.gt, category_ids, model.classes, args.weights)
         image_ids = match_image_ids(args.images, gt, args.gt)
         entry_of = {entry["id"]: entry for entry in gt_dict["images"]}
         entries = [entry_of[image_id] for image_id in image_ids]
     else:
         image_ids = list(range(1, len(args.images) + 1))
+        if category_ids is None:
+            category_ids = list(range(1, len(model.classes) + 1))
+            print(
+                f"{args.weights} holds no COCO category ids: labels 1..{len(category_ids)} are written as category ids "
+                "(give --gt to take them from its categories of the classes' names)",
+                file=sys.stderr,
+            )
     for path, entry in zip(args.images, entries):
         read_checked_image(path, entry, args.gt)
     mode = args.proposals or extra.get("proposals", "fast")

@@ -296,14 +296,17 @@ def run(args):
             )
 
     # 4. proposals and training (none when the checkpoint already holds every step)
-    start = time.perf_counter()
+    proposal_seconds = seconds = 0.0
     if done < args.steps:
+        start = time.perf_counter()
         proposals = dataset_proposals(dataset.images, mode=args.proposals, max_boxes=args.max_proposals, progress=progress)
+        proposal_seconds = time.perf_counter() - start
+        start = time.perf_counter()
         history = train_detector(
             model, dataset.images, dataset.boxes, dataset.labels, proposals, steps=args.steps, lr=lr, seed=args.seed,
             checkpoint=args.checkpoint, resume=args.resume, settings=run_settings(args, dataset), progress=progress,
         )
-    seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
 
     # 5. the weights, with what `detect` needs to map labels back to category ids, and the losses: both or neither
     with reporting_write_errors(args.out), written_together({"out": args.out, "log": args.log}) as tmp:
@@ -324,7 +327,7 @@ def run(args):
         trained = f"nothing to train: {args.checkpoint} already holds {_count(done, 'step')}"
     else:
         resumed = f" (resumed from {args.checkpoint} at step {done})" if done else ""
-        trained = f"{_count(args.steps, 'step')}{resumed} in {seconds:.1f} s"
+        trained = f"{_count(args.steps, 'step')}{resumed} in {seconds:.1f} s (after {proposal_seconds:.1f} s of proposals)"
     print(
         f"{args.model}: {len(dataset.images)} images, {len(dataset.classes)} classes{left_out}; {trained}; "
         f"{loss_summary(history)}; weights {args.out}"

@@ -11,6 +11,7 @@ import json
 import math
 import numbers
 import os
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -187,8 +188,12 @@ def fit(model, batches, optimizer, *, steps, schedule=None, checkpoint=None, che
                 # interrupted before the update (Ctrl-C): the state is still the end of the last step,
                 # so keep it (with this step's dropout draws undone); the run resumes from it exactly
                 _rewind(generators, rng_states)
-                if checkpoint is not None and saved_step != step:
-                    save_checkpoint(checkpoint, model, optimizer, schedule, step, history, settings=settings)
+                if checkpoint is not None:
+                    if saved_step != step:
+                        save_checkpoint(checkpoint, model, optimizer, schedule, step, history, settings=settings)
+                    if progress:
+                        bar.write(f"interrupted: {checkpoint} holds the {_plural(step, 'step')} done; resume from it to go on",
+                                  file=sys.stderr)
                 raise
             history.check_names(components, step)
 
@@ -222,6 +227,11 @@ def fit(model, batches, optimizer, *, steps, schedule=None, checkpoint=None, che
     if checkpoint is not None and saved_step != steps:  # a run of 0 steps still leaves its checkpoint
         save_checkpoint(checkpoint, model, optimizer, schedule, steps, history, settings=settings)
     return history
+
+
+def _plural(n, noun):
+    """'1 step', '2 steps'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _check_settings(settings):

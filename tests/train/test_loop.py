@@ -462,6 +462,14 @@ def test_ctrl_c_before_an_update_checkpoints_the_last_step_and_resumes_exactly(t
     assert dropout_state(fresh) == dropout_state(reference)
 
 
+def test_ctrl_c_says_where_the_run_can_resume_from(tmp_path, capsys):
+    path = tmp_path / "run.npz"
+    model, opt, schedule = make_run(model=InterruptedClassifier(seed=0, stop_at=3))
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, batches, opt, steps=8, schedule=schedule, checkpoint=path, progress=True)
+    assert f"interrupted: {path} holds the 3 steps done; resume from it to go on" in capsys.readouterr().err
+
+
 def test_resume_without_settings_keeps_the_checkpoints(tmp_path):
     """None checks nothing; the checkpoints it writes still hold the run's settings (they were once
     rewritten without them, so that a later resume with the right settings was refused)."""
