@@ -1,8 +1,10 @@
 """The exhaustive baseline of region proposals: every window over a grid of sizes, shapes and positions.
 
 A sliding-window detector scores all of them (Dalal and Triggs 2005; OverFeat). Counting them shows
-why proposals matter: reaching the recall that Selective Search gets with 2,000 boxes takes orders of
-magnitude more windows (Uijlings et al. 2013, sec. 1; Hosang et al. 2016).
+why proposals matter: reaching the recall that Selective Search gets with its first 2,000 boxes takes
+about ten times as many windows, and the recall of all its boxes (about 5,800) more than 150,000
+(`benchmarks/bench_proposals.py` on 20 coco128 photographs; Uijlings et al. 2013, sec. 1; Hosang et
+al. 2016).
 """
 
 import math
