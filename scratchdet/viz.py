@@ -6,6 +6,7 @@ extension (PNG when there is none); `figure_format` checks a path before any wor
 parts of scratchdet add their figures here (detections, PR curves, training curves).
 """
 
+import numbers
 import os
 
 import numpy as np
@@ -40,6 +41,13 @@ def _literal(text):
     """`text` as matplotlib draws it literally: a file name such as "cost_$1_and_$2.png" would
     otherwise be read as mathematics between the dollar signs (and fail to parse)."""
     return str(text).replace("$", r"\$")
+
+
+def _legend_label(name):
+    """A curve's name as its legend entry: drawn literally, and shown even when it starts with "_"
+    (which matplotlib takes to mean "leave out of the legend")."""
+    text = _literal(name)
+    return " " + text if text.startswith("_") else text
 
 
 # formats matplotlib lists but cannot write on its own: pgf runs LaTeX
@@ -190,6 +198,8 @@ def plot_recall_curves(curves, path, iou_threshold=0.5, title=None):
     """
     if not isinstance(curves, dict) or not curves:
         raise InvalidArgumentError(f"curves must be a dict of at least one name -> (counts, recall), got {type(curves).__name__}")
+    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real):
+        raise InvalidArgumentError(f"iou_threshold must be a number, got {iou_threshold!r}")
     fig = _figure(6, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     for name, curve in curves.items():
@@ -199,7 +209,7 @@ def plot_recall_curves(curves, path, iou_threshold=0.5, title=None):
         recall = np.asarray(curve[1], dtype=np.float64)
         if counts.shape != recall.shape or counts.ndim != 1:
             raise InvalidArgumentError(f"curve {name!r}: counts and recall must be 1-D of the same length")
-        ax.plot(counts, recall, marker="o", markersize=3, label=name)
+        ax.plot(counts, recall, marker="o", markersize=3, label=_legend_label(name))
     ax.set_xscale("log")
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("proposals per image")
@@ -261,9 +271,10 @@ LABEL_PAD = 1.0
 
 
 def plot_detections(images, detections, path, classes=None, ground_truth=None, titles=None, columns=4):
-    """Write one or more images with their detections drawn: a box per detection, coloured by class,
-    labelled "class score" on its top edge (inside the box at the image's top); ground-truth boxes,
-    when given, dashed in white underneath.
+    """Write one or more images with their detections drawn: a box per detection, coloured by class
+    (8 colours, repeating every 8 classes), labelled "class score" on its top edge (inside the box at
+    the image's top; a label is cut at the image's edges); ground-truth boxes, when given, dashed in
+    white underneath.
 
     Args:
         images: one (H, W, 3) uint8 RGB image, or a list of them (sizes may differ).
@@ -280,12 +291,18 @@ def plot_detections(images, detections, path, classes=None, ground_truth=None, t
     """
     from matplotlib.patches import Rectangle
 
-    if isinstance(images, np.ndarray) and images.ndim == 3:  # one image
+    if isinstance(images, np.ndarray) and images.ndim == 3:  # one image (its title and boxes may come as lists of one)
         images, detections = [images], [detections]
-        ground_truth = None if ground_truth is None else [ground_truth]
-        titles = None if titles is None else [titles]
+        if ground_truth is not None and not (isinstance(ground_truth, (list, tuple)) and len(ground_truth) == 1 and np.ndim(ground_truth[0]) == 2):
+            ground_truth = [ground_truth]
+        titles = None if titles is None else [titles] if isinstance(titles, str) or not isinstance(titles, (list, tuple)) else titles
     images = [_check_image(image) for image in images]
     n_images = len(images)
+    if not isinstance(detections, (list, tuple)) or any(not hasattr(d, a) for d in detections for a in ("boxes", "scores", "labels")):
+        raise InvalidArgumentError(
+            "detections must be, for each image, one object with boxes, scores and labels (scratchdet.models.Detections); "
+            "one for a single image"
+        )
     if n_images == 0 or len(detections) != n_images:
         raise InvalidArgumentError(f"need one or more images and one detections per image, got {n_images} and {len(detections)}")
     for name, per_image in (("ground_truth", ground_truth), ("titles", titles)):
@@ -331,8 +348,11 @@ def plot_detections(images, detections, path, classes=None, ground_truth=None, t
             colour = colours[(label - 1) % len(colours)]
             name = classes[label - 1] if classes is not None and 1 <= label <= len(classes) else str(label)
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.5, edgecolor=colour))
-            ax.text(x1, y1, _literal(f"{name} {score:.2f}"), fontsize=LABEL_FONTSIZE, color="white",
-                    va="bottom" if y1 >= label_height else "top",
+            # the label's corner in the image (a box may begin outside it), the text cut at the image's
+            # edges: a label outside would widen the picture around it
+            lx, ly = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+            ax.text(lx, ly, _literal(f"{name} {score:.2f}"), fontsize=LABEL_FONTSIZE, color="white",
+                    va="bottom" if ly >= label_height else "top", clip_on=True,
                     bbox={"facecolor": colour, "edgecolor": "none", "pad": LABEL_PAD, "alpha": 0.8})
         ax.set_title(_literal(titles[index]) if titles is not None else f"{len(boxes)} detections", fontsize=9)
         ax.set_axis_off()
@@ -368,9 +388,9 @@ def plot_training_curves(history, path, title=None):
         ax.plot(steps, values, color=colour, linewidth=0.6, alpha=0.35)
         if len(values) >= window:
             mean = np.convolve(values, np.ones(window) / window, mode="valid")  # (n - window + 1,)
-            ax.plot(steps[window - 1 :], mean, color=colour, linewidth=1.8, label=name)
+            ax.plot(steps[window - 1 :], mean, color=colour, linewidth=1.8, label=_legend_label(name))
         else:
-            ax.plot([], [], color=colour, label=name)
+            ax.plot([], [], color=colour, label=_legend_label(name))
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(True, alpha=0.3)

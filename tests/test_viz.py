@@ -180,3 +180,57 @@ def test_proposal_boxes_follow_the_pixel_convention(tmp_path, monkeypatch):
     (ax,) = fig.axes
     (patch,) = ax.patches
     np.testing.assert_allclose(patch.get_window_extent().get_points(), ax.images[0].get_window_extent().get_points(), atol=1.5)
+
+
+def _one_detection(box):
+    from scratchdet.models import Detections
+
+    return Detections(np.array([box], np.float64), np.array([0.9]), np.array([1]))
+
+
+@pytest.mark.parametrize(
+    "box, classes",
+    [([-400, -400, 60, 60], None), ([95, 50, 99, 60], None), ([10, 10, 60, 60], ["x" * 300])],
+    ids=["box-beginning-outside", "box-at-the-right-edge", "long-class-name"],
+)
+def test_detection_labels_never_widen_the_picture(tmp_path, box, classes):
+    """A label is placed in the image and cut at its edges (drawn at a corner outside, with the tight
+    bounding box of the saved figure, it grew a 100-pixel picture to 2732 pixels)."""
+    image = np.zeros((100, 100, 3), np.uint8)
+    inside = imread(viz.plot_detections(image, _one_detection([10, 10, 60, 60]), tmp_path / "inside.png"))
+    ours = imread(viz.plot_detections(image, _one_detection(box), tmp_path / "ours.png", classes=classes))
+    assert ours.shape == inside.shape
+
+
+def test_plot_detections_names_what_is_wrong_with_its_detections(tmp_path):
+    image = np.zeros((8, 8, 3), np.uint8)
+    for images, detections in ((image, [_one_detection([0, 0, 4, 4])]), ([image], _one_detection([0, 0, 4, 4]))):
+        with pytest.raises(InvalidArgumentError, match="detections must be, for each image, one object with boxes"):
+            viz.plot_detections(images, detections, tmp_path / "d.png")
+    assert not list(tmp_path.iterdir())
+
+
+def test_one_image_takes_its_title_and_ground_truth_as_lists_of_one(tmp_path, monkeypatch):
+    titles = []
+    monkeypatch.setattr("matplotlib.axes.Axes.set_title", lambda ax, text, **kwargs: titles.append(text))
+    viz.plot_detections(np.zeros((8, 8, 3), np.uint8), _one_detection([0, 0, 4, 4]), tmp_path / "d.png", titles=["abc"],
+                        ground_truth=[np.array([[1, 1, 5, 5]])])
+    assert titles == ["abc"]  # (it drew "['abc']")
+
+
+def test_curve_names_are_legend_entries_drawn_literally(tmp_path, monkeypatch):
+    """Names with dollar signs once went to mathtext (and failed to parse), and one beginning with "_"
+    was left out of the legend."""
+    labels = []
+    real_legend = __import__("matplotlib.axes", fromlist=["Axes"]).Axes.legend
+
+    def legend(ax, *args, **kwargs):
+        labels.extend(ax.get_legend_handles_labels()[1])
+        return real_legend(ax, *args, **kwargs)
+
+    monkeypatch.setattr("matplotlib.axes.Axes.legend", legend)
+    curves = {"_sw": ([1, 10], [0.1, 0.5]), "cost $1 and $2": ([1, 10], [0.2, 0.6]), "$\\undefined$": ([1, 10], [0.3, 0.4])}
+    viz.plot_recall_curves(curves, tmp_path / "r.png")
+    assert labels == [" _sw", "cost \\$1 and \\$2", "\\$\\undefined\\$"]
+    with pytest.raises(InvalidArgumentError, match="iou_threshold must be a number"):
+        viz.plot_recall_curves(curves, tmp_path / "r.png", iou_threshold="0.5")
