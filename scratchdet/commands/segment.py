@@ -40,7 +40,7 @@ def run(args):
     from scratchdet.viz import figure_format
 
     # 1. the outputs can be written, and overwrite neither each other nor the image
-    if args.out is not None and not args.out.endswith(".npy"):
+    if args.out is not None and not args.out.lower().endswith(".npy"):
         raise InvalidArgumentError(f"--out must name a .npy file, got {args.out!r}")
     check_output_file("--out", args.out)
     if args.plot is not None:

@@ -2,10 +2,12 @@
 
 The same seed and settings give the same dataset, bit for bit, so frozen reference results
 (``reference/outputs/coco_*.json``) can be checked against a dataset regenerated from its seed.
-The problems are made to hit every rule of the COCO evaluation: crowds, images without ground truth
+The problems are drawn to hit the rules of the COCO evaluation: crowds, images without ground truth
 or without detections, categories without ground truth, more than 100 detections in one image, boxes
 of every size (small / medium / large, and areas exactly on the range limits), tied scores and exact
 duplicate detections, zero-width detections, and an ``area`` field that differs from the box area.
+Each case is drawn at random, so a given seed holds most of them, not every one; tests that need a
+case check that their problem has it.
 """
 
 import math
@@ -36,16 +38,17 @@ def random_coco_problem(
 ):
     """A random COCO ground-truth dict and detection list, deterministic in `seed`.
 
-    seed:                    int, seeds a ``numpy.random.Generator``
+    seed:                    int >= 0, seeds a ``numpy.random.Generator``
     n_images, n_categories:  sizes of the dataset (ids are non-contiguous and listed shuffled)
     gt_per_image:            mean number of annotations per image (Poisson)
     dets_per_gt:             mean number of jittered detections made from each annotation (Poisson)
     false_positives_per_image: mean number of detections at random places (Poisson)
     crowd_fraction:          fraction of annotations marked ``iscrowd``
     empty_image_fraction:    fraction of images without any annotation
-    categories_without_gt:   how many categories get detections but no annotations
+    categories_without_gt:   how many categories are given no annotations (their detections, if
+                             any, are false positives; others may end without annotations too)
     crowded_images:          how many images get 120-200 extra detections of one category
-    score_decimals:          scores are rounded to this many decimals, so ties are frequent
+    score_decimals:          scores are rounded to this many decimals (0-17), so ties are frequent
 
     Returns ``(gt, detections)``: a COCO dataset dict and a list of detection dicts. Raises
     InvalidArgumentError for settings that cannot be met (e.g. more crowded images than images).
@@ -64,8 +67,10 @@ def random_coco_problem(
     for name, value in (("crowd_fraction", crowd_fraction), ("empty_image_fraction", empty_image_fraction)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
             raise InvalidArgumentError(f"{name} must be a number in [0, 1], got {value!r}")
-    if not _is_integer(score_decimals) or score_decimals < 0:
-        raise InvalidArgumentError(f"score_decimals must be a non-negative integer, got {score_decimals!r}")
+    if not _is_integer(seed) or seed < 0:  # (None would draw another problem on every call)
+        raise InvalidArgumentError(f"seed must be an integer >= 0, got {seed!r}")
+    if not _is_integer(score_decimals) or not 0 <= score_decimals <= 17:  # (float64 holds 17 digits; 309 made NaN)
+        raise InvalidArgumentError(f"score_decimals must be an integer in [0, 17], got {score_decimals!r}")
     if not _is_integer(categories_without_gt) or not 0 <= categories_without_gt < n_categories:
         raise InvalidArgumentError(
             f"categories_without_gt must be an integer in [0, n_categories - 1 = {n_categories - 1}], got {categories_without_gt!r}"

@@ -23,10 +23,12 @@ def adjusted_rand_index(labels_a, labels_b):
     Returns:
         float.
     """
+    if np.shape(labels_a) != np.shape(labels_b):
+        raise InvalidArgumentError(f"labellings differ in shape: {np.shape(labels_a)} and {np.shape(labels_b)}")
     a = np.asarray(labels_a).ravel()
     b = np.asarray(labels_b).ravel()
-    if a.shape != b.shape:
-        raise InvalidArgumentError(f"labellings differ in size: {np.shape(labels_a)} and {np.shape(labels_b)}")
+    if a.size == 0:
+        raise InvalidArgumentError("the labellings are empty: the index needs at least one pixel")
     n = a.size
     # 1. the contingency table n_ij, as counts of the distinct (i, j) pairs
     _, a_ids = np.unique(a, return_inverse=True)

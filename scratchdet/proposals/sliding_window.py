@@ -25,6 +25,8 @@ def _positive_numbers(name, values):
     An empty sequence is refused: it would silently give no windows at all."""
     if isinstance(values, numbers.Real):
         values = (values,)
+    if isinstance(values, (str, bytes)):  # (a sequence of characters: "32" read as ("3", "2"))
+        raise InvalidArgumentError(f"{name} must be a number or a sequence of numbers, got {values!r}")
     try:
         values = tuple(values)
     except TypeError:
@@ -93,7 +95,8 @@ def sliding_windows(image_shape, sizes=DEFAULT_SIZES, ratios=DEFAULT_RATIOS, str
 
     Returns:
         (N, 4) float32 xyxy in pixels, grouped by size then ratio, each group in raster order;
-        windows larger than the image are left out.
+        windows larger than the image are left out. Sizes or ratios that round to the same window
+        give it once for each (`count_sliding_windows` counts them all).
     """
     height, width, grid = _window_grid(image_shape, sizes, ratios, stride)
     if max(height, width) > FLOAT32_EXACT:

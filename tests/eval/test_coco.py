@@ -289,12 +289,17 @@ def test_matches_pycocotools_live_bit_for_bit(seed):
         ({"false_positives_per_image": float("inf")}, "false_positives_per_image must be a finite non-negative number"),
         ({"crowd_fraction": 1.5}, r"crowd_fraction must be a number in \[0, 1\]"),
         ({"empty_image_fraction": -0.1}, r"empty_image_fraction must be a number in \[0, 1\]"),
-        ({"score_decimals": 1.5}, "score_decimals must be a non-negative integer"),
+        ({"score_decimals": 1.5}, r"score_decimals must be an integer in \[0, 17\]"),
+        ({"score_decimals": 309}, r"score_decimals must be an integer in \[0, 17\]"),  # (np.round made every score NaN)
+        ({"seed": None}, "seed must be an integer >= 0"),  # (another problem on every call)
+        ({"seed": -1}, "seed must be an integer >= 0"),
+        ({"seed": 1.5}, "seed must be an integer >= 0"),
     ],
 )
 def test_random_problem_rejects_settings_it_cannot_meet(settings, match):
+    settings = {"seed": 0, **settings}
     with pytest.raises(InvalidArgumentError, match=match):
-        random_coco_problem(0, **settings)
+        random_coco_problem(**settings)
 
 
 def test_random_problem_with_one_image_and_one_category():

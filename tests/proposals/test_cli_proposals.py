@@ -25,6 +25,11 @@ def test_segment_prints_the_count_and_writes_plot_and_labels(tmp_path, picture, 
     assert (tmp_path / "seg.png").stat().st_size > 0
 
 
+def test_segment_takes_an_upper_case_npy_name_as_plot_takes_upper_case_extensions(tmp_path, picture):
+    assert main(["segment", str(picture), "--out", str(tmp_path / "LABELS.NPY")]) == 0
+    assert np.load(tmp_path / "LABELS.NPY").shape == (64, 96) and not (tmp_path / "LABELS.NPY.npy").exists()
+
+
 def test_proposals_writes_json_and_one_plot_per_image(tmp_path, picture, photos, capsys):
     second = tmp_path / "coffee.png"
     iio.imwrite(second, photos["coffee"])

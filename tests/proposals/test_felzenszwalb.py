@@ -241,3 +241,10 @@ def test_adjusted_rand_index_of_known_partitions():
     assert adjusted_rand_index(a, np.array([0, 1, 0, 1])) == pytest.approx(-0.5)
     # the example of Hubert and Arabie as computed by sklearn: ARI([0,0,1,2], [0,0,1,1]) = 0.5714...
     assert adjusted_rand_index([0, 0, 1, 2], [0, 0, 1, 1]) == pytest.approx(0.5714285714)
+
+
+def test_adjusted_rand_index_needs_two_labellings_of_one_shape_and_some_pixels():
+    with pytest.raises(InvalidArgumentError, match=r"differ in shape: \(2, 3\) and \(3, 2\)"):  # (the sizes alone were compared)
+        adjusted_rand_index(np.zeros((2, 3), int), np.zeros((3, 2), int))
+    with pytest.raises(InvalidArgumentError, match="the labellings are empty"):  # (NumPy's error about a reduction)
+        adjusted_rand_index([], [])

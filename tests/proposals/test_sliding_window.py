@@ -49,10 +49,10 @@ def test_window_exactly_the_image_size_fits_once():
 @pytest.mark.parametrize(
     "kwargs",
     [{"stride": 0.0}, {"stride": 1.5}, {"sizes": (0,)}, {"ratios": (-1.0,)}, {"image_shape": (0, 5)},
-     {"ratios": (float("inf"),)}, {"sizes": (float("inf"),)}, {"sizes": ("32",)}, {"stride": "half"},
+     {"ratios": (float("inf"),)}, {"sizes": (float("inf"),)}, {"sizes": ("32",)}, {"sizes": "32"}, {"stride": "half"},
      {"image_shape": (20.5, 20)}, {"image_shape": (True, 20)}, {"image_shape": "ab"}, {"image_shape": None}],
     ids=["zero-stride", "stride-above-one", "zero-size", "negative-ratio", "empty-image", "infinite-ratio",
-         "infinite-size", "text-size", "text-stride", "fractional-height", "bool-height", "text-shape", "no-shape"],
+         "infinite-size", "text-size", "text-sizes", "text-stride", "fractional-height", "bool-height", "text-shape", "no-shape"],
 )
 def test_rejects_bad_arguments(kwargs):
     args = {"image_shape": (20, 20), **kwargs}
