@@ -704,7 +704,7 @@ def markdown_table(results, device_name):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))  # the first paragraph
     parser.add_argument("--out", help="write the markdown table here")
     parser.add_argument("--only", default="conv,linear,train,nms,detectors",
                         help="comma-separated cases: conv,linear,train,nms,detectors")

@@ -134,9 +134,10 @@ def test_rcnn_training_step_against_pytorch(compare_with_peer, scene):
 
     def ours():
         scores, deltas = model.forward(crops)
-        _, (dscores, ddeltas) = nn.multitask_loss(scores, labels, deltas, targets)
+        loss, (dscores, ddeltas) = nn.multitask_loss(scores, labels, deltas, targets)
         model.backward(dscores, ddeltas)
         ours_opt.step()
+        return loss.total
 
     def theirs():
         their_opt.zero_grad()
@@ -144,9 +145,14 @@ def test_rcnn_training_step_against_pytorch(compare_with_peer, scene):
         scores, deltas = cls_head(hidden), box_head(hidden).view(128, 4, 4)
         true_box = deltas[torch.arange(128), labels_t]  # (128, 4): the deltas of each region's class
         loc = torch.nn.functional.smooth_l1_loss(true_box[fg], targets_t[fg], reduction="sum") / 128
-        (torch.nn.functional.cross_entropy(scores, labels_t) + loc).backward()
+        total = torch.nn.functional.cross_entropy(scores, labels_t) + loc
+        total.backward()
         their_opt.step()
+        return float(total.detach())
 
+    # the same step first: from the same parameters the same loss, and after each update again (3 steps)
+    for step in range(3):
+        assert ours() == pytest.approx(theirs(), rel=1e-4), f"step {step}"
     compare_with_peer(ours, theirs, "PyTorch training step, 128 regions", repeat=5)
 
 

@@ -95,12 +95,24 @@ def _torch_leaf(a):
     return torch.from_numpy(a.copy()).requires_grad_(True)
 
 
+def _assert_conv_like_torch(result, xt, wt, bt, dyt, stride, padding):
+    """Our layer's (y, (dx, dw, db)) against torch's forward and three gradients of the same layer."""
+    y, (dx, dw, db) = result
+    xt.grad = wt.grad = bt.grad = None
+    yt = torch.nn.functional.conv2d(xt, wt, bt, stride=stride, padding=padding)
+    yt.backward(dyt)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=1e-3, atol=1e-2)
+    np.testing.assert_allclose(db, bt.grad.numpy(), rtol=1e-3, atol=1e-2)
+
+
 def _conv_problem(shape):
     n, c, h, w, k = shape
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
     weight = (rng.standard_normal((k, c, 3, 3), dtype=np.float32) * np.sqrt(2.0 / (c * 9))).astype(np.float32)
-    bias = np.zeros(k, dtype=np.float32)
+    bias = rng.standard_normal(k, dtype=np.float32) * np.float32(0.1)
     dy = rng.standard_normal((n, k, h, w), dtype=np.float32)
     xt, wt, bt, dyt = _torch_leaf(x), _torch_leaf(weight), _torch_leaf(bias), torch.from_numpy(dy)
 
@@ -113,10 +125,7 @@ def _conv_problem(shape):
         torch.nn.functional.conv2d(xt, wt, bt, stride=1, padding=1).backward(dyt)
 
     def check(result):
-        _, (dx, dw, _) = result
-        theirs()
-        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-3, atol=1e-3)
-        np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=1e-3, atol=1e-2)
+        _assert_conv_like_torch(result, xt, wt, bt, dyt, 1, 1)
 
     return ours, theirs, check, 3 * 2 * n * k * c * 9 * h * w
 
@@ -200,7 +209,8 @@ ONE_IMAGE_SHAPES = [(1, 512, 14, 14, 512), (1, 512, 7, 7, 512), (1, 512, 3, 3, 5
 def test_conv2d_products(shape):
     """The three products of a layer one by one, back-to-back: forward, input gradient (torch:
     `torch.nn.grad.conv2d_input`), filter and bias gradients (`conv2d_weight` plus dY's sum), to show
-    where the time goes. Ours includes the zero-padded copies each product makes."""
+    where the time goes, each checked against torch's first. Ours includes the zero-padded copies each
+    product makes."""
     n, c, h, w, k = shape
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
@@ -218,6 +228,10 @@ def test_conv2d_products(shape):
         "input gradient": lambda: torch.nn.grad.conv2d_input(xt.shape, wt, dyt, padding=1),
         "filter gradient": lambda: (torch.nn.grad.conv2d_weight(xt, wt.shape, dyt, padding=1), dyt.sum((0, 2, 3))),
     }
+    for name in ours:  # the same numbers first
+        mine, peer = ours[name](), theirs[name]()
+        for a, b in zip(mine if isinstance(mine, tuple) else (mine,), peer if isinstance(peer, tuple) else (peer,)):
+            np.testing.assert_allclose(a, b.numpy().reshape(a.shape), rtol=1e-3, atol=1e-2, err_msg=name)
     print(f"\nconv {_conv_label(shape)}, products (back-to-back):")
     for name in ours:
         ours_s, torch_s = _back_to_back(ours[name]), _back_to_back(theirs[name])
@@ -240,7 +254,7 @@ def test_conv2d_other_shapes(shape):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
     weight = rng.standard_normal((k, c, size, size), dtype=np.float32) * np.float32(np.sqrt(2.0 / (c * size * size)))
-    bias = np.zeros(k, dtype=np.float32)
+    bias = rng.standard_normal(k, dtype=np.float32) * np.float32(0.1)
     dy = rng.standard_normal((n, k, h + 2 * padding - size + 1, w + 2 * padding - size + 1), dtype=np.float32)
     xt, wt, bt, dyt = _torch_leaf(x), _torch_leaf(weight), _torch_leaf(bias), torch.from_numpy(dy)
 
@@ -251,10 +265,7 @@ def test_conv2d_other_shapes(shape):
         xt.grad = wt.grad = bt.grad = None
         torch.nn.functional.conv2d(xt, wt, bt, padding=padding).backward(dyt)
 
-    _, (dx, dw, _) = ours()
-    theirs()
-    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=1e-3, atol=1e-2)
+    _assert_conv_like_torch(ours(), xt, wt, bt, dyt, 1, padding)
     ours_s, torch_s = _back_to_back(ours), _back_to_back(theirs)
     flops = 3 * 2 * n * k * c * size * size * dy.shape[2] * dy.shape[3]
     print(f"\nconv {n}x{c}x{h}x{w}-{k} {size}x{size} pad {padding}: ours {ours_s * 1e3:.2f} ms, torch {torch_s * 1e3:.2f} ms, "
@@ -277,7 +288,7 @@ def test_conv2d_strided(shape, monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
     weight = rng.standard_normal((k, c, size, size), dtype=np.float32) * np.float32(np.sqrt(2.0 / (c * size * size)))
-    bias = np.zeros(k, dtype=np.float32)
+    bias = rng.standard_normal(k, dtype=np.float32) * np.float32(0.1)
     out = (F.conv2d_output_size(h, size, stride, padding), F.conv2d_output_size(w, size, stride, padding))
     dy = rng.standard_normal((n, k, *out), dtype=np.float32)
     xt, wt, bt, dyt = _torch_leaf(x), _torch_leaf(weight), _torch_leaf(bias), torch.from_numpy(dy)
@@ -289,10 +300,7 @@ def test_conv2d_strided(shape, monkeypatch):
         xt.grad = wt.grad = bt.grad = None
         torch.nn.functional.conv2d(xt, wt, bt, stride=stride, padding=padding).backward(dyt)
 
-    _, (dx, dw, _) = ours()
-    theirs()
-    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=1e-3, atol=1e-2)
+    _assert_conv_like_torch(ours(), xt, wt, bt, dyt, stride, padding)
     ours_s, torch_s = _back_to_back(ours), _back_to_back(theirs)
     monkeypatch.setattr(F, "_by_phases", lambda *args: False)
     im2col_s = _back_to_back(ours)
@@ -313,7 +321,12 @@ def test_maxpool2d_forward_backward(compare_with_peer, benchmark):
         xt.grad = None
         torch.nn.functional.max_pool2d(xt, 2, 2).backward(dyt)
 
-    compare_with_peer(ours, theirs, "torch max_pool2d", repeat=5)
+    y, dx = compare_with_peer(ours, theirs, "torch max_pool2d", repeat=5)
+    xt.grad = None
+    yt = torch.nn.functional.max_pool2d(xt, 2, 2)
+    yt.backward(dyt)
+    np.testing.assert_array_equal(y, yt.detach().numpy())  # a maximum is one of the inputs: exactly
+    np.testing.assert_array_equal(dx, xt.grad.numpy())
     _report(benchmark)
 
 
@@ -332,7 +345,12 @@ def test_linear_forward_backward(compare_with_peer, benchmark):
         xt.grad = wt.grad = bt.grad = None
         torch.nn.functional.linear(xt, wt, bt).backward(dyt)
 
-    compare_with_peer(ours, theirs, "torch linear", repeat=5)
+    y, (dx, dw, db) = compare_with_peer(ours, theirs, "torch linear", repeat=5)
+    xt.grad = wt.grad = bt.grad = None
+    yt = torch.nn.functional.linear(xt, wt, bt)
+    yt.backward(dyt)
+    for name, a, b in (("y", y, yt), ("dx", dx, xt.grad), ("dw", dw, wt.grad), ("db", db, bt.grad)):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-3, atol=1e-3, err_msg=name)
     _report(benchmark, flops=3 * 2 * 256 * 4096 * 1024)
 
 
