@@ -275,6 +275,26 @@ def test_nms_equals_plain_python_greedy_reference(case, iou_threshold):
     np.testing.assert_array_equal(B.nms(boxes, scores, iou_threshold), reference_nms(boxes, scores, iou_threshold))
 
 
+@pytest.mark.parametrize("iou_threshold", [0.1, 0.5, 0.9])
+def test_nms_with_boxes_beyond_its_grid_equals_the_reference(rng, iou_threshold):
+    """The grid spans all but the outermost 0.5 % of the box centres on each side (one far box once
+    stretched its cells over all the others: quadratic time): boxes beyond it fall in the border
+    cells, where they must still suppress each other and the boxes inside they overlap."""
+    inside = rng.uniform(0, 100, (900, 2))
+    far = np.concatenate([rng.uniform(-1e6, -1e5, (20, 2)), rng.uniform(1e5, 1e6, (20, 2))])
+    edge = np.array([[100.0, 50.0], [0.0, 50.0], [50.0, 100.0]]) + rng.uniform(-3, 3, (3, 2))  # across the border
+    centres = np.concatenate([inside, far, far + rng.uniform(-2, 2, far.shape), edge, edge + 1.0])  # near-duplicates
+    sizes = rng.uniform(2, 12, (len(centres), 2))
+    boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1)
+    scores = rng.random(len(boxes))
+    np.testing.assert_array_equal(B.nms(boxes, scores, iou_threshold), reference_nms(boxes, scores, iou_threshold))
+    labels = rng.integers(0, 3, len(boxes))
+    expected = np.concatenate([np.flatnonzero(labels == c)[reference_nms(boxes[labels == c], scores[labels == c], iou_threshold)]
+                               for c in range(3)])
+    ours = B.batched_nms(boxes, scores, labels, iou_threshold)
+    assert sorted(ours.tolist()) == sorted(expected.tolist())
+
+
 @PROPERTY
 @given(data=st.data(), iou_threshold=st.floats(0.0, 1.0))
 def test_nms_equals_reference_on_boxes_of_very_different_sizes(data, iou_threshold):

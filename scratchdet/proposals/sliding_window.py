@@ -111,4 +111,4 @@ def sliding_windows(image_shape, sizes=DEFAULT_SIZES, ratios=DEFAULT_RATIOS, str
         x1, y1 = np.meshgrid(xs, ys)  # (ny, nx) each
         block = np.stack([x1.ravel(), y1.ravel(), x1.ravel() + w, y1.ravel() + h], axis=1)  # (ny*nx, 4)
         blocks.append(block)
-    return np.concatenate(blocks).astype(np.float32)
+    return np.concatenate(blocks).astype(np.float32, copy=False)
