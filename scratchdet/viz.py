@@ -293,9 +293,10 @@ def plot_detections(images, detections, path, classes=None, ground_truth=None, t
 
     if isinstance(images, np.ndarray) and images.ndim == 3:  # one image (its title and boxes may come as lists of one)
         images, detections = [images], [detections]
-        if ground_truth is not None and not (isinstance(ground_truth, (list, tuple)) and len(ground_truth) == 1 and np.ndim(ground_truth[0]) == 2):
+        if ground_truth is not None and np.ndim(ground_truth) != 3:  # (G, 4), not [(G, 4)]
             ground_truth = [ground_truth]
-        titles = None if titles is None else [titles] if isinstance(titles, str) or not isinstance(titles, (list, tuple)) else titles
+        if titles is not None and not isinstance(titles, (list, tuple)):  # a title, not [title]
+            titles = [titles]
     images = [_check_image(image) for image in images]
     n_images = len(images)
     if not isinstance(detections, (list, tuple)) or any(not hasattr(d, a) for d in detections for a in ("boxes", "scores", "labels")):

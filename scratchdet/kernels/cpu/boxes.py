@@ -162,9 +162,9 @@ def greedy_nms(boxes, order, group_starts, iou_threshold):
     # spanning all but the outermost 0.5 % of the centres on each side: one box far from the rest would
     # otherwise stretch the cells over all the others (every box in one cell: quadratic time); the
     # boxes beyond fall in the border cells, as every search clamps to them (`_cell_of`)
-    lo = n // 200
-    x0, y0 = np.partition(cx, lo)[lo], np.partition(cy, lo)[lo]
-    span_x, span_y = np.partition(cx, n - 1 - lo)[n - 1 - lo] - x0, np.partition(cy, n - 1 - lo)[n - 1 - lo] - y0
+    x0, x_end = _inner_range(cx, n // 200)
+    y0, y_end = _inner_range(cy, n // 200)
+    span_x, span_y = x_end - x0, y_end - y0
     search_all = iou_threshold < 0.01  # the reach would exceed 99 box sizes: the grid cannot help
     # the reach of a slightly lower threshold, since rounding may put a computed IoU a few ulps
     # above the exact one
@@ -225,6 +225,12 @@ def greedy_nms(boxes, order, group_starts, iou_threshold):
         for k in range(first_kept, n_keep):
             head[kcell[k]] = -1
     return keep[:n_keep]
+
+
+@numba.njit(cache=True)
+def _inner_range(values, skip):
+    """(lowest, highest) of the (N,) `values` once the `skip` lowest and `skip` highest are set aside."""
+    return np.partition(values, skip)[skip], np.partition(values, values.shape[0] - 1 - skip)[values.shape[0] - 1 - skip]
 
 
 @numba.njit(cache=True)
