@@ -381,7 +381,7 @@ def _device_ready_scores(scores, boxes):
         return scores
     s = _check_vector("scores", scores, boxes.shape[0])
     if s.dtype.kind in "iu" and s.size and max(-int(s.min()), int(s.max())) > 2**53:
-        return np.unique(s, return_inverse=True)[1].astype(np.float64).reshape(-1)
+        return np.unique(s, return_inverse=True)[1].astype(np.float64)
     return s if s.dtype.kind == "f" else s.astype(np.float64)
 
 

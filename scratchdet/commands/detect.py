@@ -100,23 +100,32 @@ def match_image_ids(paths, gt, gt_path):
         if len(found) > 1 and found[0][0] == found[1][0]:
             raise DataFormatError(f"{path}: several images of {gt_path} have this file name (ids {found[0][1]} and {found[1][1]})")
         ids.append(found[0][1])
-    first = {}
-    for index, image_id in enumerate(ids):  # two files of one entry: its detections would count twice
-        earlier = first.setdefault(image_id, index)
-        if earlier != index:
-            raise DataFormatError(f"{paths[earlier]} and {paths[index]} are both image {image_id} of {gt_path}; give each image once")
+    repeat = _first_repeat(ids)  # two files of one entry: its detections would count twice
+    if repeat:
+        earlier, later = repeat
+        raise DataFormatError(f"{paths[earlier]} and {paths[later]} are both image {ids[later]} of {gt_path}; give each image once")
     return ids
+
+
+def _first_repeat(keys):
+    """(i, j), i < j, the first two positions of the first key that comes again in `keys`; None if none does."""
+    first = {}
+    for j, key in enumerate(keys):
+        i = first.setdefault(key, j)
+        if i != j:
+            return i, j
+    return None
 
 
 def _plot_paths(plot_dir, images):
     """DIR/<image name>.png for each image; two images of one name would draw over each other."""
-    paths, seen = [], {}
-    for image in images:
-        path = os.path.join(plot_dir, os.path.splitext(os.path.basename(image))[0] + ".png")
-        if path in seen:
-            raise InvalidArgumentError(f"--plot: {seen[path]} and {image} would both be drawn to {path} (same file name)")
-        seen[path] = image
-        paths.append(path)
+    paths = [os.path.join(plot_dir, os.path.splitext(os.path.basename(image))[0] + ".png") for image in images]
+    repeat = _first_repeat(paths)
+    if repeat:
+        earlier, later = repeat
+        raise InvalidArgumentError(
+            f"--plot: {images[earlier]} and {images[later]} would both be drawn to {paths[later]} (same file name)"
+        )
     return paths
 
 
@@ -184,11 +193,10 @@ def run(args):
         raise InvalidArgumentError(f"--plot-score must be in [0, 1], got {args.plot_score}")
     if args.max_proposals is not None and args.max_proposals < 1:
         raise InvalidArgumentError(f"--max-proposals must be positive, got {args.max_proposals}")
-    seen = {}
-    for index, path in enumerate(args.images):  # (its detections would come twice, with --gt under one image id)
-        first = seen.setdefault(os.path.realpath(path), index)
-        if first != index:
-            raise InvalidArgumentError(f"{args.images[first]} and {path} are the same image; give each image once")
+    repeat = _first_repeat([os.path.realpath(path) for path in args.images])  # (its detections would come twice)
+    if repeat:
+        earlier, later = repeat
+        raise InvalidArgumentError(f"{args.images[earlier]} and {args.images[later]} are the same image; give each image once")
     check_output_file("--out", args.out)
     plot_paths = []
     if args.plot:

@@ -138,15 +138,16 @@ def region_statistics(labels, n_regions, colour_bin, texture_bin, n_colour_bins,
                 colour_counts[r, c * n_colour_bins + colour_bin[i, j, c]] += 1
                 for o in range(n_orient):
                     texture_counts[r, (c * n_orient + o) * n_texture_bins + texture_bin[i, j, c, o]] += 1
-    # 2. L1-normalise every histogram
-    colour = np.empty(colour_counts.shape, dtype=np.float32)
-    texture = np.empty(texture_counts.shape, dtype=np.float32)
+    # 2. L1-normalise every histogram (a region without pixels keeps zero rows)
+    colour = np.zeros(colour_counts.shape, dtype=np.float32)
+    texture = np.zeros(texture_counts.shape, dtype=np.float32)
     for r in range(n_regions):
-        empty = sizes[r] == 0  # (a region without pixels keeps zero rows)
+        if sizes[r] == 0:
+            continue
         for k in range(colour.shape[1]):
-            colour[r, k] = 0.0 if empty else colour_counts[r, k] / (sizes[r] * channels)
+            colour[r, k] = colour_counts[r, k] / (sizes[r] * channels)
         for k in range(texture.shape[1]):
-            texture[r, k] = 0.0 if empty else texture_counts[r, k] / (sizes[r] * channels * n_orient)
+            texture[r, k] = texture_counts[r, k] / (sizes[r] * channels * n_orient)
     # 3. neighbour pairs along the right, down, down-right and down-left grid edges
     keys = np.empty(4 * height * width, dtype=np.int64)
     n_keys = 0

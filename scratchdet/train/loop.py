@@ -192,8 +192,8 @@ def fit(model, batches, optimizer, *, steps, schedule=None, checkpoint=None, che
                     if saved_step != step:
                         save_checkpoint(checkpoint, model, optimizer, schedule, step, history, settings=settings)
                     if progress:
-                        bar.write(f"interrupted: {checkpoint} holds the {_plural(step, 'step')} done; resume from it to go on",
-                                  file=sys.stderr)
+                        steps_done = f"{step} step{'' if step == 1 else 's'}"
+                        bar.write(f"interrupted: {checkpoint} holds the {steps_done} done; resume from it to go on", file=sys.stderr)
                 raise
             history.check_names(components, step)
 
@@ -227,11 +227,6 @@ def fit(model, batches, optimizer, *, steps, schedule=None, checkpoint=None, che
     if checkpoint is not None and saved_step != steps:  # a run of 0 steps still leaves its checkpoint
         save_checkpoint(checkpoint, model, optimizer, schedule, steps, history, settings=settings)
     return history
-
-
-def _plural(n, noun):
-    """'1 step', '2 steps'."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _check_settings(settings):
